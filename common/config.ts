@@ -1,0 +1,61 @@
+// Configuration is read once, from the environment, at each process' composition root.
+// A bad value stops the process with a message that names the variable.
+import { z } from 'zod';
+
+const integer = (fallback: number, min = 0) => z.coerce.number().int().min(min).default(fallback);
+const list = (fallback: string) =>
+  z
+    .string()
+    .default(fallback)
+    .transform((value) => value.split(',').map((item) => item.trim()).filter(Boolean));
+
+export const ConfigSchema = z.object({
+  KAFKA_BROKERS: list('127.0.0.1:9092').pipe(z.array(z.string().regex(/^[^:\s]+:\d+$/, 'expected host:port')).min(1)),
+  KAFKA_CLIENT_ID: z.string().min(1).default('img2img'),
+  /** Prefix of every topic name; tests use their own so they cannot see each other. */
+  TOPIC_PREFIX: z.string().regex(/^[a-zA-Z0-9._-]{1,100}$/).default('img2img'),
+  TOPIC_PARTITIONS: integer(3, 1),
+  S3_ENDPOINT: z.url().default('http://127.0.0.1:9000'),
+  S3_REGION: z.string().min(1).default('us-east-1'),
+  S3_ACCESS_KEY: z.string().min(1).default('minioadmin'),
+  S3_SECRET_KEY: z.string().min(8).default('minioadmin'),
+  S3_BUCKET: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'an S3 bucket name: 3-63 of a-z 0-9 . -')
+    .default('img2img'),
+  MODEL_NAMES_FILE: z.string().min(1).default('model_names.txt'),
+  API_HOST: z.string().min(1).default('127.0.0.1'),
+  API_PORT: integer(8000),
+  /** Base of the links the API hands out; defaults to the address of the request. */
+  PUBLIC_BASE_URL: z.url().optional(),
+  MAX_BODY_BYTES: integer(20 * 1024 * 1024, 1),
+  MAX_IMAGE_SIDE: integer(4096, 8),
+  MAX_IMAGE_PIXELS: integer(16 * 1024 * 1024, 64),
+  /** How long a request may wait for Kafka or object storage before it answers 503. */
+  DEPENDENCY_TIMEOUT_MS: integer(4000, 100),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  RUNNER_PYTHON: z.string().min(1).default('diffusion-py/.venv/bin/python'),
+  RUNNER_DIR: z.string().min(1).default('diffusion-py'),
+  /** A runner that sends no frame for this long while it has work is killed and restarted. */
+  RUNNER_STALL_MS: integer(120_000, 1000),
+  RUNNER_DEVICE: z.enum(['auto', 'cpu', 'cuda']).default('auto'),
+  MAX_ATTEMPTS: integer(3, 1),
+  /** A model's runner stops after this long without work, freeing GPU memory (0: never). */
+  IDLE_UNLOAD_MS: integer(600_000),
+  CONSUMER_METRICS_PORT: integer(9464),
+});
+
+export type Config = z.infer<typeof ConfigSchema>;
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+export function loadConfig(env: Record<string, string | undefined>): Config {
+  // An empty variable means "not set", as in most .env tooling.
+  const present = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== undefined && value !== ''));
+  const parsed = ConfigSchema.safeParse(present);
+  if (parsed.success) return parsed.data;
+  const lines = parsed.error.issues.map((issue) => `  ${issue.path.join('.')}: ${issue.message}`);
+  throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
+}

@@ -1,0 +1,5 @@
+import { execFileSync } from 'node:child_process';
+
+export default function setup(): void {
+  execFileSync('bash', ['scripts/infra', 'up', 'kafka', 'minio'], { stdio: 'inherit' });
+}

@@ -1,0 +1,35 @@
+import { describe, expect, it } from 'vitest';
+import { parseModelNames } from '../../common/models.js';
+import { allTopics } from '../../common/topics.js';
+
+describe('parseModelNames', () => {
+  it('reads names, sources and comments', () => {
+    const text = '# models\ntiny\n\nsd15 /models/sd15  # local folder\nsdxl stabilityai/sdxl-base\n';
+    expect(parseModelNames(text)).toEqual([
+      { name: 'tiny' },
+      { name: 'sd15', source: '/models/sd15' },
+      { name: 'sdxl', source: 'stabilityai/sdxl-base' },
+    ]);
+  });
+
+  it.each([['../etc'], ['Upper'], ['a/b'], ['-dash']])('refuses the unsafe name %s and names the line', (name) => {
+    expect(() => parseModelNames(`tiny\n${name}\n`)).toThrow(/model_names\.txt:2/);
+  });
+
+  it('refuses duplicates and empty files', () => {
+    expect(() => parseModelNames('tiny\ntiny\n')).toThrow(/twice/);
+    expect(() => parseModelNames('# nothing\n')).toThrow(/no models/);
+  });
+});
+
+describe('allTopics', () => {
+  it('lists three priorities and a DLQ per model, and one events topic', () => {
+    expect(allTopics('img2img', ['tiny'])).toEqual([
+      'img2img.tiny.high',
+      'img2img.tiny.normal',
+      'img2img.tiny.low',
+      'img2img.tiny.dlq',
+      'img2img.events',
+    ]);
+  });
+});

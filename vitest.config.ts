@@ -1,0 +1,21 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    projects: [
+      { test: { name: 'unit', include: ['test/unit/**/*.test.ts'] } },
+      {
+        test: {
+          name: 'integration',
+          include: ['test/integration/**/*.test.ts'],
+          // Brings Kafka and MinIO up when they are not running (idempotent).
+          globalSetup: ['test/integration/infra.setup.ts'],
+          testTimeout: 60_000,
+          hookTimeout: 120_000,
+          // Each file owns its topics and key prefixes, but the 2-core machine runs files one by one.
+          fileParallelism: false,
+        },
+      },
+    ],
+  },
+});
