@@ -11,3 +11,6 @@ export function allTopics(prefix: string, models: readonly string[]): string[] {
   const perModel = models.flatMap((model) => [...PRIORITIES.map((p) => jobTopic(prefix, model, p)), dlqTopic(prefix, model)]);
   return [...perModel, eventsTopic(prefix)];
 }
+
+/** The consumer group that serves a model; its lag is the model's queue depth. */
+export const consumerGroup = (prefix: string, model: string) => `${prefix}-${model}`;

@@ -1,0 +1,85 @@
+// The shapes that cross process boundaries for one job: its parameters, its durable
+// record (jobs/<id>/job.json), its Kafka message and its lifecycle events.
+import { randomBytes } from 'node:crypto';
+import { z } from 'zod';
+import { PRIORITIES } from './topics.js';
+
+/** 128 random bits, base64url: URL-safe, 22 characters. */
+export const newJobId = () => randomBytes(16).toString('base64url');
+export const JOB_ID = /^[A-Za-z0-9_-]{22}$/;
+
+export const JobStatus = z.enum(['queued', 'running', 'succeeded', 'failed', 'canceled']);
+export type JobStatus = z.infer<typeof JobStatus>;
+export const TERMINAL: ReadonlySet<JobStatus> = new Set(['succeeded', 'failed', 'canceled']);
+
+export const Priority = z.enum(PRIORITIES);
+
+export const JobParams = z.object({
+  prompt: z.string(),
+  negative_prompt: z.string().nullable(),
+  strength: z.number(),
+  steps: z.number().int(),
+  guidance_scale: z.number(),
+  seed: z.number().int(),
+});
+export type JobParams = z.infer<typeof JobParams>;
+
+export const JobError = z.object({ code: z.string(), message: z.string() });
+
+export const JobRecord = z.object({
+  v: z.literal(1),
+  id: z.string(),
+  model_name: z.string(),
+  priority: Priority,
+  status: JobStatus,
+  params: JobParams,
+  /** Size of the stored input (and of the output). */
+  width: z.number().int(),
+  height: z.number().int(),
+  input_key: z.string(),
+  output_key: z.string().nullable(),
+  created_at: z.string(),
+  updated_at: z.string(),
+  started_at: z.string().nullable(),
+  finished_at: z.string().nullable(),
+  attempts: z.number().int(),
+  progress: z.object({ step: z.number().int(), total: z.number().int() }).nullable(),
+  timings: z
+    .object({ queue_s: z.number(), run_s: z.number(), total_s: z.number(), compute_s: z.number().optional() })
+    .nullable(),
+  peak_memory_bytes: z.number().nullable(),
+  error: JobError.nullable(),
+  cancel_requested: z.boolean(),
+  /** sha256 of the idempotency key and of the request, when the client sent a key. */
+  idempotency: z.object({ key_hash: z.string(), request_hash: z.string() }).nullable(),
+});
+export type JobRecord = z.infer<typeof JobRecord>;
+
+/** The Kafka message on img2img.<model>.<priority>, keyed by the job id. */
+export const JobMessage = z.object({
+  v: z.literal(1),
+  id: z.string().regex(JOB_ID),
+  model_name: z.string(),
+  priority: Priority,
+  created_at: z.string(),
+});
+export type JobMessage = z.infer<typeof JobMessage>;
+
+export const EventType = z.enum(['queued', 'started', 'progress', 'succeeded', 'failed', 'canceled', 'cancel_requested']);
+export type EventType = z.infer<typeof EventType>;
+
+/** A lifecycle event on img2img.events, keyed by the job id. */
+export const JobEvent = z.object({
+  v: z.literal(1),
+  id: z.string(),
+  type: EventType,
+  at: z.string(),
+  model_name: z.string(),
+  step: z.number().int().optional(),
+  total: z.number().int().optional(),
+  attempt: z.number().int().optional(),
+  error: JobError.optional(),
+});
+export type JobEvent = z.infer<typeof JobEvent>;
+
+export const isTerminalEvent = (type: EventType) => type === 'succeeded' || type === 'failed' || type === 'canceled';

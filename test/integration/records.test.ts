@@ -1,0 +1,45 @@
+// Job records in the real MinIO: create once, compare-and-swap updates.
+import { describe, expect, it } from 'vitest';
+import { newJobId, type JobRecord } from '../../common/jobs.js';
+import { RecordConflict, RecordStore } from '../../common/records.js';
+import { createS3, jobKeys, ObjectStore } from '../../common/storage.js';
+import { testConfig } from '../helpers/env.js';
+
+const config = testConfig();
+const store = new ObjectStore(createS3(config), config.S3_BUCKET);
+const records = new RecordStore(store);
+
+function record(id = newJobId()): JobRecord {
+  const now = new Date().toISOString();
+  return {
+    v: 1, id, model_name: 'tiny', priority: 'normal', status: 'queued',
+    params: { prompt: 'p', negative_prompt: null, strength: 0.6, steps: 10, guidance_scale: 7.5, seed: 1 },
+    width: 64, height: 64, input_key: jobKeys(id).input, output_key: null,
+    created_at: now, updated_at: now, started_at: null, finished_at: null, attempts: 0,
+    progress: null, timings: null, peak_memory_bytes: null, error: null, cancel_requested: false, idempotency: null,
+  };
+}
+
+describe('RecordStore', () => {
+  it('creates a record once', async () => {
+    await store.ensureBucket();
+    const first = record();
+    await records.create(first);
+    await expect(records.create(first)).rejects.toBeInstanceOf(RecordConflict);
+    expect(await records.get(first.id)).toEqual(first);
+  });
+
+  it('serialises concurrent updates without losing one', async () => {
+    const first = record();
+    await records.create(first);
+    await Promise.all(
+      Array.from({ length: 8 }, () => records.update(first.id, (r) => ({ ...r, attempts: r.attempts + 1 }))),
+    );
+    expect((await records.get(first.id))?.attempts).toBe(8);
+  });
+
+  it('answers undefined for an unknown job', async () => {
+    expect(await records.get(newJobId())).toBeUndefined();
+    expect(await records.update(newJobId(), (r) => r)).toBeUndefined();
+  });
+});
