@@ -39,7 +39,14 @@ export const ConfigSchema = z.object({
   /** A runner that sends no frame for this long while it has work is killed and restarted. */
   RUNNER_STALL_MS: integer(120_000, 1000),
   RUNNER_DEVICE: z.enum(['auto', 'cpu', 'cuda']).default('auto'),
+  /** Largest batch the runner may form (0: the runner picks from its device). */
+  RUNNER_MAX_BATCH: integer(0),
+  RUNNER_START_TIMEOUT_MS: integer(600_000, 1000),
   MAX_ATTEMPTS: integer(3, 1),
+  /** A dead consumer's partitions move to a live one after this long. */
+  KAFKA_SESSION_TIMEOUT_MS: integer(30_000, 6000),
+  /** On SIGTERM, how long in-flight jobs may take before their offsets are left for redelivery. */
+  SHUTDOWN_GRACE_MS: integer(60_000, 0),
   /** A model's runner stops after this long without work, freeing GPU memory (0: never). */
   IDLE_UNLOAD_MS: integer(600_000),
   CONSUMER_METRICS_PORT: integer(9464),

@@ -4,10 +4,21 @@ It has the real SD architecture (CLIP text encoder, UNet with cross attention,
 KL VAE with 8x downscaling, DDIM scheduler) so the runner, batching, progress
 and cancel paths are exercised for real, but it is built from configs in well
 under a second and never downloads anything.
+
+Its UNet runs one sample at a time so that a job's output bytes never depend
+on its batch-mates: CPU kernels (oneDNN conv, MKL gemm) pick different code
+paths, hence different float rounding, for different batch sizes. The text
+encoder is row-wise (77 tokens per prompt) and models.load_pipeline turns on
+VAE slicing (one image per decode), so the loaded toy pipeline is
+batch-invariant and tests can compare a batched job with the same job run
+alone, byte for byte.
 """
+
+import functools
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionImg2ImgPipeline, UNet2DConditionModel
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 WEIGHT_SEED = 0
@@ -57,8 +68,32 @@ def _text_encoder(vocab_size: int, bos_id: int, eos_id: int) -> CLIPTextModel:
     return CLIPTextModel(config)
 
 
+def _per_sample(forward):
+    """Wrap a UNet forward so each sample of the batch is computed on its own (see module doc)."""
+
+    @functools.wraps(forward)
+    def run(sample, timestep, encoder_hidden_states, *args, return_dict=True, **kwargs):
+        per_step = torch.is_tensor(timestep) and timestep.numel() > 1
+        outputs = []
+        for index in range(sample.shape[0]):
+            outputs.append(
+                forward(
+                    sample[index : index + 1],
+                    timestep[index : index + 1] if per_step else timestep,
+                    encoder_hidden_states[index : index + 1],
+                    *args,
+                    return_dict=False,
+                    **kwargs,
+                )[0]
+            )
+        stacked = torch.cat(outputs)
+        return UNet2DConditionOutput(sample=stacked) if return_dict else (stacked,)
+
+    return run
+
+
 def _unet() -> UNet2DConditionModel:
-    return UNet2DConditionModel(
+    unet = UNet2DConditionModel(
         sample_size=8,
         in_channels=4,
         out_channels=4,
@@ -70,6 +105,9 @@ def _unet() -> UNet2DConditionModel:
         attention_head_dim=8,
         norm_num_groups=32,
     )
+    # An instance attribute, so the model class (and save_pretrained) stay stock.
+    unet.forward = _per_sample(unet.forward)
+    return unet
 
 
 def _vae() -> AutoencoderKL:

@@ -1,0 +1,214 @@
+// One model's consumer: reads img2img.<model>.{high,normal,low}, keeps strict
+// priority, hands jobs to the runner and commits an offset only once its job is
+// finished for good (see docs/ARCHITECTURE.md, "Priorities and offsets").
+import type { Consumer, EachMessagePayload, Kafka, Producer } from 'kafkajs';
+import type { Config } from '../common/config.js';
+import type { EventPublisher } from '../common/events.js';
+import { JobMessage, type JobRecord } from '../common/jobs.js';
+import type { Logger } from '../common/logger.js';
+import type { ModelEntry } from '../common/models.js';
+import type { RecordStore } from '../common/records.js';
+import type { ObjectStore } from '../common/storage.js';
+import { consumerGroup, dlqTopic, jobTopic, PRIORITIES, type Priority } from '../common/topics.js';
+import { PriorityBuffers } from './buffers.js';
+import { JobRun, type Delivery } from './job.js';
+import { OffsetTracker } from './offsets.js';
+import type { Runner } from './runner.js';
+
+/** Above this many waiting messages a priority's topic is paused, so memory stays bounded. */
+const BUFFER_HIGH_WATER = 256;
+
+export interface WorkerDeps {
+  kafka: Kafka;
+  producer: Producer;
+  config: Config;
+  store: ObjectStore;
+  records: RecordStore;
+  events: EventPublisher;
+  runner: Runner;
+  model: ModelEntry;
+  logger: Logger;
+  metrics?: WorkerMetrics;
+}
+
+/** Hooks for metrics; every one optional. */
+export interface WorkerMetrics {
+  finished?(model: string, priority: Priority, status: string, record: JobRecord | undefined): void;
+  retried?(model: string): void;
+  deadLettered?(model: string): void;
+  idleUnloaded?(model: string): void;
+  runnerStarted?(model: string, seconds: number): void;
+}
+
+export class ModelWorker {
+  private readonly consumer: Consumer;
+  private readonly buffers = new PriorityBuffers<Delivery>();
+  private readonly offsets = new OffsetTracker();
+  private readonly active = new Map<string, JobRun>();
+  private readonly paused = new Set<Priority>();
+  private commitChain: Promise<void> = Promise.resolve();
+  private idleTimer: NodeJS.Timeout | undefined;
+  private stopping = false;
+  readonly name: string;
+
+  constructor(private readonly deps: WorkerDeps) {
+    this.name = deps.model.name;
+    this.consumer = deps.kafka.consumer({
+      groupId: consumerGroup(deps.config.TOPIC_PREFIX, this.name),
+      // Work is decoupled from the fetch loop, so heartbeats flow during long jobs and
+      // these timeouts only have to cover a dead process, not a slow job.
+      sessionTimeout: deps.config.KAFKA_SESSION_TIMEOUT_MS,
+      heartbeatInterval: Math.max(500, Math.floor(deps.config.KAFKA_SESSION_TIMEOUT_MS / 5)),
+      rebalanceTimeout: 60_000,
+      maxWaitTimeInMs: 250,
+      allowAutoTopicCreation: false,
+    });
+  }
+
+  private topic(priority: Priority): string {
+    return jobTopic(this.deps.config.TOPIC_PREFIX, this.name, priority);
+  }
+
+  async start(): Promise<void> {
+    const { consumer } = this;
+    consumer.on(consumer.events.GROUP_JOIN, () => this.onRebalance());
+    await consumer.connect();
+    await consumer.subscribe({ topics: PRIORITIES.map((p) => this.topic(p)), fromBeginning: true });
+    await consumer.run({ autoCommit: false, eachMessage: (payload) => this.receive(payload) });
+    this.armIdleTimer();
+  }
+
+  /** Stops fetching, lets the runner finish what it holds, commits, disconnects. */
+  async stop(graceMs: number): Promise<void> {
+    this.stopping = true;
+    clearTimeout(this.idleTimer);
+    await this.consumer.stop();
+    this.buffers.clear(); // never started: their offsets stay uncommitted and are redelivered
+    const deadline = Date.now() + graceMs;
+    while (this.active.size && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    await this.deps.runner.stop(Math.max(1000, deadline - Date.now()));
+    await this.commit();
+    await this.consumer.disconnect();
+  }
+
+  /** A cancel request from the events topic. */
+  cancel(id: string): void {
+    const queued = this.buffers.remove((delivery) => delivery.message?.id === id);
+    for (const delivery of queued) void this.process(delivery); // the run sees the canceled record and skips
+    this.active.get(id)?.cancel();
+  }
+
+  private async receive({ topic, partition, message }: EachMessagePayload): Promise<void> {
+    const priority = PRIORITIES.find((p) => this.topic(p) === topic)!;
+    this.offsets.begin(topic, partition, message.offset);
+    const parsed = parseMessage(message.value);
+    const delivery: Delivery = {
+      topic, partition, offset: message.offset, priority, raw: message.value, attempt: 0,
+      message: parsed.success ? parsed.data : undefined,
+      problem: parsed.success ? undefined : parsed.problem,
+    };
+    const running = delivery.message && this.active.get(delivery.message.id);
+    if (running) {
+      running.aliases.push(delivery); // redelivered after a rebalance while we still run it
+      return;
+    }
+    this.buffers.push(priority, delivery);
+    if (this.buffers.size(priority) >= BUFFER_HIGH_WATER && !this.paused.has(priority)) {
+      this.paused.add(priority);
+      this.consumer.pause([{ topic }]);
+    }
+    this.pump();
+  }
+
+  /** Hands waiting jobs over while the runner has room: one batch computing, one queued behind it. */
+  private pump(): void {
+    clearTimeout(this.idleTimer);
+    const window = 2 * (this.deps.runner.info?.max_batch ?? 1);
+    while (!this.stopping && this.active.size < window) {
+      const delivery = this.buffers.take();
+      if (!delivery) break;
+      this.resumeIfDrained(delivery.priority);
+      void this.process(delivery);
+    }
+    this.armIdleTimer();
+  }
+
+  private resumeIfDrained(priority: Priority): void {
+    if (this.paused.has(priority) && this.buffers.size(priority) < BUFFER_HIGH_WATER / 2) {
+      this.paused.delete(priority);
+      this.consumer.resume([{ topic: this.topic(priority) }]);
+    }
+  }
+
+  private async process(delivery: Delivery): Promise<void> {
+    const run = new JobRun(delivery, { ...this.deps, dlq: dlqTopic(this.deps.config.TOPIC_PREFIX, this.name) });
+    if (delivery.message) this.active.set(delivery.message.id, run);
+    try {
+      const verdict = await run.execute();
+      if (verdict.kind === 'retry' && !this.stopping) {
+        this.deps.metrics?.retried?.(this.name);
+        setTimeout(() => {
+          this.buffers.push(delivery.priority, { ...delivery, attempt: delivery.attempt + 1 });
+          this.pump();
+        }, verdict.delayMs).unref();
+      } else if (verdict.kind === 'done') {
+        for (const d of [delivery, ...run.aliases]) this.offsets.finish(d.topic, d.partition, d.offset);
+        if (verdict.deadLettered) this.deps.metrics?.deadLettered?.(this.name);
+        this.deps.metrics?.finished?.(this.name, delivery.priority, verdict.status, verdict.record);
+        void this.commit();
+      }
+    } finally {
+      if (delivery.message && this.active.get(delivery.message.id) === run) this.active.delete(delivery.message.id);
+      this.pump();
+    }
+  }
+
+  /** Commits serially: commitOffsets calls must not overtake each other. */
+  private commit(): Promise<void> {
+    this.commitChain = this.commitChain.then(async () => {
+      const offsets = this.offsets.takeCommittable();
+      if (!offsets.length) return;
+      try {
+        await this.consumer.commitOffsets(offsets);
+      } catch (error) {
+        // Lost during a rebalance: the messages are redelivered and skipped as finished.
+        this.deps.logger.warn({ err: error, model: this.name }, 'offset commit failed');
+      }
+    });
+    return this.commitChain;
+  }
+
+  /** The group starts again from committed offsets: forget what was only buffered. */
+  private onRebalance(): void {
+    this.buffers.clear();
+    this.offsets.reset();
+    for (const run of this.active.values()) {
+      for (const d of [run.delivery, ...run.aliases]) this.offsets.begin(d.topic, d.partition, d.offset);
+    }
+    if (this.paused.size) {
+      this.consumer.resume([...this.paused].map((p) => ({ topic: this.topic(p) })));
+      this.paused.clear();
+    }
+  }
+
+  private armIdleTimer(): void {
+    const idleMs = this.deps.config.IDLE_UNLOAD_MS;
+    clearTimeout(this.idleTimer);
+    if (!idleMs || this.stopping || this.active.size || this.buffers.size() || !this.deps.runner.running) return;
+    this.idleTimer = setTimeout(() => {
+      if (this.active.size || this.buffers.size()) return;
+      this.deps.logger.info({ model: this.name, idle_ms: idleMs }, 'idle: stopping the runner to free its memory');
+      this.deps.metrics?.idleUnloaded?.(this.name);
+      void this.deps.runner.stop(30_000);
+    }, idleMs).unref();
+  }
+}
+
+function parseMessage(value: Buffer | null): { success: true; data: JobMessage } | { success: false; problem: string } {
+  try {
+    const parsed = JobMessage.safeParse(JSON.parse(String(value)));
+    return parsed.success ? { success: true, data: parsed.data } : { success: false, problem: parsed.error.message };
+  } catch (error) {
+    return { success: false, problem: `not JSON: ${(error as Error).message}` };
+  }
+}

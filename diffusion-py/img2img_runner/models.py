@@ -1,0 +1,104 @@
+"""Which model to load, on which device, and loading it (never from the network)."""
+
+import os
+import re
+from dataclasses import dataclass
+
+import torch
+
+TINY = "tiny"
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    source: str | None  # local diffusers folder or HF repo id in the offline cache; None for built-ins
+
+
+def parse_model_names(path: str) -> list[ModelEntry]:
+    """Read model_names.txt: one `name` or `name source` per line, `#` starts a comment."""
+    entries: list[ModelEntry] = []
+    seen: set[str] = set()
+    with open(path, encoding="utf-8") as handle:
+        for number, raw in enumerate(handle, start=1):
+            line = raw.split("#", 1)[0].strip()
+            if not line:
+                continue
+            where = f"{path}:{number}: {raw.rstrip()!r}"
+            fields = line.split()
+            if len(fields) > 2:
+                raise ValueError(f"{where}: expected `name` or `name source`, got {len(fields)} fields")
+            name = fields[0]
+            if not NAME_PATTERN.match(name):
+                raise ValueError(f"{where}: invalid model name {name!r} (must match {NAME_PATTERN.pattern})")
+            if name in seen:
+                raise ValueError(f"{where}: model name {name!r} is listed twice")
+            seen.add(name)
+            entries.append(ModelEntry(name=name, source=fields[1] if len(fields) == 2 else None))
+    return entries
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    choice = requested or ("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda was asked for but torch.cuda.is_available() is False")
+        # An explicit index so the ready frame says "cuda:0", not "cuda".
+        return torch.device("cuda", torch.cuda.current_device())
+    if choice == "cpu":
+        return torch.device("cpu")
+    raise ValueError(f"unknown device {choice!r} (cpu or cuda)")
+
+
+def pick_dtype(device: torch.device, requested: str | None = None) -> torch.dtype:
+    if requested is None:
+        # Half precision halves GPU memory and time; CPU kernels want float32.
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if requested not in DTYPES:
+        raise ValueError(f"unknown dtype {requested!r} (one of {', '.join(DTYPES)})")
+    return DTYPES[requested]
+
+
+def _from_source(source: str, dtype: torch.dtype):
+    # Imported here: diffusers' auto classes pull in many pipelines, tiny needs none of them.
+    from diffusers import AutoPipelineForImage2Image
+
+    # A local diffusers folder, else a repo id that must already be in the HF cache.
+    location = source if os.path.isdir(source) else source
+    return AutoPipelineForImage2Image.from_pretrained(
+        location,
+        torch_dtype=dtype,
+        local_files_only=True,
+        safety_checker=None,
+        requires_safety_checker=False,
+    )
+
+
+def load_pipeline(name: str, source: str | None = None, device: torch.device | None = None, dtype: torch.dtype | None = None):
+    """Return an img2img pipeline ready to serve: on device, SDPA attention, no progress bars."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    device = device or pick_device()
+    dtype = dtype or pick_dtype(device)
+    if name == TINY and source is None:
+        from .tiny import build_tiny_pipeline
+
+        if device.type == "cpu":
+            # Toy-sized tensors: OpenMP fork/join costs more than it saves, a lot
+            # more when the cores are shared with other processes.
+            torch.set_num_threads(1)
+        pipe = build_tiny_pipeline()
+    elif source is None:
+        raise ValueError(f"model {name!r} has no source: give a local diffusers folder or an HF repo id")
+    else:
+        pipe = _from_source(source=source, dtype=dtype)
+    pipe = pipe.to(torch_device=device, dtype=dtype)
+    for component in (pipe.unet, pipe.vae):
+        component.set_attn_processor(AttnProcessor2_0())
+    # Decode one image at a time: a batch's VAE decode is the memory peak, and it
+    # keeps each image's pixels independent of its batch-mates.
+    pipe.vae.enable_slicing()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

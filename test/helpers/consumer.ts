@@ -1,0 +1,137 @@
+// Test helpers for the consumer: a job enqueued the way the API does it, a consumer
+// process to start and kill, and the events of a job read back from Kafka.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { writeFileSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Kafka } from 'kafkajs';
+import sharp from 'sharp';
+import type { Config } from '../../common/config.js';
+import { newJobId, type JobEvent, type JobMessage, type JobParams, type JobRecord } from '../../common/jobs.js';
+import type { RecordStore } from '../../common/records.js';
+import { jobKeys, type ObjectStore } from '../../common/storage.js';
+import { eventsTopic, jobTopic, type Priority } from '../../common/topics.js';
+import { uniqueName } from './env.js';
+
+export async function pngOf(width: number, height: number, seed = 1): Promise<Buffer> {
+  const raw = Buffer.alloc(width * height * 3);
+  for (let i = 0; i < raw.length; i++) raw[i] = (i * 31 + seed * 97) % 251;
+  return sharp(raw, { raw: { width, height, channels: 3 } }).png().toBuffer();
+}
+
+export interface EnqueueOptions {
+  model?: string;
+  priority?: Priority;
+  params?: Partial<JobParams>;
+  size?: number;
+}
+
+/** Stores the input, produces the message and writes the record, in the API's order. */
+export async function enqueue(
+  kafka: Kafka,
+  config: Config,
+  store: ObjectStore,
+  records: RecordStore,
+  options: EnqueueOptions = {},
+): Promise<string> {
+  const id = newJobId();
+  const model = options.model ?? 'tiny';
+  const priority = options.priority ?? 'normal';
+  const size = options.size ?? 64;
+  await store.put(jobKeys(id).input, await pngOf(size, size), 'image/png');
+  const now = new Date().toISOString();
+  const message: JobMessage = { v: 1, id, model_name: model, priority, created_at: now };
+  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+  await producer.connect();
+  await producer.send({ topic: jobTopic(config.TOPIC_PREFIX, model, priority), acks: -1, messages: [{ key: id, value: JSON.stringify(message) }] });
+  await producer.disconnect();
+  const record: JobRecord = {
+    v: 1, id, model_name: model, priority, status: 'queued',
+    params: { prompt: 'a test', negative_prompt: null, strength: 0.6, steps: 10, guidance_scale: 7.5, seed: 42, ...options.params },
+    width: size, height: size, input_key: jobKeys(id).input, output_key: null,
+    created_at: now, updated_at: now, started_at: null, finished_at: null, attempts: 0, progress: null,
+    timings: null, peak_memory_bytes: null, error: null, cancel_requested: false, idempotency: null,
+  };
+  await records.create(record);
+  return id;
+}
+
+export async function waitFor<T>(probe: () => Promise<T | undefined>, timeoutMs = 60_000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+export const waitForStatus = (records: RecordStore, id: string, statuses: string[], timeoutMs = 60_000) =>
+  waitFor(async () => {
+    const record = await records.get(id);
+    return record && statuses.includes(record.status) ? record : undefined;
+  }, timeoutMs, `job ${id} to reach ${statuses.join('|')}`);
+
+/** A consumer process with its own model list; stdout/stderr kept for failures. */
+export class ConsumerProcess {
+  child: ChildProcess | undefined;
+  log = '';
+
+  constructor(
+    private readonly env: Record<string, string>,
+    private readonly models = 'tiny\n',
+  ) {}
+
+  start(): this {
+    const dir = mkdtempSync(join(tmpdir(), 'consumer-'));
+    const modelsFile = join(dir, 'model_names.txt');
+    writeFileSync(modelsFile, this.models);
+    this.child = spawn('node_modules/.bin/tsx', ['consumer/main.ts'], {
+      env: { ...process.env, MODEL_NAMES_FILE: modelsFile, LOG_LEVEL: 'info', ...this.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    this.child.stdout!.on('data', (chunk) => (this.log += chunk));
+    this.child.stderr!.on('data', (chunk) => (this.log += chunk));
+    return this;
+  }
+
+  async ready(timeoutMs = 60_000): Promise<void> {
+    await waitFor(async () => (this.log.includes('consumers running') ? true : undefined), timeoutMs, 'the consumer to start');
+  }
+
+  /** The pid of the runner (python) child of this consumer. */
+  runnerPid(): number | undefined {
+    const match = [...this.log.matchAll(/"runner_pid":(\d+)/g)].at(-1);
+    return match ? Number(match[1]) : undefined;
+  }
+
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+    const child = this.child;
+    if (!child || child.exitCode !== null) return child?.exitCode ?? null;
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    child.kill(signal);
+    return exited;
+  }
+}
+
+/** Reads every event of the given jobs from the events topic, from the beginning. */
+export async function readEvents(kafka: Kafka, config: Config, ids: string[], until: (events: JobEvent[]) => boolean, timeoutMs = 30_000): Promise<JobEvent[]> {
+  const consumer = kafka.consumer({ groupId: uniqueName('events-reader') });
+  const seen: JobEvent[] = [];
+  await consumer.connect();
+  await consumer.subscribe({ topic: eventsTopic(config.TOPIC_PREFIX), fromBeginning: true });
+  let done!: () => void;
+  const finished = new Promise<void>((resolve) => (done = resolve));
+  await consumer.run({
+    eachMessage: async ({ message }) => {
+      const event = JSON.parse(String(message.value)) as JobEvent;
+      if (ids.includes(event.id)) seen.push(event);
+      if (until(seen)) done();
+    },
+  });
+  const timer = setTimeout(done, timeoutMs);
+  await finished;
+  clearTimeout(timer);
+  await consumer.disconnect();
+  return seen;
+}

@@ -1,0 +1,56 @@
+// A consumer killed with SIGKILL mid-job: after a restart the job succeeds exactly
+// once (one output, one succeeded event); SIGTERM exits cleanly.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createKafka, ensureTopics } from '../../common/kafka.js';
+import { RecordStore } from '../../common/records.js';
+import { createS3, jobKeys, ObjectStore } from '../../common/storage.js';
+import { allTopics } from '../../common/topics.js';
+import { testConfig, uniqueName } from '../helpers/env.js';
+import { ConsumerProcess, enqueue, readEvents, waitFor, waitForStatus } from '../helpers/consumer.js';
+
+const config = testConfig();
+const kafka = createKafka(config, uniqueName('crash-test'));
+const store = new ObjectStore(createS3(config), config.S3_BUCKET);
+const records = new RecordStore(store);
+// A short session so the dead consumer's partitions move quickly.
+const env = { TOPIC_PREFIX: config.TOPIC_PREFIX, KAFKA_SESSION_TIMEOUT_MS: '6000', IDLE_UNLOAD_MS: '0' };
+const consumers: ConsumerProcess[] = [];
+
+beforeAll(async () => {
+  await store.ensureBucket();
+  const admin = kafka.admin();
+  await admin.connect();
+  await ensureTopics(admin, allTopics(config.TOPIC_PREFIX, ['tiny']), 2);
+  await admin.disconnect();
+});
+
+afterAll(async () => {
+  for (const consumer of consumers) await consumer.stop('SIGKILL');
+});
+
+describe('consumer crash', () => {
+  it('finishes a job exactly once after the consumer is killed mid-job', async () => {
+    const first = new ConsumerProcess(env).start();
+    consumers.push(first);
+    await first.ready();
+    const id = await enqueue(kafka, config, store, records, { size: 256, params: { steps: 60, strength: 1 } });
+    await waitFor(async () => ((await records.get(id))?.progress?.step ?? 0) > 0 || undefined, 60_000, 'progress');
+    const runnerPid = first.runnerPid();
+    await first.stop('SIGKILL');
+    if (runnerPid) process.kill(runnerPid, 'SIGKILL'); // as if the whole machine died
+
+    const second = new ConsumerProcess(env).start();
+    consumers.push(second);
+    const record = await waitForStatus(records, id, ['succeeded', 'failed'], 120_000);
+    expect(record.status).toBe('succeeded');
+    expect(record.attempts).toBe(2);
+    expect(await store.getBytes(jobKeys(id).output)).toBeDefined();
+    const seen = await readEvents(kafka, config, [id], (list) => list.some((e) => e.type === 'succeeded'));
+    await new Promise((resolve) => setTimeout(resolve, 2000)); // a duplicate would arrive meanwhile
+    const again = await readEvents(kafka, config, [id], (list) => list.filter((e) => e.type === 'succeeded').length > 1, 3000);
+    expect(seen.filter((event) => event.type === 'succeeded')).toHaveLength(1);
+    expect(again.filter((event) => event.type === 'succeeded')).toHaveLength(1);
+
+    expect(await second.stop('SIGTERM')).toBe(0);
+  });
+});
