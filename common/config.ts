@@ -33,6 +33,12 @@ export const ConfigSchema = z.object({
   MAX_IMAGE_PIXELS: integer(16 * 1024 * 1024, 64),
   /** How long a request may wait for Kafka or object storage before it answers 503. */
   DEPENDENCY_TIMEOUT_MS: integer(4000, 100),
+  /** Images the API decodes and re-encodes at once; more requests wait their turn (bounds memory). */
+  IMAGE_CONCURRENCY: integer(2, 1),
+  /** Interval of the comment lines that keep idle Server-Sent Event streams open through proxies. */
+  SSE_HEARTBEAT_MS: integer(15_000, 100),
+  /** Events buffered for one slow SSE client before the API drops it (it reconnects with Last-Event-ID). */
+  SSE_CLIENT_BUFFER: integer(256, 1),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   RUNNER_PYTHON: z.string().min(1).default('diffusion-py/.venv/bin/python'),
   RUNNER_DIR: z.string().min(1).default('diffusion-py'),

@@ -1,5 +1,6 @@
 // Composition root of a consumer process: one worker and one runner per model.
 //   npm run consumer -- [--models tiny,other]
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../common/config.js';
 import { EventPublisher } from '../common/events.js';
@@ -48,8 +49,8 @@ const workers = models.map((model) => {
   const runner = new Runner({
     model: model.name,
     source: model.source,
-    python: config.RUNNER_PYTHON,
-    cwd: config.RUNNER_DIR,
+    python: resolve(config.RUNNER_PYTHON),
+    cwd: resolve(config.RUNNER_DIR),
     device: config.RUNNER_DEVICE,
     stallMs: config.RUNNER_STALL_MS,
     startTimeoutMs: config.RUNNER_START_TIMEOUT_MS,

@@ -145,6 +145,7 @@ export class Runner {
     } catch (error) {
       this.failures++;
       child.kill('SIGKILL');
+      if (this.child === child) this.child = undefined;
       throw error;
     }
   }

@@ -1,6 +1,5 @@
 """Which model to load, on which device, and loading it (never from the network)."""
 
-import os
 import re
 from dataclasses import dataclass
 
@@ -65,11 +64,11 @@ def _from_source(source: str, dtype: torch.dtype):
     # Imported here: diffusers' auto classes pull in many pipelines, tiny needs none of them.
     from diffusers import AutoPipelineForImage2Image
 
-    # A local diffusers folder, else a repo id that must already be in the HF cache.
-    location = source if os.path.isdir(source) else source
+    # A local diffusers folder, or a repo id that must already be in the HF cache
+    # (local_files_only: a missing model fails here instead of downloading).
     return AutoPipelineForImage2Image.from_pretrained(
-        location,
-        torch_dtype=dtype,
+        source,
+        dtype=dtype,
         local_files_only=True,
         safety_checker=None,
         requires_safety_checker=False,
@@ -94,9 +93,12 @@ def load_pipeline(name: str, source: str | None = None, device: torch.device | N
         raise ValueError(f"model {name!r} has no source: give a local diffusers folder or an HF repo id")
     else:
         pipe = _from_source(source=source, dtype=dtype)
-    pipe = pipe.to(torch_device=device, dtype=dtype)
-    for component in (pipe.unet, pipe.vae):
-        component.set_attn_processor(AttnProcessor2_0())
+    # Cast only when needed: diffusers warns on every dtype cast.
+    pipe = pipe.to(device=device) if pipe.dtype == dtype else pipe.to(device=device, dtype=dtype)
+    if hasattr(pipe, "unet"):
+        # Stable Diffusion family: plain PyTorch SDPA attention in the UNet and VAE.
+        for component in (pipe.unet, pipe.vae):
+            component.set_attn_processor(AttnProcessor2_0())
     # Decode one image at a time: a batch's VAE decode is the memory peak, and it
     # keeps each image's pixels independent of its batch-mates.
     pipe.vae.enable_slicing()

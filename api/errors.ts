@@ -1,0 +1,122 @@
+// The API's errors: a small typed set, turned into HTTP in one place (toErrorResponse).
+// Every answer that is not a success has the body {error: {code, message, field?}}.
+import { HTTPException } from 'hono/http-exception';
+import type { Logger } from '../common/logger.js';
+
+interface Options {
+  /** A more specific machine-readable code than the class default. */
+  code?: string;
+  /** The request field at fault: a query/form field, `image`, or a header name. */
+  field?: string;
+  /** Seconds after which a retry may succeed (sent as Retry-After). */
+  retryAfter?: number;
+  /** The underlying failure: logged, never sent to the client. */
+  cause?: unknown;
+  /** Close the connection after answering, so an unread request body is not drained. */
+  closeConnection?: boolean;
+}
+
+export abstract class ApiError extends Error {
+  abstract readonly status: 400 | 404 | 409 | 413 | 415 | 422 | 503;
+  readonly code: string;
+  readonly field: string | undefined;
+  readonly retryAfter: number | undefined;
+  readonly closeConnection: boolean;
+
+  constructor(message: string, defaultCode: string, options: Options = {}) {
+    super(message, { cause: options.cause });
+    this.code = options.code ?? defaultCode;
+    this.field = options.field;
+    this.retryAfter = options.retryAfter;
+    this.closeConnection = options.closeConnection ?? false;
+  }
+}
+
+export class ValidationError extends ApiError {
+  override name = 'ValidationError';
+  readonly status = 400;
+  constructor(field: string, message: string, options: Omit<Options, 'field'> = {}) {
+    super(message, 'validation_error', { ...options, field });
+  }
+}
+
+export class NotFound extends ApiError {
+  override name = 'NotFound';
+  readonly status = 404;
+  constructor(message: string, options?: Options) {
+    super(message, 'not_found', options);
+  }
+}
+
+export class Conflict extends ApiError {
+  override name = 'Conflict';
+  readonly status = 409;
+  constructor(message: string, options?: Options) {
+    super(message, 'conflict', options);
+  }
+}
+
+/** A dependency (Kafka, object storage) did not answer in time or failed; the client may retry. */
+export class Unavailable extends ApiError {
+  override name = 'Unavailable';
+  readonly status = 503;
+  constructor(message: string, options: Options = {}) {
+    super(message, 'unavailable', { retryAfter: 2, ...options });
+  }
+}
+
+export class PayloadTooLarge extends ApiError {
+  override name = 'PayloadTooLarge';
+  readonly status = 413;
+  constructor(message: string, options?: Options) {
+    super(message, 'payload_too_large', options);
+  }
+}
+
+export class UnsupportedMedia extends ApiError {
+  override name = 'UnsupportedMedia';
+  readonly status = 415;
+  constructor(message: string, options?: Options) {
+    super(message, 'unsupported_media_type', options);
+  }
+}
+
+export class Unprocessable extends ApiError {
+  override name = 'Unprocessable';
+  readonly status = 422;
+  constructor(message: string, options?: Options) {
+    super(message, 'unprocessable', options);
+  }
+}
+
+export interface ErrorBody {
+  error: { code: string; message: string; field?: string };
+}
+
+const HTTP_CODES: Record<number, string> = {
+  400: 'bad_request',
+  404: 'not_found',
+  405: 'method_not_allowed',
+  413: 'payload_too_large',
+  415: 'unsupported_media_type',
+};
+
+/** The one mapping from anything thrown to an HTTP answer; unknown errors are logged, never shown. */
+export function toErrorResponse(error: unknown, log: Logger): Response {
+  if (error instanceof ApiError) {
+    if (error.status >= 500) log.warn({ err: error.cause ?? error, code: error.code }, error.message);
+    const { code, message, field, status, retryAfter } = error;
+    const headers: Record<string, string> = {};
+    if (retryAfter !== undefined) headers['Retry-After'] = String(retryAfter);
+    if (error.closeConnection) headers.Connection = 'close';
+    return Response.json({ error: { code, message, ...(field ? { field } : {}) } } satisfies ErrorBody, { status, headers });
+  }
+  if (error instanceof HTTPException && error.status < 500) {
+    const code = HTTP_CODES[error.status] ?? 'bad_request';
+    // The only request body the API reads is the multipart upload, so that is what a 415 is about.
+    const message = error.status === 415 ? 'the request body must be multipart/form-data' : error.message || code;
+    return Response.json({ error: { code, message } } satisfies ErrorBody, { status: error.status });
+  }
+  log.error({ err: error }, 'unhandled error');
+  return Response.json({ error: { code: 'internal_error', message: 'internal error' } } satisfies ErrorBody, { status: 500 });
+}

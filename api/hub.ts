@@ -1,0 +1,169 @@
+// Fans the events topic out to SSE streams. Each API replica runs one consumer in a group of
+// its own (so every replica sees every event), starting at the latest offset, committing
+// nothing (a replica that restarts only needs events from then on), and hands each event to
+// the subscriptions of its job id in memory.
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import type { Consumer, Kafka } from 'kafkajs';
+import { JobEvent } from '../common/jobs.js';
+import type { Logger } from '../common/logger.js';
+
+/** Where an event sits in the events topic; the SSE `id:` is `<partition>-<offset>`. */
+export interface Position {
+  partition: number;
+  offset: number;
+}
+
+export interface Delivery {
+  event: JobEvent;
+  position: Position;
+}
+
+export const formatPosition = ({ partition, offset }: Position) => `${partition}-${offset}`;
+
+export function parsePosition(text: string | undefined): Position | undefined {
+  const match = /^(\d{1,9})-(\d{1,18})$/.exec(text?.trim() ?? '');
+  return match ? { partition: Number(match[1]), offset: Number(match[2]) } : undefined;
+}
+
+/** True when `position` comes after `last` (events of one job share a partition, since the key is the job id). */
+export const isAfter = (position: Position, last: Position | undefined) =>
+  !last || position.partition !== last.partition || position.offset > last.offset;
+
+/** The events of one job for one SSE stream, buffered up to a limit; a client that falls behind is dropped. */
+export class Subscription implements AsyncIterable<Delivery> {
+  private readonly queue: Delivery[] = [];
+  private waiter: ((delivery: Delivery | undefined) => void) | undefined;
+  private closed = false;
+  /** Why the subscription ended: 'overflow' when the client read too slowly. */
+  endReason: 'closed' | 'overflow' | undefined;
+
+  constructor(
+    readonly jobId: string,
+    private readonly limit: number,
+    private readonly onClose: (subscription: Subscription) => void,
+  ) {}
+
+  push(delivery: Delivery): void {
+    if (this.closed) return;
+    if (this.waiter) {
+      const wake = this.waiter;
+      this.waiter = undefined;
+      wake(delivery);
+    } else if (this.queue.length >= this.limit) {
+      this.close('overflow');
+    } else {
+      this.queue.push(delivery);
+    }
+  }
+
+  close(reason: 'closed' | 'overflow' = 'closed'): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.endReason = reason;
+    this.queue.length = 0;
+    this.onClose(this);
+    this.waiter?.(undefined);
+    this.waiter = undefined;
+  }
+
+  /** The next event, or undefined once closed. */
+  next(): Promise<Delivery | undefined> {
+    const queued = this.queue.shift();
+    if (queued || this.closed) return Promise.resolve(queued);
+    return new Promise((resolve) => (this.waiter = resolve));
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<Delivery> {
+    for (;;) {
+      const delivery = await this.next();
+      if (!delivery) return;
+      yield delivery;
+    }
+  }
+}
+
+export interface HubOptions {
+  topic: string;
+  /** Events buffered per subscription before the client is dropped. */
+  bufferLimit: number;
+  log: Logger;
+}
+
+export class EventHub {
+  private readonly consumer: Consumer;
+  private readonly subscriptions = new Map<string, Set<Subscription>>();
+
+  constructor(
+    kafka: Kafka,
+    private readonly options: HubOptions,
+    groupId = `${options.topic}-api-${hostname()}-${randomBytes(4).toString('hex')}`,
+  ) {
+    // A short fetch wait keeps start-up and shutdown quick; a fetch returns at once when events arrive.
+    this.consumer = kafka.consumer({ groupId, maxWaitTimeInMs: 500, retry: { retries: 10 } });
+  }
+
+  /** Resolves once the consumer has joined and resolved its offsets, so later events reach subscribers. */
+  async start(): Promise<void> {
+    await this.consumer.connect();
+    await this.consumer.subscribe({ topic: this.options.topic, fromBeginning: false });
+    const fetched = new Promise<void>((resolve) => {
+      const stop = this.consumer.on(this.consumer.events.FETCH, () => {
+        stop();
+        resolve();
+      });
+    });
+    await this.consumer.run({
+      autoCommit: false,
+      eachMessage: async ({ partition, message }) => {
+        this.dispatch(message.value, { partition, offset: Number(message.offset) });
+      },
+    });
+    await fetched;
+  }
+
+  subscribe(jobId: string): Subscription {
+    const subscription = new Subscription(jobId, this.options.bufferLimit, (s) => this.forget(s));
+    const set = this.subscriptions.get(jobId) ?? new Set();
+    set.add(subscription);
+    this.subscriptions.set(jobId, set);
+    return subscription;
+  }
+
+  get size(): number {
+    let count = 0;
+    for (const set of this.subscriptions.values()) count += set.size;
+    return count;
+  }
+
+  /** Ends every stream (their clients reconnect elsewhere), then leaves the group. */
+  async close(): Promise<void> {
+    for (const set of [...this.subscriptions.values()]) for (const subscription of [...set]) subscription.close();
+    await this.consumer.disconnect();
+  }
+
+  private dispatch(value: Buffer | null, position: Position): void {
+    const parsed = JobEvent.safeParse(value ? safeJson(value) : undefined);
+    if (!parsed.success) {
+      this.options.log.warn({ position: formatPosition(position) }, 'ignoring a malformed event');
+      return;
+    }
+    const set = this.subscriptions.get(parsed.data.id);
+    if (!set) return;
+    for (const subscription of [...set]) subscription.push({ event: parsed.data, position });
+  }
+
+  private forget(subscription: Subscription): void {
+    const set = this.subscriptions.get(subscription.jobId);
+    set?.delete(subscription);
+    if (set && !set.size) this.subscriptions.delete(subscription.jobId);
+  }
+}
+
+function safeJson(value: Buffer): unknown {
+  try {
+    return JSON.parse(value.toString('utf8'));
+  } catch {
+    return undefined;
+  }
+}

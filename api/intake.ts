@@ -1,0 +1,152 @@
+// The intake of one job, in the order that keeps the system consistent:
+//   put input -> produce the message (acks=all) -> create the record (queued) -> queued event.
+// A record that says queued always has a message behind it; a message whose record never
+// appears is failed by the consumer as poison after a short wait. On any failure the client
+// gets 503 and the input, the record and the idempotency claim are removed (best effort).
+import { randomInt } from 'node:crypto';
+import { DeleteObjectCommand } from '@aws-sdk/client-s3';
+import { newJobId, type JobEvent, type JobMessage, type JobRecord } from '../common/jobs.js';
+import type { Logger } from '../common/logger.js';
+import type { RecordStore } from '../common/records.js';
+import { jobKeys, type ObjectStore } from '../common/storage.js';
+import { jobTopic } from '../common/topics.js';
+import { call } from './dependency.js';
+import { Conflict } from './errors.js';
+import { hashKey, type IdempotencyStore } from './idempotency.js';
+import type { AcceptedImage } from './image.js';
+import type { Publisher } from './publisher.js';
+import { requestHash, type Submission } from './submission.js';
+
+export interface NewJob {
+  submission: Submission;
+  image: AcceptedImage;
+  idempotencyKey: string | undefined;
+}
+
+type Idempotency = NonNullable<JobRecord['idempotency']>;
+
+export interface IntakeDeps {
+  store: ObjectStore;
+  records: RecordStore;
+  publisher: Publisher;
+  claims: IdempotencyStore;
+  topicPrefix: string;
+  timeoutMs: number;
+  log: Logger;
+}
+
+export class Intake {
+  constructor(private readonly deps: IntakeDeps) {}
+
+  /** The job to answer 202 with: a new one, or the one an earlier request with the same Idempotency-Key made. */
+  async submit(job: NewJob): Promise<JobRecord> {
+    const deadline = AbortSignal.timeout(this.deps.timeoutMs);
+    const record = newRecord(job, this.idempotency(job));
+    if (record.idempotency) {
+      const earlier = await this.claim(record, record.idempotency, deadline);
+      if (earlier) return earlier;
+    }
+    try {
+      await this.enqueue(record, job.image.png, deadline);
+    } catch (error) {
+      void this.undo(record);
+      throw error;
+    }
+    void this.announce(record);
+    return record;
+  }
+
+  private idempotency({ idempotencyKey, submission, image }: NewJob): Idempotency | null {
+    if (idempotencyKey === undefined) return null;
+    return { key_hash: hashKey(idempotencyKey), request_hash: requestHash(submission, image.sourceSha256) };
+  }
+
+  private async enqueue(record: JobRecord, png: Buffer, deadline: AbortSignal): Promise<void> {
+    const { store, records, publisher, topicPrefix } = this.deps;
+    const message: JobMessage = { v: 1, id: record.id, model_name: record.model_name, priority: record.priority, created_at: record.created_at };
+    const topic = jobTopic(topicPrefix, record.model_name, record.priority);
+    await call('storage', (signal) => store.put(record.input_key, png, 'image/png', signal), deadline);
+    await call('kafka', (signal) => publisher.send(topic, { key: record.id, value: JSON.stringify(message) }, signal), deadline);
+    await call('storage', (signal) => records.create(record, signal), deadline);
+  }
+
+  /** Undefined when this request won the key; the earlier job when the same request already made one. */
+  private async claim(record: JobRecord, idempotency: Idempotency, deadline: AbortSignal): Promise<JobRecord | undefined> {
+    const { claims, records } = this.deps;
+    const claim = { job_id: record.id, request_hash: idempotency.request_hash, created_at: record.created_at };
+    const result = await call('storage', (signal) => claims.claim(idempotency.key_hash, claim, signal), deadline);
+    if (result.won) return undefined;
+    const { existing, etag } = result;
+    if (existing && existing.request_hash !== idempotency.request_hash) {
+      throw new Conflict('this Idempotency-Key was already used for a different request', {
+        code: 'idempotency_key_reused',
+        field: 'Idempotency-Key',
+      });
+    }
+    const earlier = existing && (await call('storage', (signal) => records.get(existing.job_id, signal), deadline));
+    if (earlier) return earlier;
+    if (existing && etag && this.isStale(existing.created_at)) {
+      const tookOver = await call('storage', (signal) => claims.takeOver(idempotency.key_hash, claim, etag, signal), deadline);
+      if (tookOver) return undefined;
+    }
+    throw new Conflict('a request with this Idempotency-Key is still being processed; retry shortly', {
+      code: 'idempotency_in_progress',
+      field: 'Idempotency-Key',
+      retryAfter: 1,
+    });
+  }
+
+  /** A claim whose job never got a record, long after its request must have answered: its release was lost. */
+  private isStale(createdAt: string): boolean {
+    return Date.now() - Date.parse(createdAt) > 3 * this.deps.timeoutMs;
+  }
+
+  private async undo(record: JobRecord): Promise<void> {
+    const { store, claims, log } = this.deps;
+    const signal = AbortSignal.timeout(this.deps.timeoutMs);
+    const remove = (key: string) => store.s3.send(new DeleteObjectCommand({ Bucket: store.bucket, Key: key }), { abortSignal: signal });
+    const steps: Promise<unknown>[] = [remove(record.input_key), remove(jobKeys(record.id).record)];
+    if (record.idempotency) steps.push(claims.release(record.idempotency.key_hash, signal));
+    const failed = (await Promise.allSettled(steps)).filter((step) => step.status === 'rejected');
+    if (failed.length) log.warn({ job: record.id, failures: failed.length }, 'could not remove every part of a failed intake');
+  }
+
+  /** The queued event is best effort: SSE clients also get the state from the record's snapshot. */
+  private async announce(record: JobRecord): Promise<void> {
+    const event: JobEvent = { v: 1, id: record.id, type: 'queued', at: record.created_at, model_name: record.model_name };
+    try {
+      await this.deps.publisher.publishEvent(event, AbortSignal.timeout(this.deps.timeoutMs));
+    } catch (error) {
+      this.deps.log.warn({ job: record.id, err: error }, 'could not publish the queued event');
+    }
+  }
+}
+
+function newRecord({ submission, image }: NewJob, idempotency: Idempotency | null): JobRecord {
+  const id = newJobId();
+  const now = new Date().toISOString();
+  const { model_name, priority, seed, ...params } = submission;
+  return {
+    v: 1,
+    id,
+    model_name,
+    priority,
+    status: 'queued',
+    params: { ...params, seed: seed ?? randomInt(2 ** 32) },
+    width: image.width,
+    height: image.height,
+    input_key: jobKeys(id).input,
+    output_key: null,
+    created_at: now,
+    updated_at: now,
+    started_at: null,
+    finished_at: null,
+    attempts: 0,
+    progress: null,
+    timings: null,
+    peak_memory_bytes: null,
+    error: null,
+    cancel_requested: false,
+    idempotency,
+  };
+}

@@ -1,0 +1,43 @@
+// The API's composition root: the only place that reads the environment. It builds the
+// clients, creates the topics and the bucket, serves the app, and shuts down on SIGTERM.
+import { ConfigError, loadConfig } from '../common/config.js';
+import { createLogger } from '../common/logger.js';
+import { readModelNames } from '../common/models.js';
+import { createApp } from './app.js';
+import { configureSharp } from './image.js';
+import { listen, shutdown } from './server.js';
+import { createServices, prepareKafka, prepareStorage } from './services.js';
+
+async function main(): Promise<void> {
+  const config = loadConfig(process.env);
+  const log = createLogger('api', config.LOG_LEVEL);
+  configureSharp();
+  const models = (await readModelNames(config.MODEL_NAMES_FILE)).map((entry) => entry.name);
+  const services = createServices(config, models, log);
+  await prepareStorage(services);
+  await prepareKafka(services);
+  const { server, url } = await listen(createApp(services), config.API_HOST, config.API_PORT);
+  log.info({ models, url }, `API listening; Swagger UI at ${url}/docs`);
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down');
+    shutdown(server, services).then(
+      () => process.exit(0),
+      (error: unknown) => {
+        log.error({ err: error }, 'unclean shutdown');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+main().catch((error: unknown) => {
+  // A bad variable names itself; anything else (Kafka or storage down at start) is logged with its cause.
+  console.error(error instanceof ConfigError ? error.message : error);
+  process.exit(1);
+});

@@ -1,0 +1,107 @@
+// POST /api/diffusion: validate, normalise the image, enqueue, answer 202 with the links.
+import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
+import { bodyLimit } from 'hono/body-limit';
+import { PayloadTooLarge } from '../errors.js';
+import { errorResponse, JobAccepted } from '../schemas.js';
+import type { Services } from '../services.js';
+import { mergeFields, submissionFields, toSubmission } from '../submission.js';
+import { acceptedView, baseUrl } from '../view.js';
+
+const imageField = z
+  .custom<File>((value) => value instanceof File, { error: 'must be a file (multipart field "image")' })
+  .openapi({
+    type: 'string',
+    format: 'binary',
+    description: 'The input image: png, jpeg or webp (recognised by its bytes, not its name)',
+  });
+
+const idempotencyHeader = z.object({
+  'idempotency-key': z
+    .string()
+    .min(1)
+    .max(256)
+    .optional()
+    .openapi({
+      description: 'Retry-safe submission: the same key with the same request answers the same job; with a different request, 409',
+      example: 'c6d2a4a0-8e1f-4d53-9f3e-2f0c7b1d9e55',
+    }),
+});
+
+function route(services: Services) {
+  const { config, models } = services;
+  const fields = submissionFields(models);
+  const mib = (config.MAX_BODY_BYTES / 1024 / 1024).toFixed(1);
+  return createRoute({
+    method: 'post',
+    path: '/api/diffusion',
+    tags: ['jobs'],
+    summary: 'Submit an img2img job',
+    description:
+      'Every field may be sent as a query parameter (as the earlier FastAPI service took them) or as a multipart field; ' +
+      'the image is always the multipart field `image`. Answers 202 once the input is stored and Kafka has acknowledged the job.',
+    middleware: [
+      bodyLimit({
+        maxSize: config.MAX_BODY_BYTES,
+        onError: () => {
+          throw new PayloadTooLarge(`the request body exceeds ${config.MAX_BODY_BYTES} bytes (${mib} MiB)`, {
+            code: 'body_too_large',
+            closeConnection: true,
+          });
+        },
+      }),
+    ] as const,
+    request: {
+      query: fields,
+      headers: idempotencyHeader,
+      body: { required: true, content: { 'multipart/form-data': { schema: fields.extend({ image: imageField }) } } },
+    },
+    responses: {
+      202: {
+        description: 'Queued: follow status_url, events_url (SSE) or result_url',
+        headers: { Location: { schema: { type: 'string' }, description: 'status_url' } },
+        content: { 'application/json': { schema: JobAccepted } },
+      },
+      400: errorResponse('A field is missing or invalid', {
+        code: 'validation_error',
+        message: `model_name: must be one of the known models: ${models.join(', ')}`,
+        field: 'model_name',
+      }),
+      409: errorResponse('The Idempotency-Key was used for a different request, or its request is still in progress', {
+        code: 'idempotency_key_reused',
+        message: 'this Idempotency-Key was already used for a different request',
+        field: 'Idempotency-Key',
+      }),
+      413: errorResponse('The body or the image (pixels) is too large', {
+        code: 'image_too_large',
+        message: 'the image is 15000x15000; the limits are 4096 pixels a side and 16777216 pixels in all',
+        field: 'image',
+      }),
+      415: errorResponse('The image is not png, jpeg or webp (svg, gif, tiff, avif... are refused)', {
+        code: 'unsupported_media_type',
+        message: 'svg/xml images are not accepted; send png, jpeg or webp',
+        field: 'image',
+      }),
+      422: errorResponse('The image cannot be decoded, or is smaller than 8 pixels on a side', {
+        code: 'unprocessable',
+        message: 'the image cannot be decoded (corrupt or truncated)',
+        field: 'image',
+      }),
+      503: errorResponse('Object storage or Kafka is unavailable; retry after Retry-After seconds', {
+        code: 'kafka_unavailable',
+        message: 'the queue (Kafka) is unavailable; retry later',
+      }),
+    },
+  });
+}
+
+export function diffusionRoutes(services: Services) {
+  const { config, images, intake } = services;
+  return new OpenAPIHono().openapi(route(services), async (c) => {
+    const { image, ...form } = c.req.valid('form');
+    const submission = toSubmission(mergeFields(c.req.valid('query'), form));
+    const accepted = await images.accept(Buffer.from(await image.arrayBuffer()));
+    const record = await intake.submit({ submission, image: accepted, idempotencyKey: c.req.valid('header')['idempotency-key'] });
+    const body = acceptedView(record, baseUrl(config.PUBLIC_BASE_URL, c.req.url));
+    return c.json(body, 202, { Location: body.status_url });
+  });
+}

@@ -1,0 +1,108 @@
+// GET /api/jobs/{id}/events: the job's lifecycle as Server-Sent Events.
+// The subscription is registered before the record is read, so no event published between
+// the read and the subscription is lost; the stream opens with a `snapshot` of the record.
+import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
+import type { Context } from 'hono';
+import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
+import { isTerminalEvent, TERMINAL, type JobRecord } from '../../common/jobs.js';
+import { formatPosition, isAfter, parsePosition, type Position, type Subscription } from '../hub.js';
+import { loadJob } from '../lookup.js';
+import { errorResponse, JobIdParam } from '../schemas.js';
+import type { Services } from '../services.js';
+import { baseUrl, jobView } from '../view.js';
+
+const EXAMPLE_STREAM = [
+  'event: snapshot',
+  'data: {"id":"q0vN3rJ8T6yWm1bXc2dEfA","status":"queued",...}',
+  '',
+  'event: started',
+  'id: 0-41',
+  'data: {"v":1,"id":"q0vN3rJ8T6yWm1bXc2dEfA","type":"started","at":"2025-01-01T12:00:01.000Z","model_name":"tiny","attempt":1}',
+  '',
+  'event: progress',
+  'id: 0-42',
+  'data: {"v":1,"id":"q0vN3rJ8T6yWm1bXc2dEfA","type":"progress","at":"...","model_name":"tiny","step":1,"total":10}',
+  '',
+  ': heartbeat',
+  '',
+  'event: succeeded',
+  'id: 0-52',
+  'data: {"v":1,"id":"q0vN3rJ8T6yWm1bXc2dEfA","type":"succeeded","at":"...","model_name":"tiny"}',
+  '',
+].join('\n');
+
+const route = createRoute({
+  method: 'get',
+  path: '/api/jobs/{id}/events',
+  tags: ['jobs'],
+  summary: 'Follow a job live (Server-Sent Events)',
+  description:
+    'Opens with `event: snapshot` (the job as GET /api/jobs/{id} returns it), then the live events: queued, started, ' +
+    'progress, cancel_requested, and one of succeeded, failed, canceled, after which the stream ends (also when the ' +
+    'snapshot is already final). Live events carry `id: <partition>-<offset>`; a client reconnecting with Last-Event-ID ' +
+    'gets a fresh snapshot and then only newer events. A comment line is sent every 15 s to keep proxies from timing out. ' +
+    'A client that reads too slowly is disconnected and should reconnect.',
+  request: {
+    params: JobIdParam,
+    headers: z.object({
+      'last-event-id': z
+        .string()
+        .optional()
+        .openapi({ description: 'The last `id:` seen', example: '0-41' }),
+    }),
+  },
+  responses: {
+    200: {
+      description: 'An event stream',
+      content: { 'text/event-stream': { schema: z.string().openapi({ example: EXAMPLE_STREAM }) } },
+    },
+    404: errorResponse('No job has this id', { code: 'job_not_found', message: 'no job with id "x"' }),
+    503: errorResponse('Object storage is unavailable', { code: 'storage_unavailable', message: 'object storage is unavailable; retry later' }),
+  },
+});
+
+async function relay(stream: SSEStreamingApi, subscription: Subscription, after: Position | undefined): Promise<void> {
+  for await (const { event, position } of subscription) {
+    if (!isAfter(position, after)) continue;
+    await stream.writeSSE({ event: event.type, id: formatPosition(position), data: JSON.stringify(event) });
+    if (isTerminalEvent(event.type)) return;
+  }
+}
+
+function open(c: Context, services: Services, record: JobRecord, subscription: Subscription, after: Position | undefined) {
+  const view = jobView(record, baseUrl(services.config.PUBLIC_BASE_URL, c.req.url));
+  c.header('Cache-Control', 'no-store');
+  c.header('X-Accel-Buffering', 'no'); // nginx: do not buffer the stream
+  return streamSSE(
+    c,
+    async (stream) => {
+      stream.onAbort(() => subscription.close());
+      const heartbeat = setInterval(() => void stream.write(': heartbeat\n\n').catch(() => subscription.close()), services.config.SSE_HEARTBEAT_MS);
+      try {
+        await stream.writeSSE({ event: 'snapshot', data: JSON.stringify(view) });
+        if (!TERMINAL.has(record.status)) await relay(stream, subscription, after);
+      } finally {
+        clearInterval(heartbeat);
+        subscription.close();
+      }
+    },
+    async (error) => {
+      services.log.warn({ err: error, job: record.id }, 'event stream failed');
+    },
+  );
+}
+
+export function eventRoutes(services: Services) {
+  const { config, hub, records } = services;
+  return new OpenAPIHono().openapi(route, async (c) => {
+    const { id } = c.req.valid('param');
+    const subscription = hub.subscribe(id); // before the read: see the file comment
+    try {
+      const record = await loadJob(records, id, config.DEPENDENCY_TIMEOUT_MS);
+      return open(c, services, record, subscription, parsePosition(c.req.valid('header')['last-event-id']));
+    } catch (error) {
+      subscription.close();
+      throw error;
+    }
+  });
+}

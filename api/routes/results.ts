@@ -1,0 +1,87 @@
+// GET /api/results/{id}: the access link. The image once it exists (immutable: the output of
+// a job never changes), 202 while the job is pending, 409 when it will never exist.
+import { Readable } from 'node:stream';
+import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
+import type { Context } from 'hono';
+import type { JobRecord } from '../../common/jobs.js';
+import { call } from '../dependency.js';
+import { Conflict } from '../errors.js';
+import { loadJob } from '../lookup.js';
+import { errorResponse, JobIdParam, JobView } from '../schemas.js';
+import type { Services } from '../services.js';
+import { baseUrl, jobView } from '../view.js';
+
+const IMMUTABLE = 'public, max-age=31536000, immutable';
+
+const route = createRoute({
+  method: 'get',
+  path: '/api/results/{id}',
+  tags: ['jobs'],
+  summary: 'The result image (the access link)',
+  request: {
+    params: JobIdParam,
+    headers: z.object({
+      'if-none-match': z
+        .string()
+        .optional()
+        .openapi({ description: 'An ETag from an earlier 200', example: '"9b2cf535f27731c974343645a3985328"' }),
+    }),
+  },
+  responses: {
+    200: {
+      description: 'The output image (cacheable forever)',
+      headers: {
+        ETag: { schema: { type: 'string' } },
+        'Cache-Control': { schema: { type: 'string', example: IMMUTABLE } },
+      },
+      content: { 'image/png': { schema: z.string().openapi({ type: 'string', format: 'binary' }) } },
+    },
+    202: {
+      description: 'Still queued or running; retry after Retry-After seconds',
+      headers: { 'Retry-After': { schema: { type: 'integer', example: 1 } } },
+      content: { 'application/json': { schema: JobView } },
+    },
+    304: { description: 'Not modified (If-None-Match matched)' },
+    404: errorResponse('No job has this id', { code: 'job_not_found', message: 'no job with id "x"' }),
+    409: errorResponse('The job failed or was canceled; there will be no result', {
+      code: 'job_failed',
+      message: 'the job failed: the runner ran out of memory',
+    }),
+    503: errorResponse('Object storage is unavailable', { code: 'storage_unavailable', message: 'object storage is unavailable; retry later' }),
+  },
+});
+
+const etagMatches = (header: string | undefined, etag: string) =>
+  !!header && header.split(',').some((tag) => tag.trim().replace(/^W\//, '') === etag || tag.trim() === '*');
+
+async function sendImage(c: Context, services: Services, record: JobRecord, ifNoneMatch: string | undefined) {
+  const signal = AbortSignal.timeout(services.config.DEPENDENCY_TIMEOUT_MS);
+  const object = await call('storage', (s) => services.store.open(record.output_key!, s), signal);
+  if (!object) throw new Error(`job ${record.id} succeeded but its output ${record.output_key} is missing`);
+  const etag = object.etag ?? `"${record.id}"`;
+  const headers = { ETag: etag, 'Cache-Control': IMMUTABLE };
+  if (etagMatches(ifNoneMatch, etag)) {
+    object.body.destroy();
+    return c.body(null, 304, headers);
+  }
+  const length = object.length === undefined ? {} : { 'Content-Length': String(object.length) };
+  return c.body(Readable.toWeb(object.body) as ReadableStream, 200, { ...headers, ...length, 'Content-Type': 'image/png' });
+}
+
+function refuse(record: JobRecord): never {
+  const reason = record.error ? `: ${record.error.message}` : '';
+  throw new Conflict(`the job ${record.status === 'failed' ? 'failed' : 'was canceled'}${reason}`, {
+    code: record.status === 'failed' ? 'job_failed' : 'job_canceled',
+  });
+}
+
+export function resultRoutes(services: Services) {
+  const { config, records } = services;
+  return new OpenAPIHono().openapi(route, async (c) => {
+    const record = await loadJob(records, c.req.valid('param').id, config.DEPENDENCY_TIMEOUT_MS);
+    if (record.status === 'succeeded' && record.output_key) return sendImage(c, services, record, c.req.valid('header')['if-none-match']);
+    if (record.status === 'failed' || record.status === 'canceled') refuse(record);
+    const view = jobView(record, baseUrl(config.PUBLIC_BASE_URL, c.req.url));
+    return c.json(view, 202, { 'Retry-After': record.status === 'running' ? '1' : '2', 'Cache-Control': 'no-store' });
+  });
+}

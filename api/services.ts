@@ -1,0 +1,77 @@
+// Everything the routes need, built from the config in one place. createServices makes the
+// clients without touching the network; prepareStorage/prepareKafka create the bucket and
+// topics and connect, and stopServices lets go of them. main.ts and the tests call these.
+import type { Admin, Kafka } from 'kafkajs';
+import type { Config } from '../common/config.js';
+import { createKafka, ensureTopics } from '../common/kafka.js';
+import type { Logger } from '../common/logger.js';
+import { RecordStore } from '../common/records.js';
+import { createS3, ObjectStore } from '../common/storage.js';
+import { allTopics, eventsTopic } from '../common/topics.js';
+import { QueueDepth } from './depth.js';
+import { EventHub } from './hub.js';
+import { IdempotencyStore } from './idempotency.js';
+import { ImageNormaliser } from './image.js';
+import { Intake } from './intake.js';
+import { Publisher } from './publisher.js';
+
+export interface Services {
+  config: Config;
+  log: Logger;
+  models: string[];
+  store: ObjectStore;
+  records: RecordStore;
+  kafka: Kafka;
+  admin: Admin;
+  publisher: Publisher;
+  hub: EventHub;
+  depth: QueueDepth;
+  images: ImageNormaliser;
+  intake: Intake;
+}
+
+export function createServices(config: Config, models: string[], log: Logger): Services {
+  const store = new ObjectStore(createS3(config), config.S3_BUCKET);
+  const records = new RecordStore(store);
+  const kafka = createKafka(config, `${config.KAFKA_CLIENT_ID}-api`);
+  const admin = kafka.admin();
+  const publisher = new Publisher(kafka, config.TOPIC_PREFIX);
+  const hub = new EventHub(kafka, { topic: eventsTopic(config.TOPIC_PREFIX), bufferLimit: config.SSE_CLIENT_BUFFER, log });
+  const images = new ImageNormaliser({
+    maxSide: config.MAX_IMAGE_SIDE,
+    maxPixels: config.MAX_IMAGE_PIXELS,
+    concurrency: config.IMAGE_CONCURRENCY,
+  });
+  const intake = new Intake({
+    store,
+    records,
+    publisher,
+    claims: new IdempotencyStore(store),
+    topicPrefix: config.TOPIC_PREFIX,
+    timeoutMs: config.DEPENDENCY_TIMEOUT_MS,
+    log,
+  });
+  const depth = new QueueDepth(admin, config.TOPIC_PREFIX, models);
+  return { config, log, models, store, records, kafka, admin, publisher, hub, depth, images, intake };
+}
+
+export async function prepareStorage(services: Services): Promise<void> {
+  await services.store.ensureBucket();
+}
+
+/** Creates the topics, connects the producer and starts the events consumer. */
+export async function prepareKafka(services: Services): Promise<void> {
+  const { admin, config, models, publisher, hub } = services;
+  await admin.connect();
+  await ensureTopics(admin, allTopics(config.TOPIC_PREFIX, models), config.TOPIC_PARTITIONS);
+  await publisher.connect();
+  await hub.start();
+}
+
+/** Ends the SSE streams and disconnects; each step runs even if another fails. */
+export async function stopServices(services: Services): Promise<void> {
+  const steps = [services.hub.close(), services.publisher.disconnect(), services.admin.disconnect()];
+  const failed = (await Promise.allSettled(steps)).filter((step) => step.status === 'rejected');
+  if (failed.length) services.log.warn({ failures: failed.length }, 'some clients did not disconnect cleanly');
+  services.store.s3.destroy();
+}

@@ -1,0 +1,301 @@
+"""The long-lived job loop: frames in on stdin, frames out on stdout.
+
+A reader thread turns incoming frames into queued jobs (and answers ping and
+cancel at once, even while the pipeline runs), so the parent can send the next
+jobs ahead and the accelerator never waits for it. The main thread takes every
+queued job available right now, groups compatible ones, and runs one pipeline
+call per group. Every accepted job gets exactly one final frame: result or
+error.
+"""
+
+import io
+import logging
+import resource
+import threading
+import time
+
+import torch
+from PIL import Image
+
+from .benchlog import append_bench_line
+from .frames import VERSION, BadHeader, FrameError, encode_frame, read_frame
+from .jobs import Job, JobError, job_id_of, parse_job
+
+log = logging.getLogger("img2img_runner")
+
+RETRYABLE = {"bad_image": False, "bad_params": False, "canceled": False, "oom": True, "internal": True}
+
+
+class FrameWriter:
+    """Serialises frames from both threads onto one byte stream."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._lock = threading.Lock()
+        self._broken = False
+
+    def send(self, header: dict, payload: bytes = b"") -> None:
+        data = encode_frame(header, payload)
+        with self._lock:
+            if self._broken:
+                return
+            try:
+                self._stream.write(data)
+                self._stream.flush()
+            except OSError as exc:  # parent gone; stdin EOF will stop the loop
+                self._broken = True
+                log.error("cannot write frames any more: %s", exc)
+
+    def error(self, job_id: str | None, code: str, message: str) -> None:
+        self.send(
+            {"v": VERSION, "type": "error", "id": job_id, "code": code, "retryable": RETRYABLE[code], "message": message}
+        )
+
+
+def warm_up(pipe, device: torch.device) -> None:
+    """One tiny call so kernels, allocator and lazy imports are ready before the first job."""
+    image = Image.new("RGB", (64, 64), (128, 128, 128))
+    with torch.inference_mode():
+        pipe(
+            prompt=[""],
+            image=[image],
+            strength=1.0,
+            num_inference_steps=1,
+            guidance_scale=7.5,
+            generator=[torch.Generator(device=device).manual_seed(0)],
+            output_type="pil",
+        )
+
+
+def _reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    # Linux reports ru_maxrss in KiB; it is the process' peak, not per batch.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class Runner:
+    def __init__(self, pipe, model: str, device: torch.device, max_batch: int, writer: FrameWriter, bench_log: str | None = None):
+        self.pipe = pipe
+        self.model = model
+        self.device = device
+        self.max_batch = max_batch
+        self.writer = writer
+        self.bench_log = bench_log
+        self._cond = threading.Condition()
+        self._pending: list[Job] = []
+        self._running: set[str] = set()
+        self._canceled: set[str] = set()
+        self._stopping = False
+        self._exit_code = 0
+
+    # ---------------------------------------------------------------- reader thread
+
+    def _read_loop(self, stream) -> None:
+        try:
+            while True:
+                try:
+                    frame = read_frame(stream)
+                except BadHeader as exc:  # whole frame consumed: keep serving
+                    self.writer.error(None, "bad_params", str(exc))
+                    continue
+                if frame is None:
+                    log.info("stdin closed: finishing queued jobs, then exiting")
+                    break
+                self._dispatch(*frame)
+        except FrameError as exc:  # the stream cannot be trusted past this point
+            log.error("broken frame stream: %s", exc)
+            self.writer.error(None, "bad_params", str(exc))
+            self._exit_code = 2
+        except Exception:
+            log.exception("frame reader failed")
+            self._exit_code = 2
+        finally:
+            self._stop()
+
+    def _dispatch(self, header: dict, payload: bytes) -> None:
+        kind = header["type"]
+        if kind == "job":
+            self._accept(header, payload)
+        elif kind == "cancel":
+            self._cancel(header)
+        elif kind == "ping":
+            self.writer.send({"v": VERSION, "type": "pong"})
+        elif kind == "shutdown":
+            log.info("shutdown asked: finishing queued jobs, then exiting")
+            self._stop()
+        else:
+            self.writer.error(None, "bad_params", f"unknown frame type {kind!r}")
+
+    def _accept(self, header: dict, payload: bytes) -> None:
+        try:
+            # Decoding here overlaps it with the pipeline running in the main thread.
+            job = parse_job(header, payload)
+        except JobError as exc:
+            self.writer.error(job_id_of(header), exc.code, str(exc))
+            return
+        with self._cond:
+            if self._stopping:
+                self.writer.error(job.id, "internal", "runner is shutting down")
+            elif job.id in self._running or any(queued.id == job.id for queued in self._pending):
+                self.writer.error(job.id, "bad_params", f"job id {job.id!r} is already queued or running")
+            else:
+                self._pending.append(job)
+                self._cond.notify()
+
+    def _cancel(self, header: dict) -> None:
+        job_id = job_id_of(header)
+        if job_id is None:
+            self.writer.error(None, "bad_params", "cancel.id must be a non-empty string")
+            return
+        with self._cond:
+            queued = next((job for job in self._pending if job.id == job_id), None)
+            if queued is not None:
+                self._pending.remove(queued)
+                self.writer.error(job_id, "canceled", "job was canceled before it started")
+            elif job_id in self._running:
+                # The step callback sees it; the batch answers it when the call returns.
+                self._canceled.add(job_id)
+            else:
+                log.info("cancel for unknown or finished job %s ignored", job_id)
+
+    def _stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+
+    # ---------------------------------------------------------------- main thread
+
+    def serve(self, stream) -> int:
+        threading.Thread(target=self._read_loop, args=(stream,), name="frame-reader", daemon=True).start()
+        while True:
+            with self._cond:
+                while not self._pending and not self._stopping:
+                    self._cond.wait()
+                if not self._pending:
+                    return self._exit_code
+                batch = self._take_batch()
+            self._run_group(batch)
+
+    def _take_batch(self) -> list[Job]:
+        """The oldest queued job plus the queued jobs that can share its call (no waiting for more)."""
+        head = self._pending[0]
+        batch = [job for job in self._pending if job.batch_key == head.batch_key][: self.max_batch]
+        for job in batch:
+            self._pending.remove(job)
+            self._running.add(job.id)
+        return batch
+
+    def _is_canceled(self, job_id: str) -> bool:
+        with self._cond:
+            return job_id in self._canceled
+
+    def _settle(self, job: Job) -> bool:
+        """Mark a job finished; True if it was canceled (it then answers 'canceled', no result)."""
+        with self._cond:
+            self._running.discard(job.id)
+            canceled = job.id in self._canceled
+            self._canceled.discard(job.id)
+        if canceled:
+            self.writer.error(job.id, "canceled", "job was canceled while running")
+        return canceled
+
+    def _fail(self, jobs: list[Job], code: str, message: str) -> None:
+        for job in jobs:
+            if not self._settle(job):
+                self.writer.error(job.id, code, message)
+
+    def _run_group(self, jobs: list[Job]) -> None:
+        out_of_memory = False
+        try:
+            self._run_batch(jobs)
+        except torch.cuda.OutOfMemoryError:
+            # Retried below, outside the except block: the traceback holds the
+            # failed call's tensors, and they must be freed before retrying.
+            out_of_memory = True
+        except Exception as exc:
+            log.exception("batch of %d failed", len(jobs))
+            self._fail(jobs, "internal", f"{type(exc).__name__}: {exc}")
+        if not out_of_memory:
+            return
+        torch.cuda.empty_cache()
+        if len(jobs) == 1:
+            self._fail(jobs, "oom", "out of GPU memory even at batch size 1")
+            return
+        half = len(jobs) // 2
+        self.max_batch = min(self.max_batch, half)
+        log.warning("out of GPU memory at batch %d: retrying in halves, max_batch is now %d", len(jobs), self.max_batch)
+        for start in range(0, len(jobs), half):
+            self._run_group(jobs[start : start + half])
+
+    def _progress_callback(self, jobs: list[Job]):
+        def on_step_end(pipe, step_index, timestep, callback_kwargs):
+            # num_timesteps is the loop length (int(steps*strength) for DDIM/Euler).
+            total = pipe.num_timesteps
+            live = [job for job in jobs if not self._is_canceled(job.id)]
+            for job in live:
+                self.writer.send({"v": VERSION, "type": "progress", "id": job.id, "step": step_index + 1, "total": total})
+            if not live:
+                pipe._interrupt = True  # every job is canceled: skip the remaining steps
+            return {}
+
+        return on_step_end
+
+    def _run_batch(self, jobs: list[Job]) -> None:
+        head = jobs[0]
+        for job in jobs:
+            self.writer.send({"v": VERSION, "type": "started", "id": job.id, "batch_size": len(jobs)})
+        _reset_peak_memory(self.device)
+        # One generator per job, seeded by the job: its noise never depends on batch-mates.
+        generators = [torch.Generator(device=self.device).manual_seed(job.seed) for job in jobs]
+        started = time.perf_counter()
+        with torch.inference_mode():
+            output = self.pipe(
+                prompt=[job.prompt for job in jobs],
+                # None and "" give the same unconditional embedding; a list must be all strings.
+                negative_prompt=[job.negative_prompt or "" for job in jobs],
+                image=[job.image for job in jobs],
+                strength=head.strength,
+                num_inference_steps=head.steps,
+                guidance_scale=head.guidance_scale,
+                generator=generators,
+                output_type="pil",
+                callback_on_step_end=self._progress_callback(jobs),
+            )
+        compute_s = time.perf_counter() - started
+        peak = _peak_memory_bytes(self.device)
+        for job, image in zip(jobs, output.images):
+            self._deliver(job=job, image=image, batch_size=len(jobs), compute_s=compute_s, peak=peak)
+
+    def _deliver(self, job: Job, image: Image.Image, batch_size: int, compute_s: float, peak: int) -> None:
+        if self._settle(job):
+            return
+        if image.size != job.image.size:
+            # The VAE works on multiples of 8 pixels; answer with the input's size.
+            image = image.resize(job.image.size, Image.Resampling.LANCZOS)
+        started = time.perf_counter()
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        encode_s = time.perf_counter() - started
+        header = {
+            "v": VERSION,
+            "type": "result",
+            "id": job.id,
+            "width": image.width,
+            "height": image.height,
+            "batch_size": batch_size,
+            "timings": {"decode_s": round(job.decode_s, 6), "compute_s": round(compute_s, 6), "encode_s": round(encode_s, 6)},
+            "peak_memory_bytes": peak,
+        }
+        if self.bench_log:
+            # Before the result frame, so a parent that saw the result finds the line.
+            try:
+                append_bench_line(self.bench_log, model=self.model, time_seconds=job.decode_s + compute_s + encode_s, memory_bytes=peak)
+            except OSError as exc:
+                log.error("cannot append to bench log %s: %s", self.bench_log, exc)
+        self.writer.send(header, buffer.getvalue())

@@ -1,0 +1,83 @@
+// A dependency down: object storage at a dead endpoint (with the real Kafka), or Kafka at a
+// dead port (with the real MinIO). The client gets 503 with Retry-After in time, and nothing
+// half-made is left: no message without its input, no record without its message.
+import { DeleteBucketCommand, DeleteObjectsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ObjectStore } from '../../common/storage.js';
+import { PRIORITIES, jobTopic } from '../../common/topics.js';
+import { json, postJob, startTestApi, topicSize, type TestApi } from '../helpers/api.js';
+import { uniqueName } from '../helpers/env.js';
+
+async function listKeys(store: ObjectStore): Promise<string[]> {
+  const listed = await store.s3.send(new ListObjectsV2Command({ Bucket: store.bucket }));
+  return (listed.Contents ?? []).map((object) => object.Key!);
+}
+
+async function removeBucket(store: ObjectStore): Promise<void> {
+  const keys = await listKeys(store);
+  if (keys.length) await store.s3.send(new DeleteObjectsCommand({ Bucket: store.bucket, Delete: { Objects: keys.map((Key) => ({ Key })) } }));
+  await store.s3.send(new DeleteBucketCommand({ Bucket: store.bucket }));
+}
+
+describe('object storage down', () => {
+  let api: TestApi;
+  beforeAll(async () => {
+    api = await startTestApi({ S3_ENDPOINT: 'http://127.0.0.1:1' }, { storage: false });
+  });
+  afterAll(() => api?.close());
+
+  it('answers 503 with Retry-After and produces no message', async () => {
+    const response = await postJob(api.url, { query: { model_name: 'tiny', prompt: 'x', priority: 'high' } });
+    expect(response.status).toBe(503);
+    expect(Number(response.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect((await json(response)).error.code).toBe('storage_unavailable');
+    for (const priority of PRIORITIES) {
+      expect(await topicSize(api.services.admin, jobTopic(api.config.TOPIC_PREFIX, 'tiny', priority))).toBe(0);
+    }
+  });
+
+  it('answers 503 to reads and names storage in /readyz', async () => {
+    expect((await fetch(`${api.url}/api/jobs/AAAAAAAAAAAAAAAAAAAAAA`)).status).toBe(503);
+    const ready = await fetch(`${api.url}/readyz`);
+    expect(ready.status).toBe(503);
+    const body = await json(ready);
+    expect(body.checks.kafka).toBe('ok');
+    expect(body.checks.storage).toMatch(/^unreachable/);
+    expect(body.error.message).toMatch(/storage/);
+  });
+});
+
+describe('Kafka down', () => {
+  let api: TestApi;
+  beforeAll(async () => {
+    // A bucket of its own, so "nothing was left behind" can be checked by listing it.
+    api = await startTestApi({ KAFKA_BROKERS: '127.0.0.1:1', S3_BUCKET: uniqueName('bucket') }, { kafka: false });
+  });
+  afterAll(async () => {
+    await removeBucket(api.services.store).catch(() => {});
+    await api?.close();
+  });
+
+  it('answers 503 with Retry-After within 5 s and leaves no record, input or claim', async () => {
+    const started = Date.now();
+    const response = await postJob(api.url, { headers: { 'Idempotency-Key': randomUUID() } });
+    const elapsed = Date.now() - started;
+    expect(response.status).toBe(503);
+    expect(elapsed).toBeLessThan(5000);
+    expect(Number(response.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect((await json(response)).error.code).toBe('kafka_unavailable');
+
+    // The input was stored before the send failed; the clean-up runs right after the answer.
+    await expect.poll(() => listKeys(api.services.store), { timeout: 3000 }).toEqual([]);
+  });
+
+  it('names Kafka in /readyz within its deadline', async () => {
+    const started = Date.now();
+    const ready = await fetch(`${api.url}/readyz`);
+    expect(Date.now() - started).toBeLessThan(3000);
+    expect(ready.status).toBe(503);
+    const body = await json(ready);
+    expect(body.checks).toEqual({ kafka: expect.stringMatching(/^unreachable/), storage: 'ok' });
+  });
+});

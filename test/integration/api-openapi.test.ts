@@ -1,0 +1,102 @@
+// The OpenAPI document (validated by a real validator), Swagger UI, the probes and the
+// JSON 404 for unknown routes.
+import { compileErrors, validate } from '@readme/openapi-parser';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { json, startTestApi, type TestApi } from '../helpers/api.js';
+
+let api: TestApi;
+beforeAll(async () => {
+  api = await startTestApi();
+});
+afterAll(() => api?.close());
+
+type Operation = { parameters?: { name: string; in: string }[]; responses: Record<string, unknown>; requestBody?: any };
+type Document = { openapi: string; paths: Record<string, Record<string, Operation>> };
+
+describe('GET /openapi.json', () => {
+  let document: Document;
+  beforeAll(async () => {
+    const response = await fetch(`${api.url}/openapi.json`);
+    expect(response.status).toBe(200);
+    document = await json<Document>(response);
+  });
+
+  it('is a valid OpenAPI document', async () => {
+    const result = await validate(structuredClone(document) as never);
+    expect(result.valid, result.valid ? '' : compileErrors(result)).toBe(true);
+  });
+
+  it('lists every route', () => {
+    const routes = Object.entries(document.paths).flatMap(([path, methods]) => Object.keys(methods).map((method) => `${method.toUpperCase()} ${path}`));
+    expect(routes.sort()).toEqual(
+      [
+        'POST /api/diffusion',
+        'GET /api/jobs/{id}',
+        'DELETE /api/jobs/{id}',
+        'GET /api/jobs/{id}/events',
+        'GET /api/results/{id}',
+        'GET /api/models',
+        'GET /healthz',
+        'GET /readyz',
+      ].sort(),
+    );
+  });
+
+  it('describes the upload as multipart/form-data with a binary image, and its query parameters', () => {
+    const post = document.paths['/api/diffusion']!.post!;
+    const schema = post.requestBody.content['multipart/form-data'].schema;
+    expect(schema.properties.image).toMatchObject({ type: 'string', format: 'binary' });
+    expect(schema.required).toEqual(['image']);
+    const names = post.parameters!.map((parameter) => `${parameter.in}:${parameter.name}`);
+    expect(names).toEqual(expect.arrayContaining(['query:model_name', 'query:prompt', 'query:priority', 'query:seed', 'header:idempotency-key']));
+    expect(Object.keys(post.responses).sort()).toEqual(['202', '400', '409', '413', '415', '422', '503']);
+  });
+
+  it('gives every parameter an example', () => {
+    for (const [path, methods] of Object.entries(document.paths)) {
+      for (const operation of Object.values(methods)) {
+        for (const parameter of operation.parameters ?? []) expect(JSON.stringify(parameter), `${path} ${parameter.name}`).toMatch(/"example"/);
+      }
+    }
+  });
+
+  it('documents an error response with an example on every route that can fail', () => {
+    for (const [path, methods] of Object.entries(document.paths)) {
+      if (path === '/healthz') continue;
+      for (const operation of Object.values(methods)) {
+        const errors = Object.entries(operation.responses).filter(([status]) => Number(status) >= 400);
+        expect(errors.length, path).toBeGreaterThan(0);
+        for (const [, response] of errors) expect(JSON.stringify(response), path).toMatch(/"example"/);
+      }
+    }
+  });
+});
+
+describe('GET /docs', () => {
+  it('serves Swagger UI pointed at /openapi.json', async () => {
+    const response = await fetch(`${api.url}/docs`);
+    expect(response.status).toBe(200);
+    const html = await response.text();
+    expect(html).toMatch(/swagger-ui/i);
+    expect(html).toContain('/openapi.json');
+  });
+});
+
+describe('probes', () => {
+  it('answers /healthz and /readyz', async () => {
+    expect(await json(await fetch(`${api.url}/healthz`))).toEqual({ status: 'ok' });
+    const ready = await fetch(`${api.url}/readyz`);
+    expect(ready.status).toBe(200);
+    expect(await json(ready)).toEqual({ status: 'ready', checks: { kafka: 'ok', storage: 'ok' } });
+  });
+});
+
+describe('unknown routes', () => {
+  it('answer a JSON 404', async () => {
+    for (const [method, path] of [['GET', '/nope'], ['PUT', '/api/models'], ['GET', '/api/jobs']]) {
+      const response = await fetch(`${api.url}${path}`, { method });
+      expect(response.status).toBe(404);
+      expect(await json(response)).toEqual({ error: { code: 'route_not_found', message: `no route for ${method} ${path}` } });
+    }
+  });
+});
