@@ -42,6 +42,7 @@ describe('consumer crash', () => {
     const second = new ConsumerProcess(env).start();
     consumers.push(second);
     const record = await waitForStatus(records, id, ['succeeded', 'failed'], 120_000);
+    if (record.attempts !== 2) console.log(first.log, '\n=====\n', second.log, JSON.stringify(record));
     expect(record.status).toBe('succeeded');
     expect(record.attempts).toBe(2);
     expect(await store.getBytes(jobKeys(id).output)).toBeDefined();

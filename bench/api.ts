@@ -1,0 +1,224 @@
+// Benchmark of POST /api/diffusion against its baseline, raw S3 PUTs of the same bytes from
+// Node, at the same concurrency in the same run. The API runs as a child process so its
+// peak RSS (VmHWM) can be read. Not a test: `npm run bench:api -- --duration 20 --concurrency 32`.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { Agent, request } from 'node:http';
+import { createServer } from 'node:net';
+import { parseArgs } from 'node:util';
+import { DeleteObjectsCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import sharp from 'sharp';
+import { loadConfig } from '../common/config.js';
+import { createKafka } from '../common/kafka.js';
+import { readModelNames } from '../common/models.js';
+import { createS3 } from '../common/storage.js';
+import { allTopics } from '../common/topics.js';
+
+const { values: flags } = parseArgs({
+  options: {
+    duration: { type: 'string', default: '20' },
+    concurrency: { type: 'string', default: '32' },
+    size: { type: 'string', default: '512' },
+    /** Write a CPU profile of the API process to bench/results/ (open it in Chrome DevTools). */
+    profile: { type: 'boolean', default: false },
+  },
+});
+const DURATION_S = Number(flags.duration);
+const CONCURRENCY = Number(flags.concurrency);
+const SIDE = Number(flags.size);
+
+const prefix = `bench-${Date.now().toString(36)}`;
+const config = loadConfig({ ...process.env, TOPIC_PREFIX: prefix, LOG_LEVEL: 'warn' });
+
+interface Result {
+  ok: number;
+  failed: number;
+  latencies: number[];
+  seconds: number;
+}
+
+const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+
+/** `concurrency` loops calling `once` until the time is up; latencies in ms. */
+async function load(once: (worker: number, i: number) => Promise<boolean>): Promise<Result> {
+  const latencies: number[] = [];
+  let ok = 0;
+  let failed = 0;
+  const started = performance.now();
+  const end = started + DURATION_S * 1000;
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async (_, worker) => {
+      for (let i = 0; performance.now() < end; i++) {
+        const t = performance.now();
+        const success = await once(worker, i).catch(() => false);
+        latencies.push(performance.now() - t);
+        if (success) ok++;
+        else failed++;
+      }
+    }),
+  );
+  return { ok, failed, latencies: latencies.sort((a, b) => a - b), seconds: (performance.now() - started) / 1000 };
+}
+
+/** A photo-like test image: smooth gradients with fine noise, so PNG compresses it as it would a photo. */
+async function testImage(): Promise<Buffer> {
+  const raw = Buffer.alloc(SIDE * SIDE * 3);
+  for (let y = 0; y < SIDE; y++) {
+    for (let x = 0; x < SIDE; x++) {
+      const i = (y * SIDE + x) * 3;
+      const noise = () => Math.floor(Math.random() * 24);
+      raw[i] = ((x * 200) / SIDE + noise()) & 255;
+      raw[i + 1] = ((y * 200) / SIDE + noise()) & 255;
+      raw[i + 2] = (((x + y) * 100) / SIDE + noise()) & 255;
+    }
+  }
+  return sharp(raw, { raw: { width: SIDE, height: SIDE, channels: 3 } }).blur(0.8).png().toBuffer();
+}
+
+function multipart(image: Buffer): { body: Buffer; contentType: string } {
+  const boundary = `----bench${randomBytes(8).toString('hex')}`;
+  const head = `--${boundary}\r\nContent-Disposition: form-data; name="image"; filename="in.png"\r\nContent-Type: image/png\r\n\r\n`;
+  return {
+    body: Buffer.concat([Buffer.from(head), image, Buffer.from(`\r\n--${boundary}--\r\n`)]),
+    contentType: `multipart/form-data; boundary=${boundary}`,
+  };
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+async function startApi(port: number): Promise<ChildProcess> {
+  const profile = flags.profile ? ['--cpu-prof', '--cpu-prof-dir=bench/results'] : [];
+  const child = spawn(process.execPath, [...profile, '--import', 'tsx', 'api/main.ts'], {
+    env: { ...process.env, TOPIC_PREFIX: prefix, API_PORT: String(port), LOG_LEVEL: 'warn' },
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  for (let waited = 0; waited < 60_000; waited += 250) {
+    const ready = await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok, () => false);
+    if (ready) return child;
+    if (child.exitCode !== null) throw new Error(`the API exited with ${child.exitCode}`);
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  throw new Error('the API did not become ready in 60 s');
+}
+
+async function memoryKiB(pid: number, field: 'VmHWM' | 'VmRSS'): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  return Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? NaN);
+}
+
+async function main(): Promise<void> {
+  const image = await testImage();
+  const s3 = createS3(config);
+  const written: string[] = [];
+
+  const port = await freePort();
+  const api = await startApi(port);
+  const idleRss = await memoryKiB(api.pid!, 'VmRSS');
+
+  console.log(`${SIDE}x${SIDE} PNG of ${(image.length / 1024).toFixed(0)} KiB, ${CONCURRENCY} clients, ${DURATION_S} s each`);
+  const raw = await load(async (worker, i) => {
+    const Key = `bench/${prefix}/raw/${worker}-${i}.png`;
+    written.push(Key);
+    await s3.send(new PutObjectCommand({ Bucket: config.S3_BUCKET, Key, Body: image, ContentType: 'image/png' }));
+    return true;
+  });
+
+  const agent = new Agent({ keepAlive: true, maxSockets: CONCURRENCY });
+  const { body, contentType } = multipart(image);
+  const path = `/api/diffusion?model_name=tiny&prompt=${encodeURIComponent('a benchmark lighthouse')}`;
+  const post = () =>
+    new Promise<boolean>((resolve, reject) => {
+      const req = request(
+        { host: '127.0.0.1', port, path, method: 'POST', agent, headers: { 'content-type': contentType, 'content-length': body.length } },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (chunk: Buffer) => chunks.push(chunk));
+          res.on('end', () => {
+            if (res.statusCode === 202) written.push(...jobObjects(JSON.parse(Buffer.concat(chunks).toString()).id));
+            resolve(res.statusCode === 202);
+          });
+        },
+      );
+      req.on('error', reject);
+      req.end(body);
+    });
+  const viaApi = await load(post);
+  agent.destroy();
+  const peakRss = await memoryKiB(api.pid!, 'VmHWM');
+
+  report(raw, viaApi, idleRss, peakRss);
+  const exit = await stop(api);
+  console.log(`API exit code after SIGTERM: ${exit}`);
+  await cleanUp(written);
+}
+
+const jobObjects = (id: string) => [`jobs/${id}/input.png`, `jobs/${id}/job.json`];
+
+function report(raw: Result, viaApi: Result, idleRssKiB: number, peakRssKiB: number): void {
+  const rate = (r: Result) => r.ok / r.seconds;
+  const row = (name: string, r: Result) => [
+    name,
+    rate(r).toFixed(1),
+    percentile(r.latencies, 50).toFixed(1),
+    percentile(r.latencies, 99).toFixed(1),
+    String(r.ok),
+    String(r.failed),
+  ];
+  const rows = [
+    ['', 'req/s', 'p50 ms', 'p99 ms', 'ok', 'failed'],
+    row('raw S3 PUT', raw),
+    row('POST /api/diffusion', viaApi),
+    [
+      'API / raw',
+      `${((100 * rate(viaApi)) / rate(raw)).toFixed(0)}%`,
+      `${(percentile(viaApi.latencies, 50) / percentile(raw.latencies, 50)).toFixed(2)}x`,
+      `${(percentile(viaApi.latencies, 99) / percentile(raw.latencies, 99)).toFixed(2)}x`,
+      '',
+      '',
+    ],
+  ];
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
+  for (const r of rows) console.log(`| ${r.map((cell, c) => (c ? cell.padStart(widths[c]!) : cell.padEnd(widths[c]!))).join(' | ')} |`);
+  console.log(`API RSS: ${(idleRssKiB / 1024).toFixed(0)} MiB idle, ${(peakRssKiB / 1024).toFixed(0)} MiB peak (VmHWM)`);
+  const goals = [
+    [`rate >= 60% of raw`, rate(viaApi) >= 0.6 * rate(raw)],
+    [`p99 <= 3x raw`, percentile(viaApi.latencies, 99) <= 3 * percentile(raw.latencies, 99)],
+    [`peak RSS <= 250 MiB`, peakRssKiB <= 250 * 1024],
+  ] as const;
+  console.log(goals.map(([goal, met]) => `${met ? 'met' : 'MISSED'}: ${goal}`).join('; '));
+}
+
+function stop(child: ChildProcess): Promise<number | null> {
+  return new Promise((resolve) => {
+    child.once('exit', (code) => resolve(code));
+    child.kill('SIGTERM');
+  });
+}
+
+/** The bench's objects and topics are of no use afterwards. */
+async function cleanUp(keys: string[]): Promise<void> {
+  const s3 = createS3(config);
+  for (let i = 0; i < keys.length; i += 1000) {
+    const Objects = keys.slice(i, i + 1000).map((Key) => ({ Key }));
+    await s3.send(new DeleteObjectsCommand({ Bucket: config.S3_BUCKET, Delete: { Objects, Quiet: true } }));
+  }
+  const admin = createKafka(config, 'bench').admin();
+  await admin.connect();
+  const models = (await readModelNames(config.MODEL_NAMES_FILE)).map((entry) => entry.name);
+  await admin.deleteTopics({ topics: allTopics(prefix, models) }).catch(() => {});
+  await admin.disconnect();
+  console.log(`cleaned up ${keys.length} objects and the ${prefix}.* topics`);
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exit(1);
+});

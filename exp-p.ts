@@ -1,0 +1,20 @@
+import { readFileSync } from 'node:fs';
+import sharp from 'sharp';
+import { startTestApi } from './test/helpers/api.js';
+const api = await startTestApi({ LOG_LEVEL: 'warn' });
+const stats: Record<string, number[]> = {};
+const wrap = (obj: any, name: string, label: string) => { const f = obj[name].bind(obj); obj[name] = async (...a: any[]) => { const t = performance.now(); try { return await f(...a); } finally { (stats[label] ??= []).push(performance.now() - t); } }; };
+wrap(api.services.images, 'accept', 'image.accept');
+wrap(api.services.images as any, 'normalise', 'image.normalise');
+wrap(api.services.store, 'put', 'store.put');
+wrap(api.services.publisher, 'send', 'kafka.send');
+wrap(api.services.records, 'create', 'records.create');
+wrap(api.services.intake, 'submit', 'intake.submit');
+const side = 512; const raw = Buffer.alloc(side*side*3); for (let i = 0; i < raw.length; i++) raw[i] = ((i % 1536) / 8 + Math.random() * 24) & 255;
+const image = await sharp(raw, { raw: { width: side, height: side, channels: 3 } }).blur(0.8).png().toBuffer();
+const post = async () => { const form = new FormData(); form.append('image', new Blob([image]), 'a.png'); const t = performance.now(); const r = await fetch(`${api.url}/api/diffusion?model_name=tiny&prompt=x`, { method: 'POST', body: form }); await r.text(); (stats.total ??= []).push(performance.now() - t); };
+const t0 = performance.now(); let n = 0;
+await Promise.all(Array.from({ length: 32 }, async () => { while (performance.now() - t0 < 5000) { await post(); n++; } }));
+console.log('rate', n / ((performance.now() - t0) / 1000));
+for (const [k, v] of Object.entries(stats)) { v.sort((a, b) => a - b); console.log(k.padEnd(16), 'n', v.length, 'mean', (v.reduce((a, b) => a + b) / v.length).toFixed(1), 'p50', v[v.length >> 1]!.toFixed(1)); }
+await api.close();
