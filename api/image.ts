@@ -1,9 +1,11 @@
 // The uploaded image: its format sniffed from its bytes, its size checked from its header,
 // then normalised to the PNG the runner expects (8-bit sRGB, no alpha, sides a multiple of 8).
+// A PNG that already is one only loses its metadata chunks and is verified by a full decode.
 import { createHash } from 'node:crypto';
 import pLimit, { type LimitFunction } from 'p-limit';
 import sharp, { type Metadata } from 'sharp';
 import { PayloadTooLarge, Unprocessable, UnsupportedMedia, ValidationError } from './errors.js';
+import { canonicalPng } from './png.js';
 
 export const ACCEPTED_FORMATS = ['png', 'jpeg', 'webp'] as const;
 export type AcceptedFormat = (typeof ACCEPTED_FORMATS)[number];
@@ -95,8 +97,10 @@ export class ImageNormaliser {
         code: 'image_too_small',
       });
     }
+    const canonical = format === 'png' ? canonicalPng(bytes) : undefined;
+    if (canonical) return { png: await this.verified(canonical), width, height };
     try {
-      const { data, info } = await sharp(bytes, { failOn: 'truncated', limitInputPixels: this.limits.maxPixels })
+      const { data, info } = await sharp(bytes, this.decoding())
         .autoOrient()
         .flatten({ background: '#ffffff' })
         .toColourspace('srgb')
@@ -105,6 +109,21 @@ export class ImageNormaliser {
         .png({ compressionLevel: 3, adaptiveFiltering: false })
         .toBuffer({ resolveWithObject: true });
       return { png: data, width: info.width, height: info.height };
+    } catch (error) {
+      throw new Unprocessable('the image cannot be decoded (corrupt or truncated)', { field: 'image', cause: error });
+    }
+  }
+
+  /** failOn 'error': corrupt or truncated data is refused; mere warnings (odd ancillary chunks) are not. */
+  private decoding() {
+    return { failOn: 'error', limitInputPixels: this.limits.maxPixels } as const;
+  }
+
+  /** Decodes every pixel (and discards them) so a PNG stored as sent is known to be whole. */
+  private async verified(png: Buffer): Promise<Buffer> {
+    try {
+      await sharp(png, this.decoding()).raw().toBuffer();
+      return png;
     } catch (error) {
       throw new Unprocessable('the image cannot be decoded (corrupt or truncated)', { field: 'image', cause: error });
     }

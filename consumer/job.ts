@@ -10,6 +10,7 @@ import type { RecordStore } from '../common/records.js';
 import { jobKeys, type ObjectStore } from '../common/storage.js';
 import type { Priority } from '../common/topics.js';
 import type { Runner, RunnerOutcome } from './runner.js';
+import type { WorkerMetrics } from './worker.js';
 
 /** A message as received, with what the worker knows about it. */
 export interface Delivery {
@@ -39,6 +40,7 @@ export interface JobDeps {
   model: ModelEntry;
   logger: Logger;
   dlq: string;
+  metrics?: WorkerMetrics;
 }
 
 /** How long a message may wait for its record: the API writes it right after producing. */
@@ -125,6 +127,8 @@ export class JobRun {
   }
 
   private async succeed(message: JobMessage, outcome: Extract<RunnerOutcome, { ok: true }>): Promise<Verdict> {
+    const { header } = outcome;
+    this.deps.metrics?.ranBatch?.(this.deps.model.name, header.batch_size, header.peak_memory_bytes, header.timings.compute_s);
     const outputKey = jobKeys(message.id).output;
     // The output key comes from the job id: a redelivered job overwrites the same object.
     await this.deps.store.put(outputKey, outcome.image, 'image/png');

@@ -10,7 +10,10 @@ import { readModelNames } from '../common/models.js';
 import { RecordStore } from '../common/records.js';
 import { createS3, ObjectStore } from '../common/storage.js';
 import { allTopics } from '../common/topics.js';
+import { QueueDepth } from '../common/depth.js';
+import { createRegistry, serveMetrics } from '../common/metrics.js';
 import { CancelListener } from './cancels.js';
+import { consumerMetrics } from './metrics.js';
 import { Runner } from './runner.js';
 import { ModelWorker } from './worker.js';
 
@@ -44,6 +47,12 @@ const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
 await producer.connect();
 const events = new EventPublisher(producer, config.TOPIC_PREFIX);
 const records = new RecordStore(store);
+const registry = createRegistry('consumer');
+const depthAdmin = kafka.admin();
+await depthAdmin.connect();
+const depth = new QueueDepth(depthAdmin, config.TOPIC_PREFIX, models.map((m) => m.name));
+const metrics = consumerMetrics(registry, () => depth.get());
+const metricsServer = await serveMetrics(registry, config.API_HOST, config.CONSUMER_METRICS_PORT);
 
 const workers = models.map((model) => {
   const runner = new Runner({
@@ -56,13 +65,16 @@ const workers = models.map((model) => {
     startTimeoutMs: config.RUNNER_START_TIMEOUT_MS,
     logger: logger.child({ model: model.name }),
     extraArgs: config.RUNNER_MAX_BATCH ? ['--max-batch', String(config.RUNNER_MAX_BATCH)] : [],
+    onReady: (info) => metrics.runnerStarted?.(model.name, info.start_seconds),
+    onRestart: () => metrics.runnerRestarted?.(model.name),
   });
-  return new ModelWorker({ kafka, producer, config, store, records, events, runner, model, logger: logger.child({ model: model.name }) });
+  const log = logger.child({ model: model.name });
+  return new ModelWorker({ kafka, producer, config, store, records, events, runner, model, logger: log, metrics });
 });
 const cancels = new CancelListener(kafka, config.TOPIC_PREFIX, (id, model) => workers.find((w) => w.name === model)?.cancel(id));
 await cancels.start();
 await Promise.all(workers.map((worker) => worker.start()));
-logger.info({ models: models.map((m) => m.name) }, 'consumers running');
+logger.info({ models: models.map((m) => m.name), metrics: `http://${config.API_HOST}:${config.CONSUMER_METRICS_PORT}/metrics` }, 'consumers running');
 
 let stopping = false;
 async function shutdown(signal: string): Promise<void> {
@@ -72,6 +84,8 @@ async function shutdown(signal: string): Promise<void> {
   await Promise.all(workers.map((worker) => worker.stop(config.SHUTDOWN_GRACE_MS)));
   await cancels.stop();
   await producer.disconnect();
+  await depthAdmin.disconnect();
+  metricsServer.close();
   logger.info('stopped');
   process.exit(0);
 }

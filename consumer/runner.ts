@@ -20,6 +20,8 @@ export interface RunnerOptions {
   logger: Logger;
   extraArgs?: string[];
   env?: Record<string, string>;
+  onReady?(info: ReadyInfo): void;
+  onRestart?(): void;
 }
 
 export interface ReadyInfo {
@@ -63,7 +65,6 @@ export class Runner {
   private failures = 0;
   private stopping = false;
   info: ReadyInfo | undefined;
-  restarts = 0;
 
   constructor(private readonly options: RunnerOptions) {}
 
@@ -141,6 +142,7 @@ export class Runner {
       this.info = { ...(header as unknown as Omit<ReadyInfo, 'start_seconds'>), start_seconds: (Date.now() - startedAt) / 1000 };
       this.failures = 0;
       this.options.logger.info(this.info, 'runner ready');
+      this.options.onReady?.(this.info);
       return this.info;
     } catch (error) {
       this.failures++;
@@ -229,7 +231,7 @@ export class Runner {
     const expected = this.stopping && this.inFlight.size === 0;
     if (!expected) {
       this.failures++;
-      this.restarts++;
+      this.options.onRestart?.();
       this.options.logger.error({ code, signal, in_flight: this.inFlight.size }, 'runner died; its jobs will be retried');
     }
     for (const id of [...this.inFlight.keys()]) {

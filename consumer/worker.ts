@@ -38,6 +38,8 @@ export interface WorkerMetrics {
   deadLettered?(model: string): void;
   idleUnloaded?(model: string): void;
   runnerStarted?(model: string, seconds: number): void;
+  runnerRestarted?(model: string): void;
+  ranBatch?(model: string, batchSize: number, peakBytes: number, computeSeconds: number): void;
 }
 
 export class ModelWorker {

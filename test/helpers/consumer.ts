@@ -87,7 +87,7 @@ export class ConsumerProcess {
     const modelsFile = join(dir, 'model_names.txt');
     writeFileSync(modelsFile, this.models);
     this.child = spawn('node_modules/.bin/tsx', ['consumer/main.ts'], {
-      env: { ...process.env, MODEL_NAMES_FILE: modelsFile, LOG_LEVEL: 'info', ...this.env },
+      env: { ...process.env, MODEL_NAMES_FILE: modelsFile, LOG_LEVEL: 'info', CONSUMER_METRICS_PORT: '0', ...this.env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.child.stdout!.on('data', (chunk) => (this.log += chunk));
