@@ -46,6 +46,8 @@ export interface JobDeps {
 /** How long a message may wait for its record: the API writes it right after producing. */
 const RECORD_WAIT_MS = 10_000;
 const PROGRESS_RECORD_INTERVAL_MS = 1000;
+/** Progress events at most this often per job (and always the last step): cheap for Kafka, smooth for a UI. */
+const PROGRESS_EVENT_INTERVAL_MS = 100;
 
 class Failure extends Error {
   constructor(
@@ -91,12 +93,15 @@ export class JobRun {
 
   private async run(message: JobMessage): Promise<Verdict> {
     const { records, store, runner, config } = this.deps;
+    // The input's key follows from the id, so it is fetched while the record is read.
+    const inputRead = store.getBytes(jobKeys(message.id).input);
+    inputRead.catch(() => {}); // observed below, unless the record already ends the run
     const record = await this.waitForRecord(message.id);
     if (TERMINAL.has(record.status)) return { kind: 'done', status: `skipped_${record.status}`, record, deadLettered: false };
     if (record.cancel_requested || this.canceled) return this.finishCanceled(message.id);
 
-    const input = await store.getBytes(record.input_key);
-    if (!input) throw new Failure('missing_input', `input object ${record.input_key} does not exist`);
+    const input = await inputRead;
+    if (!input) throw new Failure('missing_input', `input object ${jobKeys(message.id).input} does not exist`);
     if (record.attempts >= config.MAX_ATTEMPTS) {
       throw new Failure('attempts_exhausted', `job failed ${record.attempts} times: ${record.error?.message ?? 'no reason recorded'}`);
     }
@@ -106,10 +111,12 @@ export class JobRun {
       return { ...r, status: 'running', attempts: r.attempts + 1, started_at: r.started_at ?? now, progress: null };
     });
     if (!running || running.status !== 'running') return { kind: 'done', status: 'skipped', record: running, deadLettered: false };
-    await this.publish({ type: 'started', attempt: running.attempts });
+    // The event is not awaited: the runner must not wait for Kafka.
+    const started = this.publish({ type: 'started', attempt: running.attempts });
     if (this.canceled) runner.cancel(message.id);
 
     const outcome = await runner.run(message.id, running.params, input, this.progressReporter(message.id));
+    await started; // keeps the job's events in order: started before its outcome
     return this.settle(message, running, outcome);
   }
 
@@ -197,7 +204,8 @@ export class JobRun {
 
   private async waitForRecord(id: string): Promise<JobRecord> {
     const deadline = Date.now() + RECORD_WAIT_MS;
-    for (let delay = 50; ; delay = Math.min(delay * 2, 1000)) {
+    // The API writes the record a few milliseconds after the message: retry soon, then back off.
+    for (let delay = 5; ; delay = Math.min(delay * 2, 1000)) {
       const record = await this.deps.records.get(id);
       if (record) return record;
       if (Date.now() > deadline) throw new Failure('no_record', `job ${id} has no record: it was never accepted`);
@@ -205,13 +213,17 @@ export class JobRun {
     }
   }
 
-  /** Progress goes to the events topic at every step and to the record at most once a second. */
+  /** Progress goes to the events topic every 100 ms and to the record every second (and at the last step). */
   private progressReporter(id: string) {
     let lastRecordWrite = 0;
+    let lastEvent = 0;
     return {
       onProgress: (step: number, total: number) => {
-        void this.publish({ type: 'progress', step, total });
         const now = Date.now();
+        if (now - lastEvent >= PROGRESS_EVENT_INTERVAL_MS || step >= total) {
+          lastEvent = now;
+          void this.publish({ type: 'progress', step, total });
+        }
         if (now - lastRecordWrite < PROGRESS_RECORD_INTERVAL_MS && step < total) return;
         lastRecordWrite = now;
         void this.deps.records

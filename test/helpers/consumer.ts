@@ -24,6 +24,8 @@ export interface EnqueueOptions {
   priority?: Priority;
   params?: Partial<JobParams>;
   size?: number;
+  /** Leave the input object out, as if it had been lost. */
+  withoutInput?: boolean;
 }
 
 /** Stores the input, produces the message and writes the record, in the API's order. */
@@ -38,7 +40,7 @@ export async function enqueue(
   const model = options.model ?? 'tiny';
   const priority = options.priority ?? 'normal';
   const size = options.size ?? 64;
-  await store.put(jobKeys(id).input, await pngOf(size, size), 'image/png');
+  if (!options.withoutInput) await store.put(jobKeys(id).input, await pngOf(size, size), 'image/png');
   const now = new Date().toISOString();
   const message: JobMessage = { v: 1, id, model_name: model, priority, created_at: now };
   const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });

@@ -143,8 +143,7 @@ describe('consumer', () => {
 
   it('dead-letters a poison message once and keeps serving', async () => {
     await producer.send({ topic: jobTopic(config.TOPIC_PREFIX, 'tiny', 'normal'), messages: [{ key: 'x', value: '{not json' }] });
-    const missingInput = await submit();
-    await store.s3.send(new (await import('@aws-sdk/client-s3')).DeleteObjectCommand({ Bucket: config.S3_BUCKET, Key: jobKeys(missingInput).input }));
+    const missingInput = await submit({ withoutInput: true });
     const failed = await waitForStatus(records, missingInput, ['failed', 'succeeded']);
     expect(failed.status).toBe('failed');
     expect(failed.error?.code).toBe('missing_input');

@@ -1,0 +1,154 @@
+// Issue 4's benchmark: (a) the runner alone, fed over its frame protocol as fast as it
+// takes jobs, then (b) the whole system (API, Kafka, MinIO, consumer, runner) at
+// saturation with the same settings, in the same run; then the pipeline's overhead at
+// light load (end-to-end latency minus the runner's compute time).
+//   npm run bench:pipeline -- [--jobs 40] [--sizes 64,512] [--light 20]
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import pLimit from 'p-limit';
+import sharp from 'sharp';
+import { loadConfig } from '../common/config.js';
+import { createLogger } from '../common/logger.js';
+import { RecordStore } from '../common/records.js';
+import { createS3, ObjectStore } from '../common/storage.js';
+import { Runner } from '../consumer/runner.js';
+
+const { values: flags } = parseArgs({
+  options: {
+    jobs: { type: 'string', default: '40' },
+    sizes: { type: 'string', default: '64,512' },
+    light: { type: 'string', default: '20' },
+    steps: { type: 'string', default: '10' },
+  },
+});
+const JOBS = Number(flags.jobs);
+const LIGHT = Number(flags.light);
+const PARAMS = { prompt: 'a benchmark', negative_prompt: null, strength: 0.6, steps: Number(flags.steps), guidance_scale: 7.5, seed: 1 };
+const prefix = `bench-${Date.now().toString(36)}`;
+const config = loadConfig({ ...process.env, TOPIC_PREFIX: prefix, LOG_LEVEL: 'silent' });
+const logger = createLogger('bench', 'silent');
+
+const noise = (size: number) =>
+  sharp(Buffer.from(Array.from({ length: size * size * 3 }, (_, i) => (i * 7919) % 256)), { raw: { width: size, height: size, channels: 3 } })
+    .png()
+    .toBuffer();
+
+const percentile = (values: number[], p: number) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+};
+
+/** (a) The runner alone: every job sent at once, so the runner batches as it likes. */
+async function runnerAlone(size: number): Promise<number> {
+  const runner = new Runner({
+    model: 'tiny', python: resolve(config.RUNNER_PYTHON), cwd: resolve(config.RUNNER_DIR), device: 'auto',
+    stallMs: 600_000, startTimeoutMs: 600_000, logger,
+  });
+  await runner.ensureStarted();
+  const image = await noise(size);
+  await runner.run('warm', PARAMS, image);
+  const started = performance.now();
+  const outcomes = await Promise.all(Array.from({ length: JOBS }, (_, i) => runner.run(`job-${i}`, { ...PARAMS, seed: i }, image)));
+  const seconds = (performance.now() - started) / 1000;
+  await runner.stop(10_000);
+  if (outcomes.some((o) => !o.ok)) throw new Error('runner failed a job');
+  return JOBS / seconds;
+}
+
+function startProcess(script: string, env: Record<string, string>): ChildProcess {
+  const child = spawn('node_modules/.bin/tsx', [script], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
+  return child;
+}
+
+async function waitHttp(url: string): Promise<void> {
+  for (let i = 0; i < 240; i++) {
+    if (await fetch(url).then((r) => r.ok, () => false)) return;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  throw new Error(`${url} never answered`);
+}
+
+async function submit(api: string, image: Buffer, seed: number): Promise<string> {
+  const form = new FormData();
+  form.append('image', new Blob([new Uint8Array(image)], { type: 'image/png' }), 'in.png');
+  for (const [key, value] of Object.entries({ strength: PARAMS.strength, steps: PARAMS.steps, guidance_scale: PARAMS.guidance_scale, seed })) {
+    form.append(key, String(value));
+  }
+  const response = await fetch(`${api}/api/diffusion?model_name=tiny&prompt=a+benchmark&priority=normal`, { method: 'POST', body: form });
+  if (response.status !== 202) throw new Error(`submit: ${response.status} ${await response.text()}`);
+  return ((await response.json()) as { id: string }).id;
+}
+
+/** Waits for the job's terminal SSE event; answers when it was seen. */
+async function finished(api: string, id: string): Promise<number> {
+  const response = await fetch(`${api}/api/jobs/${id}/events`);
+  const decoder = new TextDecoder();
+  let text = '';
+  for await (const chunk of response.body as AsyncIterable<Uint8Array>) {
+    text += decoder.decode(chunk, { stream: true });
+    if (/event: (succeeded|failed|canceled)/.test(text)) break;
+  }
+  const at = performance.now();
+  if (!/event: succeeded/.test(text)) throw new Error(`job ${id} did not succeed`);
+  return at;
+}
+
+async function main(): Promise<void> {
+  const sizes = flags.sizes.split(',').map(Number);
+  const port = 18_000 + Math.floor(Math.random() * 1000);
+  const api = `http://127.0.0.1:${port}`;
+  const dir = mkdtempSync(join(tmpdir(), 'bench-'));
+  writeFileSync(join(dir, 'model_names.txt'), 'tiny\n');
+  const env = { TOPIC_PREFIX: prefix, API_PORT: String(port), MODEL_NAMES_FILE: join(dir, 'model_names.txt'), LOG_LEVEL: 'warn', CONSUMER_METRICS_PORT: '0', IDLE_UNLOAD_MS: '0' };
+  const rows: string[][] = [];
+  const records = new RecordStore(new ObjectStore(createS3(config), config.S3_BUCKET));
+
+  const alone = new Map<number, number>();
+  for (const size of sizes) alone.set(size, await runnerAlone(size));
+
+  const processes = [startProcess('api/main.ts', env), startProcess('consumer/main.ts', env)];
+  try {
+    await waitHttp(`${api}/readyz`);
+    for (const size of sizes) {
+      const image = await noise(size);
+      await finished(api, await submit(api, image, 0)); // the runner is loaded and warm
+      const started = performance.now();
+      const limit = pLimit(16);
+      const ends = await Promise.all(Array.from({ length: JOBS }, (_, i) => limit(async () => finished(api, await submit(api, image, i)))));
+      const system = JOBS / ((Math.max(...ends) - started) / 1000);
+      const ratio = system / alone.get(size)!;
+      rows.push([`${size}x${size}`, alone.get(size)!.toFixed(2), system.toFixed(2), ratio.toFixed(3)]);
+    }
+
+    const overhead: number[] = [];
+    const parts: Record<string, number[]> = { 'accept→start': [], 'start→stored (minus compute)': [], 'stored→SSE seen': [], 'POST answered': [] };
+    const image = await noise(64);
+    for (let i = 0; i < LIGHT; i++) {
+      const sent = performance.now();
+      const id = await submit(api, image, i);
+      const answered = performance.now();
+      const done = await finished(api, id);
+      const record = await records.get(id);
+      const compute = (record?.timings?.compute_s ?? 0) * 1000;
+      overhead.push(done - sent - compute);
+      const t = record!.timings!;
+      parts['POST answered']!.push(answered - sent);
+      parts['accept→start']!.push(t.queue_s * 1000);
+      parts['start→stored (minus compute)']!.push(t.run_s * 1000 - compute);
+      parts['stored→SSE seen']!.push(done - sent - t.total_s * 1000);
+    }
+
+    console.log(`\njobs per size: ${JOBS}, steps ${PARAMS.steps}, strength ${PARAMS.strength}; light load: ${LIGHT} sequential 64x64 jobs`);
+    console.table(rows.map(([size, a, b, r]) => ({ size, 'runner alone img/s (a)': a, 'system img/s (b)': b, '(b)/(a)': r })));
+    console.table([{ 'overhead p50 ms': percentile(overhead, 50).toFixed(1), 'overhead p99 ms': percentile(overhead, 99).toFixed(1) }]);
+    console.table(Object.entries(parts).map(([part, values]) => ({ part, 'p50 ms': percentile(values, 50).toFixed(1), 'p99 ms': percentile(values, 99).toFixed(1) })));
+  } finally {
+    for (const child of processes) child.kill('SIGTERM');
+  }
+}
+
+await main();
+process.exit(0);

@@ -1,0 +1,47 @@
+// The inputs of a batch: the files of a folder, which of them are images, and where each result goes.
+import { readdir, stat } from 'node:fs/promises';
+import { extname, join, relative, resolve, sep } from 'node:path';
+
+export const IMAGE_EXTENSIONS: readonly string[] = ['.png', '.jpg', '.jpeg', '.webp'];
+
+export interface InputFile {
+  /** Absolute path. */
+  path: string;
+  /** Relative to the folder, with `/` separators: what the client prints and names the result after. */
+  name: string;
+}
+
+/** By extension only; the API looks at the bytes and refuses what is not really an image. */
+export const isImage = (name: string) => IMAGE_EXTENSIONS.includes(extname(name).toLowerCase());
+
+/**
+ * `<out>/<relative input path>.png`, keeping the input's own extension: `sub/cat.jpg` gives
+ * `sub/cat.jpg.png`. Appending never maps two inputs to one output (cat.jpg and cat.png stay
+ * apart), and the input is found again by dropping the last `.png`.
+ */
+export const outputPath = (out: string, name: string) => join(out, ...`${name}.png`.split('/'));
+
+const linksToFile = async (path: string) => (await stat(path).catch(() => undefined))?.isFile() ?? false;
+
+/**
+ * Every file of `folder` (and of its subfolders when recursive), sorted by name. Subfolders
+ * reached through symbolic links are not followed (no loops), and `exclude` (the results
+ * folder, when it lies inside) is never read, so results are not taken for inputs.
+ */
+export async function listFiles(folder: string, options: { recursive: boolean; exclude?: string }): Promise<InputFile[]> {
+  const root = resolve(folder);
+  const exclude = options.exclude === undefined ? undefined : resolve(options.exclude);
+  const files: InputFile[] = [];
+  const visit = async (dir: string): Promise<void> => {
+    for (const entry of await readdir(dir, { withFileTypes: true })) {
+      const path = join(dir, entry.name);
+      if (entry.isDirectory()) {
+        if (options.recursive && path !== exclude) await visit(path);
+      } else if (entry.isFile() || (entry.isSymbolicLink() && (await linksToFile(path)))) {
+        files.push({ path, name: relative(root, path).split(sep).join('/') });
+      }
+    }
+  };
+  await visit(root);
+  return files.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
