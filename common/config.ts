@@ -45,6 +45,8 @@ export const ConfigSchema = z.object({
   /** A runner that sends no frame for this long while it has work is killed and restarted. */
   RUNNER_STALL_MS: integer(120_000, 1000),
   RUNNER_DEVICE: z.enum(['auto', 'cpu', 'cuda']).default('auto'),
+  /** GPUs to use, e.g. "0,1": one runner per GPU and model (CUDA_VISIBLE_DEVICES). Empty: one runner. */
+  RUNNER_GPUS: list('').pipe(z.array(z.string().regex(/^\d+$/, 'GPU indices such as 0,1'))),
   /** Largest batch the runner may form (0: the runner picks from its device). */
   RUNNER_MAX_BATCH: integer(0),
   RUNNER_START_TIMEOUT_MS: integer(600_000, 1000),

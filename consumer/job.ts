@@ -9,7 +9,8 @@ import type { ModelEntry } from '../common/models.js';
 import type { RecordStore } from '../common/records.js';
 import { jobKeys, type ObjectStore } from '../common/storage.js';
 import type { Priority } from '../common/topics.js';
-import type { Runner, RunnerOutcome } from './runner.js';
+import type { RunnerPool } from './pool.js';
+import type { RunnerOutcome } from './runner.js';
 import type { WorkerMetrics } from './worker.js';
 
 /** A message as received, with what the worker knows about it. */
@@ -36,7 +37,7 @@ export interface JobDeps {
   store: ObjectStore;
   records: RecordStore;
   events: EventPublisher;
-  runner: Runner;
+  runner: RunnerPool;
   model: ModelEntry;
   logger: Logger;
   dlq: string;

@@ -14,6 +14,7 @@ import { QueueDepth } from '../common/depth.js';
 import { createRegistry, serveMetrics } from '../common/metrics.js';
 import { CancelListener } from './cancels.js';
 import { consumerMetrics } from './metrics.js';
+import { RunnerPool } from './pool.js';
 import { Runner } from './runner.js';
 import { ModelWorker } from './worker.js';
 
@@ -55,20 +56,27 @@ const metrics = consumerMetrics(registry, () => depth.get());
 const metricsServer = await serveMetrics(registry, config.API_HOST, config.CONSUMER_METRICS_PORT);
 
 const workers = models.map((model) => {
-  const runner = new Runner({
-    model: model.name,
-    source: model.source,
-    python: resolve(config.RUNNER_PYTHON),
-    cwd: resolve(config.RUNNER_DIR),
-    device: config.RUNNER_DEVICE,
-    stallMs: config.RUNNER_STALL_MS,
-    startTimeoutMs: config.RUNNER_START_TIMEOUT_MS,
-    logger: logger.child({ model: model.name }),
-    extraArgs: config.RUNNER_MAX_BATCH ? ['--max-batch', String(config.RUNNER_MAX_BATCH)] : [],
-    onReady: (info) => metrics.runnerStarted?.(model.name, info.start_seconds),
-    onRestart: () => metrics.runnerRestarted?.(model.name),
-  });
   const log = logger.child({ model: model.name });
+  // One runner per listed GPU; without RUNNER_GPUS one runner sees every device.
+  const gpus: (string | undefined)[] = config.RUNNER_GPUS.length ? config.RUNNER_GPUS : [undefined];
+  const runners = gpus.map(
+    (gpu) =>
+      new Runner({
+        model: model.name,
+        source: model.source,
+        python: resolve(config.RUNNER_PYTHON),
+        cwd: resolve(config.RUNNER_DIR),
+        device: config.RUNNER_DEVICE,
+        stallMs: config.RUNNER_STALL_MS,
+        startTimeoutMs: config.RUNNER_START_TIMEOUT_MS,
+        logger: gpu === undefined ? log : log.child({ gpu }),
+        extraArgs: config.RUNNER_MAX_BATCH ? ['--max-batch', String(config.RUNNER_MAX_BATCH)] : [],
+        env: gpu === undefined ? {} : { CUDA_VISIBLE_DEVICES: gpu },
+        onReady: (info) => metrics.runnerStarted?.(model.name, info.start_seconds),
+        onRestart: () => metrics.runnerRestarted?.(model.name),
+      }),
+  );
+  const runner = new RunnerPool(runners);
   return new ModelWorker({ kafka, producer, config, store, records, events, runner, model, logger: log, metrics });
 });
 const cancels = new CancelListener(kafka, config.TOPIC_PREFIX, (id, model) => workers.find((w) => w.name === model)?.cancel(id));

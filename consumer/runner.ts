@@ -76,6 +76,11 @@ export class Runner {
     return this.child !== undefined;
   }
 
+  /** Jobs worth handing over at once: one batch computing and one queued behind it. */
+  get capacity(): number {
+    return 2 * (this.info?.max_batch ?? 1);
+  }
+
   /** Starts the process when none runs (after a backoff if the last one failed). */
   ensureStarted(): Promise<ReadyInfo> {
     if (this.child && this.info) return Promise.resolve(this.info);

@@ -13,7 +13,7 @@ import { consumerGroup, dlqTopic, jobTopic, PRIORITIES, type Priority } from '..
 import { PriorityBuffers } from './buffers.js';
 import { JobRun, type Delivery } from './job.js';
 import { OffsetTracker } from './offsets.js';
-import type { Runner } from './runner.js';
+import type { RunnerPool } from './pool.js';
 
 /** Above this many waiting messages a priority's topic is paused, so memory stays bounded. */
 const BUFFER_HIGH_WATER = 256;
@@ -25,7 +25,7 @@ export interface WorkerDeps {
   store: ObjectStore;
   records: RecordStore;
   events: EventPublisher;
-  runner: Runner;
+  runner: RunnerPool;
   model: ModelEntry;
   logger: Logger;
   metrics?: WorkerMetrics;
@@ -125,8 +125,7 @@ export class ModelWorker {
   /** Hands waiting jobs over while the runner has room: one batch computing, one queued behind it. */
   private pump(): void {
     clearTimeout(this.idleTimer);
-    const window = 2 * (this.deps.runner.info?.max_batch ?? 1);
-    while (!this.stopping && this.active.size < window) {
+    while (!this.stopping && this.active.size < this.deps.runner.capacity) {
       const delivery = this.buffers.take();
       if (!delivery) break;
       this.resumeIfDrained(delivery.priority);
