@@ -59,7 +59,7 @@ async function runnerAlone(size: number): Promise<number> {
 }
 
 function startProcess(script: string, env: Record<string, string>): ChildProcess {
-  const child = spawn('node_modules/.bin/tsx', [script], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', script], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
   return child;
 }
 

@@ -19,6 +19,11 @@ export class RunnerPool {
     return this.runners.some((runner) => runner.running);
   }
 
+  /** Loads the model on every GPU ahead of the first job. */
+  async warm(): Promise<void> {
+    await Promise.all(this.runners.map((runner) => runner.ensureStarted()));
+  }
+
   async run(id: string, params: JobParams, image: Uint8Array, callbacks?: JobCallbacks): Promise<RunnerOutcome> {
     const runner = this.runners.reduce((best, next) => (next.pending < best.pending ? next : best));
     this.owner.set(id, runner);

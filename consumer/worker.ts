@@ -77,7 +77,11 @@ export class ModelWorker {
     await consumer.connect();
     await consumer.subscribe({ topics: PRIORITIES.map((p) => this.topic(p)), fromBeginning: true });
     await consumer.run({ autoCommit: false, eachMessage: (payload) => this.receive(payload) });
-    this.armIdleTimer();
+    // Load the model now so the first job does not pay for it; a failure shows again on that job.
+    this.deps.runner.warm().then(
+      () => this.armIdleTimer(),
+      (error: unknown) => this.deps.logger.error({ err: error }, 'runner failed to start'),
+    );
   }
 
   /** Stops fetching, lets the runner finish what it holds, commits, disconnects. */

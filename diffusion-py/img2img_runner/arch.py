@@ -133,7 +133,7 @@ PARAMS = {
     "sd15-arch": {"unet": 859_520_964, "vae": 83_653_863, "text_encoder": 123_060_480},
     "sdxl-arch": {"unet": 2_567_463_684, "vae": 83_653_863, "text_encoder": 123_060_480, "text_encoder_2": 694_659_840},
 }
-SOURCES = tuple(PARAMS)
+SOURCES = tuple(PARAMS)  # == models.ARCH_SOURCES
 
 # Scheduler settings shared by SD 1.5 and SDXL (their training noise schedule).
 _SCHEDULE = dict(
@@ -144,10 +144,6 @@ _SCHEDULE = dict(
     steps_offset=1,
     timestep_spacing="leading",
 )
-
-
-def is_arch_source(source: str | None) -> bool:
-    return source in SOURCES
 
 
 def _clip(settings: dict, tokenizer, with_projection: bool):
@@ -178,6 +174,13 @@ def build_components(source: str, tokenizer) -> dict:
     raise ValueError(f"unknown benchmark source {source!r} (one of {', '.join(SOURCES)})")
 
 
+def rng_devices(device: torch.device) -> list[int]:
+    """The CUDA device indices whose generators torch.random.fork_rng must save for this device."""
+    if device.type != "cuda":
+        return []
+    return [device.index if device.index is not None else torch.cuda.current_device()]
+
+
 def _seed(device: torch.device) -> None:
     torch.manual_seed(WEIGHT_SEED)
     if device.type == "cuda":
@@ -187,8 +190,7 @@ def _seed(device: torch.device) -> None:
 def build_arch_pipeline(source: str, device: torch.device, dtype: torch.dtype):
     """A full-size SD 1.5 / SDXL img2img pipeline with seeded random weights, on device, in dtype."""
     tokenizer = build_tokenizer()
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), torch.device(device):
+    with torch.random.fork_rng(devices=rng_devices(device)), torch.device(device):
         _seed(device)
         # Created in float32 (the init functions' precision), cast once per network.
         components = {name: module.to(dtype=dtype).eval() for name, module in build_components(source, tokenizer).items()}

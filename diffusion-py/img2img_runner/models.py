@@ -6,6 +6,8 @@ from dataclasses import dataclass
 import torch
 
 TINY = "tiny"
+# Built-in benchmark sources (img2img_runner/arch.py): `sd15 sd15-arch` in model_names.txt.
+ARCH_SOURCES = ("sd15-arch", "sdxl-arch")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -91,6 +93,11 @@ def load_pipeline(name: str, source: str | None = None, device: torch.device | N
         pipe = build_tiny_pipeline()
     elif source is None:
         raise ValueError(f"model {name!r} has no source: give a local diffusers folder or an HF repo id")
+    elif source in ARCH_SOURCES:
+        # Benchmark models: real architecture and size, random weights (images are noise).
+        from .arch import build_arch_pipeline
+
+        pipe = build_arch_pipeline(source=source, device=device, dtype=dtype)
     else:
         pipe = _from_source(source=source, dtype=dtype)
     # Cast only when needed: diffusers warns on every dtype cast.

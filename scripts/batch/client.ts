@@ -71,7 +71,7 @@ async function send(client: Client, url: string, init: RequestInit = {}): Promis
 }
 
 /** POST /api/diffusion as multipart; 202 with the job (a new one, or the one this key already made). */
-export async function submitImage(client: Client, image: { bytes: Uint8Array; filename: string }, fields: Record<string, string>, key: string): Promise<JobAccepted> {
+export async function submitImage(client: Client, image: { bytes: Uint8Array<ArrayBuffer>; filename: string }, fields: Record<string, string>, key: string): Promise<JobAccepted> {
   const form = new FormData();
   for (const [name, value] of Object.entries(fields)) form.append(name, value);
   const type = MEDIA_TYPES[extname(image.filename).toLowerCase()] ?? 'application/octet-stream';

@@ -69,7 +69,7 @@ export function program(): Command {
     .option('--wait', 'wait until every job is finished, with a progress bar on stderr', false)
     .option('--out <dir>', 'with --wait: save each result as <dir>/<relative input path>.png')
     .option('--api <url>', 'the API’s base URL', apiUrl, DEFAULT_API)
-    .showHelpAfterError()
+    .showHelpAfterError('(batch --help lists the options)')
     .exitOverride();
 }
 

@@ -88,7 +88,9 @@ export class ConsumerProcess {
     const dir = mkdtempSync(join(tmpdir(), 'consumer-'));
     const modelsFile = join(dir, 'model_names.txt');
     writeFileSync(modelsFile, this.models);
-    this.child = spawn('node_modules/.bin/tsx', ['consumer/main.ts'], {
+    // node --import tsx, not the tsx wrapper: the pid must be the consumer's own, so that
+    // SIGKILL kills the consumer and not a wrapper that leaves it running.
+    this.child = spawn(process.execPath, ['--import', 'tsx', 'consumer/main.ts'], {
       env: { ...process.env, MODEL_NAMES_FILE: modelsFile, LOG_LEVEL: 'info', CONSUMER_METRICS_PORT: '0', ...this.env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });

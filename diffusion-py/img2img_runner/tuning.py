@@ -1,0 +1,181 @@
+"""The fast CUDA path for full-size Stable Diffusion pipelines (SD 1.5, SDXL and their kin).
+
+What pays on an H100 (bench/gpu/ measures each step against the out-of-the-box
+pipeline; BENCHMARKS.md "## GPU (issue 6)" has the figures):
+
+- fp16 weights and activations (the runner's default dtype on CUDA);
+- SDPA attention (diffusers' default processor; the runner sets it explicitly);
+- fused QKV projections: one matmul instead of three per self-attention;
+- channels_last memory format for the UNet and VAE convolutions (cuDNN's
+  native NHWC layout: no transposes around each convolution);
+- torch.compile (Inductor) of the UNet and of the VAE encoder and decoder:
+  fuses GroupNorm, SiLU, residual adds and the attention glue into few kernels.
+  The UNet's batch dimension is marked dynamic, so one compilation serves every
+  batch size; a new image size compiles again on its first job.
+
+Nothing here runs for the CPU path or for the `tiny` model: they stay exactly
+as models.load_pipeline makes them.
+"""
+
+import logging
+import time
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+log = logging.getLogger("img2img_runner")
+
+# Jobs per pipeline call at most, whatever memory allows: past this an H100 gains
+# under a few percent of throughput while every job of a batch waits longer.
+BATCH_CAP = 32
+# Share of the free GPU memory (after load) that batches may take; the rest is
+# headroom for fragmentation, cuDNN workspaces and a second image size.
+MEMORY_SHARE = 0.8
+
+
+@dataclass(frozen=True)
+class Tuning:
+    name: str
+    fuse_qkv: bool = False
+    channels_last: bool = False
+    compile_mode: str | None = None  # torch.compile mode for the UNet and VAE; None: eager
+    tiny_vae: bool = False  # benchmark only: swaps the KL VAE for a TAESD-sized AutoencoderTiny
+
+
+TUNINGS = {
+    # The pipeline as diffusers builds it (fp16, SDPA): the baseline.
+    "off": Tuning("off"),
+    # Everything that needs no compiler: starts in seconds.
+    "eager": Tuning("eager", fuse_qkv=True, channels_last=True),
+    # The default on CUDA: the best measured settings.
+    "compile": Tuning("compile", fuse_qkv=True, channels_last=True, compile_mode="max-autotune-no-cudagraphs"),
+}
+DEFAULT_TUNING = "compile"
+
+
+def wants_tuning(model: str, device: torch.device, pipe) -> bool:
+    """Only full-size UNet pipelines on CUDA are tuned; the tiny model and the CPU path never are."""
+    return device.type == "cuda" and model != "tiny" and hasattr(pipe, "unet") and hasattr(pipe, "vae")
+
+
+def _mark_batch_dynamic(*tensors) -> None:
+    for tensor in tensors:
+        if torch.is_tensor(tensor) and tensor.dim() > 0 and tensor.shape[0] > 1:
+            torch._dynamo.maybe_mark_dynamic(tensor, 0)
+
+
+def _compile_unet(unet, mode: str) -> None:
+    """Compile the UNet's forward with a dynamic batch dimension (one compilation, every batch size)."""
+    compiled = torch.compile(unet.forward, mode=mode, fullgraph=False)
+
+    def forward(sample, timestep, encoder_hidden_states, *args, **kwargs):
+        added = kwargs.get("added_cond_kwargs") or {}
+        _mark_batch_dynamic(sample, timestep, encoder_hidden_states, *added.values())
+        return compiled(sample, timestep, encoder_hidden_states, *args, **kwargs)
+
+    # An instance attribute: the class, its config and save_pretrained stay stock.
+    unet.forward = forward
+
+
+def tiny_vae_like(vae, device: torch.device, dtype: torch.dtype):
+    """A TAESD-architecture AutoencoderTiny with seeded random weights (benchmark only: see bench/gpu/README.md)."""
+    from diffusers import AutoencoderTiny
+
+    from .arch import rng_devices
+
+    with torch.random.fork_rng(devices=rng_devices(device)), torch.device(device):
+        torch.manual_seed(0)
+        tiny = AutoencoderTiny(latent_channels=vae.config.latent_channels).to(dtype=dtype).eval()
+    return tiny
+
+
+def apply_tuning(pipe, tuning: Tuning):
+    """Apply a Tuning to a loaded pipeline in place (weights stay as they are)."""
+    if tuning.tiny_vae:
+        pipe.vae = tiny_vae_like(pipe.vae, pipe.device, pipe.dtype)
+        pipe.register_modules(vae=pipe.vae)
+    if tuning.fuse_qkv:
+        # Also sets FusedAttnProcessor2_0 (SDPA) on the UNet and the KL VAE.
+        pipe.fuse_qkv_projections(vae=not tuning.tiny_vae)
+    if tuning.channels_last:
+        pipe.unet.to(memory_format=torch.channels_last)
+        pipe.vae.to(memory_format=torch.channels_last)
+    if tuning.compile_mode:
+        _compile_unet(pipe.unet, tuning.compile_mode)
+        for part in (pipe.vae.encoder, pipe.vae.decoder):
+            part.compile(mode=tuning.compile_mode)
+    return pipe
+
+
+def native_size(pipe) -> tuple[int, int]:
+    """The image size the model was trained at (512 for SD 1.5, 1024 for SDXL)."""
+    side = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    return side, side
+
+
+def run_batch(pipe, device: torch.device, batch: int, size: tuple[int, int], steps: int = 2, strength: float = 0.5, guidance: float = 7.5):
+    """One pipeline call on gray images, as the runner makes it (seeded generators, PIL out)."""
+    image = Image.new("RGB", size, (128, 128, 128))
+    with torch.inference_mode():
+        return pipe(
+            prompt=["warm-up"] * batch,
+            negative_prompt=[""] * batch,
+            image=[image] * batch,
+            strength=strength,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=[torch.Generator(device=device).manual_seed(index) for index in range(batch)],
+            output_type="pil",
+        )
+
+
+def _peak_bytes(pipe, device: torch.device, batch: int, size: tuple[int, int]) -> int:
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    run_batch(pipe, device, batch, size)
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device)
+
+
+def fit_batch(pipe, device: torch.device, size: tuple[int, int], cap: int = BATCH_CAP) -> int:
+    """The largest batch (<= cap) whose measured memory fits in MEMORY_SHARE of the free GPU memory.
+
+    Peak memory grows linearly with the batch (the UNet's activations and the
+    latents; the VAE decodes one image at a time): measured at batches 2 and 4,
+    extrapolated, then checked by running the chosen batch.
+    """
+    two, four = _peak_bytes(pipe, device, 2, size), _peak_bytes(pipe, device, 4, size)
+    per_image = max((four - two) / 2, 1)
+    fixed = two - 2 * per_image
+    free, _total = torch.cuda.mem_get_info(device)
+    budget = torch.cuda.memory_allocated(device) + MEMORY_SHARE * (free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    batch = int(max(1, min(cap, (budget - fixed) // per_image)))
+    log.info("memory: %.0f MiB fixed + %.0f MiB per image, budget %.0f MiB: batch %d", fixed / 2**20, per_image / 2**20, budget / 2**20, batch)
+    while batch > 1:
+        try:
+            run_batch(pipe, device, batch, size)
+            return batch
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            batch //= 2
+            log.warning("out of memory while checking the batch size: trying %d", batch)
+    return 1
+
+
+def warm_up_tuned(pipe, device: torch.device, max_batch: int | None) -> int:
+    """Compile and warm every path a job of the native size takes; return the max batch to serve.
+
+    Batch 1 first (the compilation), then 2 and 4 (the memory measurement, and
+    a check that the dynamic batch does not compile again), then the chosen
+    largest batch.
+    """
+    size = native_size(pipe)
+    started = time.perf_counter()
+    run_batch(pipe, device, 1, size)
+    log.info("first call at %dx%d (compilation included) took %.1fs", *size, time.perf_counter() - started)
+    if max_batch is None:
+        return fit_batch(pipe, device, size)
+    for batch in sorted({1, 2, max_batch}):
+        run_batch(pipe, device, batch, size)
+    return max_batch

@@ -1,0 +1,110 @@
+// The batch client (scripts/batch.ts) as a user runs it: a child process against the real API,
+// a real consumer with the `tiny` model, and the real Kafka and MinIO.
+import { spawn } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { jobTopic } from '../../common/topics.js';
+import { startTestApi, topicSize, type TestApi } from '../helpers/api.js';
+import { ConsumerProcess, pngOf } from '../helpers/consumer.js';
+
+let api: TestApi;
+let consumer: ConsumerProcess;
+let folder: string;
+
+const IMAGES = ['a.png', 'b.jpg', 'c.jpeg', 'sub/d.png'];
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function batch(...args: string[]): Promise<Run> {
+  const child = spawn('node_modules/.bin/tsx', ['scripts/batch.ts', folder, '--api', api.url, '--prompt', 'a red fox', '--steps', '2', ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk) => (stdout += chunk));
+  child.stderr.on('data', (chunk) => (stderr += chunk));
+  return new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })));
+}
+
+/** The link line of each file: `name<TAB>result_url[<TAB>note]`. */
+const links = (stdout: string) =>
+  Object.fromEntries(
+    stdout
+      .split('\n')
+      .map((line) => line.split('\t'))
+      .filter((cells) => cells[1]?.startsWith('http'))
+      .map(([name, url]) => [name, url]),
+  );
+
+const queued = () => topicSize(api.services.admin, jobTopic(api.config.TOPIC_PREFIX, 'tiny', 'normal'));
+
+beforeAll(async () => {
+  api = await startTestApi();
+  consumer = new ConsumerProcess({ TOPIC_PREFIX: api.config.TOPIC_PREFIX }).start();
+  folder = await mkdtemp(join(tmpdir(), 'batch-'));
+  await mkdir(join(folder, 'sub'));
+  await writeFile(join(folder, 'a.png'), await pngOf(64, 64, 1));
+  await writeFile(join(folder, 'b.jpg'), await sharp(await pngOf(64, 64, 2)).jpeg().toBuffer());
+  await writeFile(join(folder, 'c.jpeg'), await sharp(await pngOf(64, 64, 3)).jpeg().toBuffer());
+  await writeFile(join(folder, 'sub', 'd.png'), await pngOf(64, 64, 4));
+  await writeFile(join(folder, 'notes.txt'), 'not an image');
+  await consumer.ready();
+}, 120_000);
+
+afterAll(async () => {
+  await consumer?.stop('SIGKILL');
+  await api?.close();
+  if (folder) await rm(folder, { recursive: true, force: true });
+});
+
+describe('npm run batch', () => {
+  const out = () => join(folder, 'results'); // inside the input folder: must never be read as input
+
+  it('submits every image, warns about the rest, waits and saves each result named after its input', async () => {
+    const run = await batch('--model', 'tiny', '--recursive', '--wait', '--out', out());
+    expect(run.code, run.stderr).toBe(0);
+    const lines = links(run.stdout);
+    expect(Object.keys(lines).sort()).toEqual(IMAGES);
+    for (const url of Object.values(lines)) expect(url).toMatch(new RegExp(`^${api.url}/api/results/[A-Za-z0-9_-]{22}$`));
+    expect(run.stderr).toContain('warning: notes.txt: not an image');
+    expect(run.stdout).toContain('submitted 4, succeeded 4, failed 0, refused 0, skipped 1, already done 0');
+
+    for (const name of IMAGES) {
+      const meta = await sharp(join(out(), `${name}.png`)).metadata();
+      expect([name, meta.format, meta.width, meta.height]).toEqual([name, 'png', 64, 64]);
+    }
+    expect((await readdir(out(), { recursive: true })).sort()).toEqual(['a.png.png', 'b.jpg.png', 'c.jpeg.png', 'sub', 'sub/d.png.png']);
+    expect(await queued()).toBe(4);
+  });
+
+  it('submits nothing again on a re-run: saved results are already done, and the API answers with the same jobs', async () => {
+    const again = await batch('--model', 'tiny', '--recursive', '--wait', '--out', out());
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toContain('submitted 0, succeeded 0, failed 0, refused 0, skipped 1, already done 4');
+    expect(again.stdout).toContain(`sub/d.png\talready done: ${join(out(), 'sub', 'd.png.png')}`);
+
+    // Without --out nothing is known locally: the Idempotency-Key brings back the jobs of the first run.
+    const first = links((await batch('--model', 'tiny', '--recursive')).stdout);
+    const second = await batch('--model', 'tiny', '--recursive');
+    expect(second.code, second.stderr).toBe(0);
+    expect(links(second.stdout)).toEqual(first);
+    expect(Object.keys(first).sort()).toEqual(IMAGES);
+    expect(second.stdout).toContain('submitted 0, succeeded 0, failed 0, refused 0, skipped 1, already done 4');
+    expect(await queued()).toBe(4);
+  });
+
+  it('exits non-zero with the API’s message when it refuses the request', async () => {
+    const run = await batch('--model', 'no-such-model');
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain('a.png: not submitted: 400 validation_error: model_name: must be one of the known models: tiny');
+    expect(run.stdout).toContain('submitted 0, succeeded 0, failed 0, refused 3, skipped 1, already done 0');
+    expect(await queued()).toBe(4);
+  });
+});
