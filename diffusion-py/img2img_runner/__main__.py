@@ -6,6 +6,9 @@ import os
 import sys
 import time
 
+STANDIN_PREFIX = "standin:"
+ENCODE_WORKERS = 4
+
 
 def _take_stdout():
     """Keep the real stdout for frames; send everything else written to stdout to stderr.
@@ -27,6 +30,13 @@ def _parse_args(argv):
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="default: float16 on cuda, float32 on cpu")
     parser.add_argument("--max-batch", type=int, help="jobs per pipeline call (default: 8 on cuda, 4 on cpu)")
     parser.add_argument("--bench-log", help="append model;time_seconds;memory_mib per job to this CSV")
+    parser.add_argument(
+        "--tuning",
+        choices=["auto", "off", "eager", "compile"],
+        default="auto",
+        help="GPU speed-ups for full-size SD pipelines on cuda (auto: compile; off: the plain diffusers pipeline); "
+        "never applied on cpu or to tiny",
+    )
     args = parser.parse_args(argv)
     if args.max_batch is not None and args.max_batch < 1:
         parser.error("--max-batch must be at least 1")
@@ -44,6 +54,22 @@ def _resolve_source(args) -> str | None:
     return args.source or entries[args.model].source
 
 
+def _prepare(pipe, args, device, log) -> tuple[bool, int]:
+    """Tune (on cuda) and warm the pipeline; return (tuned, max_batch)."""
+    from .runner import warm_up
+    from .tuning import DEFAULT_TUNING, TUNINGS, apply_tuning, wants_tuning, warm_up_tuned
+
+    name = DEFAULT_TUNING if args.tuning == "auto" else args.tuning
+    if name != "off" and wants_tuning(args.model, device, pipe):
+        tuning = TUNINGS[name]
+        log.info("tuning %s: %s", name, tuning)
+        apply_tuning(pipe, tuning)
+        # Compiles at the model's native size and measures memory for the batch size.
+        return True, warm_up_tuned(pipe, device, args.max_batch)
+    warm_up(pipe, device)
+    return False, args.max_batch or (8 if device.type == "cuda" else 4)
+
+
 def main(argv=None) -> int:
     frames_out = _take_stdout()
     # Never download weights: models come from local folders or the offline HF cache.
@@ -55,19 +81,24 @@ def main(argv=None) -> int:
     # Imported after HF_HUB_OFFLINE is set: huggingface_hub reads it once, at import.
     from .frames import VERSION
     from .models import load_pipeline, pick_device, pick_dtype
-    from .runner import FrameWriter, Runner, warm_up
+    from .runner import FrameWriter, Runner
 
     started = time.perf_counter()
     try:
+        source = _resolve_source(args)
+        if source is not None and source.startswith(STANDIN_PREFIX):
+            # A timed stand-in (sleeps instead of computing): see img2img_runner/standin.py.
+            from .standin import serve_standin
+
+            return serve_standin(args.model, source.removeprefix(STANDIN_PREFIX), frames_out, args.max_batch, started)
         device = pick_device(args.device)
         dtype = pick_dtype(device, args.dtype)
-        pipe = load_pipeline(name=args.model, source=_resolve_source(args), device=device, dtype=dtype)
-        warm_up(pipe, device)
+        pipe = load_pipeline(name=args.model, source=source, device=device, dtype=dtype)
+        tuned, max_batch = _prepare(pipe, args, device, log)
     except Exception:
         log.exception("cannot load model %s", args.model)
         return 1
     load_seconds = time.perf_counter() - started
-    max_batch = args.max_batch or (8 if device.type == "cuda" else 4)
     dtype_name = str(dtype).removeprefix("torch.")
     log.info("model %s ready on %s (%s) in %.2fs, max_batch %d", args.model, device, dtype_name, load_seconds, max_batch)
 
@@ -83,7 +114,18 @@ def main(argv=None) -> int:
             "load_seconds": round(load_seconds, 3),
         }
     )
-    runner = Runner(pipe=pipe, model=args.model, device=device, max_batch=max_batch, writer=writer, bench_log=args.bench_log)
+    runner = Runner(
+        pipe=pipe,
+        model=args.model,
+        device=device,
+        max_batch=max_batch,
+        writer=writer,
+        bench_log=args.bench_log,
+        # The tuned GPU path keeps the CPU off the critical path: tensors in and
+        # out of the pipeline, PNG encoding in threads while the next batch runs.
+        tensor_io=tuned,
+        encode_workers=ENCODE_WORKERS if tuned else 0,
+    )
     # Unbuffered, no Python-level lock: the daemon reader thread may still be
     # blocked in read() when the interpreter exits.
     stdin = open(0, "rb", buffering=0, closefd=False)

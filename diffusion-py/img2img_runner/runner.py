@@ -13,7 +13,9 @@ import logging
 import resource
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -80,13 +82,36 @@ def _peak_memory_bytes(device: torch.device) -> int:
 
 
 class Runner:
-    def __init__(self, pipe, model: str, device: torch.device, max_batch: int, writer: FrameWriter, bench_log: str | None = None):
+    """Serves jobs with one pipeline.
+
+    tensor_io: hand the pipeline the batch as one tensor on its device and take
+    its output as a tensor (uint8 on the device, one copy to the host), instead
+    of PIL images converted one by one on the CPU while the GPU waits. The
+    arithmetic is the one diffusers' image processor does (float32 x/255*2-1 in,
+    round(x*255) out), so the bytes are the same. encode_workers: threads that
+    PNG-encode and send results while the next batch runs (0: inline).
+    """
+
+    def __init__(
+        self,
+        pipe,
+        model: str,
+        device: torch.device,
+        max_batch: int,
+        writer: FrameWriter,
+        bench_log: str | None = None,
+        tensor_io: bool = False,
+        encode_workers: int = 0,
+    ):
         self.pipe = pipe
         self.model = model
         self.device = device
         self.max_batch = max_batch
         self.writer = writer
         self.bench_log = bench_log
+        self.tensor_io = tensor_io
+        self._encoder = ThreadPoolExecutor(encode_workers, thread_name_prefix="encode") if encode_workers > 0 else None
+        self._bench_lock = threading.Lock()
         self._cond = threading.Condition()
         self._pending: list[Job] = []
         self._running: set[str] = set()
@@ -139,6 +164,9 @@ class Runner:
         except JobError as exc:
             self.writer.error(job_id_of(header), exc.code, str(exc))
             return
+        self._enqueue(job, payload)
+
+    def _enqueue(self, job: Job, payload: bytes) -> None:
         with self._cond:
             if self._stopping:
                 self.writer.error(job.id, "internal", "runner is shutting down")
@@ -178,6 +206,8 @@ class Runner:
                 while not self._pending and not self._stopping:
                     self._cond.wait()
                 if not self._pending:
+                    if self._encoder is not None:
+                        self._encoder.shutdown(wait=True)  # every result is sent before exit
                     return self._exit_code
                 batch = self._take_batch()
             self._run_group(batch)
@@ -254,33 +284,66 @@ class Runner:
         # One generator per job, seeded by the job: its noise never depends on batch-mates.
         generators = [torch.Generator(device=self.device).manual_seed(job.seed) for job in jobs]
         started = time.perf_counter()
+        tensor_io = self._can_use_tensors(head)
         with torch.inference_mode():
             output = self.pipe(
                 prompt=[job.prompt for job in jobs],
                 # None and "" give the same unconditional embedding; a list must be all strings.
                 negative_prompt=[job.negative_prompt or "" for job in jobs],
-                image=[job.image for job in jobs],
+                image=self._input_tensor(jobs) if tensor_io else [job.image for job in jobs],
                 strength=head.strength,
                 num_inference_steps=head.steps,
                 guidance_scale=head.guidance_scale,
                 generator=generators,
-                output_type="pil",
+                output_type="pt" if tensor_io else "pil",
                 callback_on_step_end=self._progress_callback(jobs),
             )
+            images = _to_uint8_arrays(output.images) if tensor_io else output.images
         compute_s = time.perf_counter() - started
         peak = _peak_memory_bytes(self.device)
-        for job, image in zip(jobs, output.images):
+        for job, image in zip(jobs, images):
             self._deliver(job=job, image=image, batch_size=len(jobs), compute_s=compute_s, peak=peak)
 
-    def _deliver(self, job: Job, image: Image.Image, batch_size: int, compute_s: float, peak: int) -> None:
+    def _can_use_tensors(self, head: Job) -> bool:
+        # Sizes off the VAE's grid are resized by diffusers, differently for PIL and tensors.
+        factor = getattr(self.pipe, "vae_scale_factor", 8)
+        return self.tensor_io and head.image.width % factor == 0 and head.image.height % factor == 0
+
+    def _input_tensor(self, jobs: list[Job]) -> torch.Tensor:
+        """The batch as float32 NCHW in [0, 1] on the device: what the image processor makes of PIL images."""
+        pixels = torch.from_numpy(np.stack([np.asarray(job.image) for job in jobs]))
+        pixels = pixels.pin_memory() if self.device.type == "cuda" else pixels
+        pixels = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+        return pixels.to(torch.float32) / 255.0
+
+    def _deliver(self, job: Job, image, batch_size: int, compute_s: float, peak: int) -> None:
         if self._settle(job):
             return
+        if self._encoder is None:
+            self._send_result(job, image, batch_size, compute_s, peak)
+        else:
+            self._encoder.submit(self._send_result_or_error, job, image, batch_size, compute_s, peak)
+
+    def _send_result_or_error(self, job: Job, image, batch_size: int, compute_s: float, peak: int) -> None:
+        try:
+            self._send_result(job, image, batch_size, compute_s, peak)
+        except Exception as exc:
+            log.exception("cannot encode the result of %s", job.id)
+            self.writer.error(job.id, "internal", f"{type(exc).__name__}: {exc}")
+
+    def _encode(self, job: Job, image: Image.Image) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    def _send_result(self, job: Job, image, batch_size: int, compute_s: float, peak: int) -> None:
+        if isinstance(image, np.ndarray):
+            image = Image.fromarray(image)
         if image.size != job.image.size:
             # The VAE works on multiples of 8 pixels; answer with the input's size.
             image = image.resize(job.image.size, Image.Resampling.LANCZOS)
         started = time.perf_counter()
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
+        payload = self._encode(job, image)
         encode_s = time.perf_counter() - started
         header = {
             "v": VERSION,
@@ -295,7 +358,14 @@ class Runner:
         if self.bench_log:
             # Before the result frame, so a parent that saw the result finds the line.
             try:
-                append_bench_line(self.bench_log, model=self.model, time_seconds=job.decode_s + compute_s + encode_s, memory_bytes=peak)
+                with self._bench_lock:
+                    append_bench_line(self.bench_log, model=self.model, time_seconds=job.decode_s + compute_s + encode_s, memory_bytes=peak)
             except OSError as exc:
                 log.error("cannot append to bench log %s: %s", self.bench_log, exc)
-        self.writer.send(header, buffer.getvalue())
+        self.writer.send(header, payload)
+
+
+def _to_uint8_arrays(images: torch.Tensor) -> list[np.ndarray]:
+    """Pipeline output (NCHW in [0, 1], on the device) to HWC uint8 arrays: diffusers' numpy_to_pil arithmetic."""
+    pixels = (images.to(torch.float32) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return list(pixels)

@@ -1,5 +1,5 @@
 // The inputs of a batch: the files of a folder, which of them are images, and where each result goes.
-import { readdir, stat } from 'node:fs/promises';
+import { access, mkdir, readdir, stat, writeFile } from 'node:fs/promises';
 import { extname, join, relative, resolve, sep } from 'node:path';
 
 export const IMAGE_EXTENSIONS: readonly string[] = ['.png', '.jpg', '.jpeg', '.webp'];
@@ -21,23 +21,33 @@ export const isImage = (name: string) => IMAGE_EXTENSIONS.includes(extname(name)
  */
 export const outputPath = (out: string, name: string) => join(out, ...`${name}.png`.split('/'));
 
+/** Marks a folder of results, so that a later batch over a folder holding it never reads them as inputs. */
+export const RESULTS_MARKER = '.img2img-batch-results';
+
+export async function markResults(out: string): Promise<void> {
+  await mkdir(out, { recursive: true });
+  await writeFile(join(out, RESULTS_MARKER), 'Results of `npm run batch`: batch runs over a parent folder do not read this folder.\n');
+}
+
+const isResults = (dir: string) => access(join(dir, RESULTS_MARKER)).then(() => true, () => false);
 const linksToFile = async (path: string) => (await stat(path).catch(() => undefined))?.isFile() ?? false;
 
 /**
  * Every file of `folder` (and of its subfolders when recursive), sorted by name. Subfolders
- * reached through symbolic links are not followed (no loops), and `exclude` (the results
- * folder, when it lies inside) is never read, so results are not taken for inputs.
+ * reached through symbolic links are not followed (no loops), and results folders (this run's
+ * --out, or any marked by an earlier run) are never read, so results are not taken for inputs.
  */
 export async function listFiles(folder: string, options: { recursive: boolean; exclude?: string }): Promise<InputFile[]> {
   const root = resolve(folder);
   const exclude = options.exclude === undefined ? undefined : resolve(options.exclude);
+  const skip = async (dir: string) => !options.recursive || dir === exclude || (await isResults(dir));
   const files: InputFile[] = [];
   const visit = async (dir: string): Promise<void> => {
     for (const entry of await readdir(dir, { withFileTypes: true })) {
       const path = join(dir, entry.name);
       if (entry.isDirectory()) {
-        if (options.recursive && path !== exclude) await visit(path);
-      } else if (entry.isFile() || (entry.isSymbolicLink() && (await linksToFile(path)))) {
+        if (!(await skip(path))) await visit(path);
+      } else if (entry.name !== RESULTS_MARKER && (entry.isFile() || (entry.isSymbolicLink() && (await linksToFile(path))))) {
         files.push({ path, name: relative(root, path).split(sep).join('/') });
       }
     }

@@ -5,7 +5,7 @@ import { Presets, SingleBar } from 'cli-progress';
 import pLimit, { type LimitFunction } from 'p-limit';
 import { TERMINAL } from '../../common/jobs.js';
 import { downloadResult, formFields, getJob, idempotencyKey, retryKey, sha256, submitImage, type Client, type JobAccepted } from './client.js';
-import { IMAGE_EXTENSIONS, isImage, listFiles, outputPath, type InputFile } from './files.js';
+import { IMAGE_EXTENSIONS, isImage, listFiles, markResults, outputPath, type InputFile } from './files.js';
 import { UsageError, type BatchOptions } from './options.js';
 import { DEFAULT_RETRY, type RetryPolicy } from './retry.js';
 
@@ -166,6 +166,7 @@ export async function runBatch(options: BatchOptions, io: Io): Promise<Summary> 
   const files = await listFiles(options.folder, { recursive: options.recursive, exclude: options.out });
   const followed = await Promise.all(files.map((file) => submitFile(batch, file)));
   const jobs = followed.filter((job): job is Followed => job !== undefined);
+  if (options.out && jobs.length) await markResults(options.out);
   if (options.wait && jobs.length) await followJobs(batch, jobs);
   say(batch, formatSummary(summary));
   return summary;

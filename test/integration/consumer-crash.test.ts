@@ -1,5 +1,6 @@
 // A consumer killed with SIGKILL mid-job: after a restart the job succeeds exactly
-// once (one output, one succeeded event); SIGTERM exits cleanly.
+// once (one output, one succeeded event); SIGTERM exits cleanly; an idle runner stops
+// and comes back for the next job.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKafka, ensureTopics } from '../../common/kafka.js';
 import { RecordStore } from '../../common/records.js';
@@ -54,4 +55,32 @@ describe('consumer crash', () => {
 
     expect(await second.stop('SIGTERM')).toBe(0);
   });
+
+  it('stops an idle runner and starts it again for the next job', async () => {
+    const consumer = new ConsumerProcess({ ...env, IDLE_UNLOAD_MS: '1500' }).start();
+    consumers.push(consumer);
+    await consumer.ready();
+    const first = await enqueue(kafka, config, store, records);
+    await waitForStatus(records, first, ['succeeded']);
+    const pid = consumer.runnerPid()!;
+    await waitFor(async () => (processGone(pid) ? true : undefined), 20_000, 'the idle runner to exit');
+    expect(consumer.log).toContain('idle: stopping the runner');
+
+    const second = await enqueue(kafka, config, store, records);
+    const record = await waitForStatus(records, second, ['succeeded', 'failed'], 60_000);
+    expect(record.status).toBe('succeeded');
+    expect(consumer.runnerPid()).not.toBe(pid);
+    // The cold start is measured and logged with the runner's ready line.
+    expect(consumer.log).toMatch(/"start_seconds":\d/);
+    expect(await consumer.stop('SIGTERM')).toBe(0);
+  });
 });
+
+function processGone(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch {
+    return true;
+  }
+}
