@@ -3,7 +3,7 @@
 import { OpenAPIHono } from '@hono/zod-openapi';
 import { swaggerUI } from '@hono/swagger-ui';
 import type { Hook } from '@hono/zod-openapi';
-import { NotFound, toErrorResponse, ValidationError } from './errors.js';
+import { fromZod, NotFound, toErrorResponse } from './errors.js';
 import { diffusionRoutes } from './routes/diffusion.js';
 import { eventRoutes } from './routes/events.js';
 import { healthRoutes } from './routes/health.js';
@@ -11,21 +11,15 @@ import { jobRoutes } from './routes/jobs.js';
 import { modelRoutes } from './routes/models.js';
 import { resultRoutes } from './routes/results.js';
 import type { Services } from './services.js';
+import type { NodeEnv } from './upload.js';
 
-/** Header names are matched in lower case; errors name them as clients write them. */
-const HEADER_NAMES: Record<string, string> = { 'idempotency-key': 'Idempotency-Key', 'last-event-id': 'Last-Event-ID', 'if-none-match': 'If-None-Match' };
-
-/** A zod failure on any request part becomes a ValidationError naming the first field at fault. */
-const validationHook: Hook<unknown, never, string, unknown> = (result) => {
-  if (result.success) return;
-  const issue = result.error.issues[0]!;
-  const path = String(issue.path[0] ?? result.target);
-  const field = result.target === 'header' ? (HEADER_NAMES[path] ?? path) : path;
-  throw new ValidationError(field, `${field}: ${issue.message}`);
+/** Every zod failure on a request part (query, path, headers) becomes one ValidationError naming the field. */
+const validationHook: Hook<unknown, NodeEnv, string, unknown> = (result) => {
+  if (!result.success) throw fromZod(result.error, result.target);
 };
 
 export function createApp(services: Services) {
-  const app = new OpenAPIHono({ defaultHook: validationHook });
+  const app = new OpenAPIHono<NodeEnv>({ defaultHook: validationHook });
   app.onError((error) => toErrorResponse(error, services.log));
   app.notFound((c) => toErrorResponse(new NotFound(`no route for ${c.req.method} ${c.req.path}`, { code: 'route_not_found' }), services.log));
 

@@ -89,6 +89,21 @@ export class Unprocessable extends ApiError {
   }
 }
 
+/** Header names are matched in lower case; errors name them as clients write them. */
+const HEADER_NAMES: Record<string, string> = {
+  'idempotency-key': 'Idempotency-Key',
+  'last-event-id': 'Last-Event-ID',
+  'if-none-match': 'If-None-Match',
+};
+
+/** A zod failure on any part of a request, as a ValidationError naming the first field at fault. */
+export function fromZod(error: { issues: ReadonlyArray<{ path: PropertyKey[]; message: string }> }, target: string): ValidationError {
+  const issue = error.issues[0];
+  const name = String(issue?.path[0] ?? target);
+  const field = target === 'header' ? (HEADER_NAMES[name] ?? name) : name;
+  return new ValidationError(field, `${field}: ${issue?.message ?? 'invalid'}`);
+}
+
 export interface ErrorBody {
   error: { code: string; message: string; field?: string };
 }

@@ -1,11 +1,10 @@
 // The uploaded image: its format sniffed from its bytes, its size checked from its header,
 // then normalised to the PNG the runner expects (8-bit sRGB, no alpha, sides a multiple of 8).
-// A PNG that already is one only loses its metadata chunks and is verified by a full decode.
-import { createHash } from 'node:crypto';
+// A PNG that already is one only loses its metadata chunks (see png.ts).
 import pLimit, { type LimitFunction } from 'p-limit';
 import sharp, { type Metadata } from 'sharp';
 import { PayloadTooLarge, Unprocessable, UnsupportedMedia, ValidationError } from './errors.js';
-import { canonicalPng } from './png.js';
+import { isIntact, plainPng, type PlainPng } from './png.js';
 
 export const ACCEPTED_FORMATS = ['png', 'jpeg', 'webp'] as const;
 export type AcceptedFormat = (typeof ACCEPTED_FORMATS)[number];
@@ -53,8 +52,8 @@ export interface AcceptedImage {
   png: Buffer;
   width: number;
   height: number;
-  /** sha256 of the bytes as uploaded: part of the idempotency request hash. */
-  sourceSha256: string;
+  /** The bytes as uploaded: their hash is part of the Idempotency-Key request hash. */
+  source: Buffer;
 }
 
 /**
@@ -84,11 +83,10 @@ export class ImageNormaliser {
       const what = format ? `${format} images are not accepted` : 'the file is not an image of a known format';
       throw new UnsupportedMedia(`${what}; send png, jpeg or webp`, { field: 'image' });
     }
-    const sourceSha256 = createHash('sha256').update(bytes).digest('hex');
-    return { ...(await this.limit(() => this.normalise(bytes, format))), sourceSha256 };
+    return { ...(await this.limit(() => this.normalise(bytes, format))), source: bytes };
   }
 
-  private async normalise(bytes: Buffer, format: AcceptedFormat) {
+  private async normalise(bytes: Buffer, format: AcceptedFormat): Promise<Omit<AcceptedImage, 'source'>> {
     const header = await this.readHeader(bytes, format);
     const { width, height } = alignedSize(header.width, header.height);
     if (!width || !height) {
@@ -97,10 +95,15 @@ export class ImageNormaliser {
         code: 'image_too_small',
       });
     }
-    const canonical = format === 'png' ? canonicalPng(bytes) : undefined;
-    if (canonical) return { png: await this.verified(canonical), width, height };
+    const plain = format === 'png' ? plainPng(bytes) : undefined;
+    return plain ? { png: await this.intact(plain), width, height } : this.reencode(bytes, width, height);
+  }
+
+  /** Orient, flatten, convert, crop: the full path, for anything that is not already a plain PNG. */
+  private async reencode(bytes: Buffer, width: number, height: number): Promise<Omit<AcceptedImage, 'source'>> {
     try {
-      const { data, info } = await sharp(bytes, this.decoding())
+      // failOn 'error': corrupt or truncated data is refused; mere warnings (odd ancillary chunks) are not.
+      const { data, info } = await sharp(bytes, { failOn: 'error', limitInputPixels: this.limits.maxPixels })
         .autoOrient()
         .flatten({ background: '#ffffff' })
         .toColourspace('srgb')
@@ -114,19 +117,10 @@ export class ImageNormaliser {
     }
   }
 
-  /** failOn 'error': corrupt or truncated data is refused; mere warnings (odd ancillary chunks) are not. */
-  private decoding() {
-    return { failOn: 'error', limitInputPixels: this.limits.maxPixels } as const;
-  }
-
-  /** Decodes every pixel (and discards them) so a PNG stored as sent is known to be whole. */
-  private async verified(png: Buffer): Promise<Buffer> {
-    try {
-      await sharp(png, this.decoding()).raw().toBuffer();
-      return png;
-    } catch (error) {
-      throw new Unprocessable('the image cannot be decoded (corrupt or truncated)', { field: 'image', cause: error });
-    }
+  /** A PNG stored as sent must be whole: a truncated or corrupt one is refused like any undecodable image. */
+  private async intact(plain: PlainPng): Promise<Buffer> {
+    if (await isIntact(plain)) return plain.png;
+    throw new Unprocessable('the image cannot be decoded (corrupt or truncated)', { field: 'image' });
   }
 
   /** Width and height after EXIF orientation, from the header alone: no pixel is decoded before the limits pass. */

@@ -3,7 +3,7 @@
 // A record that says queued always has a message behind it; a message whose record never
 // appears is failed by the consumer as poison after a short wait. On any failure the client
 // gets 503 and the input, the record and the idempotency claim are removed (best effort).
-import { randomInt } from 'node:crypto';
+import { createHash, randomInt } from 'node:crypto';
 import { DeleteObjectCommand } from '@aws-sdk/client-s3';
 import { newJobId, type JobEvent, type JobMessage, type JobRecord } from '../common/jobs.js';
 import type { Logger } from '../common/logger.js';
@@ -58,7 +58,8 @@ export class Intake {
 
   private idempotency({ idempotencyKey, submission, image }: NewJob): Idempotency | null {
     if (idempotencyKey === undefined) return null;
-    return { key_hash: hashKey(idempotencyKey), request_hash: requestHash(submission, image.sourceSha256) };
+    const imageSha256 = createHash('sha256').update(image.source).digest('hex');
+    return { key_hash: hashKey(idempotencyKey), request_hash: requestHash(submission, imageSha256) };
   }
 
   private async enqueue(record: JobRecord, png: Buffer, deadline: AbortSignal): Promise<void> {

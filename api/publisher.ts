@@ -1,13 +1,31 @@
 // The API's one Kafka producer: job messages and lifecycle events, acks from all in-sync
 // replicas, idempotent (no duplicates from its own retries).
-import type { Kafka, Message, Producer } from 'kafkajs';
+//
+// An idempotent producer keeps one request in flight per broker, so sends issued one by one
+// queue behind each other's round trips. Messages that arrive while a request is in flight
+// therefore wait and leave together in the next request: no added delay when idle, one round
+// trip for many messages under load.
+import type { Kafka, Message, Producer, TopicMessages } from 'kafkajs';
 import { eventsTopic } from '../common/topics.js';
 import type { JobEvent } from '../common/jobs.js';
-import { race } from './dependency.js';
+import { DeadlineExceeded, race } from './dependency.js';
+
+/** Most messages in one request; they are small (a few hundred bytes each). */
+const MAX_BATCH = 500;
+
+interface Pending {
+  topic: string;
+  message: Message;
+  signal: AbortSignal;
+  resolve: () => void;
+  reject: (error: unknown) => void;
+}
 
 export class Publisher {
   private readonly producer: Producer;
   private connecting: Promise<void> | undefined;
+  private pending: Pending[] = [];
+  private sending = false;
 
   constructor(
     kafka: Kafka,
@@ -34,7 +52,9 @@ export class Publisher {
   /** Resolves once the broker acknowledged `message` (acks=all), or rejects when `signal` aborts first. */
   async send(topic: string, message: Message, signal: AbortSignal): Promise<void> {
     await race(this.connect(), signal);
-    await race(this.producer.send({ topic, acks: -1, messages: [message] }), signal);
+    const acknowledged = new Promise<void>((resolve, reject) => this.pending.push({ topic, message, signal, resolve, reject }));
+    void this.drain();
+    await race(acknowledged, signal);
   }
 
   async publishEvent(event: JobEvent, signal: AbortSignal): Promise<void> {
@@ -44,4 +64,38 @@ export class Publisher {
   async disconnect(): Promise<void> {
     await this.producer.disconnect();
   }
+
+  /** Sends what is pending, one request at a time, until nothing is left. */
+  private async drain(): Promise<void> {
+    if (this.sending) return;
+    this.sending = true;
+    try {
+      while (this.pending.length) await this.sendBatch(this.pending.splice(0, MAX_BATCH));
+    } finally {
+      this.sending = false;
+    }
+  }
+
+  private async sendBatch(batch: Pending[]): Promise<void> {
+    // A caller that already answered 503 must not have its message sent after all.
+    const live = batch.filter((item) => !item.signal.aborted);
+    for (const item of batch) if (item.signal.aborted) item.reject(new DeadlineExceeded('deadline exceeded'));
+    if (!live.length) return;
+    try {
+      await this.producer.sendBatch({ acks: -1, topicMessages: byTopic(live) });
+      for (const item of live) item.resolve();
+    } catch (error) {
+      for (const item of live) item.reject(error);
+    }
+  }
+}
+
+function byTopic(items: Pending[]): TopicMessages[] {
+  const topics = new Map<string, Message[]>();
+  for (const { topic, message } of items) {
+    const messages = topics.get(topic);
+    if (messages) messages.push(message);
+    else topics.set(topic, [message]);
+  }
+  return [...topics].map(([topic, messages]) => ({ topic, messages }));
 }

@@ -3,7 +3,7 @@
 // peak RSS (VmHWM) can be read. Not a test: `npm run bench:api -- --duration 20 --concurrency 32`.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { Agent, request } from 'node:http';
 import { createServer } from 'node:net';
 import { parseArgs } from 'node:util';
@@ -109,6 +109,24 @@ async function startApi(port: number): Promise<ChildProcess> {
   throw new Error('the API did not become ready in 60 s');
 }
 
+/** CPU seconds used so far by each thread of `pid`, grouped by thread name (main, libuv pool, V8 helpers...). */
+async function threadCpu(pid: number): Promise<Map<string, number>> {
+  const ticks = 100; // USER_HZ on Linux
+  const byName = new Map<string, number>();
+  for (const tid of await readdir(`/proc/${pid}/task`)) {
+    const stat = await readFile(`/proc/${pid}/task/${tid}/stat`, 'utf8').catch(() => '');
+    const match = /\((.*)\) (.*)$/.exec(stat.trim());
+    if (!match) continue;
+    const fields = match[2]!.split(' '); // from field 3 (state): utime and stime are fields 14 and 15
+    const name = Number(tid) === pid ? 'main thread' : match[1]!.replace(/\d+$/, '').trim();
+    byName.set(name, (byName.get(name) ?? 0) + (Number(fields[11]) + Number(fields[12])) / ticks);
+  }
+  return byName;
+}
+
+const cpuDelta = (after: Map<string, number>, before: Map<string, number>) =>
+  new Map([...after].map(([name, seconds]) => [name, seconds - (before.get(name) ?? 0)]));
+
 async function memoryKiB(pid: number, field: 'VmHWM' | 'VmRSS'): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
   return Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? NaN);
@@ -150,11 +168,15 @@ async function main(): Promise<void> {
       req.on('error', reject);
       req.end(body);
     });
+  const cpuBefore = await threadCpu(api.pid!);
   const viaApi = await load(post);
+  const cpu = cpuDelta(await threadCpu(api.pid!), cpuBefore);
   agent.destroy();
   const peakRss = await memoryKiB(api.pid!, 'VmHWM');
 
   report(raw, viaApi, idleRss, peakRss);
+  const perRequest = [...cpu].filter(([, seconds]) => seconds > 0.05).sort((a, b) => b[1] - a[1]);
+  console.log(`API CPU per request: ${perRequest.map(([name, s]) => `${name} ${((1000 * s) / Math.max(1, viaApi.ok)).toFixed(1)} ms`).join(', ')}`);
   const exit = await stop(api);
   console.log(`API exit code after SIGTERM: ${exit}`);
   await cleanUp(written);

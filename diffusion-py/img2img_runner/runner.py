@@ -298,7 +298,7 @@ class Runner:
                 output_type="pt" if tensor_io else "pil",
                 callback_on_step_end=self._progress_callback(jobs),
             )
-            images = _to_uint8_arrays(output.images) if tensor_io else output.images
+            images = tensor_to_arrays(output.images) if tensor_io else output.images
         compute_s = time.perf_counter() - started
         peak = _peak_memory_bytes(self.device)
         for job, image in zip(jobs, images):
@@ -310,11 +310,7 @@ class Runner:
         return self.tensor_io and head.image.width % factor == 0 and head.image.height % factor == 0
 
     def _input_tensor(self, jobs: list[Job]) -> torch.Tensor:
-        """The batch as float32 NCHW in [0, 1] on the device: what the image processor makes of PIL images."""
-        pixels = torch.from_numpy(np.stack([np.asarray(job.image) for job in jobs]))
-        pixels = pixels.pin_memory() if self.device.type == "cuda" else pixels
-        pixels = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
-        return pixels.to(torch.float32) / 255.0
+        return images_to_tensor([job.image for job in jobs], self.device)
 
     def _deliver(self, job: Job, image, batch_size: int, compute_s: float, peak: int) -> None:
         if self._settle(job):
@@ -365,7 +361,15 @@ class Runner:
         self.writer.send(header, payload)
 
 
-def _to_uint8_arrays(images: torch.Tensor) -> list[np.ndarray]:
+def images_to_tensor(images: list[Image.Image], device: torch.device) -> torch.Tensor:
+    """RGB images as one float32 NCHW tensor in [0, 1] on the device: diffusers' pil_to_numpy arithmetic."""
+    pixels = torch.from_numpy(np.stack([np.asarray(image) for image in images]))
+    pixels = pixels.pin_memory() if device.type == "cuda" else pixels
+    pixels = pixels.to(device, non_blocking=True).permute(0, 3, 1, 2)
+    return pixels.to(torch.float32) / 255.0
+
+
+def tensor_to_arrays(images: torch.Tensor) -> list[np.ndarray]:
     """Pipeline output (NCHW in [0, 1], on the device) to HWC uint8 arrays: diffusers' numpy_to_pil arithmetic."""
     pixels = (images.to(torch.float32) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     return list(pixels)

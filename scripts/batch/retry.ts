@@ -12,7 +12,7 @@ export interface RetryPolicy {
   maxRetryAfterMs: number;
 }
 
-export const DEFAULT_RETRY: RetryPolicy = { tries: 6, minDelayMs: 500, maxDelayMs: 8000, maxRetryAfterMs: 60_000 };
+export const DEFAULT_RETRY: RetryPolicy = { tries: 5, minDelayMs: 500, maxDelayMs: 5000, maxRetryAfterMs: 60_000 };
 
 /** Statuses that say "not now" rather than "no": overload, unavailable dependencies, gateways. */
 const RETRYABLE_STATUS = new Set([429, 502, 503, 504]);
@@ -75,6 +75,15 @@ export async function httpError(response: Response): Promise<HttpError> {
     typeof field === 'string' ? field : undefined,
     retryAfterMs,
   );
+}
+
+/** One line for a failure: the API's answer, or what went wrong on the way (fetch hides it in `cause`). */
+export function describeError(error: unknown): string {
+  if (error instanceof HttpError) return error.toString();
+  if (!(error instanceof Error)) return String(error);
+  const cause = error.cause as { code?: string; message?: string } | undefined;
+  const detail = cause?.code ?? cause?.message;
+  return detail ? `${error.message} (${detail})` : error.message;
 }
 
 export type RetryNotice = (error: Error, attempt: number, waitMs: number) => void;

@@ -7,7 +7,7 @@ import { TERMINAL } from '../../common/jobs.js';
 import { downloadResult, formFields, getJob, idempotencyKey, retryKey, sha256, submitImage, type Client, type JobAccepted } from './client.js';
 import { IMAGE_EXTENSIONS, isImage, listFiles, markResults, outputPath, type InputFile } from './files.js';
 import { UsageError, type BatchOptions } from './options.js';
-import { DEFAULT_RETRY, type RetryPolicy } from './retry.js';
+import { DEFAULT_RETRY, describeError, type RetryPolicy } from './retry.js';
 
 export interface Io {
   fetch: typeof fetch;
@@ -64,7 +64,7 @@ function client(batch: Batch, file: InputFile): Client {
     api: batch.options.api,
     retry,
     notice: (error, attempt, waitMs) =>
-      warn(batch, `${file.name}: ${String(error)}; try ${attempt + 1} of ${retry.tries}${waitMs ? ` after ${(waitMs / 1000).toFixed(1)} s` : ''}`),
+      warn(batch, `${file.name}: ${describeError(error)}; try ${attempt + 1} of ${retry.tries}${waitMs ? ` after ${(waitMs / 1000).toFixed(1)} s` : ''}`),
   };
 }
 
@@ -102,7 +102,7 @@ async function submitFile(batch: Batch, file: InputFile): Promise<Followed | und
     job = await batch.limit(() => sendFile(batch, file));
   } catch (error) {
     summary.refused++;
-    warn(batch, `${file.name}: not submitted: ${String(error)}`);
+    warn(batch, `${file.name}: not submitted: ${describeError(error)}`);
     return undefined;
   }
   if (job.status === 'succeeded') {
@@ -112,7 +112,7 @@ async function submitFile(batch: Batch, file: InputFile): Promise<Followed | und
   }
   if (job.status === 'failed' || job.status === 'canceled') {
     summary.failed++;
-    warn(batch, `${file.name}: job ${job.id} ${job.status} ${MAX_FRESH_TRIES + 1} times; not submitted again`);
+    warn(batch, `${file.name}: ${MAX_FRESH_TRIES + 1} jobs in a row failed or were canceled (the last: ${job.id}); not submitted again`);
     return undefined;
   }
   summary.submitted++;
@@ -144,7 +144,7 @@ async function followJobs(batch: Batch, jobs: Followed[]): Promise<void> {
   bar.start(jobs.length, 0, { failed: 0 });
   await Promise.all(
     jobs.map(async (followed) => {
-      const failure = await finish(batch, followed).catch((error: unknown) => String(error));
+      const failure = await finish(batch, followed).catch(describeError);
       if (failure) failures.push(`${followed.file.name}: ${failure}`);
       if (failure) batch.summary.failed++;
       else if (followed.counted) batch.summary.succeeded++;

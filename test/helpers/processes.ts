@@ -6,16 +6,24 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-/** A port nothing listens on right now (the kernel's pick for port 0). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
+const handedOut = new Set<number>();
+
+/** A port nothing listens on right now (the kernel's pick for port 0), never the same twice in a process. */
+export async function freePort(): Promise<number> {
+  for (;;) {
+    const port = await new Promise<number>((resolve, reject) => {
+      const server = createServer();
+      server.once('error', reject);
+      server.listen(0, '127.0.0.1', () => {
+        const { port } = server.address() as { port: number };
+        server.close(() => resolve(port));
+      });
     });
-  });
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
 }
 
 /** true when `url` answers 2xx within a second; never throws. */
@@ -91,11 +99,11 @@ export function modelNamesFile(models = ['tiny']): string {
 }
 
 /**
- * The API as production runs it: its own process (api/main.ts) on a free port, ready once
+ * The API as production runs it: its own process (api/main.ts) on env.API_PORT or a free port, ready once
  * /readyz answers. `node --import tsx` keeps it one process, so a signal reaches the API itself.
  */
 export async function startApiProcess(env: Record<string, string>): Promise<ApiProcess> {
-  const port = await freePort();
+  const port = Number(env.API_PORT) || (await freePort());
   const service = new ChildService('api', process.execPath, ['--import', 'tsx', 'api/main.ts'], {
     env: { LOG_LEVEL: 'warn', MODEL_NAMES_FILE: modelNamesFile(), ...env, API_HOST: '127.0.0.1', API_PORT: String(port) },
   });

@@ -1,7 +1,7 @@
 // The batch client (scripts/batch.ts) as a user runs it: a child process against the real API,
 // a real consumer with the `tiny` model, and the real Kafka and MinIO.
 import { spawn } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
@@ -82,7 +82,8 @@ describe('npm run batch', () => {
     expect(run.stdout).toContain('submitted 4, succeeded 4, failed 0, refused 0, skipped 1, already done 0');
 
     for (const name of IMAGES) {
-      const meta = await sharp(join(out(), `${name}.png`)).metadata();
+      // From a buffer: the in-process API lets sharp load buffers only.
+      const meta = await sharp(await readFile(join(out(), `${name}.png`))).metadata();
       expect([name, meta.format, meta.width, meta.height]).toEqual([name, 'png', 64, 64]);
     }
     expect((await readdir(out(), { recursive: true })).sort()).toEqual(['.img2img-batch-results', 'a.png.png', 'b.jpg.png', 'c.jpeg.png', 'sub', 'sub/d.png.png']);

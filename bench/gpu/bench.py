@@ -1,0 +1,595 @@
+"""GPU benchmark of the img2img runner (issue 6): one call on the lent H100, see README.md.
+
+    python3 bench/gpu/bench.py --out $OUT --budget 520
+
+Runs stages in order, each in its own process (a crash or a compile that runs
+long costs only its stage), each under a time limit from what is left of the
+budget; stages that no longer fit are skipped and listed as such. Every
+measurement is a JSON line in OUT/results.jsonl; OUT/summary.md holds the
+tables for BENCHMARKS.md; OUT/bench.log the logs.
+
+The job: img2img at 512x512 (SDXL: 1024x1024), 30 steps at strength 0.5 (15
+denoising steps), guidance 7.5 (so the UNet runs on 2x the batch), seeded
+noise images as input, on the benchmark models sd15-arch / sdxl-arch
+(full-size architectures, random weights).
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "diffusion-py"))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+STEPS, STRENGTH, GUIDANCE = 30, 0.5, 7.5
+DENOISE = int(STEPS * STRENGTH)
+PROMPT = "a watercolor painting of a lighthouse"
+COMPARE_BATCH = 4  # outputs compared with the baseline's at this batch size, same seeds
+
+# name: (what, max seconds, min seconds left to start it)
+STAGES = {
+    "peak": ("matmul rates of this GPU", 60, 20),
+    "sd15-base": ("SD1.5 out of the box: diffusers fp16 (SDPA), PIL in/out", 150, 60),
+    "sd15-eager": ("SD1.5 + fused QKV + channels_last, tensor in/out, SDPA backends", 150, 60),
+    "sd15-compile": ("SD1.5 eager settings + torch.compile (default mode) UNet+VAE", 300, 150),
+    "sdxl-base": ("SDXL 1024 out of the box", 150, 70),
+    "sdxl-compile": ("SDXL eager settings + torch.compile (default mode)", 330, 180),
+    "runner-sd15": ("python -m img2img_runner --source sd15-arch (defaults), fed over frames", 300, 120),
+    "sd15-autotune": ("SD1.5 + torch.compile max-autotune-no-cudagraphs", 420, 200),
+    "sd15-graphs": ("SD1.5 + torch.compile reduce-overhead (CUDA graphs)", 300, 150),
+    "sd15-tinyvae": ("SD1.5 compiled + TAESD-size tiny VAE (quality trade: README)", 240, 90),
+    "sd15-bf16": ("SD1.5 eager settings in bf16", 120, 45),
+}
+
+
+# ------------------------------------------------------------------ stage helpers (run in the stage process)
+
+
+class Recorder:
+    def __init__(self, out: pathlib.Path, stage: str):
+        self.path = out / "results.jsonl"
+        self.stage = stage
+
+    def __call__(self, **record) -> None:
+        record = {"stage": self.stage, **record}
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        print("RESULT", json.dumps(record), flush=True)
+
+
+def _sync():
+    import torch
+
+    torch.cuda.synchronize()
+
+
+def _inputs(batch: int, size: tuple[int, int]):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(1234)
+    return [Image.fromarray(rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)) for _ in range(batch)]
+
+
+def call_pipe(pipe, images, tensor_io: bool, seeds=None):
+    """One img2img call as the runner makes it; returns HWC uint8 arrays."""
+    import numpy as np
+    import torch
+
+    from img2img_runner.runner import images_to_tensor, tensor_to_arrays
+
+    batch = len(images)
+    seeds = seeds if seeds is not None else range(batch)
+    with torch.inference_mode():
+        output = pipe(
+            prompt=[f"{PROMPT} {index}" for index in range(batch)],
+            negative_prompt=[""] * batch,
+            image=images_to_tensor(images, pipe.device) if tensor_io else images,
+            strength=STRENGTH,
+            num_inference_steps=STEPS,
+            guidance_scale=GUIDANCE,
+            generator=[torch.Generator(device=pipe.device).manual_seed(seed) for seed in seeds],
+            output_type="pt" if tensor_io else "pil",
+        )
+    return tensor_to_arrays(output.images) if tensor_io else [np.asarray(image) for image in output.images]
+
+
+def measure(record, pipe, config: str, model: str, batches, size, tensor_io: bool, deadline: float, reps: int = 3):
+    """images/s per batch size: one warm-up call, then the median of reps timed calls."""
+    import torch
+
+    for batch in batches:
+        if time.perf_counter() > deadline:
+            print(f"{config}: out of time before batch {batch}", flush=True)
+            break
+        images = _inputs(batch, size)
+        try:
+            started = time.perf_counter()
+            call_pipe(pipe, images, tensor_io)
+            _sync()
+            first = time.perf_counter() - started
+            torch.cuda.reset_peak_memory_stats()
+            times = []
+            # Fewer repetitions where a call is long; at least 2.
+            for _ in range(reps if first < 3 else 2):
+                started = time.perf_counter()
+                call_pipe(pipe, images, tensor_io)
+                _sync()
+                times.append(time.perf_counter() - started)
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            record(kind="pipeline", config=config, model=model, batch=batch, size=list(size), oom=True)
+            break
+        median = statistics.median(times)
+        record(
+            kind="pipeline",
+            config=config,
+            model=model,
+            batch=batch,
+            size=list(size),
+            first_call_s=round(first, 3),
+            seconds_per_batch=round(median, 4),
+            seconds_per_image=round(median / batch, 4),
+            images_per_s=round(batch / median, 3),
+            spread=round((max(times) - min(times)) / median, 3),
+            peak_mib=round(torch.cuda.max_memory_allocated() / 2**20),
+        )
+
+
+def reference_path(model: str) -> pathlib.Path:
+    # Outside OUT: only a few files may come back from the device.
+    return pathlib.Path("/tmp") / f"bench-ref-{model}.npy"
+
+
+def compare(record, pipe, config: str, model: str, size, tensor_io: bool, batch: int = COMPARE_BATCH, save: bool = False):
+    """Max / mean absolute pixel difference from the baseline's outputs (same inputs, seeds and batch size)."""
+    import numpy as np
+
+    arrays = np.stack(call_pipe(pipe, _inputs(batch, size), tensor_io))
+    reference = reference_path(model)
+    if save:
+        np.save(reference, arrays)
+        return
+    if not reference.exists():
+        print(f"{config}: no baseline outputs to compare with", flush=True)
+        return
+    base = np.load(reference).astype(np.int16)
+    diff = np.abs(arrays.astype(np.int16) - base)
+    record(
+        kind="compare",
+        config=config,
+        model=model,
+        batch=batch,
+        max_abs=int(diff.max()),
+        mean_abs=round(float(diff.mean()), 4),
+        share_over_8=round(float((diff > 8).mean()), 6),
+        psnr_db=round(float(10 * np.log10(255**2 / max(1e-12, (diff.astype(np.float64) ** 2).mean()))), 2),
+    )
+
+
+def unet_inputs(pipe, batch: int, size):
+    """The UNet's inputs for a guided step of `batch` images (2x batch rows)."""
+    import torch
+
+    rows = 2 * batch
+    latent = (size[1] // pipe.vae_scale_factor, size[0] // pipe.vae_scale_factor)
+    device, dtype = pipe.device, pipe.unet.dtype
+    generator = torch.Generator(device=device).manual_seed(0)
+    sample = torch.randn(rows, 4, *latent, device=device, dtype=dtype, generator=generator)
+    context = torch.randn(rows, 77, pipe.unet.config.cross_attention_dim, device=device, dtype=dtype, generator=generator)
+    kwargs = {}
+    if pipe.unet.config.addition_embed_type == "text_time":
+        kwargs["added_cond_kwargs"] = {
+            "text_embeds": torch.randn(rows, 1280, device=device, dtype=dtype, generator=generator),
+            "time_ids": torch.tensor([[size[1], size[0], 0, 0, size[1], size[0]]] * rows, device=device, dtype=dtype),
+        }
+    return sample, torch.tensor(500, device=device), context, kwargs
+
+
+def unet_flops(pipe, size) -> float:
+    """FLOPs of one UNet call for one guided image (2 rows), counted by FlopCounterMode."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    sample, timestep, context, kwargs = unet_inputs(pipe, 1, size)
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        pipe.unet(sample, timestep, context, **kwargs)
+    return float(counter.get_total_flops())
+
+
+def time_unet(pipe, batch: int, size, reps: int = 10) -> float:
+    """Median seconds of one UNet call (CUDA events) for a guided batch."""
+    import torch
+
+    sample, timestep, context, kwargs = unet_inputs(pipe, batch, size)
+    with torch.inference_mode():
+        for _ in range(3):
+            pipe.unet(sample, timestep, context, **kwargs)
+        times = []
+        for _ in range(reps):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            pipe.unet(sample, timestep, context, **kwargs)
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1000)
+    return statistics.median(times)
+
+
+def record_unet(record, pipe, config: str, model: str, size, batches, flops: float, out: pathlib.Path):
+    peak = _peak_tflops(out)
+    for batch in batches:
+        seconds = time_unet(pipe, batch, size)
+        floor = flops * batch / (peak * 1e12) if peak else None
+        record(
+            kind="unet",
+            config=config,
+            model=model,
+            batch=batch,
+            unet_rows=2 * batch,
+            step_ms=round(seconds * 1000, 3),
+            tflop_per_step=round(flops * batch / 1e12, 3),
+            achieved_tflops=round(flops * batch / seconds / 1e12, 1),
+            floor_ms=floor and round(floor * 1000, 3),
+            pct_of_peak=floor and round(100 * floor / seconds, 1),
+            peak_tflops=peak,
+        )
+
+
+def _peak_tflops(out: pathlib.Path) -> float | None:
+    """The fp16 matmul rate measured by the peak stage (the dtype the benchmark runs in)."""
+    path = out / "results.jsonl"
+    if not path.exists():
+        return None
+    for line in path.read_text().splitlines():
+        item = json.loads(line)
+        if item.get("kind") == "matmul" and item.get("dtype") == "float16":
+            return item["tflops"]
+    return None
+
+
+def _flops_from_results(out: pathlib.Path, model: str) -> float | None:
+    path = out / "results.jsonl"
+    for line in path.read_text().splitlines() if path.exists() else []:
+        item = json.loads(line)
+        if item.get("kind") == "flops" and item.get("model") == model:
+            return item["unet_flops_per_image_step"]
+    return None
+
+
+def build(source: str, tuning_name: str | None, dtype_name: str = "float16"):
+    """A pipeline as the runner builds it (tuning_name None: out of the box, diffusers' defaults)."""
+    import torch
+
+    from img2img_runner.arch import build_arch_pipeline
+    from img2img_runner.models import load_pipeline
+    from img2img_runner.tuning import TUNINGS, apply_tuning
+
+    device = torch.device("cuda", 0)
+    dtype = getattr(torch, dtype_name)
+    started = time.perf_counter()
+    if tuning_name is None:
+        pipe = build_arch_pipeline(source, device, dtype)
+        pipe.set_progress_bar_config(disable=True)
+    else:
+        pipe = load_pipeline(name="bench", source=source, device=device, dtype=dtype)
+        tuning = TUNINGS[tuning_name] if isinstance(tuning_name, str) else tuning_name
+        apply_tuning(pipe, tuning)
+    _sync()
+    return pipe, time.perf_counter() - started
+
+
+# ------------------------------------------------------------------ stages
+
+
+def stage_peak(record, out, deadline, args):
+    import torch
+
+    record(kind="env", torch=torch.__version__, gpu=torch.cuda.get_device_name(0), cuda=torch.version.cuda, diffusers=_version("diffusers"), transformers=_version("transformers"))
+    n = 8192
+    for dtype in (torch.float16, torch.bfloat16):
+        a = torch.randn(n, n, device="cuda", dtype=dtype)
+        b = torch.randn(n, n, device="cuda", dtype=dtype)
+        for _ in range(3):
+            a @ b
+        _sync()
+        times = []
+        for _ in range(20):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            a @ b
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1000)
+        record(kind="matmul", dtype=str(dtype).removeprefix("torch."), n=n, tflops=round(2 * n**3 / statistics.median(times) / 1e12, 1))
+    src = torch.empty(2**30, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    _sync()
+    started = time.perf_counter()
+    for _ in range(10):
+        dst.copy_(src)
+    _sync()
+    record(kind="copy", tb_per_s=round(2 * 10 * 2**30 / (time.perf_counter() - started) / 1e12, 2))
+
+
+def _version(name):
+    try:
+        import importlib.metadata as metadata
+
+        return metadata.version(name)
+    except Exception:
+        return None
+
+
+def _baseline(record, out, deadline, source, size, batches, unet_batches):
+    model = source
+    pipe, seconds = build(source, None)
+    record(kind="build", config="base", model=model, seconds=round(seconds, 2))
+    flops = unet_flops(pipe, size)
+    record(kind="flops", model=model, unet_flops_per_image_step=flops, tflop_per_image=round(flops * DENOISE / 1e12, 2))
+    measure(record, pipe, "base", model, batches, size, tensor_io=False, deadline=deadline)
+    compare(record, pipe, "base", model, size, False, batch=COMPARE_BATCH if model == "sd15-arch" else 2, save=True)
+    record_unet(record, pipe, "base", model, size, unet_batches, flops, out)
+
+
+def stage_sd15_base(record, out, deadline, args):
+    _baseline(record, out, deadline, "sd15-arch", (512, 512), args.batches, [1, max(args.batches)])
+
+
+def stage_sdxl_base(record, out, deadline, args):
+    _baseline(record, out, deadline, "sdxl-arch", (1024, 1024), args.xl_batches, [1, max(args.xl_batches)])
+
+
+def _tuned(record, out, deadline, source, size, batches, tuning, config, unet_batches=(), dtype="float16", tensor_io=True, compare_batch=COMPARE_BATCH):
+    pipe, seconds = build(source, tuning, dtype)
+    record(kind="build", config=config, model=source, seconds=round(seconds, 2))
+    # First call at batch 1: compiles (when compiled), warms cuDNN / cuBLAS.
+    started = time.perf_counter()
+    call_pipe(pipe, _inputs(1, size), tensor_io)
+    _sync()
+    record(kind="first_call", config=config, model=source, seconds=round(time.perf_counter() - started, 2))
+    measure(record, pipe, config, source, batches, size, tensor_io=tensor_io, deadline=deadline)
+    if time.perf_counter() < deadline:
+        compare(record, pipe, config, source, size, tensor_io, batch=compare_batch)
+    flops = _flops_from_results(out, source)
+    if flops and unet_batches and time.perf_counter() < deadline:
+        record_unet(record, pipe, config, source, size, unet_batches, flops, out)
+    return pipe
+
+
+def stage_sd15_eager(record, out, deadline, args):
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    pipe = _tuned(record, out, deadline, "sd15-arch", (512, 512), args.batches, "eager", "eager", unet_batches=[1, max(args.batches)])
+    flops = _flops_from_results(out, "sd15-arch")
+    for backend in (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION):
+        try:
+            with sdpa_kernel([backend]):
+                seconds = time_unet(pipe, 16, (512, 512))
+        except RuntimeError as exc:
+            record(kind="sdpa", backend=backend.name, error=str(exc)[:200])
+            continue
+        record(kind="sdpa", config="eager", backend=backend.name, batch=16, step_ms=round(seconds * 1000, 3), achieved_tflops=flops and round(flops * 16 / seconds / 1e12, 1))
+    del torch
+
+
+def _compile_tuning(mode: str, tiny_vae: bool = False):
+    from img2img_runner.tuning import Tuning
+
+    return Tuning(f"compile-{mode}", fuse_qkv=True, channels_last=True, compile_mode=mode, tiny_vae=tiny_vae)
+
+
+def stage_sd15_compile(record, out, deadline, args):
+    _tuned(record, out, deadline, "sd15-arch", (512, 512), args.batches, _compile_tuning("default"), "compile", unet_batches=[1, max(args.batches)])
+
+
+def stage_sd15_autotune(record, out, deadline, args):
+    mode = "max-autotune-no-cudagraphs"
+    _tuned(record, out, deadline, "sd15-arch", (512, 512), args.autotune_batches, _compile_tuning(mode), "autotune", unet_batches=[1, max(args.autotune_batches)])
+
+
+def stage_sd15_graphs(record, out, deadline, args):
+    _tuned(record, out, deadline, "sd15-arch", (512, 512), args.graph_batches, _compile_tuning("reduce-overhead"), "graphs")
+
+
+def stage_sd15_tinyvae(record, out, deadline, args):
+    _tuned(record, out, deadline, "sd15-arch", (512, 512), [1, max(args.batches)], _compile_tuning("default", tiny_vae=True), "compile+tinyvae")
+
+
+def stage_sd15_bf16(record, out, deadline, args):
+    _tuned(record, out, deadline, "sd15-arch", (512, 512), [1, 16], "eager", "eager-bf16", dtype="bfloat16")
+
+
+def stage_sdxl_compile(record, out, deadline, args):
+    _tuned(record, out, deadline, "sdxl-arch", (1024, 1024), args.xl_batches, _compile_tuning("default"), "compile", unet_batches=[1, max(args.xl_batches)], compare_batch=2)
+
+
+def stage_runner_sd15(record, out, deadline, args):
+    """The real runner process with its defaults, fed over frames: start cost, then saturated images/s."""
+    from feed import RunnerClient, collect, noise_png, send_jobs, throughput
+
+    client = RunnerClient(["--model", "sd15", "--source", "sd15-arch", *args.runner_args], log_path=str(out / "runner.log"))
+    try:
+        ready = client.wait_ready(timeout=max(10, deadline - time.perf_counter() - 30))
+        record(kind="runner_ready", **{k: v for k, v in ready.items() if k not in ("v", "type")})
+        max_batch = ready["max_batch"]
+        png = noise_png((512, 512))
+        for rounds in (1, args.runner_rounds):
+            ids = send_jobs(client, f"r{rounds}", rounds * max_batch, png)
+            run = collect(client, ids, timeout=max(10, deadline - time.perf_counter()))
+            record(
+                kind="runner",
+                config="runner-default",
+                model="sd15-arch",
+                jobs=len(ids),
+                max_batch=max_batch,
+                errors=len(run["errors"]),
+                sizes=run["sizes"],
+                batch_sizes=sorted(set(run["batch_sizes"])),
+                **throughput(run, first_batch=min(max_batch, len(ids))),
+            )
+    finally:
+        client.close()
+
+
+STAGE_FUNCS = {name: globals()["stage_" + name.replace("-", "_")] for name in STAGES}
+
+
+# ------------------------------------------------------------------ orchestration
+
+
+def run_stages(args) -> None:
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    deadline = time.perf_counter() + args.budget
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TORCHINDUCTOR_CACHE_DIR": args.cache_dir, "TRITON_CACHE_DIR": args.cache_dir + "/triton"}
+    log = open(out / "bench.log", "ab")
+    statuses = []
+    for name in args.stages:
+        _what, max_seconds, min_seconds = STAGES[name]
+        left = deadline - time.perf_counter()
+        if left < min_seconds:
+            statuses.append((name, "skipped (budget)", 0.0))
+            print(f"=== {name}: skipped, {left:.0f}s left < {min_seconds}s", flush=True)
+            continue
+        limit = min(max_seconds, left)
+        print(f"=== {name}: up to {limit:.0f}s ({left:.0f}s left)", flush=True)
+        started = time.perf_counter()
+        command = [sys.executable, __file__, "--stage", name, "--stage-seconds", str(limit - 5), *args.passthrough]
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        # Reading the output blocks, so the time limit is a timer that kills the stage.
+        timer = threading.Timer(limit, proc.kill)
+        timer.start()
+        try:
+            for line in proc.stdout:
+                log.write(line)
+                log.flush()
+                text = line.decode("utf-8", "replace")
+                if text.startswith(("RESULT", "===", "Traceback")) or "Error" in text:
+                    print(f"[{name}] {text.rstrip()[:400]}", flush=True)
+            code = proc.wait(timeout=max(1, limit - (time.perf_counter() - started)))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = "timeout"
+        finally:
+            timer.cancel()
+        statuses.append((name, f"exit {code}", time.perf_counter() - started))
+        print(f"=== {name}: exit {code} after {time.perf_counter() - started:.0f}s", flush=True)
+    with open(out / "results.jsonl", "a", encoding="utf-8") as handle:
+        for name, status, seconds in statuses:
+            handle.write(json.dumps({"stage": name, "kind": "status", "status": status, "seconds": round(seconds, 1)}) + "\n")
+    summary = summarize(out)
+    (out / "summary.md").write_text(summary)
+    print(summary, flush=True)
+    if args.pack_cache:
+        pack_cache(args.cache_dir, out / "inductor-cache.tar.gz")
+
+
+def pack_cache(cache_dir: str, target: pathlib.Path) -> None:
+    import tarfile
+
+    if not os.path.isdir(cache_dir):
+        return
+    with tarfile.open(target, "w:gz") as tar:
+        tar.add(cache_dir, arcname="inductor-cache")
+    size = target.stat().st_size
+    print(f"inductor cache: {size / 2**20:.1f} MiB", flush=True)
+    if size > 15 * 2**20:
+        target.unlink()
+        print("inductor cache too large to bring back; dropped", flush=True)
+
+
+def summarize(out: pathlib.Path) -> str:
+    path = out / "results.jsonl"
+    items = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    lines = []
+    env = next((item for item in items if item.get("kind") == "env"), {})
+    rates = {item["dtype"]: item["tflops"] for item in items if item.get("kind") == "matmul"}
+    lines.append(f"GPU: {env.get('gpu')}, torch {env.get('torch')}, diffusers {env.get('diffusers')}; matmul 8192^3: {rates} TFLOP/s")
+    for model in ("sd15-arch", "sdxl-arch"):
+        rows = [item for item in items if item.get("kind") == "pipeline" and item.get("model") == model]
+        if not rows:
+            continue
+        configs = list(dict.fromkeys(item["config"] for item in rows))
+        batches = sorted({item["batch"] for item in rows})
+        lines += ["", f"### {model}: images/s (seconds per image) by batch size", ""]
+        lines.append("| config | " + " | ".join(f"b{batch}" for batch in batches) + " |")
+        lines.append("|---|" + "---|" * len(batches))
+        for config in configs:
+            cells = []
+            for batch in batches:
+                hit = next((item for item in rows if item["config"] == config and item["batch"] == batch), None)
+                if hit is None:
+                    cells.append("")
+                elif hit.get("oom"):
+                    cells.append("OOM")
+                else:
+                    cells.append(f"{hit['images_per_s']:.2f} ({hit['seconds_per_image']:.3f})")
+            lines.append(f"| {config} | " + " | ".join(cells) + " |")
+    unet = [item for item in items if item.get("kind") == "unet"]
+    if unet:
+        lines += ["", "### UNet step (one guided call) vs FLOP floor", "", "| model | config | images | ms | TFLOP | TFLOP/s | floor ms | % of peak |", "|---|---|---|---|---|---|---|---|"]
+        for item in unet:
+            lines.append(f"| {item['model']} | {item['config']} | {item['batch']} | {item['step_ms']} | {item['tflop_per_step']} | {item['achieved_tflops']} | {item['floor_ms']} | {item['pct_of_peak']} |")
+    other = [item for item in items if item.get("kind") in ("compare", "first_call", "build", "sdpa", "runner_ready", "runner", "status", "copy", "flops")]
+    if other:
+        lines += ["", "### Other records", ""]
+        lines += [f"- {json.dumps(item)}" for item in other]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=os.environ.get("OUT", "bench-out"))
+    parser.add_argument("--budget", type=float, default=520, help="seconds for all stages together")
+    parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated, in order")
+    parser.add_argument("--batches", default="1,4,8,16,32")
+    parser.add_argument("--xl-batches", default="1,4,8")
+    parser.add_argument("--autotune-batches", default="1,16,32")
+    parser.add_argument("--graph-batches", default="1,4,8")
+    parser.add_argument("--runner-rounds", type=int, default=4, help="saturated run: this many max batches of jobs")
+    parser.add_argument("--runner-args", default="", help="extra runner flags, space-separated")
+    parser.add_argument("--cache-dir", default="/tmp/inductor-cache")
+    parser.add_argument("--pack-cache", action="store_true", help="tar the Inductor cache into OUT (to carry to a later call)")
+    parser.add_argument("--stage", help=argparse.SUPPRESS)
+    parser.add_argument("--stage-seconds", type=float, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.batches = [int(x) for x in args.batches.split(",")]
+    args.xl_batches = [int(x) for x in args.xl_batches.split(",")]
+    args.autotune_batches = [int(x) for x in args.autotune_batches.split(",")]
+    args.graph_batches = [int(x) for x in args.graph_batches.split(",")]
+    args.runner_args = args.runner_args.split()
+    if args.stage:
+        deadline = time.perf_counter() + args.stage_seconds
+        STAGE_FUNCS[args.stage](Recorder(pathlib.Path(args.out), args.stage), pathlib.Path(args.out), deadline, args)
+        return
+    args.stages = [name for name in args.stages.split(",") if name]
+    unknown = [name for name in args.stages if name not in STAGES]
+    if unknown:
+        parser.error(f"unknown stages {unknown}; known: {', '.join(STAGES)}")
+    # What the stage processes get again: every option but --stages / --budget / --pack-cache.
+    args.passthrough = [
+        "--out", args.out,
+        "--batches", ",".join(map(str, args.batches)),
+        "--xl-batches", ",".join(map(str, args.xl_batches)),
+        "--autotune-batches", ",".join(map(str, args.autotune_batches)),
+        "--graph-batches", ",".join(map(str, args.graph_batches)),
+        "--runner-rounds", str(args.runner_rounds),
+        "--runner-args=" + " ".join(args.runner_args),
+        "--cache-dir", args.cache_dir,
+    ]  # fmt: skip
+    run_stages(args)
+
+
+if __name__ == "__main__":
+    main()

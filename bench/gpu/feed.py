@@ -1,0 +1,131 @@
+"""Drive `python -m img2img_runner` processes over the frame protocol and time them.
+
+Shared by bench.py (one runner) and multi.py (one runner per GPU). A runner
+gets all its jobs at once (it queues them and batches as it goes), so it is
+saturated from the first batch to the last.
+"""
+
+import io
+import os
+import pathlib
+import queue
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+from PIL import Image
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+RUNNER_DIR = REPO / "diffusion-py"
+sys.path.insert(0, str(RUNNER_DIR))
+
+from img2img_runner.frames import encode_frame, read_frame  # noqa: E402
+
+# The benchmark job: img2img 512x512, 30 steps at strength 0.5 (15 denoising steps), CFG 7.5.
+PARAMS = {"prompt": "a watercolor painting of a lighthouse", "negative_prompt": None, "strength": 0.5, "steps": 30, "guidance_scale": 7.5}
+
+
+def noise_png(size: tuple[int, int], seed: int = 0) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class RunnerClient:
+    """One runner subprocess; every frame it sends is kept with its arrival time."""
+
+    def __init__(self, args: list[str], env: dict | None = None, log_path: str | None = None, python: str = sys.executable):
+        self.log = open(log_path, "ab") if log_path else subprocess.DEVNULL
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [python, "-m", "img2img_runner", *args],
+            cwd=RUNNER_DIR,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            env={**os.environ, **(env or {})},
+        )
+        self.frames: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        while True:
+            try:
+                frame = read_frame(self.proc.stdout)
+            except Exception as exc:  # broken stream: report it as the end
+                frame = None
+                print(f"runner stream broke: {exc}", file=sys.stderr)
+            self.frames.put((time.perf_counter(), frame))
+            if frame is None:
+                return
+
+    def wait_ready(self, timeout: float) -> dict:
+        arrived, frame = self.frames.get(timeout=timeout)
+        if frame is None or frame[0]["type"] != "ready":
+            raise RuntimeError(f"runner did not get ready: {frame and frame[0]}")
+        header = dict(frame[0])
+        header["wall_start_seconds"] = round(arrived - self.started, 3)
+        return header
+
+    def send(self, header: dict, payload: bytes = b"") -> None:
+        with self._lock:
+            self.proc.stdin.write(encode_frame(header, payload))
+            self.proc.stdin.flush()
+
+    def close(self, timeout: float = 60) -> int:
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+def send_jobs(client: RunnerClient, prefix: str, count: int, png: bytes, params: dict = PARAMS) -> list[str]:
+    ids = [f"{prefix}-{index}" for index in range(count)]
+    for index, job_id in enumerate(ids):
+        client.send({"v": 1, "type": "job", "id": job_id, "params": {**params, "seed": index}}, png)
+    return ids
+
+
+def collect(client: RunnerClient, ids: list[str], timeout: float) -> dict:
+    """Wait for every job's final frame; return timings of the run."""
+    waiting = set(ids)
+    sent = time.perf_counter()
+    finished: list[float] = []
+    batch_sizes: list[int] = []
+    errors: list[dict] = []
+    sizes = set()
+    deadline = sent + timeout
+    while waiting:
+        arrived, frame = client.frames.get(timeout=max(0.1, deadline - time.perf_counter()))
+        if frame is None:
+            raise RuntimeError("runner exited before finishing its jobs")
+        header, payload = frame
+        if header.get("id") not in waiting:
+            continue
+        if header["type"] == "result":
+            finished.append(arrived)
+            batch_sizes.append(header["batch_size"])
+            sizes.add(Image.open(io.BytesIO(payload)).size)
+            waiting.discard(header["id"])
+        elif header["type"] == "error":
+            errors.append(header)
+            waiting.discard(header["id"])
+    return {"sent": sent, "finished": sorted(finished), "batch_sizes": batch_sizes, "errors": errors, "sizes": sorted(sizes)}
+
+
+def throughput(run: dict, first_batch: int) -> dict:
+    """Images/s over the whole run, and in steady state (after the first batch's results)."""
+    done = run["finished"]
+    whole = len(done) / (done[-1] - run["sent"])
+    steady_count = len(done) - first_batch
+    steady = steady_count / (done[-1] - done[first_batch - 1]) if steady_count > 0 and done[-1] > done[first_batch - 1] else None
+    return {"images": len(done), "images_per_s_whole": round(whole, 3), "images_per_s_steady": steady and round(steady, 3)}

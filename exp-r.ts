@@ -1,0 +1,18 @@
+import sharp from 'sharp';
+import { request, Agent } from 'node:http';
+import { startTestApi } from './test/helpers/api.js';
+const api = await startTestApi({ LOG_LEVEL: 'warn' });
+const side = 512; const raw = Buffer.alloc(side*side*3); for (let i = 0; i < raw.length; i++) raw[i] = ((i % 1536) / 8 + Math.random() * 24) & 255;
+const image = await sharp(raw, { raw: { width: side, height: side, channels: 3 } }).blur(0.8).png().toBuffer();
+const boundary = 'xxBOUNDARYxx';
+const body = Buffer.concat([Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n`), image, Buffer.from(`\r\n--${boundary}--\r\n`)]);
+const port = new URL(api.url).port;
+const agent = new Agent({ keepAlive: true, maxSockets: 32 });
+const post = () => new Promise<void>((resolve, reject) => { const req = request({ port, path: '/api/diffusion?model_name=tiny&prompt=x', method: 'POST', agent, headers: { 'content-type': `multipart/form-data; boundary=${boundary}`, 'content-length': body.length } }, (res) => { res.resume(); res.on('end', () => resolve()); }); req.on('error', reject); req.end(body); });
+const mb = (v: number) => (v / 1048576).toFixed(0);
+let peak = 0;
+const tick = setInterval(() => { const m = process.memoryUsage(); peak = Math.max(peak, m.rss); console.log('rss', mb(m.rss), 'heapTotal', mb(m.heapTotal), 'heapUsed', mb(m.heapUsed), 'external', mb(m.external), 'ab', mb(m.arrayBuffers)); }, 1000);
+const t0 = performance.now(); let n = 0;
+await Promise.all(Array.from({ length: 32 }, async () => { while (performance.now() - t0 < 6000) { await post(); n++; } }));
+clearInterval(tick); console.log('n', n, 'peak', mb(peak));
+agent.destroy(); await api.close();

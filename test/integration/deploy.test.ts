@@ -1,0 +1,336 @@
+// Deployment: the compose files as docker-compose itself reads them (there is no Docker
+// engine here to run them), and nginx/nginx.conf run by Debian's nginx in front of two real
+// API processes: large uploads, unbuffered Server-Sent Events, replicas sharing their jobs.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { connect } from 'node:net';
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createKafka } from '../../common/kafka.js';
+import { allTopics } from '../../common/topics.js';
+import { json, openEventStream } from '../helpers/api.js';
+import { testConfig, uniqueName } from '../helpers/env.js';
+import { answers, aptInstall, ChildService, ensureBinary, freePort, startApiProcess, type ApiProcess } from '../helpers/processes.js';
+
+const MiB = 1024 * 1024;
+const API_LIMIT = 20 * MiB; // MAX_BODY_BYTES's default
+const PROXY_LIMIT = 21 * MiB; // client_max_body_size in nginx/nginx.conf
+
+// ---------------------------------------------------------------- docker-compose
+
+const dockerCompose = ensureBinary('/usr/bin/docker-compose', aptInstall('docker-compose'));
+
+interface Mount {
+  source: string;
+  target: string;
+  read_only: boolean;
+}
+interface ComposeService {
+  image?: string;
+  build?: { context: string; dockerfile: string };
+  environment?: Record<string, string | number | null>;
+  ports?: unknown[];
+  /** docker-compose 1.29 prints the short form, source:target[:ro]. */
+  volumes?: string[];
+  healthcheck?: { test: string[] | string };
+  depends_on?: Record<string, { condition: string }>;
+  deploy?: { replicas?: number; resources?: { reservations?: { devices?: { driver?: string; capabilities?: string[]; count?: unknown }[] } } };
+  entrypoint?: string[] | string;
+  command?: string[] | string;
+}
+interface Compose {
+  services: Record<string, ComposeService>;
+  volumes?: Record<string, unknown>;
+}
+
+/**
+ * `docker-compose config` of these files: validated and merged by docker-compose, then read as
+ * JSON through the python3-yaml that Debian's docker-compose depends on.
+ */
+function composeConfig(...files: string[]): Compose {
+  const args = files.flatMap((file) => ['-f', file]);
+  const yaml = execFileSync(dockerCompose!, [...args, 'config'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, COMPOSE_PROJECT_NAME: 'img2img' } });
+  const asJson = execFileSync('/usr/bin/python3', ['-c', 'import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)'], { input: yaml, encoding: 'utf8' });
+  return JSON.parse(asJson) as Compose;
+}
+
+function mounts(service: ComposeService): Record<string, Mount> {
+  return Object.fromEntries(
+    (service.volumes ?? []).map((volume) => {
+      const [source = '', target = '', mode = ''] = volume.split(':');
+      return [target, { source, target, read_only: mode.split(',').includes('ro') }];
+    }),
+  );
+}
+
+describe.skipIf(!dockerCompose)('docker-compose files (validated by docker-compose config)', () => {
+  it('docker-compose-infra.yaml alone brings Kafka in KRaft mode, MinIO with its bucket, Nginx, Prometheus and Grafana', () => {
+    const { services, volumes } = composeConfig('docker-compose-infra.yaml');
+    expect(Object.keys(services).sort()).toEqual(['grafana', 'kafka', 'minio', 'minio-init', 'nginx', 'prometheus']);
+
+    const kafka = services.kafka!;
+    expect(kafka.image).toMatch(/^apache\/kafka:3\.9\.\d+$/);
+    expect(kafka.environment?.KAFKA_PROCESS_ROLES).toBe('broker,controller');
+    expect(Object.keys(kafka.environment ?? {}).filter((name) => /ZOOKEEPER/.test(name))).toEqual([]);
+    expect(kafka.environment?.KAFKA_AUTO_CREATE_TOPICS_ENABLE).toBe('false');
+
+    const init = services['minio-init']!;
+    expect(init.image).toMatch(/^minio\/mc:/);
+    expect(init.depends_on?.minio?.condition).toBe('service_healthy');
+    expect(JSON.stringify([init.entrypoint, init.command])).toContain('mc mb --ignore-existing');
+
+    expect(mounts(services.nginx!)['/etc/nginx/nginx.conf']).toMatchObject({ source: expect.stringMatching(/\/nginx\/nginx\.conf$/), read_only: true });
+    expect(mounts(services.prometheus!)['/etc/prometheus/prometheus.yml']?.source).toMatch(/\/prometheus\.docker\.yml$/);
+    expect(mounts(services.grafana!)['/etc/grafana/provisioning']?.source).toMatch(/\/grafana\/provisioning$/);
+    expect(mounts(services.grafana!)['/etc/grafana/dashboards']?.source).toMatch(/\/grafana\/dashboards$/);
+
+    for (const name of ['kafka', 'minio', 'nginx', 'prometheus', 'grafana']) expect(services[name]!.healthcheck, `${name} has no healthcheck`).toBeDefined();
+    expect(Object.keys(volumes ?? {}).sort()).toEqual(['grafana-data', 'kafka-data', 'minio-data', 'prometheus-data']);
+  });
+
+  it('with docker-compose.yaml adds API replicas behind Nginx and a GPU consumer, built from the repo', () => {
+    const { services } = composeConfig('docker-compose-infra.yaml', 'docker-compose.yaml');
+    const { api, consumer, nginx } = services as Record<string, ComposeService>;
+
+    expect(api!.build?.dockerfile).toBe('api/Dockerfile');
+    expect(api!.deploy?.replicas).toBeGreaterThanOrEqual(2);
+    expect(api!.ports ?? [], 'replicas cannot share a host port: Nginx publishes the API').toEqual([]);
+    expect(api!.environment?.KAFKA_BROKERS).toMatch(/^kafka:\d+$/);
+    expect(nginx!.depends_on?.api?.condition).toBe('service_healthy');
+
+    expect(consumer!.build?.dockerfile).toBe('consumer/Dockerfile');
+    const [gpu] = consumer!.deploy?.resources?.reservations?.devices ?? [];
+    expect(gpu).toMatchObject({ driver: 'nvidia', capabilities: ['gpu'] });
+    expect(mounts(consumer!)['/models']?.read_only).toBe(true);
+    expect(mounts(consumer!)['/app/model_names.txt']).toMatchObject({ source: expect.stringMatching(/\/model_names\.txt$/), read_only: true });
+    expect(consumer!.environment?.API_HOST, 'the metrics server must listen beyond the container').toBe('0.0.0.0');
+
+    for (const service of [api!, consumer!]) {
+      expect(service.depends_on?.kafka?.condition).toBe('service_healthy');
+      expect(service.depends_on?.['minio-init']?.condition).toBe('service_completed_successfully');
+    }
+  });
+
+  it('mounts only files that exist in the repo', () => {
+    const { services } = composeConfig('docker-compose-infra.yaml', 'docker-compose.yaml');
+    const repo = process.cwd();
+    for (const [name, service] of Object.entries(services)) {
+      for (const volume of Object.values(mounts(service))) {
+        if (!volume.source.startsWith(repo) || volume.target === '/models') continue;
+        expect(existsSync(volume.source), `${name} mounts ${volume.source}`).toBe(true);
+      }
+      if (service.build) expect(existsSync(join(repo, service.build.dockerfile)), `${name}'s ${service.build.dockerfile}`).toBe(true);
+    }
+  });
+});
+
+describe('Dockerfiles and Prometheus configs', () => {
+  const stages = (dockerfile: string) => readFileSync(dockerfile, 'utf8').split('\n').filter((line) => /^FROM\s/i.test(line));
+  const instructions = (dockerfile: string) => readFileSync(dockerfile, 'utf8').replace(/^\s*#.*$/gm, '');
+
+  it('api/Dockerfile: multi-stage on Node 22, non-root, no Python or torch', () => {
+    const text = instructions('api/Dockerfile');
+    expect(stages('api/Dockerfile').length).toBeGreaterThanOrEqual(2);
+    expect(text).toMatch(/ARG NODE_IMAGE=node:22[-\w.]*/);
+    expect(text).toMatch(/^USER node$/m);
+    expect(text).not.toMatch(/python|pip |torch|requirements\.txt/i);
+    expect(text).toMatch(/npm ci --omit=dev/);
+  });
+
+  it('consumer/Dockerfile: multi-stage, non-root, Node plus a venv from diffusion-py/requirements.txt', () => {
+    const text = instructions('consumer/Dockerfile');
+    expect(stages('consumer/Dockerfile').length).toBeGreaterThanOrEqual(3);
+    expect(text).toMatch(/ARG NODE_IMAGE=node:22[-\w.]*/);
+    expect(text).toMatch(/^USER node$/m);
+    expect(text).toMatch(/COPY diffusion-py\/requirements\.txt/);
+    expect(text).toMatch(/python3 -m venv \/opt\/venv/);
+    expect(text).toMatch(/RUNNER_PYTHON=\/opt\/venv\/bin\/python/);
+  });
+
+  const promtool = existsSync('/usr/bin/promtool') ? '/usr/bin/promtool' : undefined;
+  it.skipIf(!promtool).each(['prometheus.yml', 'prometheus.docker.yml'])('%s passes promtool check config', (file) => {
+    const result = spawnSync(promtool!, ['check', 'config', file], { encoding: 'utf8' });
+    expect(result.status, result.stdout + result.stderr).toBe(0);
+  });
+});
+
+// ---------------------------------------------------------------- nginx
+
+const nginxBinary = ensureBinary('/usr/sbin/nginx', aptInstall('nginx'));
+
+/**
+ * nginx/nginx.conf for this machine: the two replicas instead of Docker's `api` name, a
+ * loopback port instead of port 80, and temp paths of its own. Each swap must find its text.
+ */
+function nginxConfig(dir: string, port: number, replicas: number[]): string {
+  let text = readFileSync('nginx/nginx.conf', 'utf8');
+  const temps = ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((kind) => `    ${kind}_temp_path ${join(dir, kind)};`).join('\n');
+  const swaps: [RegExp, string][] = [
+    [/^(\s*)server api:8000 resolve;$/m, replicas.map((p) => `$1server 127.0.0.1:${p};`).join('\n')],
+    [/^(\s*)listen 80;$/m, `$1listen 127.0.0.1:${port};`],
+    [/access_log \/var\/log\/nginx\/access\.log /, `access_log ${join(dir, 'access.log')} `],
+    [/^http \{$/m, `http {\n${temps}`],
+  ];
+  for (const [pattern, replacement] of swaps) {
+    if (!pattern.test(text)) throw new Error(`nginx/nginx.conf no longer matches ${pattern}: update this test with it`);
+    text = text.replace(pattern, replacement);
+  }
+  return text;
+}
+
+/** A multipart body of exactly `size` bytes whose `image` part is `image`, padded with random bytes. */
+async function multipart(size: number | undefined, image?: Buffer): Promise<{ body: Buffer; type: string }> {
+  const encode = async (bytes: Buffer) => {
+    const form = new FormData();
+    form.append('image', new Blob([new Uint8Array(bytes)], { type: 'image/png' }), 'input.png');
+    const response = new Response(form);
+    return { body: Buffer.from(await response.arrayBuffer()), type: response.headers.get('content-type')! };
+  };
+  if (image) return encode(image);
+  const overhead = (await encode(Buffer.alloc(0))).body.length;
+  return encode(randomBytes(size! - overhead));
+}
+
+/** A valid PNG whose upload is just under the API's limit: incompressible noise, stored uncompressed. */
+async function largestPng(): Promise<Buffer> {
+  const width = 2048;
+  const rowBytes = width * 3 + 1 + 10; // a filter byte per row, plus deflate's and IDAT's framing
+  const height = Math.floor((API_LIMIT - 2048) / rowBytes);
+  return sharp(randomBytes(width * height * 3), { raw: { width, height, channels: 3 } }).png({ compressionLevel: 0 }).toBuffer();
+}
+
+describe.skipIf(!nginxBinary)('nginx/nginx.conf in front of two API replicas', () => {
+  const config = testConfig({ TOPIC_PREFIX: uniqueName('nginx') });
+  const replicas: ApiProcess[] = [];
+  let nginx: ChildService | undefined;
+  let proxy = '';
+  let dir = '';
+
+  beforeAll(async () => {
+    // Same topics and bucket for both, as replicas of one deployment; fast heartbeats to watch the SSE stream.
+    const env = { TOPIC_PREFIX: config.TOPIC_PREFIX, SSE_HEARTBEAT_MS: '200' };
+    replicas.push(...(await Promise.all([startApiProcess(env), startApiProcess(env)])));
+    dir = mkdtempSync(join(tmpdir(), 'nginx-'));
+    chmodSync(dir, 0o755); // nginx's workers (nobody) write their temp files under it
+    const port = await freePort();
+    writeFileSync(join(dir, 'nginx.conf'), nginxConfig(dir, port, replicas.map((r) => r.port)));
+    const check = spawnSync(nginxBinary!, ['-t', '-p', dir, '-c', join(dir, 'nginx.conf'), '-e', join(dir, 'error.log'), '-g', `pid ${join(dir, 'nginx.pid')};`], { encoding: 'utf8' });
+    expect(check.status, check.stderr).toBe(0);
+    nginx = new ChildService('nginx', nginxBinary!, ['-p', dir, '-c', join(dir, 'nginx.conf'), '-e', join(dir, 'error.log'), '-g', `daemon off; pid ${join(dir, 'nginx.pid')};`]);
+    proxy = `http://127.0.0.1:${port}`;
+    await nginx.until(() => answers(`${proxy}/nginx/healthz`), 15_000, 'answer on /nginx/healthz');
+  }, 90_000);
+
+  afterAll(async () => {
+    await Promise.allSettled([nginx?.stop(), ...replicas.map((replica) => replica.service.stop())]);
+    if (dir) rmSync(dir, { recursive: true, force: true });
+    const kafka = createKafka(config, uniqueName('cleanup'));
+    const admin = kafka.admin();
+    await admin.connect();
+    await admin.deleteTopics({ topics: allTopics(config.TOPIC_PREFIX, ['tiny']) }).catch(() => {});
+    await admin.disconnect();
+  }, 30_000);
+
+  const submitUrl = (base: string) => `${base}/api/diffusion?model_name=tiny&prompt=a+lighthouse`;
+  const post = (base: string, { body, type }: { body: Buffer; type: string }) =>
+    fetch(submitUrl(base), { method: 'POST', body: new Uint8Array(body), headers: { 'content-type': type } });
+
+  it('passes a valid PNG of just under 20 MiB through to the API, which accepts it', async () => {
+    const upload = await multipart(undefined, await largestPng());
+    expect(upload.body.length).toBeLessThanOrEqual(API_LIMIT);
+    expect(upload.body.length).toBeGreaterThan(API_LIMIT - 64 * 1024);
+    const response = await post(proxy, upload);
+    const body = await json(response);
+    expect(response.status, JSON.stringify(body)).toBe(202);
+    expect(body.status).toBe('queued');
+  }, 60_000);
+
+  it("lets the API answer its own JSON 413 for a body just over the API's 20 MiB", async () => {
+    const response = await post(proxy, await multipart(API_LIMIT + 1));
+    expect(response.status).toBe(413);
+    expect(response.headers.get('content-type')).toMatch(/application\/json/);
+    const { error } = await json(response);
+    expect(error.code).toBe('body_too_large');
+    expect(error.message).not.toContain('proxy'); // the API's words, not nginx's error page
+  });
+
+  it('streams uploads without buffering them: the API refuses an oversized body before it has arrived', async () => {
+    // Headers announcing 20 MiB + 1 and only 1 KiB of the body: an nginx that buffered request
+    // bodies would wait for the rest, and the API's answer could not come back.
+    const { port } = new URL(proxy);
+    const socket = connect(Number(port), '127.0.0.1');
+    await once(socket, 'connect');
+    let reply = '';
+    socket.on('data', (chunk) => (reply += chunk));
+    socket.write(
+      `POST /api/diffusion?model_name=tiny&prompt=x HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n` +
+        `Content-Type: multipart/form-data; boundary=b\r\nContent-Length: ${API_LIMIT + 1}\r\n\r\n`,
+    );
+    socket.write(Buffer.alloc(1024, 'x'));
+    try {
+      const deadline = Date.now() + 5000;
+      while (!/\r\n\r\n[\s\S]*\}/.test(reply) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(reply).toMatch(/^HTTP\/1\.1 413 /);
+      expect(reply).toContain('body_too_large');
+      expect(reply).not.toContain('proxy'); // the API's answer, not nginx's
+    } finally {
+      socket.destroy();
+    }
+  });
+
+  it('refuses a body over 21 MiB itself, with JSON in the API’s error shape', async () => {
+    const response = await post(proxy, await multipart(PROXY_LIMIT + 1));
+    expect(response.status).toBe(413);
+    expect(response.headers.get('content-type')).toMatch(/application\/json/);
+    const { error } = await json(response);
+    expect(error).toMatchObject({ code: 'body_too_large', message: expect.stringContaining('proxy') });
+  });
+
+  it('streams Server-Sent Events without buffering: events arrive while the stream is open', async () => {
+    const png = await sharp({ create: { width: 64, height: 64, channels: 3, background: '#336699' } }).png().toBuffer();
+    const accepted = await json(await post(proxy, await multipart(undefined, png)));
+    // No consumer runs here, so the job stays queued and its stream stays open.
+    const stream = await openEventStream(`${proxy}/api/jobs/${accepted.id}/events`);
+    try {
+      expect(stream.response.status).toBe(200);
+      expect(stream.response.headers.get('content-type')).toMatch(/^text\/event-stream/);
+      const snapshot = await stream.next(5000);
+      expect(snapshot?.event).toBe('snapshot');
+      expect(JSON.parse(snapshot!.data)).toMatchObject({ id: accepted.id, status: 'queued' });
+      // Heartbeats are a few bytes every 200 ms: a buffering proxy would hold them back.
+      const since = stream.comments.length;
+      const deadline = Date.now() + 3000;
+      while (stream.comments.length < since + 3 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(stream.comments.length - since).toBeGreaterThanOrEqual(3);
+    } finally {
+      stream.close();
+    }
+  });
+
+  it('serves a job submitted through one replica from the other, with links through the proxy', async () => {
+    const png = await sharp({ create: { width: 64, height: 64, channels: 3, background: '#996633' } }).png().toBuffer();
+    const [first, second] = replicas;
+    const direct = await post(first!.url, await multipart(undefined, png));
+    expect(direct.status).toBe(202);
+    const { id } = await json(direct);
+    const fromSecond = await fetch(`${second!.url}/api/jobs/${id}`);
+    expect(fromSecond.status).toBe(200);
+    expect(await json(fromSecond)).toMatchObject({ id, status: 'queued' });
+
+    const viaProxy = await json(await fetch(`${proxy}/api/jobs/${id}`));
+    expect(viaProxy.status_url).toBe(`${proxy}/api/jobs/${id}`); // Host passed through
+  });
+
+  it('spreads requests over both replicas, and keeps serving when one dies', async () => {
+    for (let i = 0; i < 4; i++) expect((await fetch(`${proxy}/healthz`)).status).toBe(200);
+    const upstreams = new Set([...readFileSync(join(dir, 'access.log'), 'utf8').matchAll(/upstream=127\.0\.0\.1:(\d+)/g)].map((m) => Number(m[1])));
+    expect(upstreams).toEqual(new Set(replicas.map((r) => r.port)));
+
+    await replicas[0]!.service.stop('SIGKILL');
+    for (let i = 0; i < 4; i++) expect((await fetch(`${proxy}/healthz`)).status).toBe(200);
+  });
+});
