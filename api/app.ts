@@ -20,6 +20,7 @@ const validationHook: Hook<unknown, NodeEnv, string, unknown> = (result) => {
 
 export function createApp(services: Services) {
   const app = new OpenAPIHono<NodeEnv>({ defaultHook: validationHook });
+  app.use('*', services.metrics.middleware);
   app.onError((error) => toErrorResponse(error, services.log));
   app.notFound((c) => toErrorResponse(new NotFound(`no route for ${c.req.method} ${c.req.path}`, { code: 'route_not_found' }), services.log));
 
@@ -29,6 +30,9 @@ export function createApp(services: Services) {
   app.route('/', resultRoutes(services));
   app.route('/', modelRoutes(services));
   app.route('/', healthRoutes(services));
+  app.get('/metrics', async (c) =>
+    c.body(await services.registry.metrics(), 200, { 'Content-Type': services.registry.contentType }),
+  );
 
   app.doc('/openapi.json', {
     openapi: '3.0.3',

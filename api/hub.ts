@@ -116,6 +116,9 @@ export class EventHub {
     await this.consumer.run({
       autoCommit: false,
       eachMessage: async ({ partition, message }) => {
+        // Events are keyed by job id: most concern jobs nobody follows here, and are not even parsed.
+        const key = message.key?.toString();
+        if (key !== undefined && !this.subscriptions.has(key)) return;
         this.dispatch(message.value, { partition, offset: Number(message.offset) });
       },
     });

@@ -44,7 +44,7 @@ export const alignedSize = (width: number, height: number) => ({
 export interface ImageLimits {
   maxSide: number;
   maxPixels: number;
-  /** Images decoded and encoded at once; the others wait (each holds its pixels in memory). */
+  /** Images checked or re-encoded at once; the others wait (each holds its pixels in memory). */
   concurrency: number;
 }
 
@@ -52,8 +52,6 @@ export interface AcceptedImage {
   png: Buffer;
   width: number;
   height: number;
-  /** The bytes as uploaded: their hash is part of the Idempotency-Key request hash. */
-  source: Buffer;
 }
 
 /**
@@ -83,10 +81,10 @@ export class ImageNormaliser {
       const what = format ? `${format} images are not accepted` : 'the file is not an image of a known format';
       throw new UnsupportedMedia(`${what}; send png, jpeg or webp`, { field: 'image' });
     }
-    return { ...(await this.limit(() => this.normalise(bytes, format))), source: bytes };
+    return this.limit(() => this.normalise(bytes, format));
   }
 
-  private async normalise(bytes: Buffer, format: AcceptedFormat): Promise<Omit<AcceptedImage, 'source'>> {
+  private async normalise(bytes: Buffer, format: AcceptedFormat): Promise<AcceptedImage> {
     const header = await this.readHeader(bytes, format);
     const { width, height } = alignedSize(header.width, header.height);
     if (!width || !height) {
@@ -100,7 +98,7 @@ export class ImageNormaliser {
   }
 
   /** Orient, flatten, convert, crop: the full path, for anything that is not already a plain PNG. */
-  private async reencode(bytes: Buffer, width: number, height: number): Promise<Omit<AcceptedImage, 'source'>> {
+  private async reencode(bytes: Buffer, width: number, height: number): Promise<AcceptedImage> {
     try {
       // failOn 'error': corrupt or truncated data is refused; mere warnings (odd ancillary chunks) are not.
       const { data, info } = await sharp(bytes, { failOn: 'error', limitInputPixels: this.limits.maxPixels })

@@ -3,7 +3,7 @@
 // A record that says queued always has a message behind it; a message whose record never
 // appears is failed by the consumer as poison after a short wait. On any failure the client
 // gets 503 and the input, the record and the idempotency claim are removed (best effort).
-import { createHash, randomInt } from 'node:crypto';
+import { randomInt } from 'node:crypto';
 import { DeleteObjectCommand } from '@aws-sdk/client-s3';
 import { newJobId, type JobEvent, type JobMessage, type JobRecord } from '../common/jobs.js';
 import type { Logger } from '../common/logger.js';
@@ -20,7 +20,8 @@ import { requestHash, type Submission } from './submission.js';
 export interface NewJob {
   submission: Submission;
   image: AcceptedImage;
-  idempotencyKey: string | undefined;
+  /** With the sha256 of the image as uploaded: what makes two requests "the same". */
+  idempotency: { key: string; imageSha256: string } | undefined;
 }
 
 type Idempotency = NonNullable<JobRecord['idempotency']>;
@@ -56,10 +57,9 @@ export class Intake {
     return record;
   }
 
-  private idempotency({ idempotencyKey, submission, image }: NewJob): Idempotency | null {
-    if (idempotencyKey === undefined) return null;
-    const imageSha256 = createHash('sha256').update(image.source).digest('hex');
-    return { key_hash: hashKey(idempotencyKey), request_hash: requestHash(submission, imageSha256) };
+  private idempotency({ idempotency, submission }: NewJob): Idempotency | null {
+    if (!idempotency) return null;
+    return { key_hash: hashKey(idempotency.key), request_hash: requestHash(submission, idempotency.imageSha256) };
   }
 
   private async enqueue(record: JobRecord, png: Buffer, deadline: AbortSignal): Promise<void> {

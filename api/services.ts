@@ -14,6 +14,9 @@ import { IdempotencyStore } from './idempotency.js';
 import { ImageNormaliser } from './image.js';
 import { Intake } from './intake.js';
 import { Publisher } from './publisher.js';
+import { createRegistry } from '../common/metrics.js';
+import type { Registry } from 'prom-client';
+import { apiMetrics, type ApiMetrics } from './metrics.js';
 
 export interface Services {
   config: Config;
@@ -28,6 +31,8 @@ export interface Services {
   depth: QueueDepth;
   images: ImageNormaliser;
   intake: Intake;
+  registry: Registry;
+  metrics: ApiMetrics;
 }
 
 export function createServices(config: Config, models: string[], log: Logger): Services {
@@ -52,7 +57,9 @@ export function createServices(config: Config, models: string[], log: Logger): S
     log,
   });
   const depth = new QueueDepth(admin, config.TOPIC_PREFIX, models);
-  return { config, log, models, store, records, kafka, admin, publisher, hub, depth, images, intake };
+  const registry = createRegistry('api');
+  const metrics = apiMetrics(registry);
+  return { config, log, models, store, records, kafka, admin, publisher, hub, depth, images, intake, registry, metrics };
 }
 
 export async function prepareStorage(services: Services): Promise<void> {

@@ -7,7 +7,6 @@
 import type { IncomingMessage } from 'node:http';
 import type { HttpBindings } from '@hono/node-server';
 import { Busboy, type BusboyFileStream } from '@fastify/busboy';
-import { HTTPException } from 'hono/http-exception';
 import { PayloadTooLarge, UnsupportedMedia, ValidationError } from './errors.js';
 
 /** The Hono environment under @hono/node-server: the Node request is at c.env.incoming. */
@@ -39,7 +38,7 @@ export function readUpload(incoming: IncomingMessage, maxBytes: number): Promise
 
 function parse(incoming: IncomingMessage, type: string, maxBytes: number, resolve: (upload: Upload) => void, reject: (error: unknown) => void) {
   const fields: Record<string, string | string[]> = Object.create(null);
-  const parts: Buffer[] = [];
+  const image = new Collector(Number(incoming.headers['content-length'] ?? 0));
   let sawImage = false;
   let received = 0;
   let settled = false;
@@ -48,37 +47,67 @@ function parse(incoming: IncomingMessage, type: string, maxBytes: number, resolv
     headers: { ...incoming.headers, 'content-type': type },
     limits: { fields: FIELD_COUNT, fieldSize: FIELD_LIMIT, files: 4, fileSize: maxBytes, parts: FIELD_COUNT + 4 },
   });
+  // Every error here answers with Connection: close: what is left of the body is never read,
+  // and no later request on the connection can be parsed out of it.
   const fail = (error: unknown) => {
     if (settled) return;
     settled = true;
     incoming.unpipe(parser);
     incoming.off('data', count);
-    incoming.pause(); // read no further: the answer closes the connection
+    incoming.pause();
     reject(error);
   };
+  const invalid = (field: string, message: string, code?: string) =>
+    fail(new ValidationError(field, message, { code, closeConnection: true }));
   const count = (chunk: Buffer) => {
     received += chunk.length;
     if (received > maxBytes) fail(tooLarge(maxBytes));
   };
 
   parser.on('field', (name, value, _nameTruncated, valueTruncated) => {
-    if (valueTruncated) return fail(new ValidationError(name, `${name}: must be at most ${FIELD_LIMIT} bytes`));
+    if (valueTruncated) return invalid(name, `${name}: must be at most ${FIELD_LIMIT} bytes`);
     const earlier = fields[name];
     fields[name] = earlier === undefined ? value : [earlier, value].flat();
   });
+  const malformed = (error: unknown) => invalid('body', `the multipart body is malformed: ${(error as Error).message}`, 'bad_request');
   parser.on('file', (name, stream: BusboyFileStream) => {
+    stream.on('error', malformed); // a part cut short errors on its own stream
     if (name !== 'image') return void stream.resume(); // other files are not ours: drain them
-    if (sawImage) return fail(new ValidationError('image', 'image: send exactly one file'));
+    if (sawImage) return invalid('image', 'image: send exactly one file');
     sawImage = true;
-    stream.on('data', (chunk: Buffer) => parts.push(chunk));
+    stream.on('data', (chunk: Buffer) => image.add(chunk));
   });
-  parser.on('error', (error) => fail(new HTTPException(400, { message: `malformed multipart body: ${(error as Error).message}` })));
+  parser.on('error', malformed);
   parser.on('finish', () => {
     if (settled) return;
     settled = true;
-    resolve({ fields, image: sawImage ? Buffer.concat(parts) : undefined });
+    resolve({ fields, image: sawImage ? image.bytes() : undefined });
   });
   incoming.on('data', count);
-  incoming.on('aborted', () => fail(new HTTPException(400, { message: 'the client aborted the upload' })));
+  incoming.on('aborted', () => invalid('body', 'the client aborted the upload', 'bad_request'));
   incoming.pipe(parser);
+}
+
+/**
+ * Gathers the file's chunks. With a Content-Length (browsers and most clients send one) it
+ * copies them into one buffer of that size as they arrive, so the image never exists twice.
+ */
+class Collector {
+  private readonly target: Buffer | undefined;
+  private readonly chunks: Buffer[] = [];
+  private length = 0;
+
+  constructor(declaredBytes: number) {
+    this.target = declaredBytes > 0 ? Buffer.allocUnsafe(declaredBytes) : undefined;
+  }
+
+  add(chunk: Buffer): void {
+    if (this.target) chunk.copy(this.target, this.length);
+    else this.chunks.push(chunk);
+    this.length += chunk.length;
+  }
+
+  bytes(): Buffer {
+    return this.target ? this.target.subarray(0, this.length) : Buffer.concat(this.chunks, this.length);
+  }
 }

@@ -20,11 +20,17 @@ const { values: flags } = parseArgs({
     duration: { type: 'string', default: '20' },
     concurrency: { type: 'string', default: '32' },
     size: { type: 'string', default: '512' },
+    /** Rounds of (raw, API) alternate so that a noisy neighbour weighs on both alike. */
+    rounds: { type: 'string', default: '2' },
+    /** Seconds of each, not counted, before the first round (connections, JIT). */
+    warmup: { type: 'string', default: '2' },
     /** Write a CPU profile of the API process to bench/results/ (open it in Chrome DevTools). */
     profile: { type: 'boolean', default: false },
   },
 });
 const DURATION_S = Number(flags.duration);
+const ROUNDS = Math.max(1, Number(flags.rounds));
+const WARMUP_S = Number(flags.warmup);
 const CONCURRENCY = Number(flags.concurrency);
 const SIDE = Number(flags.size);
 
@@ -41,24 +47,33 @@ interface Result {
 const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 
 /** `concurrency` loops calling `once` until the time is up; latencies in ms. */
-async function load(once: (worker: number, i: number) => Promise<boolean>): Promise<Result> {
+async function load(seconds: number, once: () => Promise<boolean>): Promise<Result> {
   const latencies: number[] = [];
   let ok = 0;
   let failed = 0;
   const started = performance.now();
-  const end = started + DURATION_S * 1000;
+  const end = started + seconds * 1000;
   await Promise.all(
-    Array.from({ length: CONCURRENCY }, async (_, worker) => {
-      for (let i = 0; performance.now() < end; i++) {
+    Array.from({ length: CONCURRENCY }, async () => {
+      while (performance.now() < end) {
         const t = performance.now();
-        const success = await once(worker, i).catch(() => false);
+        const success = await once().catch(() => false);
         latencies.push(performance.now() - t);
         if (success) ok++;
         else failed++;
       }
     }),
   );
-  return { ok, failed, latencies: latencies.sort((a, b) => a - b), seconds: (performance.now() - started) / 1000 };
+  return { ok, failed, latencies, seconds: (performance.now() - started) / 1000 };
+}
+
+function merge(results: Result[]): Result {
+  return {
+    ok: results.reduce((sum, r) => sum + r.ok, 0),
+    failed: results.reduce((sum, r) => sum + r.failed, 0),
+    latencies: results.flatMap((r) => r.latencies).sort((a, b) => a - b),
+    seconds: results.reduce((sum, r) => sum + r.seconds, 0),
+  };
 }
 
 /** A photo-like test image: smooth gradients with fine noise, so PNG compresses it as it would a photo. */
@@ -141,18 +156,22 @@ async function main(): Promise<void> {
   const api = await startApi(port);
   const idleRss = await memoryKiB(api.pid!, 'VmRSS');
 
-  console.log(`${SIDE}x${SIDE} PNG of ${(image.length / 1024).toFixed(0)} KiB, ${CONCURRENCY} clients, ${DURATION_S} s each`);
-  const raw = await load(async (worker, i) => {
-    const Key = `bench/${prefix}/raw/${worker}-${i}.png`;
+  console.log(
+    `${SIDE}x${SIDE} PNG of ${(image.length / 1024).toFixed(0)} KiB, ${CONCURRENCY} clients, ${DURATION_S} s each ` +
+      `in ${ROUNDS} alternating rounds after ${WARMUP_S} s of warm-up`,
+  );
+  let rawCount = 0;
+  const rawPut = async () => {
+    const Key = `bench/${prefix}/raw/${rawCount++}.png`;
     written.push(Key);
     await s3.send(new PutObjectCommand({ Bucket: config.S3_BUCKET, Key, Body: image, ContentType: 'image/png' }));
     return true;
-  });
+  };
 
   const agent = new Agent({ keepAlive: true, maxSockets: CONCURRENCY });
   const { body, contentType } = multipart(image);
   const path = `/api/diffusion?model_name=tiny&prompt=${encodeURIComponent('a benchmark lighthouse')}`;
-  const post = () =>
+  const apiPost = () =>
     new Promise<boolean>((resolve, reject) => {
       const req = request(
         { host: '127.0.0.1', port, path, method: 'POST', agent, headers: { 'content-type': contentType, 'content-length': body.length } },
@@ -168,10 +187,21 @@ async function main(): Promise<void> {
       req.on('error', reject);
       req.end(body);
     });
-  const cpuBefore = await threadCpu(api.pid!);
-  const viaApi = await load(post);
-  const cpu = cpuDelta(await threadCpu(api.pid!), cpuBefore);
+
+  await load(WARMUP_S, rawPut);
+  await load(WARMUP_S, apiPost);
+  const rawRounds: Result[] = [];
+  const apiRounds: Result[] = [];
+  let cpu = new Map<string, number>();
+  for (let round = 0; round < ROUNDS; round++) {
+    rawRounds.push(await load(DURATION_S / ROUNDS, rawPut));
+    const before = await threadCpu(api.pid!);
+    apiRounds.push(await load(DURATION_S / ROUNDS, apiPost));
+    const used = cpuDelta(await threadCpu(api.pid!), before);
+    cpu = new Map([...used].map(([name, seconds]) => [name, seconds + (cpu.get(name) ?? 0)]));
+  }
   agent.destroy();
+  const [raw, viaApi] = [merge(rawRounds), merge(apiRounds)];
   const peakRss = await memoryKiB(api.pid!, 'VmHWM');
 
   report(raw, viaApi, idleRss, peakRss);

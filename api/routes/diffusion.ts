@@ -1,9 +1,12 @@
 // POST /api/diffusion: validate, normalise the image, enqueue, answer 202 with the links.
+import { createHash } from 'node:crypto';
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
+import type { Context } from 'hono';
 import { fromZod, ValidationError } from '../errors.js';
 import { errorResponse, JobAccepted } from '../schemas.js';
 import type { Services } from '../services.js';
-import { mergeFields, submissionFields, toSubmission } from '../submission.js';
+import type { NewJob } from '../intake.js';
+import { mergeFields, submissionFields, toSubmission, type SubmissionFields } from '../submission.js';
 import { readUpload, type NodeEnv, type Upload } from '../upload.js';
 import { acceptedView, baseUrl } from '../view.js';
 
@@ -27,9 +30,7 @@ const idempotencyHeader = z.object({
     }),
 });
 
-function route(services: Services) {
-  const { models } = services;
-  const fields = submissionFields(models);
+function route(models: readonly string[], fields: ReturnType<typeof submissionFields>) {
   return createRoute({
     method: 'post',
     path: '/api/diffusion',
@@ -99,17 +100,26 @@ function uploadedImage(upload: Upload): Buffer {
 export function diffusionRoutes(services: Services) {
   const { config, images, intake, models } = services;
   const fields = submissionFields(models);
-  const documented = route(services);
+  const documented = route(models, fields);
+
+  /** Reads and checks the request; only the normalised image outlives it, not the upload. */
+  async function receive(c: Context<NodeEnv>, query: SubmissionFields, key: string | undefined): Promise<NewJob> {
+    const upload = await readUpload(c.env.incoming, config.MAX_BODY_BYTES);
+    const submission = toSubmission(mergeFields(query, formFields(upload, fields)));
+    const source = uploadedImage(upload);
+    const idempotency = key === undefined ? undefined : { key, imageSha256: createHash('sha256').update(source).digest('hex') };
+    return { submission, image: await images.accept(source), idempotency };
+  }
+
   // The body is documented from the zod schema but read by readUpload (one streaming pass)
   // rather than by the generic form validator; query and headers are validated as usual.
   const { body: _body, ...request } = documented.request;
   const app = new OpenAPIHono<NodeEnv>();
   app.openAPIRegistry.registerPath(documented);
   return app.openapi({ ...documented, request, hide: true }, async (c) => {
-    const upload = await readUpload(c.env.incoming, config.MAX_BODY_BYTES);
-    const submission = toSubmission(mergeFields(c.req.valid('query'), formFields(upload, fields)));
-    const accepted = await images.accept(uploadedImage(upload));
-    const record = await intake.submit({ submission, image: accepted, idempotencyKey: c.req.valid('header')['idempotency-key'] });
+    const job = await receive(c, c.req.valid('query'), c.req.valid('header')['idempotency-key']);
+    const record = await intake.submit(job);
+    services.metrics.jobSubmitted(record.model_name, record.priority);
     const body = acceptedView(record, baseUrl(config.PUBLIC_BASE_URL, c.req.url));
     return c.json(body, 202, { Location: body.status_url });
   });

@@ -15,6 +15,8 @@ noise images as input, on the benchmark models sd15-arch / sdxl-arch
 """
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import os
 import pathlib
@@ -36,6 +38,8 @@ COMPARE_BATCH = 4  # outputs compared with the baseline's at this batch size, sa
 # name: (what, max seconds, min seconds left to start it)
 STAGES = {
     "peak": ("matmul rates of this GPU", 60, 20),
+    "sd15-ref": ("SD1.5 baseline outputs for the comparisons, component times, eager UNet ablation", 120, 40),
+    "sd15-profile": ("SD1.5 with the runner's default tuning: batches, components, kernel profile", 330, 180),
     "sd15-base": ("SD1.5 out of the box: diffusers fp16 (SDPA), PIL in/out", 150, 60),
     "sd15-eager": ("SD1.5 + fused QKV + channels_last, tensor in/out, SDPA backends", 150, 60),
     "sd15-compile": ("SD1.5 eager settings + torch.compile (default mode) UNet+VAE", 300, 150),
@@ -341,6 +345,132 @@ def _baseline(record, out, deadline, source, size, batches, unet_batches):
     record_unet(record, pipe, "base", model, size, unet_batches, flops, out)
 
 
+def time_call(fn, reps: int = 5) -> float:
+    """Median seconds of fn() by CUDA events, after two warm-up calls."""
+    import torch
+
+    with torch.inference_mode():
+        for _ in range(2):
+            fn()
+        times = []
+        for _ in range(reps):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1000)
+    return statistics.median(times)
+
+
+def components(record, pipe, config: str, model: str, size, batch: int = 16):
+    """Time of each part of one job: text encoder (guided batch), VAE encode and decode (one image), UNet step."""
+    import torch
+
+    device, dtype = pipe.device, pipe.vae.dtype
+    ids = torch.randint(0, 500, (2 * batch, 77), device=device)
+    pixels = torch.rand(1, 3, size[1], size[0], device=device, dtype=dtype) * 2 - 1
+    latents = torch.randn(1, 4, size[1] // 8, size[0] // 8, device=device, dtype=dtype)
+    seconds = {
+        "text_encoder_per_batch": time_call(lambda: pipe.text_encoder(ids)),
+        "vae_encode_per_image": time_call(lambda: pipe.vae.encode(pixels)),
+        "vae_decode_per_image": time_call(lambda: pipe.vae.decode(latents)),
+        "unet_step_per_batch": time_unet(pipe, batch, size),
+    }
+    per_image = seconds["vae_encode_per_image"] + seconds["vae_decode_per_image"] + (DENOISE * seconds["unet_step_per_batch"] + seconds["text_encoder_per_batch"]) / batch
+    record(kind="components", config=config, model=model, batch=batch, **{k: round(v * 1000, 3) for k, v in seconds.items()}, sum_ms_per_image=round(per_image * 1000, 2))
+
+
+def kernel_profile(record, pipe, config: str, model: str, size, batch: int, top: int = 30):
+    """Where the GPU time of one pipeline call goes: the top kernels by self time."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    images = _inputs(batch, size)
+    call_pipe(pipe, images, True)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        call_pipe(pipe, images, True)
+        _sync()
+    rows = []
+    for event in prof.key_averages():
+        self_time = getattr(event, "self_device_time_total", None)
+        if self_time is None:
+            self_time = getattr(event, "self_cuda_time_total", 0)
+        if self_time > 0:
+            rows.append((event.key, self_time / 1000, event.count))
+    rows.sort(key=lambda row: -row[1])
+    total = sum(row[1] for row in rows)
+    groups: dict[str, float] = {}
+    for name, ms, _count in rows:
+        groups[_kernel_group(name)] = groups.get(_kernel_group(name), 0) + ms
+    record(
+        kind="profile",
+        config=config,
+        model=model,
+        batch=batch,
+        gpu_ms=round(total, 1),
+        groups_ms={key: round(value, 1) for key, value in sorted(groups.items(), key=lambda item: -item[1])},
+        top=[[name[:110], round(ms, 2), count] for name, ms, count in rows[:top]],
+    )
+    del torch
+
+
+def _kernel_group(name: str) -> str:
+    lower = name.lower()
+    if any(key in lower for key in ("flash", "fmha", "attention", "sdpa", "cudnn_generated_fort_native_sdpa")):
+        return "attention"
+    if any(key in lower for key in ("conv", "implicit", "xmma", "cudnn", "winograd", "nhwc", "fprop", "dgrad")):
+        return "convolution"
+    if any(key in lower for key in ("gemm", "cutlass", "cublas", "sm90_", "nvjet", "matmul")):
+        return "matmul"
+    if lower.startswith("triton") or "triton" in lower:
+        return "triton (fused elementwise / norms)"
+    if any(key in lower for key in ("norm", "elementwise", "reduce", "copy", "cat", "upsample", "softmax")):
+        return "aten elementwise / norms / copies"
+    return "other"
+
+
+def stage_sd15_ref(record, out, deadline, args):
+    """Baseline outputs (for every later comparison), baseline component times, eager UNet ablation at batch 16."""
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    size = (512, 512)
+    pipe, _ = build("sd15-arch", None)
+    compare(record, pipe, "base", "sd15-arch", size, False, batch=COMPARE_BATCH, save=True)
+    if _flops_from_results(out, "sd15-arch") is None:
+        record(kind="flops", model="sd15-arch", unet_flops_per_image_step=unet_flops(pipe, size), tflop_per_image=None)
+    components(record, pipe, "base", "sd15-arch", size)
+
+    def unet_ms(label, backends=None):
+        with sdpa_kernel(backends) if backends else contextlib.nullcontext():
+            record(kind="ablation", config=label, model="sd15-arch", batch=16, unet_step_ms=round(time_unet(pipe, 16, size) * 1000, 2))
+
+    unet_ms("nchw")
+    unet_ms("nchw+cudnn-attention", [SDPBackend.CUDNN_ATTENTION])
+    torch.backends.cudnn.benchmark = True
+    unet_ms("nchw+cudnn.benchmark")
+    pipe.unet.to(memory_format=torch.channels_last)
+    pipe.vae.to(memory_format=torch.channels_last)
+    unet_ms("channels_last+cudnn.benchmark")
+    components(record, pipe, "channels_last+cudnn.benchmark", "sd15-arch", size)
+    pipe.fuse_qkv_projections()
+    unet_ms("channels_last+cudnn.benchmark+fused_qkv")
+    unet_ms("channels_last+cudnn.benchmark+fused_qkv+cudnn-attention", [SDPBackend.CUDNN_ATTENTION])
+    pipe.unet.to(memory_format=torch.contiguous_format)
+    unet_ms("nchw+cudnn.benchmark+fused_qkv+cudnn-attention", [SDPBackend.CUDNN_ATTENTION])
+
+
+def stage_sd15_profile(record, out, deadline, args):
+    """The runner's default tuning: throughput by batch, comparison, components and a kernel profile."""
+    size = (512, 512)
+    pipe = _tuned(record, out, deadline, "sd15-arch", size, args.profile_batches, "compile", "runner-tuning", unet_batches=[1, 16, 24])
+    if time.perf_counter() < deadline - 30:
+        components(record, pipe, "runner-tuning", "sd15-arch", size)
+    if time.perf_counter() < deadline - 30:
+        kernel_profile(record, pipe, "runner-tuning", "sd15-arch", size, batch=16)
+
+
 def stage_sd15_base(record, out, deadline, args):
     _baseline(record, out, deadline, "sd15-arch", (512, 512), args.batches, [1, max(args.batches)])
 
@@ -384,9 +514,10 @@ def stage_sd15_eager(record, out, deadline, args):
 
 
 def _compile_tuning(mode: str, tiny_vae: bool = False):
-    from img2img_runner.tuning import Tuning
+    """The runner's default tuning with another compile mode (and maybe the tiny VAE)."""
+    from img2img_runner.tuning import TUNINGS
 
-    return Tuning(f"compile-{mode}", fuse_qkv=True, channels_last=True, compile_mode=mode, tiny_vae=tiny_vae)
+    return dataclasses.replace(TUNINGS["compile"], name=f"compile-{mode}", compile_mode=mode, tiny_vae=tiny_vae)
 
 
 def stage_sd15_compile(record, out, deadline, args):
@@ -403,7 +534,7 @@ def stage_sd15_graphs(record, out, deadline, args):
 
 
 def stage_sd15_tinyvae(record, out, deadline, args):
-    _tuned(record, out, deadline, "sd15-arch", (512, 512), [1, max(args.batches)], _compile_tuning("default", tiny_vae=True), "compile+tinyvae")
+    _tuned(record, out, deadline, "sd15-arch", (512, 512), [16, 24], _compile_tuning("default", tiny_vae=True), "compile+tinyvae")
 
 
 def stage_sd15_bf16(record, out, deadline, args):
@@ -541,7 +672,7 @@ def summarize(out: pathlib.Path) -> str:
         lines += ["", "### UNet step (one guided call) vs FLOP floor", "", "| model | config | images | ms | TFLOP | TFLOP/s | floor ms | % of peak |", "|---|---|---|---|---|---|---|---|"]
         for item in unet:
             lines.append(f"| {item['model']} | {item['config']} | {item['batch']} | {item['step_ms']} | {item['tflop_per_step']} | {item['achieved_tflops']} | {item['floor_ms']} | {item['pct_of_peak']} |")
-    other = [item for item in items if item.get("kind") in ("compare", "first_call", "build", "sdpa", "runner_ready", "runner", "status", "copy", "flops")]
+    other = [item for item in items if item.get("kind") in ("compare", "first_call", "build", "sdpa", "runner_ready", "runner", "status", "copy", "flops", "components", "ablation")]
     if other:
         lines += ["", "### Other records", ""]
         lines += [f"- {json.dumps(item)}" for item in other]
@@ -557,6 +688,7 @@ def main() -> None:
     parser.add_argument("--xl-batches", default="1,4,8")
     parser.add_argument("--autotune-batches", default="1,16,32")
     parser.add_argument("--graph-batches", default="1,4,8")
+    parser.add_argument("--profile-batches", default="1,4,8,16,24,31")
     parser.add_argument("--runner-rounds", type=int, default=4, help="saturated run: this many max batches of jobs")
     parser.add_argument("--runner-args", default="", help="extra runner flags, space-separated")
     parser.add_argument("--cache-dir", default="/tmp/inductor-cache")
@@ -568,6 +700,7 @@ def main() -> None:
     args.xl_batches = [int(x) for x in args.xl_batches.split(",")]
     args.autotune_batches = [int(x) for x in args.autotune_batches.split(",")]
     args.graph_batches = [int(x) for x in args.graph_batches.split(",")]
+    args.profile_batches = [int(x) for x in args.profile_batches.split(",")]
     args.runner_args = args.runner_args.split()
     if args.stage:
         deadline = time.perf_counter() + args.stage_seconds
@@ -584,6 +717,7 @@ def main() -> None:
         "--xl-batches", ",".join(map(str, args.xl_batches)),
         "--autotune-batches", ",".join(map(str, args.autotune_batches)),
         "--graph-batches", ",".join(map(str, args.graph_batches)),
+        "--profile-batches", ",".join(map(str, args.profile_batches)),
         "--runner-rounds", str(args.runner_rounds),
         "--runner-args=" + " ".join(args.runner_args),
         "--cache-dir", args.cache_dir,

@@ -28,7 +28,7 @@ log = logging.getLogger("img2img_runner")
 
 # Jobs per pipeline call at most, whatever memory allows: past this an H100 gains
 # under a few percent of throughput while every job of a batch waits longer.
-BATCH_CAP = 32
+BATCH_CAP = 24
 # Share of the free GPU memory (after load) that batches may take; the rest is
 # headroom for fragmentation, cuDNN workspaces and a second image size.
 MEMORY_SHARE = 0.8
@@ -40,6 +40,8 @@ class Tuning:
     fuse_qkv: bool = False
     channels_last: bool = False
     compile_mode: str | None = None  # torch.compile mode for the UNet and VAE; None: eager
+    cudnn_benchmark: bool = False  # let cuDNN time its convolution algorithms per shape
+    cudnn_attention: bool = False  # SDPA tries cuDNN's attention first (then flash, efficient, math)
     tiny_vae: bool = False  # benchmark only: swaps the KL VAE for a TAESD-sized AutoencoderTiny
 
 
@@ -47,11 +49,13 @@ TUNINGS = {
     # The pipeline as diffusers builds it (fp16, SDPA): the baseline.
     "off": Tuning("off"),
     # Everything that needs no compiler: starts in seconds.
-    "eager": Tuning("eager", fuse_qkv=True, channels_last=True),
+    "eager": Tuning("eager", fuse_qkv=True, channels_last=True, cudnn_benchmark=True, cudnn_attention=True),
     # The default on CUDA: the best measured settings.
-    "compile": Tuning("compile", fuse_qkv=True, channels_last=True, compile_mode="default"),
+    "compile": Tuning("compile", fuse_qkv=True, channels_last=True, compile_mode="default", cudnn_benchmark=True, cudnn_attention=True),
     # Inductor also benchmarks Triton matmul templates against cuBLAS: minutes more to start.
-    "autotune": Tuning("autotune", fuse_qkv=True, channels_last=True, compile_mode="max-autotune-no-cudagraphs"),
+    "autotune": Tuning(
+        "autotune", fuse_qkv=True, channels_last=True, compile_mode="max-autotune-no-cudagraphs", cudnn_benchmark=True, cudnn_attention=True
+    ),
 }
 DEFAULT_TUNING = "compile"
 
@@ -92,8 +96,29 @@ def tiny_vae_like(vae, device: torch.device, dtype: torch.dtype):
     return tiny
 
 
+def prefer_cudnn_attention() -> bool:
+    """SDPA priority: cuDNN first, then the default order; shapes cuDNN refuses (the VAE's) fall through."""
+    from torch.nn.attention import SDPBackend
+
+    if not hasattr(torch._C, "_set_sdp_priority_order"):
+        return False
+    torch.backends.cuda.enable_cudnn_sdp(True)
+    first = [int(SDPBackend.CUDNN_ATTENTION), int(SDPBackend.FLASH_ATTENTION), int(SDPBackend.EFFICIENT_ATTENTION)]
+    rest = [backend for backend in torch._C._get_sdp_priority_order() if backend not in first]
+    torch._C._set_sdp_priority_order(first + rest)
+    return True
+
+
 def apply_tuning(pipe, tuning: Tuning):
-    """Apply a Tuning to a loaded pipeline in place (weights stay as they are)."""
+    """Apply a Tuning to a loaded pipeline in place (weights stay as they are).
+
+    cudnn_benchmark and cudnn_attention are process-wide switches: the runner
+    serves one pipeline a process.
+    """
+    if tuning.cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True
+    if tuning.cudnn_attention and not prefer_cudnn_attention():
+        log.warning("this torch cannot set the SDPA priority order: cuDNN attention not preferred")
     if tuning.tiny_vae:
         pipe.vae = tiny_vae_like(pipe.vae, pipe.device, pipe.dtype)
         pipe.register_modules(vae=pipe.vae)
@@ -104,6 +129,10 @@ def apply_tuning(pipe, tuning: Tuning):
         pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
     if tuning.compile_mode:
+        import torch._inductor.config as inductor_config
+
+        # 1x1 convolutions (the attention blocks' proj_in/out, the VAE's shortcuts) as matmuls.
+        inductor_config.conv_1x1_as_mm = True
         _compile_unet(pipe.unet, tuning.compile_mode)
         for part in (pipe.vae.encoder, pipe.vae.decoder):
             part.compile(mode=tuning.compile_mode)

@@ -117,6 +117,18 @@ describe('the fields', () => {
     await expectError(response, 415, undefined, 'unsupported_media_type');
   });
 
+  it('refuses a multipart body cut short with 400, and closes the connection', async () => {
+    const body = '--b\r\nContent-Disposition: form-data; name="image"; filename="x.png"\r\n\r\nnot all of it';
+    const response = await fetch(`${api.url}/api/diffusion?model_name=tiny&prompt=x`, {
+      method: 'POST',
+      headers: { 'content-type': 'multipart/form-data; boundary=b' },
+      body,
+    });
+    expect(response.headers.get('connection')).toBe('close');
+    const error = await expectError(response, 400, 'body', 'bad_request');
+    expect(error.message).toMatch(/malformed/);
+  });
+
   it('refuses an empty Idempotency-Key', async () => {
     await expectError(await postJob(api.url, { headers: { 'Idempotency-Key': '' } }), 400, 'Idempotency-Key');
   });

@@ -1,0 +1,67 @@
+// The API as its own process (api/main.ts, as `npm run api` starts it): it prints where Swagger
+// UI is, serves, and on SIGTERM ends its SSE streams and exits 0.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createKafka } from '../../common/kafka.js';
+import { allTopics } from '../../common/topics.js';
+import { json, openEventStream, postJob } from '../helpers/api.js';
+import { testConfig } from '../helpers/env.js';
+
+const config = testConfig();
+let child: ChildProcess;
+let url: string;
+let output = '';
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+const exited = () => new Promise<number | null>((resolve) => (child.exitCode !== null ? resolve(child.exitCode) : child.once('exit', resolve)));
+
+beforeAll(async () => {
+  const port = await freePort();
+  url = `http://127.0.0.1:${port}`;
+  child = spawn(process.execPath, ['--import', 'tsx', 'api/main.ts'], {
+    env: { ...process.env, TOPIC_PREFIX: config.TOPIC_PREFIX, API_PORT: String(port), LOG_LEVEL: 'info' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stdout!.on('data', (chunk: Buffer) => (output += chunk));
+  child.stderr!.on('data', (chunk: Buffer) => (output += chunk));
+  for (let waited = 0; !(await fetch(`${url}/readyz`).then((r) => r.ok, () => false)); waited += 200) {
+    if (waited > 30_000 || child.exitCode !== null) throw new Error(`the API did not become ready:\n${output}`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+});
+
+afterAll(async () => {
+  if (child.exitCode === null) child.kill('SIGKILL');
+  const admin = createKafka(config, 'api-process-test').admin();
+  await admin.connect();
+  await admin.deleteTopics({ topics: allTopics(config.TOPIC_PREFIX, ['tiny']) }).catch(() => {});
+  await admin.disconnect();
+});
+
+describe('api/main.ts', () => {
+  it('logs the Swagger UI address at start', () => {
+    expect(output).toContain(`Swagger UI at ${url}/docs`);
+  });
+
+  it('on SIGTERM ends open SSE streams, stops accepting, and exits 0', async () => {
+    const { id } = await json(await postJob(url));
+    const stream = await openEventStream(`${url}/api/jobs/${id}/events`);
+    expect((await stream.next())?.event).toBe('snapshot');
+
+    child.kill('SIGTERM');
+    let event = await stream.next(10_000);
+    while (event?.event === 'queued') event = await stream.next(10_000);
+    expect(event).toBeUndefined(); // the server ended the stream
+    expect(await exited()).toBe(0);
+    await expect(fetch(`${url}/healthz`)).rejects.toThrow();
+  });
+});
