@@ -33,6 +33,8 @@ class Job:
     seed: int
     image: Image.Image
     decode_s: float
+    # The size the result is answered in: the input's, even when `image` was enlarged to compute.
+    size: tuple[int, int] = (0, 0)
 
     @property
     def batch_key(self) -> tuple:
@@ -69,9 +71,20 @@ def _decode_image(payload: bytes) -> Image.Image:
     except Exception as exc:  # PIL raises many types (UnidentifiedImageError, OSError, bomb errors...)
         # Type name only: PIL messages embed object addresses.
         raise JobError("bad_image", f"payload is not a decodable image ({type(exc).__name__})") from exc
-    if not (MIN_SIDE <= rgb.width <= MAX_SIDE and MIN_SIDE <= rgb.height <= MAX_SIDE):
-        raise JobError("bad_image", f"image is {rgb.width}x{rgb.height}; each side must be in [{MIN_SIDE}, {MAX_SIDE}]")
+    if max(rgb.size) > MAX_SIDE:
+        raise JobError("bad_image", f"image is {rgb.width}x{rgb.height}; no side may exceed {MAX_SIDE}")
     return rgb
+
+
+def _computable(image: Image.Image) -> Image.Image:
+    """Small images are enlarged to MIN_SIDE (on the 8-pixel grid) to compute; the result is shrunk back."""
+    if min(image.size) >= MIN_SIDE:
+        return image
+    scale = MIN_SIDE / min(image.size)
+    size = tuple(math.ceil(side * scale / 8) * 8 for side in image.size)
+    if max(size) > MAX_SIDE:
+        raise JobError("bad_image", f"image is {image.width}x{image.height}; too narrow to enlarge to {MIN_SIDE} pixels")
+    return image.resize(size, Image.Resampling.LANCZOS)
 
 
 def parse_job(header: dict, payload: bytes) -> Job:
@@ -95,7 +108,8 @@ def parse_job(header: dict, payload: bytes) -> Job:
     guidance_scale = _number(params, "guidance_scale", low=0.0, high=MAX_GUIDANCE)
     seed = _integer(params, "seed", low=0, high=MAX_SEED)
     started = time.perf_counter()
-    image = _decode_image(payload)
+    decoded = _decode_image(payload)
+    image = _computable(decoded)
     return Job(
         id=job_id,
         prompt=prompt,
@@ -106,4 +120,5 @@ def parse_job(header: dict, payload: bytes) -> Job:
         seed=seed,
         image=image,
         decode_s=time.perf_counter() - started,
+        size=decoded.size,
     )

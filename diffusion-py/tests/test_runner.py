@@ -162,3 +162,12 @@ def test_stdin_eof_is_a_shutdown(start_runner):
     process.proc.stdin.close()
     assert process.next() is None
     assert process.proc.wait(timeout=30) == 0
+
+
+def test_small_image_is_enlarged_to_compute_and_answered_at_its_size(runner):
+    # The API accepts sides from 8 pixels; the runner computes on at least 64 and shrinks back.
+    runner.send(job_header("small", steps=4, strength=0.5), png_bytes(sample_image(3, (16, 40))))
+    header, payload = final(runner.collect(["small"])["small"])
+    assert header["type"] == "result", header
+    assert (header["width"], header["height"]) == (16, 40)
+    assert Image.open(io.BytesIO(payload)).size == (16, 40)
