@@ -40,6 +40,7 @@ STAGES = {
     "peak": ("matmul rates of this GPU", 60, 20),
     "sd15-ref": ("SD1.5 baseline outputs for the comparisons, component times, eager UNet ablation", 120, 40),
     "sd15-profile": ("SD1.5 with the runner's default tuning: batches, components, kernel profile", 330, 180),
+    "sd15-nchw": ("SD1.5 default tuning but NCHW (no channels_last, no Inductor layout change)", 300, 180),
     "sd15-base": ("SD1.5 out of the box: diffusers fp16 (SDPA), PIL in/out", 150, 60),
     "sd15-eager": ("SD1.5 + fused QKV + channels_last, tensor in/out, SDPA backends", 150, 60),
     "sd15-compile": ("SD1.5 eager settings + torch.compile (default mode) UNet+VAE", 300, 150),
@@ -82,7 +83,7 @@ def _inputs(batch: int, size: tuple[int, int]):
     return [Image.fromarray(rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)) for _ in range(batch)]
 
 
-def call_pipe(pipe, images, tensor_io: bool, seeds=None):
+def call_pipe(pipe, images, tensor_io: bool, seeds=None, same_prompt: bool = False):
     """One img2img call as the runner makes it; returns HWC uint8 arrays."""
     import numpy as np
     import torch
@@ -93,7 +94,7 @@ def call_pipe(pipe, images, tensor_io: bool, seeds=None):
     seeds = seeds if seeds is not None else range(batch)
     with torch.inference_mode():
         output = pipe(
-            prompt=[f"{PROMPT} {index}" for index in range(batch)],
+            prompt=[PROMPT if same_prompt else f"{PROMPT} {index}" for index in range(batch)],
             negative_prompt=[""] * batch,
             image=images_to_tensor(images, pipe.device) if tensor_io else images,
             strength=STRENGTH,
@@ -105,7 +106,7 @@ def call_pipe(pipe, images, tensor_io: bool, seeds=None):
     return tensor_to_arrays(output.images) if tensor_io else [np.asarray(image) for image in output.images]
 
 
-def measure(record, pipe, config: str, model: str, batches, size, tensor_io: bool, deadline: float, reps: int = 3):
+def measure(record, pipe, config: str, model: str, batches, size, tensor_io: bool, deadline: float, reps: int = 3, same_prompt: bool = False):
     """images/s per batch size: one warm-up call, then the median of reps timed calls."""
     import torch
 
@@ -116,7 +117,7 @@ def measure(record, pipe, config: str, model: str, batches, size, tensor_io: boo
         images = _inputs(batch, size)
         try:
             started = time.perf_counter()
-            call_pipe(pipe, images, tensor_io)
+            call_pipe(pipe, images, tensor_io, same_prompt=same_prompt)
             _sync()
             first = time.perf_counter() - started
             torch.cuda.reset_peak_memory_stats()
@@ -124,7 +125,7 @@ def measure(record, pipe, config: str, model: str, batches, size, tensor_io: boo
             # Fewer repetitions where a call is long; at least 2.
             for _ in range(reps if first < 3 else 2):
                 started = time.perf_counter()
-                call_pipe(pipe, images, tensor_io)
+                call_pipe(pipe, images, tensor_io, same_prompt=same_prompt)
                 _sync()
                 times.append(time.perf_counter() - started)
         except torch.cuda.OutOfMemoryError:
@@ -446,6 +447,8 @@ def stage_sd15_ref(record, out, deadline, args):
         with sdpa_kernel(backends) if backends else contextlib.nullcontext():
             record(kind="ablation", config=label, model="sd15-arch", batch=16, unet_step_ms=round(time_unet(pipe, 16, size) * 1000, 2))
 
+    if not args.ablation:
+        return
     unet_ms("nchw")
     unet_ms("nchw+cudnn-attention", [SDPBackend.CUDNN_ATTENTION])
     torch.backends.cudnn.benchmark = True
@@ -464,11 +467,27 @@ def stage_sd15_ref(record, out, deadline, args):
 def stage_sd15_profile(record, out, deadline, args):
     """The runner's default tuning: throughput by batch, comparison, components and a kernel profile."""
     size = (512, 512)
-    pipe = _tuned(record, out, deadline, "sd15-arch", size, args.profile_batches, "compile", "runner-tuning", unet_batches=[1, 16, 24])
-    if time.perf_counter() < deadline - 30:
-        components(record, pipe, "runner-tuning", "sd15-arch", size)
-    if time.perf_counter() < deadline - 30:
-        kernel_profile(record, pipe, "runner-tuning", "sd15-arch", size, batch=16)
+    pipe = _tuned(record, out, deadline, "sd15-arch", size, args.profile_batches, "compile", "runner-tuning", unet_batches=[1, 24])
+    _details(record, pipe, "runner-tuning", size, deadline)
+
+
+def _details(record, pipe, config: str, size, deadline: float) -> None:
+    # The runner's jobs in bench runs share one prompt: check that it changes nothing.
+    measure(record, pipe, config + "+same-prompt", "sd15-arch", [24], size, tensor_io=True, deadline=deadline - 20, same_prompt=True)
+    if time.perf_counter() < deadline - 20:
+        components(record, pipe, config, "sd15-arch", size)
+    if time.perf_counter() < deadline - 15:
+        kernel_profile(record, pipe, config, "sd15-arch", size, batch=16)
+
+
+def stage_sd15_nchw(record, out, deadline, args):
+    """The default tuning without channels_last, and Inductor's own layout choice turned off."""
+    from img2img_runner.tuning import TUNINGS
+
+    size = (512, 512)
+    tuning = dataclasses.replace(TUNINGS["compile"], name="compile-nchw", channels_last=False, inductor_layout_optimization=False)
+    pipe = _tuned(record, out, deadline, "sd15-arch", size, [16, 24], tuning, "compile-nchw", unet_batches=[24])
+    _details(record, pipe, "compile-nchw", size, deadline)
 
 
 def stage_sd15_base(record, out, deadline, args):
@@ -555,12 +574,16 @@ def stage_runner_sd15(record, out, deadline, args):
         record(kind="runner_ready", **{k: v for k, v in ready.items() if k not in ("v", "type")})
         max_batch = ready["max_batch"]
         png = noise_png((512, 512))
-        for rounds in (1, args.runner_rounds):
-            ids = send_jobs(client, f"r{rounds}", rounds * max_batch, png)
+        for rounds, distinct in ((1, False), (args.runner_rounds, False), (args.runner_rounds, True)):
+            if time.perf_counter() > deadline - 20:
+                break
+            ids = send_jobs(client, f"r{rounds}{distinct}", rounds * max_batch, png, distinct_prompts=distinct)
             run = collect(client, ids, timeout=max(10, deadline - time.perf_counter()))
             record(
                 kind="runner",
-                config="runner-default",
+                config="runner-default" + ("+distinct-prompts" if distinct else ""),
+                compute_s=run["compute_s"],
+                pixels=run["pixels"],
                 model="sd15-arch",
                 jobs=len(ids),
                 max_batch=max_batch,
@@ -586,6 +609,7 @@ def run_stages(args) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TORCHINDUCTOR_CACHE_DIR": args.cache_dir, "TRITON_CACHE_DIR": args.cache_dir + "/triton"}
     log = open(out / "bench.log", "ab")
     statuses = []
+    sampler = _sample_gpu(out / "gpu.csv")
     for name in args.stages:
         _what, max_seconds, min_seconds = STAGES[name]
         left = deadline - time.perf_counter()
@@ -619,11 +643,22 @@ def run_stages(args) -> None:
     with open(out / "results.jsonl", "a", encoding="utf-8") as handle:
         for name, status, seconds in statuses:
             handle.write(json.dumps({"stage": name, "kind": "status", "status": status, "seconds": round(seconds, 1)}) + "\n")
+    if sampler is not None:
+        sampler.terminate()
     summary = summarize(out)
     (out / "summary.md").write_text(summary)
     print(summary, flush=True)
     if args.pack_cache:
         pack_cache(args.cache_dir, out / "inductor-cache.tar.gz")
+
+
+def _sample_gpu(path: pathlib.Path):
+    """nvidia-smi readings every second (clocks, power, temperature, use) while the stages run."""
+    fields = "timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,utilization.gpu,memory.used,clocks_throttle_reasons.active"
+    try:
+        return subprocess.Popen(["nvidia-smi", f"--query-gpu={fields}", "--format=csv", "-lms", "1000"], stdout=open(path, "w"), stderr=subprocess.DEVNULL)
+    except OSError:
+        return None
 
 
 def pack_cache(cache_dir: str, target: pathlib.Path) -> None:
@@ -672,7 +707,7 @@ def summarize(out: pathlib.Path) -> str:
         lines += ["", "### UNet step (one guided call) vs FLOP floor", "", "| model | config | images | ms | TFLOP | TFLOP/s | floor ms | % of peak |", "|---|---|---|---|---|---|---|---|"]
         for item in unet:
             lines.append(f"| {item['model']} | {item['config']} | {item['batch']} | {item['step_ms']} | {item['tflop_per_step']} | {item['achieved_tflops']} | {item['floor_ms']} | {item['pct_of_peak']} |")
-    other = [item for item in items if item.get("kind") in ("compare", "first_call", "build", "sdpa", "runner_ready", "runner", "status", "copy", "flops", "components", "ablation")]
+    other = [item for item in items if item.get("kind") in ("compare", "first_call", "build", "sdpa", "runner_ready", "runner", "status", "copy", "flops", "components", "ablation", "profile")]
     if other:
         lines += ["", "### Other records", ""]
         lines += [f"- {json.dumps(item)}" for item in other]
@@ -688,7 +723,8 @@ def main() -> None:
     parser.add_argument("--xl-batches", default="1,4,8")
     parser.add_argument("--autotune-batches", default="1,16,32")
     parser.add_argument("--graph-batches", default="1,4,8")
-    parser.add_argument("--profile-batches", default="1,4,8,16,24,31")
+    parser.add_argument("--profile-batches", default="1,4,8,16,24")
+    parser.add_argument("--ablation", action="store_true", help="sd15-ref: also time the eager UNet under each switch")
     parser.add_argument("--runner-rounds", type=int, default=4, help="saturated run: this many max batches of jobs")
     parser.add_argument("--runner-args", default="", help="extra runner flags, space-separated")
     parser.add_argument("--cache-dir", default="/tmp/inductor-cache")
@@ -721,6 +757,7 @@ def main() -> None:
         "--runner-rounds", str(args.runner_rounds),
         "--runner-args=" + " ".join(args.runner_args),
         "--cache-dir", args.cache_dir,
+        *(["--ablation"] if args.ablation else []),
     ]  # fmt: skip
     run_stages(args)
 

@@ -88,10 +88,11 @@ class RunnerClient:
             return self.proc.wait()
 
 
-def send_jobs(client: RunnerClient, prefix: str, count: int, png: bytes, params: dict = PARAMS) -> list[str]:
+def send_jobs(client: RunnerClient, prefix: str, count: int, png: bytes, params: dict = PARAMS, distinct_prompts: bool = False) -> list[str]:
     ids = [f"{prefix}-{index}" for index in range(count)]
     for index, job_id in enumerate(ids):
-        client.send({"v": 1, "type": "job", "id": job_id, "params": {**params, "seed": index}}, png)
+        prompt = f"{params['prompt']} {index}" if distinct_prompts else params["prompt"]
+        client.send({"v": 1, "type": "job", "id": job_id, "params": {**params, "prompt": prompt, "seed": index}}, png)
     return ids
 
 
@@ -103,6 +104,8 @@ def collect(client: RunnerClient, ids: list[str], timeout: float) -> dict:
     batch_sizes: list[int] = []
     errors: list[dict] = []
     sizes = set()
+    compute_s: dict[float, int] = {}  # one compute_s per batch: value -> batch size
+    pixels: list[tuple[float, float]] = []  # mean and std of the first results' pixels
     deadline = sent + timeout
     while waiting:
         arrived, frame = client.frames.get(timeout=max(0.1, deadline - time.perf_counter()))
@@ -114,12 +117,18 @@ def collect(client: RunnerClient, ids: list[str], timeout: float) -> dict:
         if header["type"] == "result":
             finished.append(arrived)
             batch_sizes.append(header["batch_size"])
-            sizes.add(Image.open(io.BytesIO(payload)).size)
+            image = Image.open(io.BytesIO(payload))
+            sizes.add(image.size)
+            compute_s[header["timings"]["compute_s"]] = header["batch_size"]
+            if len(pixels) < 4:
+                array = np.asarray(image.convert("RGB"), dtype=np.float32)
+                pixels.append((round(float(array.mean()), 2), round(float(array.std()), 2)))
             waiting.discard(header["id"])
         elif header["type"] == "error":
             errors.append(header)
             waiting.discard(header["id"])
-    return {"sent": sent, "finished": sorted(finished), "batch_sizes": batch_sizes, "errors": errors, "sizes": sorted(sizes)}
+    batches = sorted(((size, round(seconds, 3)) for seconds, size in compute_s.items()), key=lambda item: item[0])
+    return {"sent": sent, "finished": sorted(finished), "batch_sizes": batch_sizes, "errors": errors, "sizes": sorted(sizes), "compute_s": batches, "pixels": pixels}
 
 
 def throughput(run: dict, first_batch: int) -> dict:

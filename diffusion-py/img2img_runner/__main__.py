@@ -28,7 +28,12 @@ def _parse_args(argv):
     parser.add_argument("--model-names", help="model_names.txt to look the model's source up in")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available, else cpu")
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="default: float16 on cuda, float32 on cpu")
-    parser.add_argument("--max-batch", type=int, help="jobs per pipeline call (default: 8 on cuda, 4 on cpu)")
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        help="jobs per pipeline call (default: tuned cuda path: the largest that fits in measured memory, at most 24; "
+        "untuned cuda: 8; cpu: 4)",
+    )
     parser.add_argument("--bench-log", help="append model;time_seconds;memory_mib per job to this CSV")
     parser.add_argument(
         "--tuning",
@@ -54,20 +59,33 @@ def _resolve_source(args) -> str | None:
     return args.source or entries[args.model].source
 
 
-def _prepare(pipe, args, device, log) -> tuple[bool, int]:
-    """Tune (on cuda) and warm the pipeline; return (tuned, max_batch)."""
+def _prepare(load, args, device, log):
+    """Load, tune (full-size SD pipelines on cuda) and warm the pipeline; return (pipe, tuned, max_batch).
+
+    A pipeline the tuning cannot handle (an unusual architecture, a compiler
+    error) is reloaded and served plain rather than not at all.
+    """
     from .runner import warm_up
     from .tuning import DEFAULT_TUNING, TUNINGS, apply_tuning, wants_tuning, warm_up_tuned
 
+    pipe = load()
     name = DEFAULT_TUNING if args.tuning == "auto" else args.tuning
     if name != "off" and wants_tuning(args.model, device, pipe):
-        tuning = TUNINGS[name]
-        log.info("tuning %s: %s", name, tuning)
-        apply_tuning(pipe, tuning)
-        # Compiles at the model's native size and measures memory for the batch size.
-        return True, warm_up_tuned(pipe, device, args.max_batch)
+        log.info("tuning %s: %s", name, TUNINGS[name])
+        try:
+            apply_tuning(pipe, TUNINGS[name])
+            # Compiles at the model's native size and measures memory for the batch size.
+            return pipe, True, warm_up_tuned(pipe, device, args.max_batch)
+        except Exception:
+            log.exception("tuning %s failed: serving the plain pipeline", name)
+            import torch
+
+            del pipe
+            torch._dynamo.reset()
+            torch.cuda.empty_cache()
+            pipe = load()
     warm_up(pipe, device)
-    return False, args.max_batch or (8 if device.type == "cuda" else 4)
+    return pipe, False, args.max_batch or (8 if device.type == "cuda" else 4)
 
 
 def main(argv=None) -> int:
@@ -93,8 +111,9 @@ def main(argv=None) -> int:
             return serve_standin(args.model, source.removeprefix(STANDIN_PREFIX), frames_out, args.max_batch, started)
         device = pick_device(args.device)
         dtype = pick_dtype(device, args.dtype)
-        pipe = load_pipeline(name=args.model, source=source, device=device, dtype=dtype)
-        tuned, max_batch = _prepare(pipe, args, device, log)
+        pipe, tuned, max_batch = _prepare(
+            lambda: load_pipeline(name=args.model, source=source, device=device, dtype=dtype), args, device, log
+        )
     except Exception:
         log.exception("cannot load model %s", args.model)
         return 1

@@ -335,9 +335,9 @@ class Runner:
     def _send_result(self, job: Job, image, batch_size: int, compute_s: float, peak: int) -> None:
         if isinstance(image, np.ndarray):
             image = Image.fromarray(image)
-        if image.size != job.image.size:
-            # The VAE works on multiples of 8 pixels; answer with the input's size.
-            image = image.resize(job.image.size, Image.Resampling.LANCZOS)
+        if image.size != job.size:
+            # The VAE works on multiples of 8 pixels and small inputs were enlarged: answer with the input's size.
+            image = image.resize(job.size, Image.Resampling.LANCZOS)
         started = time.perf_counter()
         payload = self._encode(job, image)
         encode_s = time.perf_counter() - started

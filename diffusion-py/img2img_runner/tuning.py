@@ -1,17 +1,20 @@
 """The fast CUDA path for full-size Stable Diffusion pipelines (SD 1.5, SDXL and their kin).
 
-What pays on an H100 (bench/gpu/ measures each step against the out-of-the-box
-pipeline; BENCHMARKS.md "## GPU (issue 6)" has the figures):
+Measured on an H100 against the out-of-the-box pipeline (bench/gpu/;
+BENCHMARKS.md "## GPU (issue 6)"), SD 1.5 img2img 512x512, 15 steps:
 
-- fp16 weights and activations (the runner's default dtype on CUDA);
-- SDPA attention (diffusers' default processor; the runner sets it explicitly);
-- fused QKV projections: one matmul instead of three per self-attention;
-- channels_last memory format for the UNet and VAE convolutions (cuDNN's
-  native NHWC layout: no transposes around each convolution);
-- torch.compile (Inductor) of the UNet and of the VAE encoder and decoder:
-  fuses GroupNorm, SiLU, residual adds and the attention glue into few kernels.
-  The UNet's batch dimension is marked dynamic, so one compilation serves every
-  batch size; a new image size compiles again on its first job.
+- what pays: torch.compile (Inductor, default mode) of the UNet and of the VAE
+  encoder and decoder (1.7x at batch 16-32: fused GroupNorm / SiLU / residual
+  adds, fewer launches), and batching (the runner's job); the runner's tensor
+  I/O and threaded PNG encoding keep the CPU off the GPU's critical path;
+- measured neutral, kept (the configuration the runner was measured with):
+  fused QKV projections, cuDNN attention first, cudnn.benchmark,
+  channels_last under the compiler (in eager mode channels_last was slower,
+  so the `eager` tuning leaves it out);
+- not the default: max-autotune (minutes of compilation at every start), the
+  tiny VAE (a quality trade: bench/gpu/README.md).
+The UNet's batch dimension is compiled dynamic, so one compilation serves
+batch sizes 1 to 31; a new image size compiles again on its first job.
 
 Nothing here runs for the CPU path or for the `tiny` model: they stay exactly
 as models.load_pipeline makes them.
@@ -26,8 +29,9 @@ from PIL import Image
 
 log = logging.getLogger("img2img_runner")
 
-# Jobs per pipeline call at most, whatever memory allows: past this an H100 gains
-# under a few percent of throughput while every job of a batch waits longer.
+# Jobs per pipeline call at most, whatever memory allows. SD 1.5 on an H100:
+# 12.05 images/s at 16, 12.35 at 24, 12.30 at 31; at 32 (64 UNet rows) diffusers'
+# Upsample2D takes another code path, which costs a second compilation (86 s).
 BATCH_CAP = 24
 # Share of the free GPU memory (after load) that batches may take; the rest is
 # headroom for fragmentation, cuDNN workspaces and a second image size.
@@ -42,14 +46,16 @@ class Tuning:
     compile_mode: str | None = None  # torch.compile mode for the UNet and VAE; None: eager
     cudnn_benchmark: bool = False  # let cuDNN time its convolution algorithms per shape
     cudnn_attention: bool = False  # SDPA tries cuDNN's attention first (then flash, efficient, math)
+    inductor_layout_optimization: bool = True  # Inductor may switch convolutions to channels_last itself
     tiny_vae: bool = False  # benchmark only: swaps the KL VAE for a TAESD-sized AutoencoderTiny
 
 
 TUNINGS = {
     # The pipeline as diffusers builds it (fp16, SDPA): the baseline.
     "off": Tuning("off"),
-    # Everything that needs no compiler: starts in seconds.
-    "eager": Tuning("eager", fuse_qkv=True, channels_last=True, cudnn_benchmark=True, cudnn_attention=True),
+    # No compiler: starts in seconds. NCHW: in eager mode channels_last made the
+    # UNet step 12% and the VAE 25% slower on the H100 (bench/gpu, sd15-ref).
+    "eager": Tuning("eager", fuse_qkv=True, cudnn_benchmark=True, cudnn_attention=True),
     # The default on CUDA: the best measured settings.
     "compile": Tuning("compile", fuse_qkv=True, channels_last=True, compile_mode="default", cudnn_benchmark=True, cudnn_attention=True),
     # Inductor also benchmarks Triton matmul templates against cuBLAS: minutes more to start.
@@ -133,6 +139,7 @@ def apply_tuning(pipe, tuning: Tuning):
 
         # 1x1 convolutions (the attention blocks' proj_in/out, the VAE's shortcuts) as matmuls.
         inductor_config.conv_1x1_as_mm = True
+        inductor_config.layout_optimization = tuning.inductor_layout_optimization
         _compile_unet(pipe.unet, tuning.compile_mode)
         for part in (pipe.vae.encoder, pipe.vae.decoder):
             part.compile(mode=tuning.compile_mode)

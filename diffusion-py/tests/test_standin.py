@@ -1,0 +1,124 @@
+"""The timed stand-in runner: real frame protocol, latencies slept from a table."""
+
+import io
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+from PIL import Image
+
+from img2img_runner.frames import encode_frame, read_frame
+from img2img_runner.standin import Latencies, parse_latencies
+from tests.helpers import PACKAGE_DIR, job_header, png_bytes, sample_image
+
+TABLE = {"1": 40, "4": 100}
+
+
+def test_latencies_interpolate_and_scale():
+    table = Latencies({1: 100.0, 4: 250.0, 8: 410.0})
+    assert table.batch_ms(1) == 100
+    assert table.batch_ms(2) == pytest.approx(150)
+    assert table.batch_ms(6) == pytest.approx(330)
+    assert table.batch_ms(10) == pytest.approx(490)  # past the table: the last segment's line
+    assert table.max_batch == 8
+    # Four times the pixels, a third of the steps.
+    assert table.seconds(1, 1024, 1024, 5) == pytest.approx(0.1 * 4 / 3)
+
+
+def test_spec_forms(tmp_path):
+    assert parse_latencies('{"1": 10, "2": 15}').points == [(1, 10.0), (2, 15.0)]
+    path = tmp_path / "table.json"
+    path.write_text(json.dumps({"per_batch_ms": {"2": 30}, "width": 256, "height": 256, "denoise_steps": 10}))
+    table = parse_latencies(str(path))
+    assert table.points == [(2, 30.0)] and table.pixels == 256 * 256 and table.denoise_steps == 10
+    with pytest.raises(ValueError):
+        parse_latencies('{"0": 10}')
+
+
+class StandIn:
+    def __init__(self, argv: list[str]):
+        self.proc = subprocess.Popen(argv, cwd=PACKAGE_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def send(self, header: dict, payload: bytes = b"") -> None:
+        self.proc.stdin.write(encode_frame(header, payload))
+        self.proc.stdin.flush()
+
+    def frames_until(self, final_ids: set[str]) -> list[tuple[dict, bytes]]:
+        frames, waiting = [], set(final_ids)
+        while waiting:
+            frame = read_frame(self.proc.stdout)
+            assert frame is not None, self.proc.stderr.read().decode()
+            frames.append(frame)
+            if frame[0]["type"] in ("result", "error"):
+                waiting.discard(frame[0].get("id"))
+        return frames
+
+    def close(self) -> int:
+        self.proc.stdin.close()
+        return self.proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [sys.executable, "-m", "img2img_runner.standin", "--model", "sd15", "--per-batch-ms", json.dumps(TABLE)],
+        [sys.executable, "-m", "img2img_runner", "--model", "sd15", "--source", "standin:" + json.dumps(TABLE, separators=(",", ":"))],
+    ],
+    ids=["module", "source"],
+)
+def test_answers_the_frame_protocol(argv):
+    runner = StandIn(argv)
+    try:
+        ready = read_frame(runner.proc.stdout)[0]
+        assert list(ready) == ["v", "type", "model", "device", "dtype", "max_batch", "load_seconds"]
+        assert (ready["model"], ready["device"], ready["max_batch"]) == ("sd15", "standin", 4)
+        image = png_bytes(sample_image(0, (96, 64)))
+        started = time.perf_counter()
+        for index in range(5):
+            # 10 steps at strength 0.6: 6 progress frames per job.
+            runner.send(job_header(f"job-{index}", seed=index), image)
+        runner.send(job_header("bad"), b"not a png")
+        frames = runner.frames_until({f"job-{index}" for index in range(5)} | {"bad"})
+        elapsed = time.perf_counter() - started
+        by_id: dict[str, list] = {}
+        for header, payload in frames:
+            by_id.setdefault(header.get("id"), []).append((header, payload))
+        assert by_id["bad"][-1][0]["code"] == "bad_image"
+        for index in range(5):
+            job = by_id[f"job-{index}"]
+            kinds = [header["type"] for header, _ in job]
+            assert kinds == ["started"] + ["progress"] * 6 + ["result"]
+            assert [header["step"] for header, _ in job if header["type"] == "progress"] == [1, 2, 3, 4, 5, 6]
+            result, payload = job[-1]
+            assert (result["width"], result["height"]) == (96, 64)
+            assert Image.open(io.BytesIO(payload)).size == (96, 64)
+        # At least one batch slept its scaled table time (96x64 px, 6 of 15 steps).
+        assert elapsed >= 0.04 * (96 * 64) / (512 * 512) * 6 / 15
+        runner.send({"v": 1, "type": "ping"})
+        assert read_frame(runner.proc.stdout)[0] == {"v": 1, "type": "pong"}
+    finally:
+        assert runner.close() == 0
+
+
+def test_cancel_while_queued():
+    runner = StandIn([sys.executable, "-m", "img2img_runner.standin", "--per-batch-ms", '{"1": 2000}', "--max-batch", "1"])
+    try:
+        read_frame(runner.proc.stdout)
+        image = png_bytes(sample_image(1))
+        runner.send(job_header("first", steps=2, strength=1.0), image)
+        runner.send(job_header("second", steps=2, strength=1.0), image)
+        runner.send({"v": 1, "type": "cancel", "id": "second"})
+        frames = runner.frames_until({"first", "second"})
+        finals = {header["id"]: header for header, _ in frames if header["type"] in ("result", "error")}
+        assert finals["second"]["code"] == "canceled"
+        assert finals["first"]["type"] == "result"
+    finally:
+        assert runner.close() == 0
+
+
+def test_the_measured_h100_table_parses():
+    table = parse_latencies(str(PACKAGE_DIR.parent / "bench" / "gpu" / "h100-sd15.json"))
+    assert table.max_batch == 24 and table.pixels == 512 * 512 and table.denoise_steps == 15
+    assert 24 / (table.batch_ms(24) / 1000) == pytest.approx(12.35, abs=0.01)

@@ -1,0 +1,87 @@
+"""The GPU path's CPU-checkable parts: when tuning applies, and tensor I/O giving PIL's bytes."""
+
+import numpy as np
+import pytest
+import torch
+
+from img2img_runner.models import load_pipeline
+from img2img_runner.runner import images_to_tensor, tensor_to_arrays
+from img2img_runner.tuning import DEFAULT_TUNING, TUNINGS, Tuning, apply_tuning, native_size, wants_tuning
+from tests.helpers import sample_image
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_pipeline("tiny", device=torch.device("cpu"))
+
+
+def test_never_tunes_cpu_or_tiny(tiny):
+    assert not wants_tuning("tiny", torch.device("cuda", 0), tiny)
+    assert not wants_tuning("sd15", torch.device("cpu"), tiny)
+    assert wants_tuning("sd15", torch.device("cuda", 0), tiny)
+
+
+def test_default_is_compiled_and_off_is_plain():
+    assert DEFAULT_TUNING == "compile" and TUNINGS["compile"].compile_mode
+    assert TUNINGS["off"] == Tuning("off")
+
+
+def test_native_size(tiny):
+    assert native_size(tiny) == (64, 64)
+
+
+def test_tensor_io_gives_the_pil_path_bytes(tiny):
+    images = [sample_image(seed, (64, 64)) for seed in range(3)]
+    common = dict(
+        prompt=["a", "b", "c"], negative_prompt=["", "", ""], strength=0.6, num_inference_steps=10, guidance_scale=7.5
+    )
+
+    def generators():
+        return [torch.Generator().manual_seed(seed) for seed in range(3)]
+
+    with torch.inference_mode():
+        pil = tiny(image=images, generator=generators(), output_type="pil", **common).images
+        tensors = tiny(image=images_to_tensor(images, torch.device("cpu")), generator=generators(), output_type="pt", **common).images
+    for expected, got in zip(pil, tensor_to_arrays(tensors)):
+        assert got.dtype == np.uint8 and np.array_equal(np.asarray(expected), got)
+
+
+def test_eager_tuning_keeps_outputs_close():
+    # fused QKV + channels_last on the toy model (CPU, float32): same function, float rounding only.
+    pipe = load_pipeline("tiny", device=torch.device("cpu"))
+    images = [sample_image(7, (64, 64))]
+    kwargs = dict(prompt=["a"], negative_prompt=[""], strength=0.6, num_inference_steps=6, guidance_scale=7.5, output_type="pt")
+    with torch.inference_mode():
+        before = tiny_call(pipe, images, kwargs)
+        apply_tuning(pipe, Tuning("t", fuse_qkv=True, channels_last=True))
+        after = tiny_call(pipe, images, kwargs)
+    assert np.abs(before.astype(int) - after.astype(int)).max() <= 2
+
+
+def tiny_call(pipe, images, kwargs):
+    output = pipe(image=images_to_tensor(images, torch.device("cpu")), generator=[torch.Generator().manual_seed(0)], **kwargs)
+    return tensor_to_arrays(output.images)[0]
+
+
+def test_failed_tuning_serves_the_plain_pipeline(monkeypatch):
+    import argparse
+    import logging
+
+    import img2img_runner.tuning as tuning
+    from img2img_runner.__main__ import _prepare
+
+    def broken(pipe, tuning):
+        raise RuntimeError("compiler failed")
+
+    monkeypatch.setattr(tuning, "wants_tuning", lambda *args: True)
+    monkeypatch.setattr(tuning, "apply_tuning", broken)
+    loads = []
+
+    def load():
+        loads.append(1)
+        return load_pipeline("tiny", device=torch.device("cpu"))
+
+    args = argparse.Namespace(tuning="auto", model="sd15", max_batch=None)
+    pipe, tuned, max_batch = _prepare(load, args, torch.device("cpu"), logging.getLogger("test"))
+    assert (tuned, max_batch, len(loads)) == (False, 4, 2)
+    assert pipe is not None
