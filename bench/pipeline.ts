@@ -3,6 +3,9 @@
 // saturation with the same settings, in the same run; then the pipeline's overhead at
 // light load (end-to-end latency minus the runner's compute time).
 //   npm run bench:pipeline -- [--jobs 40] [--sizes 64,512] [--light 20]
+// With the H100 stand-in runner (issue 6: it sleeps the measured per-batch latencies):
+//   npm run bench:pipeline -- --source standin:$PWD/bench/gpu/h100-sd15.json --sizes 512 --steps 30 --strength 0.5 \
+//     --jobs 240 --clients 96 --light 0
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -22,11 +25,16 @@ const { values: flags } = parseArgs({
     sizes: { type: 'string', default: '64,512' },
     light: { type: 'string', default: '20' },
     steps: { type: 'string', default: '10' },
+    strength: { type: 'string', default: '0.6' },
+    /** A model_names.txt source for the `tiny` model's line, e.g. standin:<json>. */
+    source: { type: 'string' },
+    /** Clients at saturation, each submitting a job and waiting for it: at least twice the runner's batch. */
+    clients: { type: 'string', default: '16' },
   },
 });
 const JOBS = Number(flags.jobs);
 const LIGHT = Number(flags.light);
-const PARAMS = { prompt: 'a benchmark', negative_prompt: null, strength: 0.6, steps: Number(flags.steps), guidance_scale: 7.5, seed: 1 };
+const PARAMS = { prompt: 'a benchmark', negative_prompt: null, strength: Number(flags.strength), steps: Number(flags.steps), guidance_scale: 7.5, seed: 1 };
 const prefix = `bench-${Date.now().toString(36)}`;
 const config = loadConfig({ ...process.env, TOPIC_PREFIX: prefix, LOG_LEVEL: 'silent' });
 const logger = createLogger('bench', 'silent');
@@ -44,7 +52,7 @@ const percentile = (values: number[], p: number) => {
 /** (a) The runner alone: every job sent at once, so the runner batches as it likes. */
 async function runnerAlone(size: number): Promise<number> {
   const runner = new Runner({
-    model: 'tiny', python: resolve(config.RUNNER_PYTHON), cwd: resolve(config.RUNNER_DIR), device: 'auto',
+    model: 'tiny', source: flags.source, python: resolve(config.RUNNER_PYTHON), cwd: resolve(config.RUNNER_DIR), device: 'auto',
     stallMs: 600_000, startTimeoutMs: 600_000, logger,
   });
   await runner.ensureStarted();
@@ -92,7 +100,7 @@ async function finished(api: string, id: string): Promise<number> {
     if (/event: (succeeded|failed|canceled)/.test(text)) break;
   }
   const at = performance.now();
-  if (!/event: succeeded/.test(text)) throw new Error(`job ${id} did not succeed`);
+  if (!/event: succeeded/.test(text)) throw new Error(`job ${id} did not succeed: ${text.split('\n').filter((l) => l.startsWith('data:')).at(-1)}`);
   return at;
 }
 
@@ -101,7 +109,7 @@ async function main(): Promise<void> {
   const port = 18_000 + Math.floor(Math.random() * 1000);
   const api = `http://127.0.0.1:${port}`;
   const dir = mkdtempSync(join(tmpdir(), 'bench-'));
-  writeFileSync(join(dir, 'model_names.txt'), 'tiny\n');
+  writeFileSync(join(dir, 'model_names.txt'), `tiny ${flags.source ?? ''}\n`);
   const env = { TOPIC_PREFIX: prefix, API_PORT: String(port), MODEL_NAMES_FILE: join(dir, 'model_names.txt'), LOG_LEVEL: 'warn', CONSUMER_METRICS_PORT: '0', IDLE_UNLOAD_MS: '0' };
   const rows: string[][] = [];
   const records = new RecordStore(new ObjectStore(createS3(config), config.S3_BUCKET));
@@ -116,7 +124,7 @@ async function main(): Promise<void> {
       const image = await noise(size);
       await finished(api, await submit(api, image, 0)); // the runner is loaded and warm
       const started = performance.now();
-      const limit = pLimit(16);
+      const limit = pLimit(Number(flags.clients));
       const ends = await Promise.all(Array.from({ length: JOBS }, (_, i) => limit(async () => finished(api, await submit(api, image, i)))));
       const system = JOBS / ((Math.max(...ends) - started) / 1000);
       const ratio = system / alone.get(size)!;
@@ -141,7 +149,7 @@ async function main(): Promise<void> {
       parts['stored→SSE seen']!.push(done - sent - t.total_s * 1000);
     }
 
-    console.log(`\njobs per size: ${JOBS}, steps ${PARAMS.steps}, strength ${PARAMS.strength}; light load: ${LIGHT} sequential 64x64 jobs`);
+    console.log(`\nrunner: ${flags.source ?? 'tiny'}; jobs per size: ${JOBS} from ${flags.clients} clients, steps ${PARAMS.steps}, strength ${PARAMS.strength}; light load: ${LIGHT} sequential 64x64 jobs`);
     console.table(rows.map(([size, a, b, r]) => ({ size, 'runner alone img/s (a)': a, 'system img/s (b)': b, '(b)/(a)': r })));
     console.table([{ 'overhead p50 ms': percentile(overhead, 50).toFixed(1), 'overhead p99 ms': percentile(overhead, 99).toFixed(1) }]);
     console.table(Object.entries(parts).map(([part, values]) => ({ part, 'p50 ms': percentile(values, 50).toFixed(1), 'p99 ms': percentile(values, 99).toFixed(1) })));
