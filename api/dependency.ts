@@ -1,22 +1,10 @@
 // Calls to Kafka and object storage share one deadline per request, so a dead or slow
 // dependency costs the client at most DEPENDENCY_TIMEOUT_MS before a 503 with Retry-After.
+import { race } from '../common/deadline.js';
 import { ApiError, Unavailable } from './errors.js';
 
+
 export type Dependency = 'kafka' | 'storage';
-
-export class DeadlineExceeded extends Error {
-  override name = 'DeadlineExceeded';
-}
-
-/** Settles with `work`, or rejects when `signal` aborts first; `work` itself may go on (a kafkajs send cannot be aborted). */
-export function race<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(new DeadlineExceeded('deadline exceeded'));
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(new DeadlineExceeded('deadline exceeded'));
-    signal.addEventListener('abort', onAbort, { once: true });
-    work.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
-  });
-}
 
 /** Runs one dependency call under the deadline; any failure that is not already an API error becomes Unavailable. */
 export async function call<T>(dependency: Dependency, work: (signal: AbortSignal) => Promise<T>, signal: AbortSignal): Promise<T> {

@@ -14,7 +14,7 @@ import { call } from './dependency.js';
 import { Conflict } from './errors.js';
 import { hashKey, type IdempotencyStore } from './idempotency.js';
 import type { AcceptedImage } from './image.js';
-import type { Publisher } from './publisher.js';
+import type { Publisher } from '../common/publisher.js';
 import { requestHash, type Submission } from './submission.js';
 
 export interface NewJob {

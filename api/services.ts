@@ -13,7 +13,7 @@ import { EventHub } from './hub.js';
 import { IdempotencyStore } from './idempotency.js';
 import { ImageNormaliser } from './image.js';
 import { Intake } from './intake.js';
-import { Publisher } from './publisher.js';
+import { Publisher } from '../common/publisher.js';
 import { createRegistry } from '../common/metrics.js';
 import type { Registry } from 'prom-client';
 import { apiMetrics, type ApiMetrics } from './metrics.js';

@@ -1,11 +1,10 @@
 // The path of one job through a consumer: record -> input -> runner -> output ->
 // final record -> event. It answers what the worker does with the message next.
-import type { Producer } from 'kafkajs';
 import type { Config } from '../common/config.js';
-import type { EventInput, EventPublisher } from '../common/events.js';
-import { TERMINAL, type JobMessage, type JobRecord } from '../common/jobs.js';
+import { TERMINAL, type JobEvent, type JobMessage, type JobRecord } from '../common/jobs.js';
 import type { Logger } from '../common/logger.js';
 import type { ModelEntry } from '../common/models.js';
+import type { Publisher } from '../common/publisher.js';
 import type { RecordStore } from '../common/records.js';
 import { jobKeys, type ObjectStore } from '../common/storage.js';
 import type { Priority } from '../common/topics.js';
@@ -32,11 +31,10 @@ export type Verdict =
   | { kind: 'retry'; delayMs: number };
 
 export interface JobDeps {
-  producer: Producer;
+  publisher: Publisher;
   config: Config;
   store: ObjectStore;
   records: RecordStore;
-  events: EventPublisher;
   runner: RunnerPool;
   model: ModelEntry;
   logger: Logger;
@@ -60,6 +58,9 @@ class Failure extends Error {
 }
 
 const backoff = (attempt: number) => Math.min(30_000, 250 * 2 ** attempt);
+/** A Kafka send that takes longer counts as Kafka being down: the job is retried later. */
+const SEND_TIMEOUT_MS = 30_000;
+const sendDeadline = () => AbortSignal.timeout(SEND_TIMEOUT_MS);
 
 export class JobRun {
   /** Later deliveries of the same job that finish with it. */
@@ -176,22 +177,14 @@ export class JobRun {
   private async fail(failure: Failure): Promise<Verdict> {
     const { message } = this.delivery;
     const error = { code: failure.code, message: failure.message };
-    await this.deps.producer.send({
-      topic: this.deps.dlq,
-      acks: -1,
-      messages: [
-        {
-          key: message?.id ?? null,
-          value: JSON.stringify({
-            v: 1,
-            error,
-            failed_at: new Date().toISOString(),
-            source: { topic: this.delivery.topic, partition: this.delivery.partition, offset: this.delivery.offset },
-            message: this.delivery.raw?.toString('utf8') ?? null,
-          }),
-        },
-      ],
-    });
+    const deadLetter = {
+      v: 1,
+      error,
+      failed_at: new Date().toISOString(),
+      source: { topic: this.delivery.topic, partition: this.delivery.partition, offset: this.delivery.offset },
+      message: this.delivery.raw?.toString('utf8') ?? null,
+    };
+    await this.deps.publisher.send(this.deps.dlq, { key: message?.id ?? null, value: JSON.stringify(deadLetter) }, sendDeadline());
     let record: JobRecord | undefined;
     if (message) {
       record = await this.deps.records.update(message.id, (r) =>
@@ -234,10 +227,11 @@ export class JobRun {
     };
   }
 
-  private async publish(event: Omit<EventInput, 'id' | 'model_name'>): Promise<void> {
+  private async publish(event: Omit<JobEvent, 'v' | 'at' | 'id' | 'model_name'>): Promise<void> {
     const id = this.delivery.message!.id;
     try {
-      await this.deps.events.publish({ ...event, id, model_name: this.deps.model.name });
+      const full: JobEvent = { v: 1, id, at: new Date().toISOString(), model_name: this.deps.model.name, ...event };
+      await this.deps.publisher.publishEvent(full, sendDeadline());
     } catch (error) {
       // Events feed live views; the record stays the truth, so a lost event is logged, not fatal.
       this.deps.logger.warn({ err: error, job: id, event: event.type }, 'event not published');

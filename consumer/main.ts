@@ -3,10 +3,10 @@
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../common/config.js';
-import { EventPublisher } from '../common/events.js';
 import { createKafka, ensureTopics } from '../common/kafka.js';
 import { createLogger } from '../common/logger.js';
 import { readModelNames } from '../common/models.js';
+import { Publisher } from '../common/publisher.js';
 import { RecordStore } from '../common/records.js';
 import { createS3, ObjectStore } from '../common/storage.js';
 import { allTopics } from '../common/topics.js';
@@ -44,9 +44,8 @@ const admin = kafka.admin();
 await admin.connect();
 await ensureTopics(admin, allTopics(config.TOPIC_PREFIX, listed.map((e) => e.name)), config.TOPIC_PARTITIONS);
 await admin.disconnect();
-const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
-await producer.connect();
-const events = new EventPublisher(producer, config.TOPIC_PREFIX);
+const publisher = new Publisher(kafka, config.TOPIC_PREFIX);
+await publisher.connect();
 const records = new RecordStore(store);
 const registry = createRegistry('consumer');
 const depthAdmin = kafka.admin();
@@ -77,7 +76,7 @@ const workers = models.map((model) => {
       }),
   );
   const runner = new RunnerPool(runners);
-  return new ModelWorker({ kafka, producer, config, store, records, events, runner, model, logger: log, metrics });
+  return new ModelWorker({ kafka, publisher, config, store, records, runner, model, logger: log, metrics });
 });
 const cancels = new CancelListener(kafka, config.TOPIC_PREFIX, (id, model) => workers.find((w) => w.name === model)?.cancel(id));
 await cancels.start();
@@ -91,7 +90,7 @@ async function shutdown(signal: string): Promise<void> {
   logger.info({ signal }, 'stopping: finishing in-flight jobs');
   await Promise.all(workers.map((worker) => worker.stop(config.SHUTDOWN_GRACE_MS)));
   await cancels.stop();
-  await producer.disconnect();
+  await publisher.disconnect();
   await depthAdmin.disconnect();
   metricsServer.close();
   logger.info('stopped');

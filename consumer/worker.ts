@@ -1,12 +1,12 @@
 // One model's consumer: reads img2img.<model>.{high,normal,low}, keeps strict
 // priority, hands jobs to the runner and commits an offset only once its job is
 // finished for good (see docs/ARCHITECTURE.md, "Priorities and offsets").
-import type { Consumer, EachMessagePayload, Kafka, Producer } from 'kafkajs';
+import type { Consumer, EachMessagePayload, Kafka } from 'kafkajs';
 import type { Config } from '../common/config.js';
-import type { EventPublisher } from '../common/events.js';
 import { JobMessage, type JobRecord } from '../common/jobs.js';
 import type { Logger } from '../common/logger.js';
 import type { ModelEntry } from '../common/models.js';
+import type { Publisher } from '../common/publisher.js';
 import type { RecordStore } from '../common/records.js';
 import type { ObjectStore } from '../common/storage.js';
 import { consumerGroup, dlqTopic, jobTopic, PRIORITIES, type Priority } from '../common/topics.js';
@@ -20,11 +20,10 @@ const BUFFER_HIGH_WATER = 256;
 
 export interface WorkerDeps {
   kafka: Kafka;
-  producer: Producer;
+  publisher: Publisher;
   config: Config;
   store: ObjectStore;
   records: RecordStore;
-  events: EventPublisher;
   runner: RunnerPool;
   model: ModelEntry;
   logger: Logger;

@@ -1,7 +1,7 @@
 // GET /healthz: the process is alive. GET /readyz: Kafka and object storage answer in time.
 import { HeadBucketCommand } from '@aws-sdk/client-s3';
 import { createRoute, OpenAPIHono } from '@hono/zod-openapi';
-import { race } from '../dependency.js';
+import { race } from '../../common/deadline.js';
 import { Health, NotReady, Readiness } from '../schemas.js';
 import type { Services } from '../services.js';
 

@@ -2,7 +2,7 @@
 // cancel, crashes of the runner, poison messages and determinism.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import sharp from 'sharp';
-import { EventPublisher } from '../../common/events.js';
+import { Publisher } from '../../common/publisher.js';
 import { createKafka, ensureTopics } from '../../common/kafka.js';
 import { RecordStore } from '../../common/records.js';
 import { createS3, jobKeys, ObjectStore } from '../../common/storage.js';
@@ -24,7 +24,7 @@ const submit = (options: Parameters<typeof enqueue>[4] = {}) => enqueue(kafka, c
 const slow = { size: 256, params: { steps: 150, strength: 1 } };
 
 const producer = kafka.producer();
-const events = new EventPublisher(producer, config.TOPIC_PREFIX);
+const publisher = new Publisher(kafka, config.TOPIC_PREFIX);
 
 beforeAll(async () => {
   await store.ensureBucket();
@@ -33,12 +33,14 @@ beforeAll(async () => {
   await ensureTopics(admin, allTopics(config.TOPIC_PREFIX, ['tiny']), 2);
   await admin.disconnect();
   await producer.connect();
+  await publisher.connect();
   consumer.start();
   await consumer.ready();
 }, 120_000);
 
 afterAll(async () => {
   await producer.disconnect();
+  await publisher.disconnect();
   await consumer.stop('SIGKILL');
 });
 
@@ -47,7 +49,8 @@ async function requestCancel(id: string): Promise<void> {
   const record = await records.update(id, (r) =>
     r.status === 'queued' ? { ...r, status: 'canceled' } : { ...r, cancel_requested: true },
   );
-  await events.publish({ id, model_name: 'tiny', type: record?.status === 'canceled' ? 'canceled' : 'cancel_requested' });
+  const type = record?.status === 'canceled' ? 'canceled' : 'cancel_requested';
+  await publisher.publishEvent({ v: 1, id, at: new Date().toISOString(), model_name: 'tiny', type }, AbortSignal.timeout(5000));
 }
 
 describe('consumer', () => {

@@ -1,4 +1,5 @@
-// The API's one Kafka producer: job messages and lifecycle events, acks from all in-sync
+// A process' one Kafka producer (the API's and each consumer's): job messages, lifecycle
+// events and dead letters, acks from all in-sync
 // replicas, idempotent (no duplicates from its own retries).
 //
 // An idempotent producer keeps one request in flight per broker, so sends issued one by one
@@ -6,9 +7,9 @@
 // therefore wait and leave together in the next request: no added delay when idle, one round
 // trip for many messages under load.
 import type { Kafka, Message, Producer, TopicMessages } from 'kafkajs';
-import { eventsTopic } from '../common/topics.js';
-import type { JobEvent } from '../common/jobs.js';
-import { DeadlineExceeded, race } from './dependency.js';
+import { DeadlineExceeded, race } from './deadline.js';
+import type { JobEvent } from './jobs.js';
+import { eventsTopic } from './topics.js';
 
 /** Most messages in one request; they are small (a few hundred bytes each). */
 const MAX_BATCH = 500;
