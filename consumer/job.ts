@@ -1,16 +1,10 @@
 // The path of one job through a consumer: record -> input -> runner -> output ->
 // final record -> event. It answers what the worker does with the message next.
-import type { Config } from '../common/config.js';
 import { TERMINAL, type JobEvent, type JobMessage, type JobRecord } from '../common/jobs.js';
-import type { Logger } from '../common/logger.js';
-import type { ModelEntry } from '../common/models.js';
-import type { Publisher } from '../common/publisher.js';
-import type { RecordStore } from '../common/records.js';
-import { jobKeys, type ObjectStore } from '../common/storage.js';
+import { jobKeys } from '../common/storage.js';
 import type { Priority } from '../common/topics.js';
-import type { RunnerPool } from './pool.js';
 import type { RunnerOutcome } from './runner.js';
-import type { WorkerMetrics } from './worker.js';
+import type { WorkerDeps } from './worker.js';
 
 /** A message as received, with what the worker knows about it. */
 export interface Delivery {
@@ -30,17 +24,8 @@ export type Verdict =
   | { kind: 'done'; status: string; record: JobRecord | undefined; deadLettered: boolean }
   | { kind: 'retry'; delayMs: number };
 
-export interface JobDeps {
-  publisher: Publisher;
-  config: Config;
-  store: ObjectStore;
-  records: RecordStore;
-  runner: RunnerPool;
-  model: ModelEntry;
-  logger: Logger;
-  dlq: string;
-  metrics?: WorkerMetrics;
-}
+/** What a run needs: the worker's parts, less the Kafka client, plus its model's DLQ topic. */
+export type JobDeps = Omit<WorkerDeps, 'kafka'> & { dlq: string };
 
 /** How long a message may wait for its record: the API writes it right after producing. */
 const RECORD_WAIT_MS = 10_000;

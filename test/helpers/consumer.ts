@@ -10,13 +10,23 @@ import type { Config } from '../../common/config.js';
 import { newJobId, type JobEvent, type JobMessage, type JobParams, type JobRecord } from '../../common/jobs.js';
 import type { RecordStore } from '../../common/records.js';
 import { jobKeys, type ObjectStore } from '../../common/storage.js';
-import { eventsTopic, jobTopic, type Priority } from '../../common/topics.js';
+import { ensureTopics } from '../../common/kafka.js';
+import { allTopics, eventsTopic, jobTopic, type Priority } from '../../common/topics.js';
 import { uniqueName } from './env.js';
 
 export async function pngOf(width: number, height: number, seed = 1): Promise<Buffer> {
   const raw = Buffer.alloc(width * height * 3);
   for (let i = 0; i < raw.length; i++) raw[i] = (i * 31 + seed * 97) % 251;
   return sharp(raw, { raw: { width, height, channels: 3 } }).png().toBuffer();
+}
+
+/** The bucket and the `tiny` model's topics of this test's prefix. */
+export async function prepareServers(kafka: Kafka, config: Config, store: ObjectStore): Promise<void> {
+  await store.ensureBucket();
+  const admin = kafka.admin();
+  await admin.connect();
+  await ensureTopics(admin, allTopics(config.TOPIC_PREFIX, ['tiny']), 2);
+  await admin.disconnect();
 }
 
 export interface EnqueueOptions {

@@ -2,12 +2,11 @@
 // once (one output, one succeeded event); SIGTERM exits cleanly; an idle runner stops
 // and comes back for the next job.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createKafka, ensureTopics } from '../../common/kafka.js';
+import { createKafka } from '../../common/kafka.js';
 import { RecordStore } from '../../common/records.js';
 import { createS3, jobKeys, ObjectStore } from '../../common/storage.js';
-import { allTopics } from '../../common/topics.js';
 import { testConfig, uniqueName } from '../helpers/env.js';
-import { ConsumerProcess, enqueue, readEvents, waitFor, waitForStatus } from '../helpers/consumer.js';
+import { ConsumerProcess, enqueue, prepareServers, readEvents, waitFor, waitForStatus } from '../helpers/consumer.js';
 
 const config = testConfig();
 const kafka = createKafka(config, uniqueName('crash-test'));
@@ -18,11 +17,7 @@ const env = { TOPIC_PREFIX: config.TOPIC_PREFIX, KAFKA_SESSION_TIMEOUT_MS: '6000
 const consumers: ConsumerProcess[] = [];
 
 beforeAll(async () => {
-  await store.ensureBucket();
-  const admin = kafka.admin();
-  await admin.connect();
-  await ensureTopics(admin, allTopics(config.TOPIC_PREFIX, ['tiny']), 2);
-  await admin.disconnect();
+  await prepareServers(kafka, config, store);
 });
 
 afterAll(async () => {

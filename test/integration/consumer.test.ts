@@ -3,12 +3,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import sharp from 'sharp';
 import { Publisher } from '../../common/publisher.js';
-import { createKafka, ensureTopics } from '../../common/kafka.js';
+import { createKafka } from '../../common/kafka.js';
 import { RecordStore } from '../../common/records.js';
 import { createS3, jobKeys, ObjectStore } from '../../common/storage.js';
-import { allTopics, dlqTopic, jobTopic } from '../../common/topics.js';
+import { dlqTopic, jobTopic } from '../../common/topics.js';
 import { testConfig, uniqueName } from '../helpers/env.js';
-import { ConsumerProcess, enqueue, readEvents, waitFor, waitForStatus } from '../helpers/consumer.js';
+import { ConsumerProcess, enqueue, prepareServers, readEvents, waitFor, waitForStatus } from '../helpers/consumer.js';
 
 const config = testConfig();
 const kafka = createKafka(config, uniqueName('consumer-test'));
@@ -27,11 +27,7 @@ const producer = kafka.producer();
 const publisher = new Publisher(kafka, config.TOPIC_PREFIX);
 
 beforeAll(async () => {
-  await store.ensureBucket();
-  const admin = kafka.admin();
-  await admin.connect();
-  await ensureTopics(admin, allTopics(config.TOPIC_PREFIX, ['tiny']), 2);
-  await admin.disconnect();
+  await prepareServers(kafka, config, store);
   await producer.connect();
   await publisher.connect();
   consumer.start();
