@@ -112,7 +112,10 @@ export async function startApiProcess(env: Record<string, string>): Promise<ApiP
   return { url, port, service };
 }
 
-/** Where `binary` is, after running `install` when it is missing; undefined only if it cannot be installed. */
+/**
+ * Where `binary` is, after running `install` when it is missing; undefined only if it cannot
+ * be installed on a developer's machine. In CI (where .ci/run installs it) a missing binary fails.
+ */
 export function ensureBinary(binary: string, install: string[]): string | undefined {
   if (existsSync(binary)) return binary;
   const [command, ...args] = install;
@@ -122,6 +125,7 @@ export function ensureBinary(binary: string, install: string[]): string | undefi
     timeout: 600_000,
   });
   if (result.status !== 0) console.warn(`could not install ${binary} with \`${install.join(' ')}\` (exit ${result.status})`);
+  if (!existsSync(binary) && process.env.CI) throw new Error(`${binary} is missing in CI: scripts/infra install debian should have installed it`);
   return existsSync(binary) ? binary : undefined;
 }
 

@@ -114,7 +114,7 @@ describe('dashboard files', () => {
 
 // ---------------------------------------------------------------- against real data
 
-const prometheusBinary = ensureBinary('/usr/bin/prometheus', ['bash', 'scripts/infra', 'install', 'prometheus']);
+const prometheusBinary = ensureBinary('/usr/bin/prometheus', ['bash', 'scripts/infra', 'install', 'debian']);
 
 interface PromResponse {
   status: string;
