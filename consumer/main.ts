@@ -54,6 +54,10 @@ const depth = new QueueDepth(depthAdmin, config.TOPIC_PREFIX, models.map((m) => 
 const metrics = consumerMetrics(registry, () => depth.get());
 const metricsServer = await serveMetrics(registry, config.API_HOST, config.CONSUMER_METRICS_PORT);
 
+const runnerArgs = [
+  ...(config.RUNNER_MAX_BATCH ? ['--max-batch', String(config.RUNNER_MAX_BATCH)] : []),
+  ...(config.RUNNER_BENCH_LOG ? ['--bench-log', resolve(config.RUNNER_BENCH_LOG)] : []),
+];
 const workers = models.map((model) => {
   const log = logger.child({ model: model.name });
   // One runner per listed GPU; without RUNNER_GPUS one runner sees every device.
@@ -69,7 +73,7 @@ const workers = models.map((model) => {
         stallMs: config.RUNNER_STALL_MS,
         startTimeoutMs: config.RUNNER_START_TIMEOUT_MS,
         logger: gpu === undefined ? log : log.child({ gpu }),
-        extraArgs: config.RUNNER_MAX_BATCH ? ['--max-batch', String(config.RUNNER_MAX_BATCH)] : [],
+        extraArgs: runnerArgs,
         env: gpu === undefined ? {} : { CUDA_VISIBLE_DEVICES: gpu },
         onReady: (info) => metrics.runnerStarted?.(model.name, info.start_seconds),
         onRestart: () => metrics.runnerRestarted?.(model.name),

@@ -1,5 +1,8 @@
 // The consumer against the real Kafka, MinIO and the `tiny` runner: results,
 // cancel, crashes of the runner, poison messages and determinism.
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import sharp from 'sharp';
 import { Publisher } from '../../common/publisher.js';
@@ -16,8 +19,9 @@ const store = new ObjectStore(createS3(config), config.S3_BUCKET);
 const records = new RecordStore(store);
 // Batches of one: the runner holds at most two jobs (one running, one next), so the
 // tests know exactly which jobs are still waiting in the consumer.
+const benchLog = join(mkdtempSync(join(tmpdir(), 'bench-log-')), 'runs.csv');
 const consumer = new ConsumerProcess({
-  TOPIC_PREFIX: config.TOPIC_PREFIX, IDLE_UNLOAD_MS: '0', RUNNER_STALL_MS: '20000', RUNNER_MAX_BATCH: '1',
+  TOPIC_PREFIX: config.TOPIC_PREFIX, IDLE_UNLOAD_MS: '0', RUNNER_STALL_MS: '20000', RUNNER_MAX_BATCH: '1', RUNNER_BENCH_LOG: benchLog,
 });
 const submit = (options: Parameters<typeof enqueue>[4] = {}) => enqueue(kafka, config, store, records, options);
 /** Slow enough on a CPU to be caught running: many steps at full strength on a larger image. */
@@ -67,6 +71,10 @@ describe('consumer', () => {
     expect(types[0]).toBe('started');
     expect(types).toContain('progress');
     expect(types.at(-1)).toBe('succeeded');
+
+    // Seed 002's benchmark log: model; time in seconds; memory in MiB, one line per job.
+    const lines = readFileSync(benchLog, 'utf8').trim().split('\n');
+    expect(lines.at(-1)).toMatch(/^tiny;\d+(\.\d+)?;\d+(\.\d+)?$/);
   });
 
   it('gives the same bytes for the same input, parameters and seed', async () => {
