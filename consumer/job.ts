@@ -18,6 +18,8 @@ export interface Delivery {
   problem: string | undefined;
   /** Retries of infrastructure errors (storage, Kafka) that did not consume an attempt. */
   attempt: number;
+  /** Other deliveries of the same job (redelivered meanwhile), finished together with it. */
+  duplicates?: Delivery[];
 }
 
 export type Verdict =
@@ -49,13 +51,15 @@ const sendDeadline = () => AbortSignal.timeout(SEND_TIMEOUT_MS);
 
 export class JobRun {
   /** Later deliveries of the same job that finish with it. */
-  readonly aliases: Delivery[] = [];
+  readonly aliases: Delivery[];
   private canceled = false;
 
   constructor(
     readonly delivery: Delivery,
     private readonly deps: JobDeps,
-  ) {}
+  ) {
+    this.aliases = [...(delivery.duplicates ?? [])];
+  }
 
   cancel(): void {
     this.canceled = true;

@@ -145,6 +145,11 @@ export class ModelWorker {
   }
 
   private async process(delivery: Delivery): Promise<void> {
+    const running = delivery.message && this.active.get(delivery.message.id);
+    if (running) {
+      running.aliases.push(delivery); // a retry that crossed a rebalance: never run a job twice at once
+      return;
+    }
     const run = new JobRun(delivery, { ...this.deps, dlq: dlqTopic(this.deps.config.TOPIC_PREFIX, this.name) });
     if (delivery.message) this.active.set(delivery.message.id, run);
     try {
@@ -152,7 +157,7 @@ export class ModelWorker {
       if (verdict.kind === 'retry' && !this.stopping) {
         this.deps.metrics?.retried?.(this.name);
         setTimeout(() => {
-          this.buffers.push(delivery.priority, { ...delivery, attempt: delivery.attempt + 1 });
+          this.buffers.push(delivery.priority, { ...delivery, attempt: delivery.attempt + 1, duplicates: run.aliases });
           this.pump();
         }, verdict.delayMs).unref();
       } else if (verdict.kind === 'done') {
