@@ -1,5 +1,6 @@
-// Idempotency-Key claims: idempotency/<sha256(key)>.json = {job_id, request_hash, created_at},
-// written with If-None-Match: * so exactly one request wins a key, on any replica.
+// Idempotency-Key claims: idempotency/<namespace>/<sha256(key)>.json = {job_id, request_hash,
+// created_at}, written with If-None-Match: * so exactly one request wins a key, on any replica.
+// The namespace is the deployment's topic prefix: deployments sharing a bucket never share keys.
 import { createHash } from 'node:crypto';
 import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { z } from 'zod';
@@ -9,7 +10,6 @@ const Claim = z.object({ job_id: z.string(), request_hash: z.string(), created_a
 export type Claim = z.infer<typeof Claim>;
 
 export const hashKey = (key: string) => createHash('sha256').update(key, 'utf8').digest('hex');
-const claimKey = (keyHash: string) => `idempotency/${keyHash}.json`;
 
 const httpStatus = (error: unknown) => (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
 const isPreconditionFailed = (error: unknown) => httpStatus(error) === 412 || httpStatus(error) === 409;
@@ -18,7 +18,14 @@ const isPreconditionFailed = (error: unknown) => httpStatus(error) === 412 || ht
 export type ClaimResult = { won: true } | { won: false; existing?: Claim; etag?: string };
 
 export class IdempotencyStore {
-  constructor(private readonly store: ObjectStore) {}
+  constructor(
+    private readonly store: ObjectStore,
+    private readonly namespace: string,
+  ) {}
+
+  private claimKey(keyHash: string): string {
+    return `idempotency/${this.namespace}/${keyHash}.json`;
+  }
 
   /** Claims `keyHash` for `claim`, or reports the claim already there. */
   async claim(keyHash: string, claim: Claim, signal: AbortSignal): Promise<ClaimResult> {
@@ -37,7 +44,7 @@ export class IdempotencyStore {
   }
 
   async release(keyHash: string, signal: AbortSignal): Promise<void> {
-    await this.store.s3.send(new DeleteObjectCommand({ Bucket: this.store.bucket, Key: claimKey(keyHash) }), { abortSignal: signal });
+    await this.store.s3.send(new DeleteObjectCommand({ Bucket: this.store.bucket, Key: this.claimKey(keyHash) }), { abortSignal: signal });
   }
 
   private async write(keyHash: string, claim: Claim, condition: { IfNoneMatch?: string; IfMatch?: string }, signal: AbortSignal) {
@@ -45,7 +52,7 @@ export class IdempotencyStore {
       await this.store.s3.send(
         new PutObjectCommand({
           Bucket: this.store.bucket,
-          Key: claimKey(keyHash),
+          Key: this.claimKey(keyHash),
           Body: JSON.stringify(claim),
           ContentType: 'application/json',
           ...condition,
@@ -61,7 +68,7 @@ export class IdempotencyStore {
 
   private async read(keyHash: string, signal: AbortSignal): Promise<{ existing: Claim; etag: string } | undefined> {
     try {
-      const result = await this.store.s3.send(new GetObjectCommand({ Bucket: this.store.bucket, Key: claimKey(keyHash) }), {
+      const result = await this.store.s3.send(new GetObjectCommand({ Bucket: this.store.bucket, Key: this.claimKey(keyHash) }), {
         abortSignal: signal,
       });
       const existing = Claim.parse(JSON.parse(await result.Body!.transformToString('utf8')));

@@ -51,7 +51,7 @@ export function createServices(config: Config, models: string[], log: Logger): S
     store,
     records,
     publisher,
-    claims: new IdempotencyStore(store),
+    claims: new IdempotencyStore(store, config.TOPIC_PREFIX),
     topicPrefix: config.TOPIC_PREFIX,
     timeoutMs: config.DEPENDENCY_TIMEOUT_MS,
     log,
