@@ -38,7 +38,7 @@ export interface Services {
 export function createServices(config: Config, models: string[], log: Logger): Services {
   const store = new ObjectStore(createS3(config), config.S3_BUCKET);
   const records = new RecordStore(store);
-  const kafka = createKafka(config, `${config.KAFKA_CLIENT_ID}-api`);
+  const kafka = createKafka(config, `${config.KAFKA_CLIENT_ID}-api`, log);
   const admin = kafka.admin();
   const publisher = new Publisher(kafka, config.TOPIC_PREFIX);
   const hub = new EventHub(kafka, { topic: eventsTopic(config.TOPIC_PREFIX), bufferLimit: config.SSE_CLIENT_BUFFER, log });

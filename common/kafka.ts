@@ -1,12 +1,30 @@
 // The kafkajs client and topic creation (the broker's auto-creation is off).
-import { Kafka, logLevel, type Admin } from 'kafkajs';
+import { Kafka, logLevel, type Admin, type logCreator } from 'kafkajs';
 import type { Config } from './config.js';
+import { createLogger, type Logger } from './logger.js';
 
-export function createKafka(config: Config, clientId = config.KAFKA_CLIENT_ID): Kafka {
+/**
+ * kafkajs logs through the process' pino logger. Its ERROR lines are mostly connection
+ * attempts it retries by itself, so they are warnings here; a failure that matters
+ * surfaces as a rejected call.
+ */
+const toPino =
+  (logger: Logger): logCreator =>
+  () =>
+  ({ namespace, level, log }) => {
+    const { message, ...extra } = log;
+    const line = { kafkajs: namespace, ...extra };
+    if (level <= logLevel.WARN) logger.warn(line, message);
+    else if (level === logLevel.INFO) logger.info(line, message);
+    else logger.debug(line, message);
+  };
+
+export function createKafka(config: Config, clientId = config.KAFKA_CLIENT_ID, logger?: Logger): Kafka {
   return new Kafka({
     clientId,
     brokers: config.KAFKA_BROKERS,
-    logLevel: logLevel.ERROR,
+    logLevel: logLevel.WARN,
+    logCreator: toPino(logger ?? createLogger('kafkajs', config.LOG_LEVEL)),
     connectionTimeout: 3000,
     requestTimeout: 10_000,
     retry: { retries: 5, initialRetryTime: 200, maxRetryTime: 2000 },

@@ -37,7 +37,7 @@ if (unknown.length) {
 }
 const models = listed.filter((entry) => wanted.includes(entry.name));
 
-const kafka = createKafka(config, `${config.KAFKA_CLIENT_ID}-consumer`);
+const kafka = createKafka(config, `${config.KAFKA_CLIENT_ID}-consumer`, logger);
 const store = new ObjectStore(createS3(config), config.S3_BUCKET);
 await store.ensureBucket();
 const admin = kafka.admin();
