@@ -112,11 +112,6 @@ export class ModelWorker {
       message: parsed.success ? parsed.data : undefined,
       problem: parsed.success ? undefined : parsed.problem,
     };
-    const running = delivery.message && this.active.get(delivery.message.id);
-    if (running) {
-      running.aliases.push(delivery); // redelivered after a rebalance while we still run it
-      return;
-    }
     this.buffers.push(priority, delivery);
     if (this.buffers.size(priority) >= BUFFER_HIGH_WATER && !this.paused.has(priority)) {
       this.paused.add(priority);
@@ -147,7 +142,9 @@ export class ModelWorker {
   private async process(delivery: Delivery): Promise<void> {
     const running = delivery.message && this.active.get(delivery.message.id);
     if (running) {
-      running.aliases.push(delivery); // a retry that crossed a rebalance: never run a job twice at once
+      // Redelivered (after a rebalance, or a retry that crossed one) while this worker still runs
+      // the job: never run it twice at once; the offset is finished with the run.
+      running.aliases.push(delivery);
       return;
     }
     const run = new JobRun(delivery, { ...this.deps, dlq: dlqTopic(this.deps.config.TOPIC_PREFIX, this.name) });
