@@ -21,10 +21,16 @@ export interface Upload {
 const FIELD_LIMIT = 64 * 1024;
 const FIELD_COUNT = 32;
 
-const tooLarge = (maxBytes: number) =>
+/**
+ * A body declared at most twice the limit is left for Node to drain after the answer (it
+ * discards what is unread on a kept-alive connection): a client or proxy still sending it
+ * then reads the 413 instead of a reset. A larger or undeclared one closes the connection:
+ * the rest of it is never read.
+ */
+const tooLarge = (maxBytes: number, declaredBytes?: number) =>
   new PayloadTooLarge(`the request body exceeds ${maxBytes} bytes (${(maxBytes / 1024 / 1024).toFixed(1)} MiB)`, {
     code: 'body_too_large',
-    closeConnection: true, // the rest of the body is never read
+    closeConnection: !(declaredBytes !== undefined && declaredBytes <= 2 * maxBytes),
   });
 
 export function readUpload(incoming: IncomingMessage, maxBytes: number): Promise<Upload> {
@@ -32,7 +38,8 @@ export function readUpload(incoming: IncomingMessage, maxBytes: number): Promise
   if (!/^multipart\/form-data\s*;/i.test(type)) {
     return Promise.reject(new UnsupportedMedia('the request body must be multipart/form-data with the image in the field "image"'));
   }
-  if (Number(incoming.headers['content-length'] ?? 0) > maxBytes) return Promise.reject(tooLarge(maxBytes));
+  const declared = Number(incoming.headers['content-length'] ?? 0);
+  if (declared > maxBytes) return Promise.reject(tooLarge(maxBytes, declared));
   return new Promise<Upload>((resolve, reject) => parse(incoming, type, maxBytes, resolve, reject));
 }
 

@@ -178,6 +178,18 @@ describe('the body limit', () => {
     expect(JSON.parse(result.body).error.code).toBe('body_too_large');
   });
 
+  it('lets a client that sends a body just over the limit read its 413 (the rest is drained, not reset)', async () => {
+    const body = Buffer.alloc(api.config.MAX_BODY_BYTES + 1, 0x61);
+    const response = await fetch(`${api.url}/api/diffusion?model_name=tiny&prompt=x`, {
+      method: 'POST',
+      headers: { 'content-type': 'multipart/form-data; boundary=b' },
+      body,
+    });
+    expect(response.status).toBe(413);
+    expect(response.headers.get('connection')).not.toBe('close');
+    expect((await json(response)).error.code).toBe('body_too_large');
+  });
+
   it('answers 413 to a chunked body as soon as it passes the limit', async () => {
     const max = api.config.MAX_BODY_BYTES;
     const result = await sendOversized(api.url, { 'transfer-encoding': 'chunked' }, 1024 * 1024, 200);
