@@ -73,15 +73,8 @@ export function program(): Command {
     .exitOverride();
 }
 
-interface Raw {
-  model: string;
-  prompt: string;
-  priority: Priority;
-  negativePrompt?: string;
-  strength?: number;
-  steps?: number;
-  guidanceScale?: number;
-  seed?: number;
+/** The parsed flags: a job's fields plus how to run the batch. */
+interface Raw extends JobRequest {
   concurrency: number;
   recursive: boolean;
   wait: boolean;
