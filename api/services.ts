@@ -8,7 +8,7 @@ import type { Logger } from '../common/logger.js';
 import { RecordStore } from '../common/records.js';
 import { createS3, ObjectStore } from '../common/storage.js';
 import { allTopics, eventsTopic } from '../common/topics.js';
-import { QueueDepth } from './depth.js';
+import { QueueDepth } from '../common/depth.js';
 import { EventHub } from './hub.js';
 import { IdempotencyStore } from './idempotency.js';
 import { ImageNormaliser } from './image.js';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { lag } from '../../api/depth.js';
+import { lag } from '../../common/depth.js';
 
 describe('lag', () => {
   const partitions = [

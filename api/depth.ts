@@ -1,2 +1,0 @@
-// Moved to common/ (the consumer's metrics use it too).
-export * from '../common/depth.js';
