@@ -5,6 +5,8 @@ import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
+from typing import Any, Callable
 
 STANDIN_PREFIX = "standin:"
 ENCODE_WORKERS = 4
@@ -88,6 +90,43 @@ def _prepare(load, args, device, log):
     return pipe, False, args.max_batch or (8 if device.type == "cuda" else 4)
 
 
+@dataclass
+class Serving:
+    """What the one serve path needs, from either the model loader or the stand-in's."""
+
+    pipe: Any
+    device: Any  # torch.device the Runner computes on
+    device_name: str  # as the ready frame reports it
+    dtype_name: str
+    max_batch: int
+    tuned: bool = False
+    encoder: Callable | None = None  # None: the Runner's default, PNG of the output image
+
+
+def _load_model(args, source: str | None, log) -> Serving:
+    from .models import load_pipeline, pick_device, pick_dtype
+
+    device = pick_device(args.device)
+    dtype = pick_dtype(device, args.dtype)
+    pipe, tuned, max_batch = _prepare(
+        lambda: load_pipeline(name=args.model, source=source, device=device, dtype=dtype), args, device, log
+    )
+    return Serving(pipe, device, str(device), str(dtype).removeprefix("torch."), max_batch, tuned=tuned)
+
+
+def _load_standin(args, spec: str, log) -> Serving:
+    """A timed stand-in (sleeps instead of computing, answers with the input): see img2img_runner/standin.py."""
+    import torch
+
+    from .standin import SleepingPipeline, echo_input, parse_latencies
+
+    latencies = parse_latencies(spec)
+    log.info("stand-in %s sleeps %s ms per batch", args.model, dict(latencies.points))
+    # It computes nothing: a CPU device (peak memory is the process' RSS), "standin" in the ready frame.
+    pipe = SleepingPipeline(latencies)
+    return Serving(pipe, torch.device("cpu"), "standin", "float16", args.max_batch or latencies.max_batch, encoder=echo_input)
+
+
 def main(argv=None) -> int:
     frames_out = _take_stdout()
     # Never download weights: models come from local folders or the offline HF cache.
@@ -97,53 +136,47 @@ def main(argv=None) -> int:
     args = _parse_args(argv)
 
     # Imported after HF_HUB_OFFLINE is set: huggingface_hub reads it once, at import.
-    from .frames import VERSION
-    from .models import load_pipeline, pick_device, pick_dtype
+    from .protocol import ReadyMessage
     from .runner import FrameWriter, Runner
 
     started = time.perf_counter()
     try:
         source = _resolve_source(args)
         if source is not None and source.startswith(STANDIN_PREFIX):
-            # A timed stand-in (sleeps instead of computing): see img2img_runner/standin.py.
-            from .standin import serve_standin
-
-            return serve_standin(args.model, source.removeprefix(STANDIN_PREFIX), frames_out, args.max_batch, started)
-        device = pick_device(args.device)
-        dtype = pick_dtype(device, args.dtype)
-        pipe, tuned, max_batch = _prepare(
-            lambda: load_pipeline(name=args.model, source=source, device=device, dtype=dtype), args, device, log
-        )
+            serving = _load_standin(args, source.removeprefix(STANDIN_PREFIX), log)
+        else:
+            serving = _load_model(args, source, log)
     except Exception:
         log.exception("cannot load model %s", args.model)
         return 1
     load_seconds = time.perf_counter() - started
-    dtype_name = str(dtype).removeprefix("torch.")
-    log.info("model %s ready on %s (%s) in %.2fs, max_batch %d", args.model, device, dtype_name, load_seconds, max_batch)
+    log.info(
+        "model %s ready on %s (%s) in %.2fs, max_batch %d",
+        args.model, serving.device_name, serving.dtype_name, load_seconds, serving.max_batch,
+    )
 
     writer = FrameWriter(frames_out)
     writer.send(
-        {
-            "v": VERSION,
-            "type": "ready",
-            "model": args.model,
-            "device": str(device),
-            "dtype": dtype_name,
-            "max_batch": max_batch,
-            "load_seconds": round(load_seconds, 3),
-        }
+        ReadyMessage(
+            model=args.model,
+            device=serving.device_name,
+            dtype=serving.dtype_name,
+            max_batch=serving.max_batch,
+            load_seconds=round(load_seconds, 3),
+        )
     )
     runner = Runner(
-        pipe=pipe,
+        pipe=serving.pipe,
         model=args.model,
-        device=device,
-        max_batch=max_batch,
+        device=serving.device,
+        max_batch=serving.max_batch,
         writer=writer,
         bench_log=args.bench_log,
         # The tuned GPU path keeps the CPU off the critical path: tensors in and
         # out of the pipeline, PNG encoding in threads while the next batch runs.
-        tensor_io=tuned,
-        encode_workers=ENCODE_WORKERS if tuned else 0,
+        tensor_io=serving.tuned,
+        encode_workers=ENCODE_WORKERS if serving.tuned else 0,
+        encoder=serving.encoder,
     )
     # Unbuffered, no Python-level lock: the daemon reader thread may still be
     # blocked in read() when the interpreter exits.

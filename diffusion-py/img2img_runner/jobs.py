@@ -1,4 +1,4 @@
-"""Turning a job frame into a validated Job (params checked, image decoded)."""
+"""Turning a job message into a validated Job (params within the limits, image decoded)."""
 
 import io
 import math
@@ -7,11 +7,13 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from .params import Range, load_limits
+from .protocol import JobMessage
+
 MIN_SIDE = 64  # smaller images leave the UNet less than one latent cell per level
 MAX_SIDE = 4096
-MAX_STEPS = 1000
-MAX_GUIDANCE = 100.0
-MAX_SEED = 2**53 - 1  # JavaScript Number.MAX_SAFE_INTEGER: the parent is TypeScript
+# Read once at start: the same file (common/params.json) sets the API's limits.
+LIMITS = load_limits()
 
 
 class JobError(Exception):
@@ -33,6 +35,8 @@ class Job:
     seed: int
     image: Image.Image
     decode_s: float
+    # The input image as it came: the stand-in answers with it.
+    payload: bytes
     # The size the result is answered in: the input's, even when `image` was enlarged to compute.
     size: tuple[int, int] = (0, 0)
 
@@ -42,25 +46,17 @@ class Job:
         return (self.image.width, self.image.height, self.steps, self.strength, self.guidance_scale)
 
 
-def job_id_of(header: dict) -> str | None:
-    job_id = header.get("id")
-    return job_id if isinstance(job_id, str) and job_id else None
-
-
-def _number(params: dict, key: str, low: float, high: float) -> float:
-    value = params.get(key)
-    # bool is an int in Python; JSON from JavaScript sends 1.0 as 1, so ints are fine.
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise JobError("bad_params", f"params.{key} must be a number, got {value!r}")
+def _number(key: str, value: float, limits: Range) -> float:
+    # float(): the limits print as 0.0 and 1.0 in messages, as they always have.
+    low, high = float(limits.minimum), float(limits.maximum)
     if not low <= value <= high:
         raise JobError("bad_params", f"params.{key} must be in [{low}, {high}], got {value!r}")
     return float(value)
 
 
-def _integer(params: dict, key: str, low: int, high: int) -> int:
-    value = params.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise JobError("bad_params", f"params.{key} must be an integer in [{low}, {high}], got {value!r}")
+def _integer(key: str, value: int, limits: Range) -> int:
+    if not limits.minimum <= value <= limits.maximum:
+        raise JobError("bad_params", f"params.{key} must be an integer in [{limits.minimum}, {limits.maximum}], got {value!r}")
     return value
 
 
@@ -87,33 +83,23 @@ def _computable(image: Image.Image) -> Image.Image:
     return image.resize(size, Image.Resampling.LANCZOS)
 
 
-def parse_job(header: dict, payload: bytes) -> Job:
-    job_id = job_id_of(header)
-    if job_id is None:
-        raise JobError("bad_params", "job.id must be a non-empty string")
-    params = header.get("params")
-    if not isinstance(params, dict):
-        raise JobError("bad_params", "job.params must be an object")
-    prompt = params.get("prompt")
-    if not isinstance(prompt, str):
-        raise JobError("bad_params", "params.prompt must be a string")
-    negative_prompt = params.get("negative_prompt")
-    if negative_prompt is not None and not isinstance(negative_prompt, str):
-        raise JobError("bad_params", "params.negative_prompt must be a string or null")
-    strength = _number(params, "strength", low=0.0, high=1.0)
-    steps = _integer(params, "steps", low=1, high=MAX_STEPS)
+def parse_job(message: JobMessage, payload: bytes) -> Job:
+    """The message's types are already checked (protocol.parse); here its values and its image."""
+    params = message.params
+    strength = _number("strength", params.strength, LIMITS.strength)
+    steps = _integer("steps", params.steps, LIMITS.steps)
     # Same arithmetic as diffusers' get_timesteps: zero denoising steps cannot run.
     if int(steps * strength) < 1:
         raise JobError("bad_params", f"steps*strength must give at least one step (steps={steps}, strength={strength})")
-    guidance_scale = _number(params, "guidance_scale", low=0.0, high=MAX_GUIDANCE)
-    seed = _integer(params, "seed", low=0, high=MAX_SEED)
+    guidance_scale = _number("guidance_scale", params.guidance_scale, LIMITS.guidance_scale)
+    seed = _integer("seed", params.seed, LIMITS.seed)
     started = time.perf_counter()
     decoded = _decode_image(payload)
     image = _computable(decoded)
     return Job(
-        id=job_id,
-        prompt=prompt,
-        negative_prompt=negative_prompt,
+        id=message.id,
+        prompt=params.prompt,
+        negative_prompt=params.negative_prompt,
         strength=strength,
         steps=steps,
         guidance_scale=guidance_scale,
@@ -121,4 +107,5 @@ def parse_job(header: dict, payload: bytes) -> Job:
         image=image,
         decode_s=time.perf_counter() - started,
         size=decoded.size,
+        payload=payload,
     )

@@ -20,12 +20,26 @@ import torch
 from PIL import Image
 
 from .benchlog import append_bench_line
-from .frames import VERSION, BadHeader, FrameError, encode_frame, read_frame
-from .jobs import Job, JobError, job_id_of, parse_job
+from .frames import BadHeader, FrameError, encode_frame, read_frame
+from .jobs import Job, JobError, parse_job
+from .protocol import (
+    INCOMING,
+    CancelMessage,
+    ErrorMessage,
+    JobMessage,
+    Message,
+    PingMessage,
+    PongMessage,
+    ProgressMessage,
+    ProtocolError,
+    ResultMessage,
+    ShutdownMessage,
+    StartedMessage,
+    Timings,
+    parse,
+)
 
 log = logging.getLogger("img2img_runner")
-
-RETRYABLE = {"bad_image": False, "bad_params": False, "canceled": False, "oom": True, "internal": True}
 
 
 class FrameWriter:
@@ -36,8 +50,8 @@ class FrameWriter:
         self._lock = threading.Lock()
         self._broken = False
 
-    def send(self, header: dict, payload: bytes = b"") -> None:
-        data = encode_frame(header, payload)
+    def send(self, message: Message, payload: bytes = b"") -> None:
+        data = encode_frame(message.header(), payload)
         with self._lock:
             if self._broken:
                 return
@@ -49,9 +63,7 @@ class FrameWriter:
                 log.error("cannot write frames any more: %s", exc)
 
     def error(self, job_id: str | None, code: str, message: str) -> None:
-        self.send(
-            {"v": VERSION, "type": "error", "id": job_id, "code": code, "retryable": RETRYABLE[code], "message": message}
-        )
+        self.send(ErrorMessage.of(job_id, code, message))
 
 
 def warm_up(pipe, device: torch.device) -> None:
@@ -74,6 +86,13 @@ def _reset_peak_memory(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
+def encode_png(job: Job, image: Image.Image) -> bytes:
+    """The default result encoder: the pipeline's image as PNG."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def _peak_memory_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
@@ -90,6 +109,7 @@ class Runner:
     arithmetic is the one diffusers' image processor does (float32 x/255*2-1 in,
     round(x*255) out), so the bytes are the same. encode_workers: threads that
     PNG-encode and send results while the next batch runs (0: inline).
+    encoder: turns (job, output image) into the result's PNG bytes (default: encode_png).
     """
 
     def __init__(
@@ -102,6 +122,7 @@ class Runner:
         bench_log: str | None = None,
         tensor_io: bool = False,
         encode_workers: int = 0,
+        encoder=None,
     ):
         self.pipe = pipe
         self.model = model
@@ -110,7 +131,8 @@ class Runner:
         self.writer = writer
         self.bench_log = bench_log
         self.tensor_io = tensor_io
-        self._encoder = ThreadPoolExecutor(encode_workers, thread_name_prefix="encode") if encode_workers > 0 else None
+        self.encoder = encoder or encode_png
+        self._encode_pool = ThreadPoolExecutor(encode_workers, thread_name_prefix="encode") if encode_workers > 0 else None
         self._bench_lock = threading.Lock()
         self._cond = threading.Condition()
         self._pending: list[Job] = []
@@ -132,7 +154,13 @@ class Runner:
                 if frame is None:
                     log.info("stdin closed: finishing queued jobs, then exiting")
                     break
-                self._dispatch(*frame)
+                header, payload = frame
+                try:
+                    message = parse(header, INCOMING)
+                except ProtocolError as exc:
+                    self.writer.error(exc.id, "bad_params", str(exc))
+                    continue
+                self._dispatch(message, payload)
         except FrameError as exc:  # the stream cannot be trusted past this point
             log.error("broken frame stream: %s", exc)
             self.writer.error(None, "bad_params", str(exc))
@@ -143,30 +171,27 @@ class Runner:
         finally:
             self._stop()
 
-    def _dispatch(self, header: dict, payload: bytes) -> None:
-        kind = header["type"]
-        if kind == "job":
-            self._accept(header, payload)
-        elif kind == "cancel":
-            self._cancel(header)
-        elif kind == "ping":
-            self.writer.send({"v": VERSION, "type": "pong"})
-        elif kind == "shutdown":
+    def _dispatch(self, message: Message, payload: bytes) -> None:
+        if isinstance(message, JobMessage):
+            self._accept(message, payload)
+        elif isinstance(message, CancelMessage):
+            self._cancel(message.id)
+        elif isinstance(message, PingMessage):
+            self.writer.send(PongMessage())
+        elif isinstance(message, ShutdownMessage):
             log.info("shutdown asked: finishing queued jobs, then exiting")
             self._stop()
-        else:
-            self.writer.error(None, "bad_params", f"unknown frame type {kind!r}")
 
-    def _accept(self, header: dict, payload: bytes) -> None:
+    def _accept(self, message: JobMessage, payload: bytes) -> None:
         try:
             # Decoding here overlaps it with the pipeline running in the main thread.
-            job = parse_job(header, payload)
+            job = parse_job(message, payload)
         except JobError as exc:
-            self.writer.error(job_id_of(header), exc.code, str(exc))
+            self.writer.error(message.id, exc.code, str(exc))
             return
-        self._enqueue(job, payload)
+        self._enqueue(job)
 
-    def _enqueue(self, job: Job, payload: bytes) -> None:
+    def _enqueue(self, job: Job) -> None:
         with self._cond:
             if self._stopping:
                 self.writer.error(job.id, "internal", "runner is shutting down")
@@ -176,11 +201,7 @@ class Runner:
                 self._pending.append(job)
                 self._cond.notify()
 
-    def _cancel(self, header: dict) -> None:
-        job_id = job_id_of(header)
-        if job_id is None:
-            self.writer.error(None, "bad_params", "cancel.id must be a non-empty string")
-            return
+    def _cancel(self, job_id: str) -> None:
         with self._cond:
             queued = next((job for job in self._pending if job.id == job_id), None)
             if queued is not None:
@@ -206,8 +227,8 @@ class Runner:
                 while not self._pending and not self._stopping:
                     self._cond.wait()
                 if not self._pending:
-                    if self._encoder is not None:
-                        self._encoder.shutdown(wait=True)  # every result is sent before exit
+                    if self._encode_pool is not None:
+                        self._encode_pool.shutdown(wait=True)  # every result is sent before exit
                     return self._exit_code
                 batch = self._take_batch()
             self._run_group(batch)
@@ -269,7 +290,7 @@ class Runner:
             total = pipe.num_timesteps
             live = [job for job in jobs if not self._is_canceled(job.id)]
             for job in live:
-                self.writer.send({"v": VERSION, "type": "progress", "id": job.id, "step": step_index + 1, "total": total})
+                self.writer.send(ProgressMessage(id=job.id, step=step_index + 1, total=total))
             if not live:
                 pipe._interrupt = True  # every job is canceled: skip the remaining steps
             return {}
@@ -279,7 +300,7 @@ class Runner:
     def _run_batch(self, jobs: list[Job]) -> None:
         head = jobs[0]
         for job in jobs:
-            self.writer.send({"v": VERSION, "type": "started", "id": job.id, "batch_size": len(jobs)})
+            self.writer.send(StartedMessage(id=job.id, batch_size=len(jobs)))
         _reset_peak_memory(self.device)
         # One generator per job, seeded by the job: its noise never depends on batch-mates.
         generators = [torch.Generator(device=self.device).manual_seed(job.seed) for job in jobs]
@@ -315,10 +336,10 @@ class Runner:
     def _deliver(self, job: Job, image, batch_size: int, compute_s: float, peak: int) -> None:
         if self._settle(job):
             return
-        if self._encoder is None:
+        if self._encode_pool is None:
             self._send_result(job, image, batch_size, compute_s, peak)
         else:
-            self._encoder.submit(self._send_result_or_error, job, image, batch_size, compute_s, peak)
+            self._encode_pool.submit(self._send_result_or_error, job, image, batch_size, compute_s, peak)
 
     def _send_result_or_error(self, job: Job, image, batch_size: int, compute_s: float, peak: int) -> None:
         try:
@@ -327,11 +348,6 @@ class Runner:
             log.exception("cannot encode the result of %s", job.id)
             self.writer.error(job.id, "internal", f"{type(exc).__name__}: {exc}")
 
-    def _encode(self, job: Job, image: Image.Image) -> bytes:
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        return buffer.getvalue()
-
     def _send_result(self, job: Job, image, batch_size: int, compute_s: float, peak: int) -> None:
         if isinstance(image, np.ndarray):
             image = Image.fromarray(image)
@@ -339,18 +355,16 @@ class Runner:
             # The VAE works on multiples of 8 pixels and small inputs were enlarged: answer with the input's size.
             image = image.resize(job.size, Image.Resampling.LANCZOS)
         started = time.perf_counter()
-        payload = self._encode(job, image)
+        payload = self.encoder(job, image)
         encode_s = time.perf_counter() - started
-        header = {
-            "v": VERSION,
-            "type": "result",
-            "id": job.id,
-            "width": image.width,
-            "height": image.height,
-            "batch_size": batch_size,
-            "timings": {"decode_s": round(job.decode_s, 6), "compute_s": round(compute_s, 6), "encode_s": round(encode_s, 6)},
-            "peak_memory_bytes": peak,
-        }
+        result = ResultMessage(
+            id=job.id,
+            width=image.width,
+            height=image.height,
+            batch_size=batch_size,
+            timings=Timings(decode_s=round(job.decode_s, 6), compute_s=round(compute_s, 6), encode_s=round(encode_s, 6)),
+            peak_memory_bytes=peak,
+        )
         if self.bench_log:
             # Before the result frame, so a parent that saw the result finds the line.
             try:
@@ -358,7 +372,7 @@ class Runner:
                     append_bench_line(self.bench_log, model=self.model, time_seconds=job.decode_s + compute_s + encode_s, memory_bytes=peak)
             except OSError as exc:
                 log.error("cannot append to bench log %s: %s", self.bench_log, exc)
-        self.writer.send(header, payload)
+        self.writer.send(result, payload)
 
 
 def images_to_tensor(images: list[Image.Image], device: torch.device) -> torch.Tensor:

@@ -1,10 +1,9 @@
-"""A timed stand-in runner: the real frame protocol, GPU latencies slept instead of computed.
+"""A timed stand-in: a pipeline that sleeps measured GPU latencies, and an encoder that echoes.
 
-    python -m img2img_runner.standin --model sd15 --per-batch-ms '{"1":150,"8":420,"32":1400}'
     python -m img2img_runner --model sd15 --source 'standin:{"1":150,"8":420,"32":1400}'
 
-It is the real Runner (same reader thread, queue, batching, cancel, progress,
-result and error frames) driving a pipeline that sleeps: a batch of B jobs
+__main__ gives the real Runner (same reader thread, queue, batching, cancel,
+progress, result and error frames) a pipeline that sleeps: a batch of B jobs
 takes per_batch_ms[B] milliseconds (linear between the listed batch sizes),
 split evenly over its denoising steps with one progress frame per step. The
 result is the job's own input PNG (so: the input's size, no encoding cost).
@@ -18,21 +17,11 @@ it by pixels and by denoising steps, a rough model. The spec is a JSON object
 "denoise_steps": N}, or the path of a file holding either.
 """
 
-import argparse
 import json
-import logging
-import os
-import sys
 import time
 from types import SimpleNamespace
 
-import torch
-
-from .frames import VERSION
-from .jobs import Job, job_id_of
-from .runner import FrameWriter, Runner
-
-log = logging.getLogger("img2img_runner")
+from .jobs import Job
 
 
 class Latencies:
@@ -99,83 +88,6 @@ class SleepingPipeline:
         return SimpleNamespace(images=list(image))
 
 
-class StandInRunner(Runner):
-    """Answers each job with its own input PNG (same size as the input, nothing to encode)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._payloads: dict[str, bytes] = {}
-
-    def _enqueue(self, job: Job, payload: bytes) -> None:
-        # Under the queue's (re-entrant) lock: the main thread cannot take the job before its payload is kept.
-        with self._cond:
-            queued = len(self._pending)
-            super()._enqueue(job, payload)
-            if len(self._pending) > queued:
-                self._payloads[job.id] = payload
-
-    def _cancel(self, header: dict) -> None:
-        super()._cancel(header)
-        job_id = job_id_of(header)
-        with self._cond:
-            if job_id is not None and job_id not in self._running and not any(job.id == job_id for job in self._pending):
-                self._payloads.pop(job_id, None)  # canceled while queued
-
-    def _settle(self, job: Job) -> bool:
-        canceled = super()._settle(job)
-        if canceled:
-            self._payloads.pop(job.id, None)
-        return canceled
-
-    def _fail(self, jobs: list[Job], code: str, message: str) -> None:
-        for job in jobs:
-            self._payloads.pop(job.id, None)
-        super()._fail(jobs, code, message)
-
-    def _encode(self, job: Job, image) -> bytes:
-        return self._payloads.pop(job.id)
-
-
-def serve_standin(model: str, spec: str, frames_out, max_batch: int | None, started: float) -> int:
-    latencies = parse_latencies(spec)
-    max_batch = max_batch or latencies.max_batch
-    writer = FrameWriter(frames_out)
-    load_seconds = time.perf_counter() - started
-    log.info("stand-in %s ready: sleeps %s ms per batch, max_batch %d", model, dict(latencies.points), max_batch)
-    writer.send(
-        {
-            "v": VERSION,
-            "type": "ready",
-            "model": model,
-            "device": "standin",
-            "dtype": "float16",
-            "max_batch": max_batch,
-            "load_seconds": round(load_seconds, 3),
-        }
-    )
-    runner = StandInRunner(pipe=SleepingPipeline(latencies), model=model, device=torch.device("cpu"), max_batch=max_batch, writer=writer)
-    stdin = open(0, "rb", buffering=0, closefd=False)
-    return runner.serve(stdin)
-
-
-def main(argv=None) -> int:
-    from .__main__ import _take_stdout
-
-    frames_out = _take_stdout()
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(prog="python -m img2img_runner.standin", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="standin", help="model name to report in the ready frame")
-    parser.add_argument("--per-batch-ms", required=True, help="JSON latency table or the path of a JSON file")
-    parser.add_argument("--max-batch", type=int, help="default: the largest batch in the table")
-    args = parser.parse_args(argv)
-    started = time.perf_counter()
-    try:
-        return serve_standin(args.model, args.per_batch_ms, frames_out, args.max_batch, started)
-    except (OSError, ValueError) as exc:
-        log.error("bad stand-in spec: %s", exc)
-        return 1
-
-
-if __name__ == "__main__":
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    sys.exit(main())
+def echo_input(job: Job, image) -> bytes:
+    """The stand-in's result encoder: the job's own input PNG (the input's size, nothing to encode)."""
+    return job.payload

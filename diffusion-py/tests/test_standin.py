@@ -1,4 +1,4 @@
-"""The timed stand-in runner: real frame protocol, latencies slept from a table."""
+"""The timed stand-in: the real Runner over a sleeping pipeline and an encoder that echoes the input."""
 
 import io
 import json
@@ -7,10 +7,12 @@ import sys
 import time
 
 import pytest
+import torch
 from PIL import Image
 
 from img2img_runner.frames import encode_frame, read_frame
-from img2img_runner.standin import Latencies, parse_latencies
+from img2img_runner.runner import FrameWriter, Runner
+from img2img_runner.standin import Latencies, SleepingPipeline, echo_input, parse_latencies
 from tests.helpers import PACKAGE_DIR, job_header, png_bytes, sample_image
 
 TABLE = {"1": 40, "4": 100}
@@ -60,16 +62,12 @@ class StandIn:
         return self.proc.wait(timeout=30)
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [
-        [sys.executable, "-m", "img2img_runner.standin", "--model", "sd15", "--per-batch-ms", json.dumps(TABLE)],
-        [sys.executable, "-m", "img2img_runner", "--model", "sd15", "--source", "standin:" + json.dumps(TABLE, separators=(",", ":"))],
-    ],
-    ids=["module", "source"],
-)
-def test_answers_the_frame_protocol(argv):
-    runner = StandIn(argv)
+def standin_argv(table: dict, *extra: str, model: str = "sd15") -> list[str]:
+    return [sys.executable, "-m", "img2img_runner", "--model", model, "--source", "standin:" + json.dumps(table), *extra]
+
+
+def test_answers_the_frame_protocol():
+    runner = StandIn(standin_argv(TABLE))
     try:
         ready = read_frame(runner.proc.stdout)[0]
         assert list(ready) == ["v", "type", "model", "device", "dtype", "max_batch", "load_seconds"]
@@ -103,7 +101,7 @@ def test_answers_the_frame_protocol(argv):
 
 
 def test_cancel_while_queued():
-    runner = StandIn([sys.executable, "-m", "img2img_runner.standin", "--per-batch-ms", '{"1": 2000}', "--max-batch", "1"])
+    runner = StandIn(standin_argv({"1": 2000}, "--max-batch", "1"))
     try:
         read_frame(runner.proc.stdout)
         image = png_bytes(sample_image(1))
@@ -122,3 +120,26 @@ def test_the_measured_h100_table_parses():
     table = parse_latencies(str(PACKAGE_DIR.parent / "bench" / "gpu" / "h100-sd15.json"))
     assert table.max_batch == 24 and table.pixels == 512 * 512 and table.denoise_steps == 15
     assert 24 / (table.batch_ms(24) / 1000) == pytest.approx(12.35, abs=0.01)
+
+
+def test_runner_with_the_sleeping_pipeline_answers_each_job_with_its_input():
+    # In process: the stand-in is a pipeline plus an encoder given to the plain Runner.
+    inputs = {f"job-{index}": png_bytes(sample_image(index, (64, 64))) for index in range(3)}
+    stdin = io.BytesIO(b"".join(encode_frame(job_header(job_id, seed=1), payload) for job_id, payload in inputs.items()))
+    stdout = io.BytesIO()
+    pipe = SleepingPipeline(parse_latencies('{"1": 1, "4": 2}'))
+    runner = Runner(pipe=pipe, model="sd15", device=torch.device("cpu"), max_batch=4, writer=FrameWriter(stdout), encoder=echo_input)
+    assert runner.serve(stdin) == 0
+    stdout.seek(0)
+    results = {}
+    while (frame := read_frame(stdout)) is not None:
+        if frame[0]["type"] == "result":
+            results[frame[0]["id"]] = frame[1]
+    assert results == inputs
+
+
+def test_bad_spec_exits_1():
+    process = subprocess.run(standin_argv({"0": 10}), cwd=PACKAGE_DIR, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    assert process.returncode == 1
+    assert process.stdout == b""
+    assert b"per-batch latencies must map" in process.stderr

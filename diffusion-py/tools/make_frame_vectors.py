@@ -86,6 +86,30 @@ VECTORS = [
         {"v": 1, "type": "error", "id": None, "code": "bad_params", "retryable": False, "message": "unknown frame type 'hello'"},
         b"",
     ),
+    # Integers where the protocol says number: what JSON.stringify writes for 1.0 and 7.0.
+    (
+        "job_integer_numbers",
+        {
+            "v": 1,
+            "type": "job",
+            "id": "job-3",
+            "params": {
+                "prompt": "a",
+                "negative_prompt": "",
+                "strength": 1,
+                "steps": 150,
+                "guidance_scale": 7,
+                "seed": 4294967295,
+            },
+        },
+        PNG_SIGNATURE,
+    ),
+    (
+        "ready_standin",
+        {"v": 1, "type": "ready", "model": "sd15", "device": "standin", "dtype": "float16", "max_batch": 24, "load_seconds": 0.002},
+        b"",
+    ),
+    ("cancel_unicode_id", {"v": 1, "type": "cancel", "id": "job-猫"}, b""),
 ]
 
 
