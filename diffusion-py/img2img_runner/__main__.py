@@ -39,7 +39,7 @@ def _parse_args(argv):
     parser.add_argument("--bench-log", help="append model;time_seconds;memory_mib per job to this CSV")
     parser.add_argument(
         "--tuning",
-        choices=["auto", "off", "eager", "compile", "autotune"],
+        choices=["auto", "off", "eager", "compile", "regional", "autotune"],
         default="auto",
         help="GPU speed-ups for full-size SD pipelines on cuda (auto: compile; off: the plain diffusers pipeline); "
         "never applied on cpu or to tiny",
