@@ -136,7 +136,7 @@ def main(argv=None) -> int:
     args = _parse_args(argv)
 
     # Imported after HF_HUB_OFFLINE is set: huggingface_hub reads it once, at import.
-    from .protocol import ReadyMessage
+    from .protocol import ReadyFrame
     from .runner import FrameWriter, Runner
 
     started = time.perf_counter()
@@ -157,7 +157,7 @@ def main(argv=None) -> int:
 
     writer = FrameWriter(frames_out)
     writer.send(
-        ReadyMessage(
+        ReadyFrame(
             model=args.model,
             device=serving.device_name,
             dtype=serving.dtype_name,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from .params import Range, load_limits
-from .protocol import JobMessage
+from .protocol import JobFrame
 
 MIN_SIDE = 64  # smaller images leave the UNet less than one latent cell per level
 MAX_SIDE = 4096
@@ -83,7 +83,7 @@ def _computable(image: Image.Image) -> Image.Image:
     return image.resize(size, Image.Resampling.LANCZOS)
 
 
-def parse_job(message: JobMessage, payload: bytes) -> Job:
+def parse_job(message: JobFrame, payload: bytes) -> Job:
     """The message's types are already checked (protocol.parse); here its values and its image."""
     params = message.params
     strength = _number("strength", params.strength, LIMITS.strength)

@@ -1,12 +1,13 @@
 """The runner protocol: one dataclass per message, mirroring common/protocol.ts.
 
-Field order is the JSON key order on the wire (header() writes "v", "type",
+The names are the TypeScript schemas' (JobFrame, ..., TO_RUNNER for ToRunner,
+FROM_RUNNER for FromRunner); each one is a frame's header. Field order is the JSON key order on the wire (header() writes "v", "type",
 then the fields in declaration order), so the frames stay byte-identical to
 JavaScript's JSON.stringify of the same object. The payload (the job's image,
 the result's PNG) travels beside the header and is not part of these types.
 
-    message = parse(header, INCOMING)     # dict -> JobMessage | CancelMessage | ...
-    writer.send(ReadyMessage(...))        # header() -> dict, encode_frame does the bytes
+    message = parse(header, TO_RUNNER)   # dict -> JobFrame | CancelFrame | ...
+    writer.send(ReadyFrame(...))         # header() -> dict, encode_frame does the bytes
 
 parse() checks types and shapes only (a ProtocolError answers bad_params);
 the parameter limits are the runner's business (jobs.py, common/params.json).
@@ -31,6 +32,8 @@ class ProtocolError(Exception):
 
 
 class Message:
+    """Any frame header; TYPE is its "type"."""
+
     TYPE: ClassVar[str]
 
     def header(self) -> dict:
@@ -51,7 +54,7 @@ class JobParams:
 
 
 @dataclass(frozen=True)
-class JobMessage(Message):
+class JobFrame(Message):
     """Payload: the input image."""
 
     TYPE = "job"
@@ -60,18 +63,18 @@ class JobMessage(Message):
 
 
 @dataclass(frozen=True)
-class CancelMessage(Message):
+class CancelFrame(Message):
     TYPE = "cancel"
     id: str
 
 
 @dataclass(frozen=True)
-class PingMessage(Message):
+class PingFrame(Message):
     TYPE = "ping"
 
 
 @dataclass(frozen=True)
-class ShutdownMessage(Message):
+class ShutdownFrame(Message):
     TYPE = "shutdown"
 
 
@@ -79,7 +82,7 @@ class ShutdownMessage(Message):
 
 
 @dataclass(frozen=True)
-class ReadyMessage(Message):
+class ReadyFrame(Message):
     TYPE = "ready"
     model: str
     device: str
@@ -89,14 +92,14 @@ class ReadyMessage(Message):
 
 
 @dataclass(frozen=True)
-class StartedMessage(Message):
+class StartedFrame(Message):
     TYPE = "started"
     id: str
     batch_size: int
 
 
 @dataclass(frozen=True)
-class ProgressMessage(Message):
+class ProgressFrame(Message):
     TYPE = "progress"
     id: str
     step: int
@@ -111,7 +114,7 @@ class Timings:
 
 
 @dataclass(frozen=True)
-class ResultMessage(Message):
+class ResultFrame(Message):
     """Payload: the output PNG."""
 
     TYPE = "result"
@@ -124,7 +127,7 @@ class ResultMessage(Message):
 
 
 @dataclass(frozen=True)
-class ErrorMessage(Message):
+class ErrorFrame(Message):
     TYPE = "error"
     id: str | None
     code: str
@@ -132,18 +135,18 @@ class ErrorMessage(Message):
     message: str
 
     @classmethod
-    def of(cls, id: str | None, code: str, message: str) -> "ErrorMessage":
+    def of(cls, id: str | None, code: str, message: str) -> "ErrorFrame":
         return cls(id=id, code=code, retryable=RETRYABLE[code], message=message)
 
 
 @dataclass(frozen=True)
-class PongMessage(Message):
+class PongFrame(Message):
     TYPE = "pong"
 
 
-INCOMING = {cls.TYPE: cls for cls in (JobMessage, CancelMessage, PingMessage, ShutdownMessage)}
-OUTGOING = {cls.TYPE: cls for cls in (ReadyMessage, StartedMessage, ProgressMessage, ResultMessage, ErrorMessage, PongMessage)}
-ALL = INCOMING | OUTGOING
+TO_RUNNER = {cls.TYPE: cls for cls in (JobFrame, CancelFrame, PingFrame, ShutdownFrame)}
+FROM_RUNNER = {cls.TYPE: cls for cls in (ReadyFrame, StartedFrame, ProgressFrame, ResultFrame, ErrorFrame, PongFrame)}
+ALL = TO_RUNNER | FROM_RUNNER
 
 
 def parse(header: dict, accept: dict = ALL) -> Message:

@@ -23,18 +23,18 @@ from .benchlog import append_bench_line
 from .frames import BadHeader, FrameError, encode_frame, read_frame
 from .jobs import Job, JobError, parse_job
 from .protocol import (
-    INCOMING,
-    CancelMessage,
-    ErrorMessage,
-    JobMessage,
+    TO_RUNNER,
+    CancelFrame,
+    ErrorFrame,
+    JobFrame,
     Message,
-    PingMessage,
-    PongMessage,
-    ProgressMessage,
+    PingFrame,
+    PongFrame,
+    ProgressFrame,
     ProtocolError,
-    ResultMessage,
-    ShutdownMessage,
-    StartedMessage,
+    ResultFrame,
+    ShutdownFrame,
+    StartedFrame,
     Timings,
     parse,
 )
@@ -63,7 +63,7 @@ class FrameWriter:
                 log.error("cannot write frames any more: %s", exc)
 
     def error(self, job_id: str | None, code: str, message: str) -> None:
-        self.send(ErrorMessage.of(job_id, code, message))
+        self.send(ErrorFrame.of(job_id, code, message))
 
 
 def warm_up(pipe, device: torch.device) -> None:
@@ -156,7 +156,7 @@ class Runner:
                     break
                 header, payload = frame
                 try:
-                    message = parse(header, INCOMING)
+                    message = parse(header, TO_RUNNER)
                 except ProtocolError as exc:
                     self.writer.error(exc.id, "bad_params", str(exc))
                     continue
@@ -172,17 +172,17 @@ class Runner:
             self._stop()
 
     def _dispatch(self, message: Message, payload: bytes) -> None:
-        if isinstance(message, JobMessage):
+        if isinstance(message, JobFrame):
             self._accept(message, payload)
-        elif isinstance(message, CancelMessage):
+        elif isinstance(message, CancelFrame):
             self._cancel(message.id)
-        elif isinstance(message, PingMessage):
-            self.writer.send(PongMessage())
-        elif isinstance(message, ShutdownMessage):
+        elif isinstance(message, PingFrame):
+            self.writer.send(PongFrame())
+        elif isinstance(message, ShutdownFrame):
             log.info("shutdown asked: finishing queued jobs, then exiting")
             self._stop()
 
-    def _accept(self, message: JobMessage, payload: bytes) -> None:
+    def _accept(self, message: JobFrame, payload: bytes) -> None:
         try:
             # Decoding here overlaps it with the pipeline running in the main thread.
             job = parse_job(message, payload)
@@ -290,7 +290,7 @@ class Runner:
             total = pipe.num_timesteps
             live = [job for job in jobs if not self._is_canceled(job.id)]
             for job in live:
-                self.writer.send(ProgressMessage(id=job.id, step=step_index + 1, total=total))
+                self.writer.send(ProgressFrame(id=job.id, step=step_index + 1, total=total))
             if not live:
                 pipe._interrupt = True  # every job is canceled: skip the remaining steps
             return {}
@@ -300,7 +300,7 @@ class Runner:
     def _run_batch(self, jobs: list[Job]) -> None:
         head = jobs[0]
         for job in jobs:
-            self.writer.send(StartedMessage(id=job.id, batch_size=len(jobs)))
+            self.writer.send(StartedFrame(id=job.id, batch_size=len(jobs)))
         _reset_peak_memory(self.device)
         # One generator per job, seeded by the job: its noise never depends on batch-mates.
         generators = [torch.Generator(device=self.device).manual_seed(job.seed) for job in jobs]
@@ -357,7 +357,7 @@ class Runner:
         started = time.perf_counter()
         payload = self.encoder(job, image)
         encode_s = time.perf_counter() - started
-        result = ResultMessage(
+        result = ResultFrame(
             id=job.id,
             width=image.width,
             height=image.height,

@@ -9,7 +9,7 @@ import pytest
 
 from img2img_runner.jobs import LIMITS, JobError, parse_job
 from img2img_runner.params import DEFAULT_PATH, load_limits
-from img2img_runner.protocol import INCOMING, parse
+from img2img_runner.protocol import TO_RUNNER, parse
 from tests.helpers import PACKAGE_DIR, job_header, png_bytes, sample_image
 
 IMAGE = png_bytes(sample_image(0))
@@ -18,7 +18,7 @@ IMAGE = png_bytes(sample_image(0))
 def job_with(**params):
     header = job_header("job-1")
     header["params"].update(params)
-    return parse(header, INCOMING)
+    return parse(header, TO_RUNNER)
 
 
 def test_limits_are_the_shared_file():

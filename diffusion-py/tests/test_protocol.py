@@ -5,13 +5,13 @@ import pytest
 from img2img_runner.frames import encode_frame
 from img2img_runner.protocol import (
     ALL,
-    INCOMING,
-    ErrorMessage,
-    JobMessage,
+    TO_RUNNER,
+    ErrorFrame,
+    JobFrame,
     JobParams,
     ProtocolError,
-    ReadyMessage,
-    ResultMessage,
+    ReadyFrame,
+    ResultFrame,
     Timings,
     parse,
 )
@@ -31,13 +31,13 @@ def test_vector_parses_into_its_type_and_serialises_to_the_same_bytes(vector):
 
 
 def test_built_messages_keep_the_wire_key_order():
-    ready = ReadyMessage(model="tiny", device="cpu", dtype="float32", max_batch=4, load_seconds=0.5)
+    ready = ReadyFrame(model="tiny", device="cpu", dtype="float32", max_batch=4, load_seconds=0.5)
     assert list(ready.header()) == ["v", "type", "model", "device", "dtype", "max_batch", "load_seconds"]
-    result = ResultMessage(id="a", width=1, height=2, batch_size=1, timings=Timings(0.1, 0.2, 0.3), peak_memory_bytes=5)
+    result = ResultFrame(id="a", width=1, height=2, batch_size=1, timings=Timings(0.1, 0.2, 0.3), peak_memory_bytes=5)
     assert list(result.header()) == ["v", "type", "id", "width", "height", "batch_size", "timings", "peak_memory_bytes"]
     assert list(result.header()["timings"]) == ["decode_s", "compute_s", "encode_s"]
-    assert ErrorMessage.of(None, "oom", "x").retryable is True
-    assert ErrorMessage.of("a", "bad_image", "x").retryable is False
+    assert ErrorFrame.of(None, "oom", "x").retryable is True
+    assert ErrorFrame.of("a", "bad_image", "x").retryable is False
 
 
 def job(**params) -> dict:
@@ -46,8 +46,8 @@ def job(**params) -> dict:
 
 
 def test_job_parses_to_typed_params():
-    message = parse(job(), INCOMING)
-    assert message == JobMessage(id="job-1", params=JobParams("a cat", None, 0.6, 10, 7.5, 1))
+    message = parse(job(), TO_RUNNER)
+    assert message == JobFrame(id="job-1", params=JobParams("a cat", None, 0.6, 10, 7.5, 1))
 
 
 @pytest.mark.parametrize(
@@ -70,6 +70,6 @@ def test_job_parses_to_typed_params():
 )
 def test_shape_errors_name_the_field_and_keep_a_usable_id(header, job_id, text):
     with pytest.raises(ProtocolError) as error:
-        parse(header, INCOMING)
+        parse(header, TO_RUNNER)
     assert text in str(error.value)
     assert error.value.id == job_id
