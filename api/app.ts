@@ -11,16 +11,17 @@ import { jobRoutes } from './routes/jobs.js';
 import { modelRoutes } from './routes/models.js';
 import { resultRoutes } from './routes/results.js';
 import type { Services } from './services.js';
-import type { NodeEnv } from './upload.js';
+import { requestContext, type AppEnv } from './env.js';
 
 /** Every zod failure on a request part (query, path, headers) becomes one ValidationError naming the field. */
-const validationHook: Hook<unknown, NodeEnv, string, unknown> = (result) => {
+const validationHook: Hook<unknown, AppEnv, string, unknown> = (result) => {
   if (!result.success) throw fromZod(result.error, result.target);
 };
 
 export function createApp(services: Services) {
-  const app = new OpenAPIHono<NodeEnv>({ defaultHook: validationHook });
+  const app = new OpenAPIHono<AppEnv>({ defaultHook: validationHook });
   app.use('*', services.metrics.middleware);
+  app.use('*', requestContext(services.config));
   app.onError((error) => toErrorResponse(error, services.log));
   app.notFound((c) => toErrorResponse(new NotFound(`no route for ${c.req.method} ${c.req.path}`, { code: 'route_not_found' }), services.log));
 

@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Consumer, Kafka } from 'kafkajs';
-import { JobEvent } from '../common/jobs.js';
+import { JobEvent, parseValue } from '../common/jobs.js';
 import type { Logger } from '../common/logger.js';
 
 /** Where an event sits in the events topic; the SSE `id:` is `<partition>-<offset>`. */
@@ -14,7 +14,8 @@ export interface Position {
   offset: number;
 }
 
-export interface Delivery {
+/** An event with its place in the topic. */
+export interface PositionedEvent {
   event: JobEvent;
   position: Position;
 }
@@ -31,9 +32,9 @@ export const isAfter = (position: Position, last: Position | undefined) =>
   !last || position.partition !== last.partition || position.offset > last.offset;
 
 /** The events of one job for one SSE stream, buffered up to a limit; a client that falls behind is dropped. */
-export class Subscription implements AsyncIterable<Delivery> {
-  private readonly queue: Delivery[] = [];
-  private waiter: ((delivery: Delivery | undefined) => void) | undefined;
+export class Subscription implements AsyncIterable<PositionedEvent> {
+  private readonly queue: PositionedEvent[] = [];
+  private waiter: ((positioned: PositionedEvent | undefined) => void) | undefined;
   private closed = false;
   /** Why the subscription ended: 'overflow' when the client read too slowly. */
   endReason: 'closed' | 'overflow' | undefined;
@@ -44,16 +45,16 @@ export class Subscription implements AsyncIterable<Delivery> {
     private readonly onClose: (subscription: Subscription) => void,
   ) {}
 
-  push(delivery: Delivery): void {
+  push(positioned: PositionedEvent): void {
     if (this.closed) return;
     if (this.waiter) {
       const wake = this.waiter;
       this.waiter = undefined;
-      wake(delivery);
+      wake(positioned);
     } else if (this.queue.length >= this.limit) {
       this.close('overflow');
     } else {
-      this.queue.push(delivery);
+      this.queue.push(positioned);
     }
   }
 
@@ -68,17 +69,17 @@ export class Subscription implements AsyncIterable<Delivery> {
   }
 
   /** The next event, or undefined once closed. */
-  next(): Promise<Delivery | undefined> {
+  next(): Promise<PositionedEvent | undefined> {
     const queued = this.queue.shift();
     if (queued || this.closed) return Promise.resolve(queued);
     return new Promise((resolve) => (this.waiter = resolve));
   }
 
-  async *[Symbol.asyncIterator](): AsyncIterator<Delivery> {
+  async *[Symbol.asyncIterator](): AsyncIterator<PositionedEvent> {
     for (;;) {
-      const delivery = await this.next();
-      if (!delivery) return;
-      yield delivery;
+      const positioned = await this.next();
+      if (!positioned) return;
+      yield positioned;
     }
   }
 }
@@ -146,7 +147,7 @@ export class EventHub {
   }
 
   private dispatch(value: Buffer | null, position: Position): void {
-    const parsed = JobEvent.safeParse(value ? safeJson(value) : undefined);
+    const parsed = parseValue(JobEvent, value);
     if (!parsed.success) {
       this.options.log.warn({ position: formatPosition(position) }, 'ignoring a malformed event');
       return;
@@ -160,13 +161,5 @@ export class EventHub {
     const set = this.subscriptions.get(subscription.jobId);
     set?.delete(subscription);
     if (set && !set.size) this.subscriptions.delete(subscription.jobId);
-  }
-}
-
-function safeJson(value: Buffer): unknown {
-  try {
-    return JSON.parse(value.toString('utf8'));
-  } catch {
-    return undefined;
   }
 }

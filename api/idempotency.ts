@@ -2,7 +2,6 @@
 // created_at}, written with If-None-Match: * so exactly one request wins a key, on any replica.
 // The namespace is the deployment's topic prefix: deployments sharing a bucket never share keys.
 import { createHash } from 'node:crypto';
-import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { z } from 'zod';
 import type { ObjectStore } from '../common/storage.js';
 
@@ -10,9 +9,6 @@ const Claim = z.object({ job_id: z.string(), request_hash: z.string(), created_a
 export type Claim = z.infer<typeof Claim>;
 
 export const hashKey = (key: string) => createHash('sha256').update(key, 'utf8').digest('hex');
-
-const httpStatus = (error: unknown) => (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
-const isPreconditionFailed = (error: unknown) => httpStatus(error) === 412 || httpStatus(error) === 409;
 
 /** `existing` is missing only when the key kept changing hands while we looked (treat as in progress). */
 export type ClaimResult = { won: true } | { won: false; existing?: Claim; etag?: string };
@@ -30,7 +26,7 @@ export class IdempotencyStore {
   /** Claims `keyHash` for `claim`, or reports the claim already there. */
   async claim(keyHash: string, claim: Claim, signal: AbortSignal): Promise<ClaimResult> {
     for (let attempt = 0; attempt < 3; attempt++) {
-      if (await this.write(keyHash, claim, { IfNoneMatch: '*' }, signal)) return { won: true };
+      if (await this.write(keyHash, claim, {}, signal)) return { won: true };
       const current = await this.read(keyHash, signal);
       if (current) return { won: false, ...current };
       // Released between our write and our read: try to win it again.
@@ -40,42 +36,25 @@ export class IdempotencyStore {
 
   /** Replaces a stale claim (its job never got a record) if nobody else did first. */
   async takeOver(keyHash: string, claim: Claim, etag: string, signal: AbortSignal): Promise<boolean> {
-    return this.write(keyHash, claim, { IfMatch: etag }, signal);
+    return this.write(keyHash, claim, { ifMatch: etag }, signal);
   }
 
   async release(keyHash: string, signal: AbortSignal): Promise<void> {
-    await this.store.s3.send(new DeleteObjectCommand({ Bucket: this.store.bucket, Key: this.claimKey(keyHash) }), { abortSignal: signal });
+    await this.store.delete(this.claimKey(keyHash), signal);
   }
 
-  private async write(keyHash: string, claim: Claim, condition: { IfNoneMatch?: string; IfMatch?: string }, signal: AbortSignal) {
-    try {
-      await this.store.s3.send(
-        new PutObjectCommand({
-          Bucket: this.store.bucket,
-          Key: this.claimKey(keyHash),
-          Body: JSON.stringify(claim),
-          ContentType: 'application/json',
-          ...condition,
-        }),
-        { abortSignal: signal },
-      );
-      return true;
-    } catch (error) {
-      if (isPreconditionFailed(error)) return false;
-      throw error;
-    }
+  private async write(keyHash: string, claim: Claim, condition: { ifMatch?: string }, signal: AbortSignal): Promise<boolean> {
+    const key = this.claimKey(keyHash);
+    const body = JSON.stringify(claim);
+    const etag = condition.ifMatch
+      ? await this.store.putIfMatch(key, body, 'application/json', condition.ifMatch, signal)
+      : await this.store.putIfAbsent(key, body, 'application/json', signal);
+    return etag !== undefined;
   }
 
   private async read(keyHash: string, signal: AbortSignal): Promise<{ existing: Claim; etag: string } | undefined> {
-    try {
-      const result = await this.store.s3.send(new GetObjectCommand({ Bucket: this.store.bucket, Key: this.claimKey(keyHash) }), {
-        abortSignal: signal,
-      });
-      const existing = Claim.parse(JSON.parse(await result.Body!.transformToString('utf8')));
-      return { existing, etag: result.ETag! };
-    } catch (error) {
-      if (httpStatus(error) === 404) return undefined;
-      throw error;
-    }
+    const stored = await this.store.get(this.claimKey(keyHash), signal);
+    if (!stored) return undefined;
+    return { existing: Claim.parse(JSON.parse(stored.bytes.toString('utf8'))), etag: stored.etag };
   }
 }

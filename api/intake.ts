@@ -4,8 +4,9 @@
 // appears is failed by the consumer as poison after a short wait. On any failure the client
 // gets 503 and the input, the record and the idempotency claim are removed (best effort).
 import { randomInt } from 'node:crypto';
-import { DeleteObjectCommand } from '@aws-sdk/client-s3';
 import { newJobId, type JobEvent, type JobMessage, type JobRecord } from '../common/jobs.js';
+import * as lifecycle from '../common/lifecycle.js';
+import { PARAMS } from '../common/params.js';
 import type { Logger } from '../common/logger.js';
 import type { RecordStore } from '../common/records.js';
 import { jobKeys, type ObjectStore } from '../common/storage.js';
@@ -17,7 +18,7 @@ import type { AcceptedImage } from './image.js';
 import type { Publisher } from '../common/publisher.js';
 import { requestHash, type Submission } from './submission.js';
 
-export interface NewJob {
+export interface NewSubmission {
   submission: Submission;
   image: AcceptedImage;
   /** With the sha256 of the image as uploaded: what makes two requests "the same". */
@@ -40,9 +41,8 @@ export class Intake {
   constructor(private readonly deps: IntakeDeps) {}
 
   /** The job to answer 202 with: a new one, or the one an earlier request with the same Idempotency-Key made. */
-  async submit(job: NewJob): Promise<JobRecord> {
-    const deadline = AbortSignal.timeout(this.deps.timeoutMs);
-    const record = newRecord(job, this.idempotency(job));
+  async submit(job: NewSubmission, deadline: AbortSignal): Promise<JobRecord> {
+    const { record, event } = newJob(job, this.idempotency(job));
     if (record.idempotency) {
       const earlier = await this.claim(record, record.idempotency, deadline);
       if (earlier) return earlier;
@@ -53,11 +53,11 @@ export class Intake {
       void this.undo(record);
       throw error;
     }
-    void this.announce(record);
+    void this.announce(event!);
     return record;
   }
 
-  private idempotency({ idempotency, submission }: NewJob): Idempotency | null {
+  private idempotency({ idempotency, submission }: NewSubmission): Idempotency | null {
     if (!idempotency) return null;
     return { key_hash: hashKey(idempotency.key), request_hash: requestHash(submission, idempotency.imageSha256) };
   }
@@ -105,7 +105,7 @@ export class Intake {
   private async undo(record: JobRecord): Promise<void> {
     const { store, claims, log } = this.deps;
     const signal = AbortSignal.timeout(this.deps.timeoutMs);
-    const remove = (key: string) => store.s3.send(new DeleteObjectCommand({ Bucket: store.bucket, Key: key }), { abortSignal: signal });
+    const remove = (key: string) => store.delete(key, signal);
     const steps: Promise<unknown>[] = [remove(record.input_key), remove(jobKeys(record.id).record)];
     if (record.idempotency) steps.push(claims.release(record.idempotency.key_hash, signal));
     const failed = (await Promise.allSettled(steps)).filter((step) => step.status === 'rejected');
@@ -113,41 +113,26 @@ export class Intake {
   }
 
   /** The queued event is best effort: SSE clients also get the state from the record's snapshot. */
-  private async announce(record: JobRecord): Promise<void> {
-    const event: JobEvent = { v: 1, id: record.id, type: 'queued', at: record.created_at, model_name: record.model_name };
+  private async announce(event: JobEvent): Promise<void> {
     try {
       await this.deps.publisher.publishEvent(event, AbortSignal.timeout(this.deps.timeoutMs));
     } catch (error) {
-      this.deps.log.warn({ job: record.id, err: error }, 'could not publish the queued event');
+      this.deps.log.warn({ job: event.id, err: error }, 'could not publish the queued event');
     }
   }
 }
 
-function newRecord({ submission, image }: NewJob, idempotency: Idempotency | null): JobRecord {
+function newJob({ submission, image }: NewSubmission, idempotency: Idempotency | null): lifecycle.Transition {
   const id = newJobId();
-  const now = new Date().toISOString();
   const { model_name, priority, seed, ...params } = submission;
-  return {
-    v: 1,
+  return lifecycle.queued({
     id,
     model_name,
     priority,
-    status: 'queued',
-    params: { ...params, seed: seed ?? randomInt(2 ** 32) },
+    params: { ...params, seed: seed ?? randomInt(PARAMS.seed.maximum + 1) },
     width: image.width,
     height: image.height,
     input_key: jobKeys(id).input,
-    output_key: null,
-    created_at: now,
-    updated_at: now,
-    started_at: null,
-    finished_at: null,
-    attempts: 0,
-    progress: null,
-    timings: null,
-    peak_memory_bytes: null,
-    error: null,
-    cancel_requested: false,
     idempotency,
-  };
+  });
 }

@@ -11,9 +11,9 @@ export function checkJobId(id: string): void {
   if (!JOB_ID.test(id)) throw jobNotFound(id);
 }
 
-export async function loadJob(records: RecordStore, id: string, timeoutMs: number): Promise<JobRecord> {
+export async function loadJob(records: RecordStore, id: string, deadline: AbortSignal): Promise<JobRecord> {
   checkJobId(id);
-  const record = await call('storage', (signal) => records.get(id, signal), AbortSignal.timeout(timeoutMs));
+  const record = await call('storage', (signal) => records.get(id, signal), deadline);
   if (!record) throw jobNotFound(id);
   return record;
 }

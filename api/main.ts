@@ -1,6 +1,6 @@
 // The API's composition root: the only place that reads the environment. It builds the
 // clients, creates the topics and the bucket, serves the app, and shuts down on SIGTERM.
-import { ConfigError, loadConfig } from '../common/config.js';
+import { ApiConfigSchema, ConfigError, loadConfig } from '../common/config.js';
 import { createLogger } from '../common/logger.js';
 import { readModelNames } from '../common/models.js';
 import { createApp } from './app.js';
@@ -9,7 +9,7 @@ import { listen, shutdown } from './server.js';
 import { createServices, prepareKafka, prepareStorage } from './services.js';
 
 async function main(): Promise<void> {
-  const config = loadConfig(process.env);
+  const config = loadConfig(process.env, ApiConfigSchema);
   const log = createLogger('api', config.LOG_LEVEL);
   configureSharp();
   const models = (await readModelNames(config.MODEL_NAMES_FILE)).map((entry) => entry.name);

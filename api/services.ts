@@ -2,11 +2,11 @@
 // clients without touching the network; prepareStorage/prepareKafka create the bucket and
 // topics and connect, and stopServices lets go of them. main.ts and the tests call these.
 import type { Admin, Kafka } from 'kafkajs';
-import type { Config } from '../common/config.js';
+import type { ApiConfig } from '../common/config.js';
 import { createKafka, ensureTopics } from '../common/kafka.js';
 import type { Logger } from '../common/logger.js';
 import { RecordStore } from '../common/records.js';
-import { createS3, ObjectStore } from '../common/storage.js';
+import { ObjectStore } from '../common/storage.js';
 import { allTopics, eventsTopic } from '../common/topics.js';
 import { QueueDepth } from '../common/depth.js';
 import { EventHub } from './hub.js';
@@ -19,7 +19,7 @@ import type { Registry } from 'prom-client';
 import { apiMetrics, type ApiMetrics } from './metrics.js';
 
 export interface Services {
-  config: Config;
+  config: ApiConfig;
   log: Logger;
   models: string[];
   store: ObjectStore;
@@ -35,8 +35,8 @@ export interface Services {
   metrics: ApiMetrics;
 }
 
-export function createServices(config: Config, models: string[], log: Logger): Services {
-  const store = new ObjectStore(createS3(config), config.S3_BUCKET);
+export function createServices(config: ApiConfig, models: string[], log: Logger): Services {
+  const store = new ObjectStore(config);
   const records = new RecordStore(store);
   const kafka = createKafka(config, `${config.KAFKA_CLIENT_ID}-api`, log);
   const admin = kafka.admin();
@@ -80,5 +80,5 @@ export async function stopServices(services: Services): Promise<void> {
   const steps = [services.hub.close(), services.publisher.disconnect(), services.admin.disconnect()];
   const failed = (await Promise.allSettled(steps)).filter((step) => step.status === 'rejected');
   if (failed.length) services.log.warn({ failures: failed.length }, 'some clients did not disconnect cleanly');
-  services.store.s3.destroy();
+  services.store.close();
 }

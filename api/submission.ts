@@ -2,12 +2,11 @@
 // as a query parameter or as a multipart field; the two sources are merged here and checked once.
 import { createHash } from 'node:crypto';
 import { z } from '@hono/zod-openapi';
-import { defaultSteps } from '../common/models.js';
+import { defaultsFor, PARAMS } from '../common/params.js';
 import type { Priority } from '../common/topics.js';
 import { ValidationError } from './errors.js';
 
-export const MAX_PROMPT = 2000;
-const MAX_SEED = 2 ** 32 - 1;
+export const MAX_PROMPT = PARAMS.prompt.max_length;
 /** C0 and C1 control characters and DEL, except tab and newline (multi-line prompts). */
 const CONTROL = /[\x00-\x08\x0B-\x1F\x7F-\x9F]/;
 
@@ -36,6 +35,7 @@ function numeric(min: number, max: number, options: { integer?: boolean; descrip
 /** The fields shared by the query string and the multipart body; every one is optional in each source. */
 export function submissionFields(models: readonly string[]) {
   const known = models.join(', ');
+  const { strength, steps, guidance_scale: guidance, seed } = PARAMS;
   return z.object({
     model_name: z
       .enum(models as [string, ...string[]], { error: `must be one of the known models: ${known}` })
@@ -49,12 +49,22 @@ export function submissionFields(models: readonly string[]) {
       .optional()
       .openapi({ description: 'Queue priority; 0=high, 1=normal, 2=low. Default normal', example: 'normal' }),
     negative_prompt: text('What the image should not show', 'blurry').optional(),
-    strength: numeric(0, 1, { description: 'How far to move from the input image (0..1). Default 0.6', example: 0.6 }).optional(),
-    steps: numeric(1, 150, { integer: true, description: 'Denoising steps (1..150). Default: the model’s own', example: 10 }).optional(),
-    guidance_scale: numeric(0, 30, { description: 'Classifier-free guidance (0..30). Default 7.5', example: 7.5 }).optional(),
-    seed: numeric(0, MAX_SEED, {
+    strength: numeric(strength.minimum, strength.maximum, {
+      description: `How far to move from the input image (${strength.minimum}..${strength.maximum}). Default ${strength.default}`,
+      example: strength.default,
+    }).optional(),
+    steps: numeric(steps.minimum, steps.maximum, {
       integer: true,
-      description: `Random seed (0..${MAX_SEED}); random when absent, and recorded in the job`,
+      description: `Denoising steps (${steps.minimum}..${steps.maximum}). Default ${steps.default}, or the model’s own`,
+      example: 10,
+    }).optional(),
+    guidance_scale: numeric(guidance.minimum, guidance.maximum, {
+      description: `Classifier-free guidance (${guidance.minimum}..${guidance.maximum}). Default ${guidance.default}`,
+      example: guidance.default,
+    }).optional(),
+    seed: numeric(seed.minimum, seed.maximum, {
+      integer: true,
+      description: `Random seed (${seed.minimum}..${seed.maximum}); random when absent, and recorded in the job`,
       example: 1234,
     }).optional(),
   });
@@ -94,14 +104,15 @@ export function toSubmission(fields: SubmissionFields): Submission {
   const { model_name, prompt } = fields;
   if (!model_name) throw new ValidationError('model_name', 'model_name is required (a query parameter or a form field)');
   if (!prompt) throw new ValidationError('prompt', `prompt is required: 1..${MAX_PROMPT} characters after trimming`);
+  const defaults = defaultsFor(model_name);
   return {
     model_name,
     priority: fields.priority ?? 'normal',
     prompt,
     negative_prompt: fields.negative_prompt || null,
-    strength: fields.strength ?? 0.6,
-    steps: fields.steps ?? defaultSteps(model_name),
-    guidance_scale: fields.guidance_scale ?? 7.5,
+    strength: fields.strength ?? defaults.strength,
+    steps: fields.steps ?? defaults.steps,
+    guidance_scale: fields.guidance_scale ?? defaults.guidance_scale,
     seed: fields.seed ?? null,
   };
 }

@@ -5,12 +5,8 @@
 // it goes: a declared Content-Length over the limit is refused before a byte is read, and a
 // chunked body is cut off as soon as it passes the limit.
 import type { IncomingMessage } from 'node:http';
-import type { HttpBindings } from '@hono/node-server';
 import { Busboy, type BusboyFileStream } from '@fastify/busboy';
 import { PayloadTooLarge, UnsupportedMedia, ValidationError } from './errors.js';
-
-/** The Hono environment under @hono/node-server: the Node request is at c.env.incoming. */
-export type NodeEnv = { Bindings: HttpBindings };
 
 export interface Upload {
   /** Text fields; a field sent twice becomes an array (and fails validation). */

@@ -2,10 +2,6 @@
 import type { JobRecord } from '../common/jobs.js';
 import type { JobView } from './schemas.js';
 
-/** PUBLIC_BASE_URL when set (behind a proxy), else the origin the request came to. */
-export const baseUrl = (publicBaseUrl: string | undefined, requestUrl: string) =>
-  (publicBaseUrl ?? new URL(requestUrl).origin).replace(/\/+$/, '');
-
 export const jobLinks = (base: string, id: string) => ({
   status_url: `${base}/api/jobs/${id}`,
   result_url: `${base}/api/results/${id}`,

@@ -16,7 +16,7 @@ import sharp from 'sharp';
 import { loadConfig } from '../common/config.js';
 import { createLogger } from '../common/logger.js';
 import { RecordStore } from '../common/records.js';
-import { createS3, ObjectStore } from '../common/storage.js';
+import { ObjectStore } from '../common/storage.js';
 import { Runner } from '../consumer/runner.js';
 
 const { values: flags } = parseArgs({
@@ -112,7 +112,7 @@ async function main(): Promise<void> {
   writeFileSync(join(dir, 'model_names.txt'), `tiny ${flags.source ?? ''}\n`);
   const env = { TOPIC_PREFIX: prefix, API_PORT: String(port), MODEL_NAMES_FILE: join(dir, 'model_names.txt'), LOG_LEVEL: 'warn', CONSUMER_METRICS_PORT: '0', IDLE_UNLOAD_MS: '0' };
   const rows: string[][] = [];
-  const records = new RecordStore(new ObjectStore(createS3(config), config.S3_BUCKET));
+  const records = new RecordStore(new ObjectStore(config));
 
   const alone = new Map<number, number>();
   for (const size of sizes) alone.set(size, await runnerAlone(size));

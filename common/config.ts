@@ -9,12 +9,17 @@ const list = (fallback: string) =>
     .default(fallback)
     .transform((value) => value.split(',').map((item) => item.trim()).filter(Boolean));
 
-export const ConfigSchema = z.object({
+/** Kafka: brokers and the names of this deployment's topics. */
+const kafka = {
   KAFKA_BROKERS: list('127.0.0.1:9092').pipe(z.array(z.string().regex(/^[^:\s]+:\d+$/, 'expected host:port')).min(1)),
   KAFKA_CLIENT_ID: z.string().min(1).default('img2img'),
   /** Prefix of every topic name; tests use their own so they cannot see each other. */
   TOPIC_PREFIX: z.string().regex(/^[a-zA-Z0-9._-]{1,100}$/).default('img2img'),
   TOPIC_PARTITIONS: integer(3, 1),
+};
+
+/** Object storage. */
+const storage = {
   S3_ENDPOINT: z.url().default('http://127.0.0.1:9000'),
   S3_REGION: z.string().min(1).default('us-east-1'),
   S3_ACCESS_KEY: z.string().min(1).default('minioadmin'),
@@ -23,7 +28,17 @@ export const ConfigSchema = z.object({
     .string()
     .regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'an S3 bucket name: 3-63 of a-z 0-9 . -')
     .default('img2img'),
+};
+
+const shared = {
+  ...kafka,
+  ...storage,
   MODEL_NAMES_FILE: z.string().min(1).default('model_names.txt'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+};
+
+export const ApiConfigSchema = z.object({
+  ...shared,
   API_HOST: z.string().min(1).default('127.0.0.1'),
   API_PORT: integer(8000),
   /** Base of the links the API hands out; defaults to the address of the request. */
@@ -39,7 +54,10 @@ export const ConfigSchema = z.object({
   SSE_HEARTBEAT_MS: integer(15_000, 100),
   /** Events buffered for one slow SSE client before the API drops it (it reconnects with Last-Event-ID). */
   SSE_CLIENT_BUFFER: integer(256, 1),
-  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+export const ConsumerConfigSchema = z.object({
+  ...shared,
   RUNNER_PYTHON: z.string().min(1).default('diffusion-py/.venv/bin/python'),
   RUNNER_DIR: z.string().min(1).default('diffusion-py'),
   /** A runner that sends no frame for this long while it has work is killed and restarted. */
@@ -59,19 +77,32 @@ export const ConfigSchema = z.object({
   SHUTDOWN_GRACE_MS: integer(60_000, 0),
   /** A model's runner stops after this long without work, freeing GPU memory (0: never). */
   IDLE_UNLOAD_MS: integer(600_000),
+  /** Address of the consumer's metrics server (GET /metrics). */
+  CONSUMER_METRICS_HOST: z.string().min(1).default('127.0.0.1'),
   CONSUMER_METRICS_PORT: integer(9464),
 });
 
+/** Every variable of every process (what .env.example documents). */
+export const ConfigSchema = z.object({ ...ApiConfigSchema.shape, ...ConsumerConfigSchema.shape });
+
+export type KafkaConfig = z.infer<z.ZodObject<typeof kafka>>;
+export type StorageConfig = z.infer<z.ZodObject<typeof storage>>;
+export type ApiConfig = z.infer<typeof ApiConfigSchema>;
+export type ConsumerConfig = z.infer<typeof ConsumerConfigSchema>;
 export type Config = z.infer<typeof ConfigSchema>;
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
-export function loadConfig(env: Record<string, string | undefined>): Config {
+/** Parses the variables `schema` names (every process' by default); others are ignored. */
+export function loadConfig<S extends z.ZodObject = typeof ConfigSchema>(
+  env: Record<string, string | undefined>,
+  schema: S = ConfigSchema as unknown as S,
+): z.infer<S> {
   // An empty variable means "not set", as in most .env tooling.
   const present = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== undefined && value !== ''));
-  const parsed = ConfigSchema.safeParse(present);
+  const parsed = schema.safeParse(present);
   if (parsed.success) return parsed.data;
   const lines = parsed.error.issues.map((issue) => `  ${issue.path.join('.')}: ${issue.message}`);
   throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);

@@ -25,6 +25,7 @@ export const JobParams = z.object({
 export type JobParams = z.infer<typeof JobParams>;
 
 export const JobError = z.object({ code: z.string(), message: z.string() });
+export type JobError = z.infer<typeof JobError>;
 
 export const JobRecord = z.object({
   v: z.literal(1),
@@ -81,5 +82,21 @@ export const JobEvent = z.object({
   error: JobError.optional(),
 });
 export type JobEvent = z.infer<typeof JobEvent>;
+
+/** A cancel request on img2img.cancels, keyed by the job id. */
+export const CancelRequest = z.object({ v: z.literal(1), id: z.string(), model_name: z.string(), at: z.string() });
+export type CancelRequest = z.infer<typeof CancelRequest>;
+
+/** A Kafka message's value parsed with `schema`; why not, when it does not fit. */
+export function parseValue<T>(schema: z.ZodType<T>, value: Buffer | null): { success: true; data: T } | { success: false; problem: string } {
+  let json: unknown;
+  try {
+    json = JSON.parse(String(value));
+  } catch (error) {
+    return { success: false, problem: `not JSON: ${(error as Error).message}` };
+  }
+  const parsed = schema.safeParse(json);
+  return parsed.success ? { success: true, data: parsed.data } : { success: false, problem: parsed.error.message };
+}
 
 export const isTerminalEvent = (type: EventType) => type === 'succeeded' || type === 'failed' || type === 'canceled';

@@ -1,7 +1,8 @@
 // The kafkajs client and topic creation (the broker's auto-creation is off).
 import { Kafka, logLevel, type Admin, type logCreator } from 'kafkajs';
-import type { Config } from './config.js';
+import type { KafkaConfig } from './config.js';
 import { createLogger, type Logger } from './logger.js';
+import { topicSettings } from './topics.js';
 
 /**
  * kafkajs logs through the process' pino logger. Its ERROR lines are mostly connection
@@ -19,7 +20,7 @@ const toPino =
     else logger.debug(line, message);
   };
 
-export function createKafka(config: Config, clientId = config.KAFKA_CLIENT_ID, logger?: Logger): Kafka {
+export function createKafka(config: KafkaConfig & { LOG_LEVEL: string }, clientId = config.KAFKA_CLIENT_ID, logger?: Logger): Kafka {
   return new Kafka({
     clientId,
     brokers: config.KAFKA_BROKERS,
@@ -38,6 +39,6 @@ export async function ensureTopics(admin: Admin, topics: string[], partitions: n
   if (!missing.length) return;
   await admin.createTopics({
     waitForLeaders: true,
-    topics: missing.map((topic) => ({ topic, numPartitions: partitions, replicationFactor: 1 })),
+    topics: missing.map((topic) => ({ topic, numPartitions: partitions, replicationFactor: 1, configEntries: topicSettings(topic) })),
   });
 }

@@ -28,6 +28,3 @@ export function parseModelNames(text: string, file = 'model_names.txt'): ModelEn
 export async function readModelNames(path: string): Promise<ModelEntry[]> {
   return parseModelNames(await readFile(path, 'utf8'), path);
 }
-
-/** Denoising steps when a request names none: the toy model is tuned for speed. */
-export const defaultSteps = (model: string) => (model === 'tiny' ? 10 : 30);

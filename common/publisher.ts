@@ -1,6 +1,6 @@
 // A process' one Kafka producer (the API's and each consumer's): job messages, lifecycle
-// events and dead letters, acks from all in-sync
-// replicas, idempotent (no duplicates from its own retries).
+// events, cancel requests and dead letters, acks from all in-sync replicas, idempotent (no
+// duplicates from its own retries).
 //
 // An idempotent producer keeps one request in flight per broker, so sends issued one by one
 // queue behind each other's round trips. Messages that arrive while a request is in flight
@@ -8,8 +8,8 @@
 // trip for many messages under load.
 import type { Kafka, Message, Producer, TopicMessages } from 'kafkajs';
 import { DeadlineExceeded, race } from './deadline.js';
-import type { JobEvent } from './jobs.js';
-import { eventsTopic } from './topics.js';
+import type { CancelRequest, JobEvent } from './jobs.js';
+import { cancelsTopic, eventsTopic } from './topics.js';
 
 /** Most messages in one request; they are small (a few hundred bytes each). */
 const MAX_BATCH = 500;
@@ -60,6 +60,10 @@ export class Publisher {
 
   async publishEvent(event: JobEvent, signal: AbortSignal): Promise<void> {
     await this.send(eventsTopic(this.topicPrefix), { key: event.id, value: JSON.stringify(event) }, signal);
+  }
+
+  async publishCancel(request: CancelRequest, signal: AbortSignal): Promise<void> {
+    await this.send(cancelsTopic(this.topicPrefix), { key: request.id, value: JSON.stringify(request) }, signal);
   }
 
   async disconnect(): Promise<void> {

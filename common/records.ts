@@ -1,8 +1,8 @@
 // Reads and updates job records in object storage. Updates are compare-and-swap on
 // the object's ETag (S3 conditional writes), so the API's cancel and a consumer's
 // result cannot overwrite each other.
-import { GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
-import { JobRecord } from './jobs.js';
+import { JobRecord, type JobEvent } from './jobs.js';
+import type { Transition } from './lifecycle.js';
 import { jobKeys, type ObjectStore } from './storage.js';
 
 export class RecordConflict extends Error {
@@ -14,11 +14,15 @@ interface Versioned {
   etag: string;
 }
 
-const isStatus = (error: unknown, code: number) =>
-  (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === code;
+/** The record after a transition, and its event when this call made the change. */
+export interface Applied {
+  record: JobRecord | undefined;
+  event: JobEvent | undefined;
+}
 
 /** How many records' last known versions are kept to skip a read before an update. */
 const KNOWN_VERSIONS = 1000;
+const JSON_TYPE = 'application/json';
 
 export class RecordStore {
   /** The last version this process read or wrote of each record: an update tries it first. */
@@ -32,21 +36,24 @@ export class RecordStore {
 
   /** Writes a new record; fails with RecordConflict when one exists already. */
   async create(record: JobRecord, signal?: AbortSignal): Promise<void> {
-    try {
-      await this.store.s3.send(
-        new PutObjectCommand({
-          Bucket: this.store.bucket,
-          Key: jobKeys(record.id).record,
-          Body: JSON.stringify(record),
-          ContentType: 'application/json',
-          IfNoneMatch: '*',
-        }),
-        { abortSignal: signal },
-      );
-    } catch (error) {
-      if (isStatus(error, 412) || isStatus(error, 409)) throw new RecordConflict(`job ${record.id} exists`);
-      throw error;
-    }
+    const etag = await this.store.putIfAbsent(jobKeys(record.id).record, JSON.stringify(record), JSON_TYPE, signal);
+    if (etag === undefined) throw new RecordConflict(`job ${record.id} exists`);
+    this.remember(record.id, { record, etag });
+  }
+
+  /** Applies a lifecycle transition (see common/lifecycle.ts); the event is set only when this call's write won. */
+  async apply(id: string, transition: (record: JobRecord) => Transition | undefined, signal?: AbortSignal): Promise<Applied> {
+    let event: JobEvent | undefined;
+    const record = await this.update(
+      id,
+      (current) => {
+        const next = transition(current);
+        event = next?.event;
+        return next?.record;
+      },
+      signal,
+    );
+    return { record, event };
   }
 
   /**
@@ -65,23 +72,17 @@ export class RecordStore {
       const next = change(structuredClone(current.record));
       if (!next) return current.record;
       next.updated_at = new Date().toISOString();
-      try {
-        const written = await this.store.s3.send(
-          new PutObjectCommand({
-            Bucket: this.store.bucket,
-            Key: jobKeys(id).record,
-            Body: JSON.stringify(next),
-            ContentType: 'application/json',
-            IfMatch: current.etag,
-          }),
-          { abortSignal: signal },
-        );
-        this.remember(id, { record: next, etag: written.ETag! });
+      const etag = await this.store
+        .putIfMatch(jobKeys(id).record, JSON.stringify(next), JSON_TYPE, current.etag, signal)
+        .catch((error: unknown) => {
+          this.known.delete(id); // the write may have landed: read before the next try
+          throw error;
+        });
+      if (etag !== undefined) {
+        this.remember(id, { record: next, etag });
         return next;
-      } catch (error) {
-        this.known.delete(id);
-        if (!isStatus(error, 412) && !isStatus(error, 409)) throw error;
       }
+      this.known.delete(id);
     }
     throw new RecordConflict(`job ${id}: too many concurrent updates`);
   }
@@ -93,18 +94,10 @@ export class RecordStore {
   }
 
   private async read(id: string, signal?: AbortSignal): Promise<Versioned | undefined> {
-    try {
-      const result = await this.store.s3.send(
-        new GetObjectCommand({ Bucket: this.store.bucket, Key: jobKeys(id).record }),
-        { abortSignal: signal },
-      );
-      const text = await result.Body!.transformToString('utf8');
-      const versioned = { record: JobRecord.parse(JSON.parse(text)), etag: result.ETag! };
-      this.remember(id, versioned);
-      return versioned;
-    } catch (error) {
-      if (isStatus(error, 404)) return undefined;
-      throw error;
-    }
+    const stored = await this.store.get(jobKeys(id).record, signal);
+    if (!stored) return undefined;
+    const versioned = { record: JobRecord.parse(JSON.parse(stored.bytes.toString('utf8'))), etag: stored.etag };
+    this.remember(id, versioned);
+    return versioned;
   }
 }

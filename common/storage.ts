@@ -1,16 +1,18 @@
-// Object storage (MinIO or any S3): the input, the output and the durable job record.
+// Object storage (MinIO or any S3): the input, the output, the durable job record and the
+// idempotency claims. The S3 client stays inside: callers get the operations they need,
+// and "not found" and "precondition failed" are recognised here only.
 import {
   CreateBucketCommand,
+  DeleteObjectCommand,
   GetObjectCommand,
   HeadBucketCommand,
-  NoSuchKey,
   PutObjectCommand,
   S3Client,
 } from '@aws-sdk/client-s3';
 import type { Readable } from 'node:stream';
-import type { Config } from './config.js';
+import type { StorageConfig } from './config.js';
 
-export function createS3(config: Config): S3Client {
+export function createS3(config: StorageConfig): S3Client {
   return new S3Client({
     endpoint: config.S3_ENDPOINT,
     region: config.S3_REGION,
@@ -32,11 +34,27 @@ export interface StoredObject {
   length: number | undefined;
 }
 
+export interface StoredBytes {
+  bytes: Buffer;
+  etag: string;
+}
+
+const httpStatus = (error: unknown) => (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+const isNotFound = (error: unknown) => httpStatus(error) === 404 || (error as { name?: string }).name === 'NoSuchKey';
+/** 412 for a failed If-Match/If-None-Match; MinIO answers 409 to a concurrent conditional write. */
+const isPreconditionFailed = (error: unknown) => httpStatus(error) === 412 || httpStatus(error) === 409;
+
+type Condition = { IfNoneMatch: '*' } | { IfMatch: string } | Record<string, never>;
+
 export class ObjectStore {
+  private readonly s3: S3Client;
+
   constructor(
-    readonly s3: S3Client,
-    readonly bucket: string,
-  ) {}
+    config: StorageConfig,
+    readonly bucket = config.S3_BUCKET,
+  ) {
+    this.s3 = createS3(config);
+  }
 
   async ensureBucket(): Promise<void> {
     try {
@@ -49,12 +67,24 @@ export class ObjectStore {
     }
   }
 
-  async put(key: string, body: Uint8Array | string, contentType: string, signal?: AbortSignal): Promise<string | undefined> {
-    const result = await this.s3.send(
-      new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentType: contentType }),
-      { abortSignal: signal },
-    );
-    return result.ETag;
+  /** Resolves when the bucket answers; rejects with why not. */
+  async ping(signal?: AbortSignal): Promise<void> {
+    await this.s3.send(new HeadBucketCommand({ Bucket: this.bucket }), { abortSignal: signal });
+  }
+
+  /** Writes unconditionally; resolves with the new ETag. */
+  async put(key: string, body: Uint8Array | string, contentType: string, signal?: AbortSignal): Promise<string> {
+    return (await this.write(key, body, contentType, {}, signal))!;
+  }
+
+  /** Writes only if nothing is at `key`; undefined when something is. */
+  putIfAbsent(key: string, body: Uint8Array | string, contentType: string, signal?: AbortSignal): Promise<string | undefined> {
+    return this.write(key, body, contentType, { IfNoneMatch: '*' }, signal);
+  }
+
+  /** Writes only if `key` still has `etag`; undefined when it changed (or is gone). */
+  putIfMatch(key: string, body: Uint8Array | string, contentType: string, etag: string, signal?: AbortSignal): Promise<string | undefined> {
+    return this.write(key, body, contentType, { IfMatch: etag }, signal);
   }
 
   /** The object as a stream, or undefined when the key does not exist. */
@@ -63,25 +93,43 @@ export class ObjectStore {
       const result = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal });
       return { body: result.Body as Readable, etag: result.ETag, length: result.ContentLength };
     } catch (error) {
-      if (error instanceof NoSuchKey) return undefined;
+      if (isNotFound(error)) return undefined;
       throw error;
     }
   }
 
-  async getBytes(key: string, signal?: AbortSignal): Promise<Uint8Array | undefined> {
+  /** The whole object with its ETag, or undefined when the key does not exist. */
+  async get(key: string, signal?: AbortSignal): Promise<StoredBytes | undefined> {
     const object = await this.open(key, signal);
     if (!object) return undefined;
     const chunks: Buffer[] = [];
     for await (const chunk of object.body) chunks.push(chunk as Buffer);
-    return Buffer.concat(chunks);
+    return { bytes: Buffer.concat(chunks), etag: object.etag ?? '' };
   }
 
-  async putJson(key: string, value: unknown, signal?: AbortSignal): Promise<void> {
-    await this.put(key, JSON.stringify(value), 'application/json', signal);
+  async getBytes(key: string, signal?: AbortSignal): Promise<Buffer | undefined> {
+    return (await this.get(key, signal))?.bytes;
   }
 
-  async getJson(key: string, signal?: AbortSignal): Promise<unknown> {
-    const bytes = await this.getBytes(key, signal);
-    return bytes === undefined ? undefined : JSON.parse(Buffer.from(bytes).toString('utf8'));
+  /** Deleting a missing key succeeds, as in S3. */
+  async delete(key: string, signal?: AbortSignal): Promise<void> {
+    await this.s3.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal });
+  }
+
+  close(): void {
+    this.s3.destroy();
+  }
+
+  private async write(key: string, body: Uint8Array | string, contentType: string, condition: Condition, signal?: AbortSignal) {
+    try {
+      const result = await this.s3.send(
+        new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentType: contentType, ...condition }),
+        { abortSignal: signal },
+      );
+      return result.ETag!;
+    } catch (error) {
+      if ('IfMatch' in condition || 'IfNoneMatch' in condition) if (isPreconditionFailed(error)) return undefined;
+      throw error;
+    }
   }
 }

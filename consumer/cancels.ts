@@ -1,9 +1,10 @@
-// Listens on the events topic for cancel requests and passes them to the workers.
-// Every consumer process has its own group, so each one sees every request.
+// Follows the cancels topic and passes each request to the workers. Every consumer process
+// reads it in a group of its own, so each one sees every request; progress events, which
+// it does not need, live on another topic.
 import { randomUUID } from 'node:crypto';
 import type { Consumer, Kafka } from 'kafkajs';
-import { JobEvent } from '../common/jobs.js';
-import { eventsTopic } from '../common/topics.js';
+import { CancelRequest, parseValue } from '../common/jobs.js';
+import { cancelsTopic } from '../common/topics.js';
 
 export class CancelListener {
   private readonly consumer: Consumer;
@@ -18,24 +19,16 @@ export class CancelListener {
 
   async start(): Promise<void> {
     await this.consumer.connect();
-    await this.consumer.subscribe({ topic: eventsTopic(this.prefix), fromBeginning: false });
+    await this.consumer.subscribe({ topic: cancelsTopic(this.prefix), fromBeginning: false });
     await this.consumer.run({
       eachMessage: async ({ message }) => {
-        const event = JobEvent.safeParse(safeJson(message.value));
-        if (event.success && event.data.type === 'cancel_requested') this.onCancel(event.data.id, event.data.model_name);
+        const request = parseValue(CancelRequest, message.value);
+        if (request.success) this.onCancel(request.data.id, request.data.model_name);
       },
     });
   }
 
   async stop(): Promise<void> {
     await this.consumer.disconnect();
-  }
-}
-
-function safeJson(value: Buffer | null): unknown {
-  try {
-    return JSON.parse(String(value));
-  } catch {
-    return undefined;
   }
 }

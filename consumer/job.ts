@@ -1,12 +1,20 @@
 // The path of one job through a consumer: record -> input -> runner -> output ->
-// final record -> event. It answers what the worker does with the message next.
-import { TERMINAL, type JobEvent, type JobMessage, type JobRecord } from '../common/jobs.js';
-import { jobKeys } from '../common/storage.js';
+// final record -> event. It answers what the worker does with the message next. Every
+// record change is a lifecycle transition (common/lifecycle.ts).
+import type { ConsumerConfig } from '../common/config.js';
+import type { JobEvent, JobMessage, JobRecord } from '../common/jobs.js';
+import * as lifecycle from '../common/lifecycle.js';
+import type { Logger } from '../common/logger.js';
+import type { ModelEntry } from '../common/models.js';
+import type { Publisher } from '../common/publisher.js';
+import type { Applied, RecordStore } from '../common/records.js';
+import { jobKeys, type ObjectStore } from '../common/storage.js';
 import type { Priority } from '../common/topics.js';
+import type { WorkerMetrics } from './metrics.js';
+import type { RunnerPool } from './pool.js';
 import type { RunnerOutcome } from './runner.js';
-import type { WorkerDeps } from './worker.js';
 
-/** A message as received, with what the worker knows about it. */
+/** A Kafka message as received, with what the worker knows about it. */
 export interface Delivery {
   topic: string;
   partition: number;
@@ -19,15 +27,25 @@ export interface Delivery {
   /** Retries of infrastructure errors (storage, Kafka) that did not consume an attempt. */
   attempt: number;
   /** Other deliveries of the same job (redelivered meanwhile), finished together with it. */
-  duplicates?: Delivery[];
+  redeliveries?: Delivery[];
 }
 
 export type Verdict =
   | { kind: 'done'; status: string; record: JobRecord | undefined; deadLettered: boolean }
   | { kind: 'retry'; delayMs: number };
 
-/** What a run needs: the worker's parts, less the Kafka client, plus its model's DLQ topic. */
-export type JobDeps = Omit<WorkerDeps, 'kafka'> & { dlq: string };
+/** What a run needs: its model's clients and runners, and its DLQ topic. */
+export interface JobDeps {
+  publisher: Publisher;
+  config: ConsumerConfig;
+  store: ObjectStore;
+  records: RecordStore;
+  pool: RunnerPool;
+  model: ModelEntry;
+  logger: Logger;
+  metrics?: WorkerMetrics;
+  dlq: string;
+}
 
 /** How long a message may wait for its record: the API writes it right after producing. */
 const RECORD_WAIT_MS = 10_000;
@@ -48,22 +66,23 @@ const backoff = (attempt: number) => Math.min(30_000, 250 * 2 ** attempt);
 /** A Kafka send that takes longer counts as Kafka being down: the job is retried later. */
 const SEND_TIMEOUT_MS = 30_000;
 const sendDeadline = () => AbortSignal.timeout(SEND_TIMEOUT_MS);
+const done = (status: string, record: JobRecord | undefined, deadLettered = false): Verdict => ({ kind: 'done', status, record, deadLettered });
 
 export class JobRun {
   /** Later deliveries of the same job that finish with it. */
-  readonly aliases: Delivery[];
+  readonly redeliveries: Delivery[];
   private canceled = false;
 
   constructor(
     readonly delivery: Delivery,
     private readonly deps: JobDeps,
   ) {
-    this.aliases = [...(delivery.duplicates ?? [])];
+    this.redeliveries = [...(delivery.redeliveries ?? [])];
   }
 
   cancel(): void {
     this.canceled = true;
-    if (this.delivery.message) this.deps.runner.cancel(this.delivery.message.id);
+    if (this.delivery.message) this.deps.pool.cancel(this.delivery.message.id);
   }
 
   async execute(): Promise<Verdict> {
@@ -83,12 +102,12 @@ export class JobRun {
   }
 
   private async run(message: JobMessage): Promise<Verdict> {
-    const { records, store, runner, config } = this.deps;
+    const { records, store, pool, config } = this.deps;
     // The input's key follows from the id, so it is fetched while the record is read.
     const inputRead = store.getBytes(jobKeys(message.id).input);
     inputRead.catch(() => {}); // observed below, unless the record already ends the run
     const record = await this.waitForRecord(message.id);
-    if (TERMINAL.has(record.status)) return { kind: 'done', status: `skipped_${record.status}`, record, deadLettered: false };
+    if (lifecycle.isTerminal(record)) return done(`skipped_${record.status}`, record);
     if (record.cancel_requested || this.canceled) return this.finishCanceled(message.id);
 
     const input = await inputRead;
@@ -96,18 +115,15 @@ export class JobRun {
     if (record.attempts >= config.MAX_ATTEMPTS) {
       throw new Failure('attempts_exhausted', `job failed ${record.attempts} times: ${record.error?.message ?? 'no reason recorded'}`);
     }
-    const running = await records.update(message.id, (r) => {
-      if (TERMINAL.has(r.status)) return undefined;
-      const now = new Date().toISOString();
-      return { ...r, status: 'running', attempts: r.attempts + 1, started_at: r.started_at ?? now, progress: null };
-    });
-    if (!running || running.status !== 'running') return { kind: 'done', status: 'skipped', record: running, deadLettered: false };
+    const started = await records.apply(message.id, (r) => lifecycle.start(r));
+    const running = started.record;
+    if (!started.event || !running) return done('skipped', running);
     // The event is not awaited: the runner must not wait for Kafka.
-    const started = this.publish({ type: 'started', attempt: running.attempts });
-    if (this.canceled) runner.cancel(message.id);
+    const announced = this.publish(started.event);
+    if (this.canceled) pool.cancel(message.id);
 
-    const outcome = await runner.run(message.id, running.params, input, this.progressReporter(message.id));
-    await started; // keeps the job's events in order: started before its outcome
+    const outcome = await pool.run(message.id, running.params, input, this.progressReporter(running));
+    await announced; // keeps the job's events in order: started before its outcome
     return this.settle(message, running, outcome);
   }
 
@@ -115,9 +131,8 @@ export class JobRun {
     if (outcome.ok) return this.succeed(message, outcome);
     if (outcome.code === 'canceled') return this.finishCanceled(message.id);
     if (outcome.retryable && running.attempts < this.deps.config.MAX_ATTEMPTS) {
-      await this.deps.records.update(message.id, (r) =>
-        TERMINAL.has(r.status) ? undefined : { ...r, status: 'queued', error: { code: outcome.code, message: outcome.message } },
-      );
+      const error = { code: outcome.code, message: outcome.message };
+      await this.deps.records.apply(message.id, (r) => lifecycle.requeue(r, error));
       this.deps.logger.warn({ job: message.id, code: outcome.code, attempt: running.attempts }, 'job attempt failed; retrying');
       return { kind: 'retry', delayMs: backoff(running.attempts - 1) };
     }
@@ -125,41 +140,22 @@ export class JobRun {
   }
 
   private async succeed(message: JobMessage, outcome: Extract<RunnerOutcome, { ok: true }>): Promise<Verdict> {
-    const { header } = outcome;
-    this.deps.metrics?.ranBatch?.(this.deps.model.name, header.batch_size, header.peak_memory_bytes, header.timings.compute_s);
-    const outputKey = jobKeys(message.id).output;
+    const { result } = outcome;
+    this.deps.metrics?.ranBatch?.(this.deps.model.name, result.batch_size, result.peak_memory_bytes, result.timings.compute_s);
+    const output_key = jobKeys(message.id).output;
     // The output key comes from the job id: a redelivered job overwrites the same object.
-    await this.deps.store.put(outputKey, outcome.image, 'image/png');
-    const record = await this.deps.records.update(message.id, (r) => {
-      if (TERMINAL.has(r.status)) return undefined;
-      const finished = new Date();
-      const seconds = (from: string | null) => (from ? (finished.getTime() - Date.parse(from)) / 1000 : 0);
-      return {
-        ...r,
-        status: 'succeeded',
-        output_key: outputKey,
-        finished_at: finished.toISOString(),
-        progress: r.progress ? { step: r.progress.total, total: r.progress.total } : null,
-        error: null,
-        peak_memory_bytes: outcome.header.peak_memory_bytes,
-        timings: {
-          queue_s: r.started_at ? (Date.parse(r.started_at) - Date.parse(r.created_at)) / 1000 : 0,
-          run_s: seconds(r.started_at),
-          total_s: seconds(r.created_at),
-          compute_s: outcome.header.timings.compute_s,
-        },
-      };
-    });
-    if (record?.status === 'succeeded') await this.publish({ type: 'succeeded' });
-    return { kind: 'done', status: record?.status ?? 'succeeded', record, deadLettered: false };
+    await this.deps.store.put(output_key, outcome.image, 'image/png');
+    const applied = await this.deps.records.apply(message.id, (r) =>
+      lifecycle.succeed(r, { output_key, peak_memory_bytes: result.peak_memory_bytes, compute_s: result.timings.compute_s }),
+    );
+    await this.announce(applied);
+    return done(applied.record?.status ?? 'succeeded', applied.record);
   }
 
   private async finishCanceled(id: string): Promise<Verdict> {
-    const record = await this.deps.records.update(id, (r) =>
-      TERMINAL.has(r.status) ? undefined : { ...r, status: 'canceled', finished_at: new Date().toISOString() },
-    );
-    if (record?.status === 'canceled') await this.publish({ type: 'canceled' });
-    return { kind: 'done', status: 'canceled', record, deadLettered: false };
+    const applied = await this.deps.records.apply(id, (r) => lifecycle.cancel(r));
+    await this.announce(applied);
+    return done('canceled', applied.record);
   }
 
   /** Dead-letters the message and fails the job with its reason, once. */
@@ -176,13 +172,12 @@ export class JobRun {
     await this.deps.publisher.send(this.deps.dlq, { key: message?.id ?? null, value: JSON.stringify(deadLetter) }, sendDeadline());
     let record: JobRecord | undefined;
     if (message) {
-      record = await this.deps.records.update(message.id, (r) =>
-        TERMINAL.has(r.status) ? undefined : { ...r, status: 'failed', error, finished_at: new Date().toISOString() },
-      );
-      if (record?.status === 'failed') await this.publish({ type: 'failed', error });
+      const applied = await this.deps.records.apply(message.id, (r) => lifecycle.fail(r, error));
+      await this.announce(applied);
+      record = applied.record;
     }
     this.deps.logger.error({ job: message?.id, ...error }, 'job failed and was dead-lettered');
-    return { kind: 'done', status: 'failed', record, deadLettered: true };
+    return done('failed', record, true);
   }
 
   private async waitForRecord(id: string): Promise<JobRecord> {
@@ -197,7 +192,7 @@ export class JobRun {
   }
 
   /** Progress goes to the events topic every 100 ms and to the record every second (and at the last step). */
-  private progressReporter(id: string) {
+  private progressReporter(running: JobRecord) {
     let lastRecordWrite = 0;
     let lastEvent = 0;
     return {
@@ -205,25 +200,28 @@ export class JobRun {
         const now = Date.now();
         if (now - lastEvent >= PROGRESS_EVENT_INTERVAL_MS || step >= total) {
           lastEvent = now;
-          void this.publish({ type: 'progress', step, total });
+          const event = lifecycle.progress(running, step, total)?.event;
+          if (event) void this.publish(event);
         }
         if (now - lastRecordWrite < PROGRESS_RECORD_INTERVAL_MS && step < total) return;
         lastRecordWrite = now;
         void this.deps.records
-          .update(id, (r) => (r.status === 'running' ? { ...r, progress: { step, total } } : undefined))
-          .catch((error: unknown) => this.deps.logger.warn({ err: error, job: id }, 'progress not recorded'));
+          .apply(running.id, (r) => lifecycle.progress(r, step, total))
+          .catch((error: unknown) => this.deps.logger.warn({ err: error, job: running.id }, 'progress not recorded'));
       },
     };
   }
 
-  private async publish(event: Omit<JobEvent, 'v' | 'at' | 'id' | 'model_name'>): Promise<void> {
-    const id = this.delivery.message!.id;
+  private async announce({ event }: Applied): Promise<void> {
+    if (event) await this.publish(event);
+  }
+
+  private async publish(event: JobEvent): Promise<void> {
     try {
-      const full: JobEvent = { v: 1, id, at: new Date().toISOString(), model_name: this.deps.model.name, ...event };
-      await this.deps.publisher.publishEvent(full, sendDeadline());
+      await this.deps.publisher.publishEvent(event, sendDeadline());
     } catch (error) {
       // Events feed live views; the record stays the truth, so a lost event is logged, not fatal.
-      this.deps.logger.warn({ err: error, job: id, event: event.type }, 'event not published');
+      this.deps.logger.warn({ err: error, job: event.id, event: event.type }, 'event not published');
     }
   }
 }

@@ -3,7 +3,17 @@ import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { JobRecord } from '../common/jobs.js';
 import { SECONDS_BUCKETS } from '../common/metrics.js';
 import type { Priority } from '../common/topics.js';
-import type { WorkerMetrics } from './worker.js';
+
+/** Hooks for metrics; every one optional. */
+export interface WorkerMetrics {
+  finished?(model: string, priority: Priority, status: string, record: JobRecord | undefined): void;
+  retried?(model: string): void;
+  deadLettered?(model: string): void;
+  idleUnloaded?(model: string): void;
+  runnerStarted?(model: string, seconds: number): void;
+  runnerRestarted?(model: string): void;
+  ranBatch?(model: string, batchSize: number, peakBytes: number, computeSeconds: number): void;
+}
 
 export type DepthSource = () => Promise<Map<string, Record<Priority, number>>>;
 

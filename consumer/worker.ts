@@ -2,43 +2,17 @@
 // priority, hands jobs to the runner and commits an offset only once its job is
 // finished for good (see docs/ARCHITECTURE.md, "Priorities and offsets").
 import type { Consumer, EachMessagePayload, Kafka } from 'kafkajs';
-import type { Config } from '../common/config.js';
-import { JobMessage, type JobRecord } from '../common/jobs.js';
-import type { Logger } from '../common/logger.js';
-import type { ModelEntry } from '../common/models.js';
-import type { Publisher } from '../common/publisher.js';
-import type { RecordStore } from '../common/records.js';
-import type { ObjectStore } from '../common/storage.js';
+import { JobMessage, parseValue } from '../common/jobs.js';
 import { consumerGroup, dlqTopic, jobTopic, PRIORITIES, type Priority } from '../common/topics.js';
 import { PriorityBuffers } from './buffers.js';
-import { JobRun, type Delivery } from './job.js';
+import { JobRun, type Delivery, type JobDeps } from './job.js';
 import { OffsetTracker } from './offsets.js';
-import type { RunnerPool } from './pool.js';
 
 /** Above this many waiting messages a priority's topic is paused, so memory stays bounded. */
 const BUFFER_HIGH_WATER = 256;
 
-export interface WorkerDeps {
+export interface WorkerDeps extends Omit<JobDeps, 'dlq'> {
   kafka: Kafka;
-  publisher: Publisher;
-  config: Config;
-  store: ObjectStore;
-  records: RecordStore;
-  runner: RunnerPool;
-  model: ModelEntry;
-  logger: Logger;
-  metrics?: WorkerMetrics;
-}
-
-/** Hooks for metrics; every one optional. */
-export interface WorkerMetrics {
-  finished?(model: string, priority: Priority, status: string, record: JobRecord | undefined): void;
-  retried?(model: string): void;
-  deadLettered?(model: string): void;
-  idleUnloaded?(model: string): void;
-  runnerStarted?(model: string, seconds: number): void;
-  runnerRestarted?(model: string): void;
-  ranBatch?(model: string, batchSize: number, peakBytes: number, computeSeconds: number): void;
 }
 
 export class ModelWorker {
@@ -77,7 +51,7 @@ export class ModelWorker {
     await consumer.subscribe({ topics: PRIORITIES.map((p) => this.topic(p)), fromBeginning: true });
     await consumer.run({ autoCommit: false, eachMessage: (payload) => this.receive(payload) });
     // Load the model now so the first job does not pay for it; a failure shows again on that job.
-    this.deps.runner.warm().then(
+    this.deps.pool.warm().then(
       () => this.armIdleTimer(),
       (error: unknown) => this.deps.logger.error({ err: error }, 'runner failed to start'),
     );
@@ -91,7 +65,7 @@ export class ModelWorker {
     this.buffers.clear(); // never started: their offsets stay uncommitted and are redelivered
     const deadline = Date.now() + graceMs;
     while (this.active.size && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-    await this.deps.runner.stop(Math.max(1000, deadline - Date.now()));
+    await this.deps.pool.stop(Math.max(1000, deadline - Date.now()));
     await this.commit();
     await this.consumer.disconnect();
   }
@@ -106,7 +80,7 @@ export class ModelWorker {
   private async receive({ topic, partition, message }: EachMessagePayload): Promise<void> {
     const priority = PRIORITIES.find((p) => this.topic(p) === topic)!;
     this.offsets.begin(topic, partition, message.offset);
-    const parsed = parseMessage(message.value);
+    const parsed = parseValue(JobMessage, message.value);
     const delivery: Delivery = {
       topic, partition, offset: message.offset, priority, raw: message.value, attempt: 0,
       message: parsed.success ? parsed.data : undefined,
@@ -123,7 +97,7 @@ export class ModelWorker {
   /** Hands waiting jobs over while the runner has room: one batch computing, one queued behind it. */
   private pump(): void {
     clearTimeout(this.idleTimer);
-    while (!this.stopping && this.active.size < this.deps.runner.capacity) {
+    while (!this.stopping && this.active.size < this.deps.pool.capacity) {
       const delivery = this.buffers.take();
       if (!delivery) break;
       this.resumeIfDrained(delivery.priority);
@@ -144,7 +118,7 @@ export class ModelWorker {
     if (running) {
       // Redelivered (after a rebalance, or a retry that crossed one) while this worker still runs
       // the job: never run it twice at once; the offset is finished with the run.
-      running.aliases.push(delivery);
+      running.redeliveries.push(delivery);
       return;
     }
     const run = new JobRun(delivery, { ...this.deps, dlq: dlqTopic(this.deps.config.TOPIC_PREFIX, this.name) });
@@ -154,11 +128,11 @@ export class ModelWorker {
       if (verdict.kind === 'retry' && !this.stopping) {
         this.deps.metrics?.retried?.(this.name);
         setTimeout(() => {
-          this.buffers.push(delivery.priority, { ...delivery, attempt: delivery.attempt + 1, duplicates: run.aliases });
+          this.buffers.push(delivery.priority, { ...delivery, attempt: delivery.attempt + 1, redeliveries: run.redeliveries });
           this.pump();
         }, verdict.delayMs).unref();
       } else if (verdict.kind === 'done') {
-        for (const d of [delivery, ...run.aliases]) this.offsets.finish(d.topic, d.partition, d.offset);
+        for (const d of [delivery, ...run.redeliveries]) this.offsets.finish(d.topic, d.partition, d.offset);
         if (verdict.deadLettered) this.deps.metrics?.deadLettered?.(this.name);
         this.deps.metrics?.finished?.(this.name, delivery.priority, verdict.status, verdict.record);
         void this.commit();
@@ -189,7 +163,7 @@ export class ModelWorker {
     this.buffers.clear();
     this.offsets.reset();
     for (const run of this.active.values()) {
-      for (const d of [run.delivery, ...run.aliases]) this.offsets.begin(d.topic, d.partition, d.offset);
+      for (const d of [run.delivery, ...run.redeliveries]) this.offsets.begin(d.topic, d.partition, d.offset);
     }
     if (this.paused.size) {
       this.consumer.resume([...this.paused].map((p) => ({ topic: this.topic(p) })));
@@ -200,21 +174,12 @@ export class ModelWorker {
   private armIdleTimer(): void {
     const idleMs = this.deps.config.IDLE_UNLOAD_MS;
     clearTimeout(this.idleTimer);
-    if (!idleMs || this.stopping || this.active.size || this.buffers.size() || !this.deps.runner.running) return;
+    if (!idleMs || this.stopping || this.active.size || this.buffers.size() || !this.deps.pool.running) return;
     this.idleTimer = setTimeout(() => {
       if (this.active.size || this.buffers.size()) return;
       this.deps.logger.info({ model: this.name, idle_ms: idleMs }, 'idle: stopping the runner to free its memory');
       this.deps.metrics?.idleUnloaded?.(this.name);
-      void this.deps.runner.stop(30_000);
+      void this.deps.pool.stop(30_000);
     }, idleMs).unref();
-  }
-}
-
-function parseMessage(value: Buffer | null): { success: true; data: JobMessage } | { success: false; problem: string } {
-  try {
-    const parsed = JobMessage.safeParse(JSON.parse(String(value)));
-    return parsed.success ? { success: true, data: parsed.data } : { success: false, problem: parsed.error.message };
-  } catch (error) {
-    return { success: false, problem: `not JSON: ${(error as Error).message}` };
   }
 }

@@ -5,10 +5,11 @@ import type { Context } from 'hono';
 import { fromZod, ValidationError } from '../errors.js';
 import { errorResponse, JobAccepted } from '../schemas.js';
 import type { Services } from '../services.js';
-import type { NewJob } from '../intake.js';
+import type { NewSubmission } from '../intake.js';
 import { mergeFields, submissionFields, toSubmission, type SubmissionFields } from '../submission.js';
-import { readUpload, type NodeEnv, type Upload } from '../upload.js';
-import { acceptedView, baseUrl } from '../view.js';
+import type { AppEnv } from '../env.js';
+import { readUpload, type Upload } from '../upload.js';
+import { acceptedView } from '../view.js';
 
 const imageField = z
   .custom<File>((value) => value instanceof File, { error: 'must be a file (multipart field "image")' })
@@ -103,7 +104,7 @@ export function diffusionRoutes(services: Services) {
   const documented = route(models, fields);
 
   /** Reads and checks the request; only the normalised image outlives it, not the upload. */
-  async function receive(c: Context<NodeEnv>, query: SubmissionFields, key: string | undefined): Promise<NewJob> {
+  async function receive(c: Context<AppEnv>, query: SubmissionFields, key: string | undefined): Promise<NewSubmission> {
     const upload = await readUpload(c.env.incoming, config.MAX_BODY_BYTES);
     const submission = toSubmission(mergeFields(query, formFields(upload, fields)));
     const source = uploadedImage(upload);
@@ -114,13 +115,13 @@ export function diffusionRoutes(services: Services) {
   // The body is documented from the zod schema but read by readUpload (one streaming pass)
   // rather than by the generic form validator; query and headers are validated as usual.
   const { body: _body, ...request } = documented.request;
-  const app = new OpenAPIHono<NodeEnv>();
+  const app = new OpenAPIHono<AppEnv>();
   app.openAPIRegistry.registerPath(documented);
   return app.openapi({ ...documented, request, hide: true }, async (c) => {
     const job = await receive(c, c.req.valid('query'), c.req.valid('header')['idempotency-key']);
-    const record = await intake.submit(job);
+    const record = await intake.submit(job, c.var.deadline());
     services.metrics.jobSubmitted(record.model_name, record.priority);
-    const body = acceptedView(record, baseUrl(config.PUBLIC_BASE_URL, c.req.url));
+    const body = acceptedView(record, c.var.baseUrl);
     return c.json(body, 202, { Location: body.status_url });
   });
 }

@@ -9,7 +9,8 @@ import { formatPosition, isAfter, parsePosition, type Position, type Subscriptio
 import { loadJob } from '../lookup.js';
 import { errorResponse, JobIdParam } from '../schemas.js';
 import type { Services } from '../services.js';
-import { baseUrl, jobView } from '../view.js';
+import type { AppEnv } from '../env.js';
+import { jobView } from '../view.js';
 
 const EXAMPLE_STREAM = [
   'event: snapshot',
@@ -69,8 +70,8 @@ async function relay(stream: SSEStreamingApi, subscription: Subscription, after:
   }
 }
 
-function open(c: Context, services: Services, record: JobRecord, subscription: Subscription, after: Position | undefined) {
-  const view = jobView(record, baseUrl(services.config.PUBLIC_BASE_URL, c.req.url));
+function open(c: Context<AppEnv>, services: Services, record: JobRecord, subscription: Subscription, after: Position | undefined) {
+  const view = jobView(record, c.var.baseUrl);
   c.header('Cache-Control', 'no-store');
   c.header('X-Accel-Buffering', 'no'); // nginx: do not buffer the stream
   return streamSSE(
@@ -93,12 +94,12 @@ function open(c: Context, services: Services, record: JobRecord, subscription: S
 }
 
 export function eventRoutes(services: Services) {
-  const { config, hub, records } = services;
-  return new OpenAPIHono().openapi(route, async (c) => {
+  const { hub, records } = services;
+  return new OpenAPIHono<AppEnv>().openapi(route, async (c) => {
     const { id } = c.req.valid('param');
     const subscription = hub.subscribe(id); // before the read: see the file comment
     try {
-      const record = await loadJob(records, id, config.DEPENDENCY_TIMEOUT_MS);
+      const record = await loadJob(records, id, c.var.deadline());
       return open(c, services, record, subscription, parsePosition(c.req.valid('header')['last-event-id']));
     } catch (error) {
       subscription.close();

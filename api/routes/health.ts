@@ -1,5 +1,4 @@
 // GET /healthz: the process is alive. GET /readyz: Kafka and object storage answer in time.
-import { HeadBucketCommand } from '@aws-sdk/client-s3';
 import { createRoute, OpenAPIHono } from '@hono/zod-openapi';
 import { race } from '../../common/deadline.js';
 import { Health, NotReady, Readiness } from '../schemas.js';
@@ -50,7 +49,7 @@ export function healthRoutes(services: Services) {
   const { admin, config, store } = services;
   const timeoutMs = Math.min(config.DEPENDENCY_TIMEOUT_MS, 2000);
   const kafka = () => admin.connect().then(() => admin.describeCluster());
-  const storage = (signal: AbortSignal) => store.s3.send(new HeadBucketCommand({ Bucket: store.bucket }), { abortSignal: signal });
+  const storage = (signal: AbortSignal) => store.ping(signal);
   return new OpenAPIHono()
     .openapi(healthz, (c) => c.json({ status: 'ok' as const }, 200))
     .openapi(readyz, async (c) => {

@@ -1,12 +1,15 @@
 // GET /api/jobs/{id}: the job's state. DELETE /api/jobs/{id}: cancel it.
 import { createRoute, OpenAPIHono } from '@hono/zod-openapi';
-import type { JobEvent, JobRecord } from '../../common/jobs.js';
+import type { JobRecord } from '../../common/jobs.js';
+import * as lifecycle from '../../common/lifecycle.js';
+import type { Applied } from '../../common/records.js';
 import { call } from '../dependency.js';
 import { Conflict } from '../errors.js';
 import { checkJobId, jobNotFound, loadJob } from '../lookup.js';
 import { errorResponse, JobIdParam, JobView } from '../schemas.js';
 import type { Services } from '../services.js';
-import { baseUrl, jobView } from '../view.js';
+import type { AppEnv } from '../env.js';
+import { jobView } from '../view.js';
 
 const notFound = errorResponse('No job has this id (also for a malformed id)', {
   code: 'job_not_found',
@@ -48,53 +51,43 @@ const cancelJob = createRoute({
 type Outcome = 'canceled' | 'requested' | 'already_canceled' | 'finished';
 
 /** Compare-and-swap on the record, so a consumer's concurrent write is never overwritten. */
-async function requestCancel(services: Services, id: string): Promise<{ outcome: Outcome; record: JobRecord }> {
+async function requestCancel(services: Services, id: string, deadline: AbortSignal): Promise<{ outcome: Outcome; applied: Applied }> {
   checkJobId(id);
-  let outcome: Outcome = 'finished';
-  const change = (record: JobRecord): JobRecord | undefined => {
-    if (record.status === 'queued') {
-      outcome = 'canceled';
-      return { ...record, status: 'canceled', finished_at: new Date().toISOString(), progress: null };
-    }
-    if (record.status === 'running') {
-      outcome = 'requested';
-      return record.cancel_requested ? undefined : { ...record, cancel_requested: true };
-    }
-    outcome = record.status === 'canceled' ? 'already_canceled' : 'finished';
-    return undefined;
-  };
-  const signal = AbortSignal.timeout(services.config.DEPENDENCY_TIMEOUT_MS);
-  const record = await call('storage', (s) => services.records.update(id, change, s), signal);
+  const transition = (record: JobRecord) => (record.status === 'queued' ? lifecycle.cancel(record) : lifecycle.requestCancel(record));
+  const applied = await call('storage', (s) => services.records.apply(id, transition, s), deadline);
+  const { record, event } = applied;
   if (!record) throw jobNotFound(id);
-  return { outcome, record };
+  if (record.status === 'running') return { outcome: 'requested', applied };
+  if (record.status === 'canceled') return { outcome: event ? 'canceled' : 'already_canceled', applied };
+  return { outcome: 'finished', applied };
 }
 
 /**
- * The consumer stops a running job when it sees cancel_requested, so that event must be out
- * before we answer (a retry re-sends it); the canceled event of a queued job is informational.
+ * The consumer stops a running job when its cancel request arrives, so that request must be out
+ * before we answer (a retry of the DELETE sends it again); the events are informational.
  */
-async function announce(services: Services, record: JobRecord, outcome: Outcome): Promise<void> {
-  if (outcome !== 'canceled' && outcome !== 'requested') return;
-  const type = outcome === 'canceled' ? 'canceled' : 'cancel_requested';
-  const event: JobEvent = { v: 1, id: record.id, type, at: new Date().toISOString(), model_name: record.model_name };
-  const signal = AbortSignal.timeout(services.config.DEPENDENCY_TIMEOUT_MS);
-  const sending = call('kafka', (s) => services.publisher.publishEvent(event, s), signal);
-  if (type === 'cancel_requested') return sending;
-  sending.catch((error: unknown) => services.log.warn({ job: record.id, err: error }, 'could not publish the canceled event'));
+async function announce(services: Services, { record, event }: Applied, outcome: Outcome, deadline: AbortSignal): Promise<void> {
+  const { publisher, log } = services;
+  const warn = (error: unknown) => log.warn({ job: record!.id, err: error }, 'could not publish a cancel event');
+  if (event) void call('kafka', (s) => publisher.publishEvent(event, s), deadline).catch(warn);
+  if (outcome !== 'requested') return;
+  const request = { v: 1 as const, id: record!.id, model_name: record!.model_name, at: new Date().toISOString() };
+  await call('kafka', (s) => publisher.publishCancel(request, s), deadline);
 }
 
 export function jobRoutes(services: Services) {
-  const { config, records } = services;
-  return new OpenAPIHono()
+  const { records } = services;
+  return new OpenAPIHono<AppEnv>()
     .openapi(getJob, async (c) => {
-      const record = await loadJob(records, c.req.valid('param').id, config.DEPENDENCY_TIMEOUT_MS);
-      return c.json(jobView(record, baseUrl(config.PUBLIC_BASE_URL, c.req.url)), 200);
+      const record = await loadJob(records, c.req.valid('param').id, c.var.deadline());
+      return c.json(jobView(record, c.var.baseUrl), 200);
     })
     .openapi(cancelJob, async (c) => {
-      const { outcome, record } = await requestCancel(services, c.req.valid('param').id);
+      const { outcome, applied } = await requestCancel(services, c.req.valid('param').id, c.var.deadline());
+      const record = applied.record!;
       if (outcome === 'finished') throw new Conflict(`the job already ${record.status}`, { code: 'job_finished' });
-      await announce(services, record, outcome);
-      const view = jobView(record, baseUrl(config.PUBLIC_BASE_URL, c.req.url));
+      await announce(services, applied, outcome, c.var.deadline());
+      const view = jobView(record, c.var.baseUrl);
       return outcome === 'requested' ? c.json(view, 202) : c.json(view, 200);
     });
 }

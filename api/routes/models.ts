@@ -1,6 +1,7 @@
 // GET /api/models: the models this deployment serves and the depth of their queues.
 import { createRoute, OpenAPIHono } from '@hono/zod-openapi';
 import { call } from '../dependency.js';
+import type { AppEnv } from '../env.js';
 import { errorResponse, ModelList } from '../schemas.js';
 import type { Services } from '../services.js';
 
@@ -17,9 +18,9 @@ const route = createRoute({
 });
 
 export function modelRoutes(services: Services) {
-  const { config, depth, models } = services;
-  return new OpenAPIHono().openapi(route, async (c) => {
-    const depths = await call('kafka', () => depth.get(), AbortSignal.timeout(config.DEPENDENCY_TIMEOUT_MS));
+  const { depth, models } = services;
+  return new OpenAPIHono<AppEnv>().openapi(route, async (c) => {
+    const depths = await call('kafka', () => depth.get(), c.var.deadline());
     return c.json({ models: models.map((name) => ({ name, queue_depth: depths.get(name)! })) }, 200);
   });
 }

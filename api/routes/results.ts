@@ -9,7 +9,8 @@ import { Conflict } from '../errors.js';
 import { loadJob } from '../lookup.js';
 import { errorResponse, JobIdParam, JobView } from '../schemas.js';
 import type { Services } from '../services.js';
-import { baseUrl, jobView } from '../view.js';
+import type { AppEnv } from '../env.js';
+import { jobView } from '../view.js';
 
 const IMMUTABLE = 'public, max-age=31536000, immutable';
 
@@ -54,9 +55,8 @@ const route = createRoute({
 const etagMatches = (header: string | undefined, etag: string) =>
   !!header && header.split(',').some((tag) => tag.trim().replace(/^W\//, '') === etag || tag.trim() === '*');
 
-async function sendImage(c: Context, services: Services, record: JobRecord, ifNoneMatch: string | undefined) {
-  const signal = AbortSignal.timeout(services.config.DEPENDENCY_TIMEOUT_MS);
-  const object = await call('storage', (s) => services.store.open(record.output_key!, s), signal);
+async function sendImage(c: Context<AppEnv>, services: Services, record: JobRecord, ifNoneMatch: string | undefined) {
+  const object = await call('storage', (s) => services.store.open(record.output_key!, s), c.var.deadline());
   if (!object) throw new Error(`job ${record.id} succeeded but its output ${record.output_key} is missing`);
   const etag = object.etag ?? `"${record.id}"`;
   const headers = { ETag: etag, 'Cache-Control': IMMUTABLE };
@@ -76,12 +76,12 @@ function refuse(record: JobRecord): never {
 }
 
 export function resultRoutes(services: Services) {
-  const { config, records } = services;
-  return new OpenAPIHono().openapi(route, async (c) => {
-    const record = await loadJob(records, c.req.valid('param').id, config.DEPENDENCY_TIMEOUT_MS);
+  const { records } = services;
+  return new OpenAPIHono<AppEnv>().openapi(route, async (c) => {
+    const record = await loadJob(records, c.req.valid('param').id, c.var.deadline());
     if (record.status === 'succeeded' && record.output_key) return sendImage(c, services, record, c.req.valid('header')['if-none-match']);
     if (record.status === 'failed' || record.status === 'canceled') refuse(record);
-    const view = jobView(record, baseUrl(config.PUBLIC_BASE_URL, c.req.url));
+    const view = jobView(record, c.var.baseUrl);
     return c.json(view, 202, { 'Retry-After': record.status === 'running' ? '1' : '2', 'Cache-Control': 'no-store' });
   });
 }

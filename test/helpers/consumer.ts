@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import type { Kafka } from 'kafkajs';
 import sharp from 'sharp';
 import type { Config } from '../../common/config.js';
-import { newJobId, type JobEvent, type JobMessage, type JobParams, type JobRecord } from '../../common/jobs.js';
+import { newJobId, type JobEvent, type JobMessage, type JobParams } from '../../common/jobs.js';
+import { queued } from '../../common/lifecycle.js';
 import type { RecordStore } from '../../common/records.js';
 import { jobKeys, type ObjectStore } from '../../common/storage.js';
 import { ensureTopics } from '../../common/kafka.js';
@@ -51,19 +52,15 @@ export async function enqueue(
   const priority = options.priority ?? 'normal';
   const size = options.size ?? 64;
   if (!options.withoutInput) await store.put(jobKeys(id).input, await pngOf(size, size), 'image/png');
-  const now = new Date().toISOString();
-  const message: JobMessage = { v: 1, id, model_name: model, priority, created_at: now };
+  const message: JobMessage = { v: 1, id, model_name: model, priority, created_at: new Date().toISOString() };
   const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
   await producer.connect();
   await producer.send({ topic: jobTopic(config.TOPIC_PREFIX, model, priority), acks: -1, messages: [{ key: id, value: JSON.stringify(message) }] });
   await producer.disconnect();
-  const record: JobRecord = {
-    v: 1, id, model_name: model, priority, status: 'queued',
+  const { record } = queued({
+    id, model_name: model, priority, width: size, height: size, input_key: jobKeys(id).input, idempotency: null,
     params: { prompt: 'a test', negative_prompt: null, strength: 0.6, steps: 10, guidance_scale: 7.5, seed: 42, ...options.params },
-    width: size, height: size, input_key: jobKeys(id).input, output_key: null,
-    created_at: now, updated_at: now, started_at: null, finished_at: null, attempts: 0, progress: null,
-    timings: null, peak_memory_bytes: null, error: null, cancel_requested: false, idempotency: null,
-  };
+  });
   await records.create(record);
   return id;
 }

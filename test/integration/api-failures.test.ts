@@ -4,20 +4,21 @@
 import { DeleteBucketCommand, DeleteObjectsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ObjectStore } from '../../common/storage.js';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { createS3 } from '../../common/storage.js';
 import { PRIORITIES, jobTopic } from '../../common/topics.js';
 import { json, postJob, startTestApi, topicSize, type TestApi } from '../helpers/api.js';
 import { uniqueName } from '../helpers/env.js';
 
-async function listKeys(store: ObjectStore): Promise<string[]> {
-  const listed = await store.s3.send(new ListObjectsV2Command({ Bucket: store.bucket }));
+async function listKeys(s3: S3Client, bucket: string): Promise<string[]> {
+  const listed = await s3.send(new ListObjectsV2Command({ Bucket: bucket }));
   return (listed.Contents ?? []).map((object) => object.Key!);
 }
 
-async function removeBucket(store: ObjectStore): Promise<void> {
-  const keys = await listKeys(store);
-  if (keys.length) await store.s3.send(new DeleteObjectsCommand({ Bucket: store.bucket, Delete: { Objects: keys.map((Key) => ({ Key })) } }));
-  await store.s3.send(new DeleteBucketCommand({ Bucket: store.bucket }));
+async function removeBucket(s3: S3Client, bucket: string): Promise<void> {
+  const keys = await listKeys(s3, bucket);
+  if (keys.length) await s3.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: keys.map((Key) => ({ Key })) } }));
+  await s3.send(new DeleteBucketCommand({ Bucket: bucket }));
 }
 
 describe('object storage down', () => {
@@ -55,7 +56,7 @@ describe('Kafka down', () => {
     api = await startTestApi({ KAFKA_BROKERS: '127.0.0.1:1', S3_BUCKET: uniqueName('bucket') }, { kafka: false });
   });
   afterAll(async () => {
-    await removeBucket(api.services.store).catch(() => {});
+    await removeBucket(createS3(api.config), api.config.S3_BUCKET).catch(() => {});
     await api?.close();
   });
 
@@ -69,7 +70,7 @@ describe('Kafka down', () => {
     expect((await json(response)).error.code).toBe('kafka_unavailable');
 
     // The input was stored before the send failed; the clean-up runs right after the answer.
-    await expect.poll(() => listKeys(api.services.store), { timeout: 3000 }).toEqual([]);
+    await expect.poll(() => listKeys(createS3(api.config), api.config.S3_BUCKET), { timeout: 3000 }).toEqual([]);
   });
 
   it('names Kafka in /readyz within its deadline', async () => {

@@ -4,13 +4,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKafka } from '../../common/kafka.js';
 import { RecordStore } from '../../common/records.js';
-import { createS3, jobKeys, ObjectStore } from '../../common/storage.js';
+import { jobKeys, ObjectStore } from '../../common/storage.js';
 import { testConfig, uniqueName } from '../helpers/env.js';
 import { ConsumerProcess, enqueue, prepareServers, readEvents, waitFor, waitForStatus } from '../helpers/consumer.js';
 
 const config = testConfig();
 const kafka = createKafka(config, uniqueName('crash-test'));
-const store = new ObjectStore(createS3(config), config.S3_BUCKET);
+const store = new ObjectStore(config);
 const records = new RecordStore(store);
 // A short session so the dead consumer's partitions move quickly.
 const env = { TOPIC_PREFIX: config.TOPIC_PREFIX, KAFKA_SESSION_TIMEOUT_MS: '6000', IDLE_UNLOAD_MS: '0' };

@@ -8,14 +8,14 @@ import sharp from 'sharp';
 import { Publisher } from '../../common/publisher.js';
 import { createKafka } from '../../common/kafka.js';
 import { RecordStore } from '../../common/records.js';
-import { createS3, jobKeys, ObjectStore } from '../../common/storage.js';
+import { jobKeys, ObjectStore } from '../../common/storage.js';
 import { dlqTopic, jobTopic } from '../../common/topics.js';
 import { testConfig, uniqueName } from '../helpers/env.js';
 import { ConsumerProcess, enqueue, prepareServers, readEvents, waitFor, waitForStatus } from '../helpers/consumer.js';
 
 const config = testConfig();
 const kafka = createKafka(config, uniqueName('consumer-test'));
-const store = new ObjectStore(createS3(config), config.S3_BUCKET);
+const store = new ObjectStore(config);
 const records = new RecordStore(store);
 // Batches of one: the runner holds at most two jobs (one running, one next), so the
 // tests know exactly which jobs are still waiting in the consumer.

@@ -2,11 +2,11 @@
 import { describe, expect, it } from 'vitest';
 import { newJobId, type JobRecord } from '../../common/jobs.js';
 import { RecordConflict, RecordStore } from '../../common/records.js';
-import { createS3, jobKeys, ObjectStore } from '../../common/storage.js';
+import { jobKeys, ObjectStore } from '../../common/storage.js';
 import { testConfig } from '../helpers/env.js';
 
 const config = testConfig();
-const store = new ObjectStore(createS3(config), config.S3_BUCKET);
+const store = new ObjectStore(config);
 const records = new RecordStore(store);
 
 function record(id = newJobId()): JobRecord {

@@ -2,7 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createKafka, ensureTopics } from '../../common/kafka.js';
-import { createS3, ObjectStore } from '../../common/storage.js';
+import { ObjectStore } from '../../common/storage.js';
 import { testConfig, uniqueName } from '../helpers/env.js';
 
 const config = testConfig();
@@ -47,7 +47,7 @@ describe('Kafka', () => {
 });
 
 describe('object storage', () => {
-  const store = new ObjectStore(createS3(config), config.S3_BUCKET);
+  const store = new ObjectStore(config);
 
   it('creates the bucket idempotently, then puts and gets an object', async () => {
     await store.ensureBucket();

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { formatPosition, isAfter, parsePosition, Subscription, type Delivery } from '../../api/hub.js';
+import { formatPosition, isAfter, parsePosition, Subscription, type PositionedEvent } from '../../api/hub.js';
 
-const delivery = (offset: number): Delivery => ({
+const delivery = (offset: number): PositionedEvent => ({
   event: { v: 1, id: 'job', type: 'progress', at: '2025-01-01T00:00:00Z', model_name: 'tiny', step: offset, total: 9 },
   position: { partition: 0, offset },
 });

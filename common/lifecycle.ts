@@ -1,0 +1,146 @@
+// The job's lifecycle: every change of a job record, as a pure function from the current
+// record to the next one and the event that announces it. A transition that does not apply
+// (the job already ended, or is not in the state it needs) returns undefined; the guard
+// lives in one place (`from`). Callers apply these through RecordStore.apply, a
+// compare-and-swap, and publish the event only when their write won.
+import { TERMINAL, type EventType, type JobError, type JobEvent, type JobParams, type JobRecord, type JobStatus } from './jobs.js';
+import type { Priority } from './topics.js';
+
+export interface Transition {
+  record: JobRecord;
+  /** What to announce on the events topic; absent for changes nobody follows live (a re-queue). */
+  event?: JobEvent;
+}
+
+/** What a transition may read besides the record: the clock, for tests. */
+export interface Clock {
+  now?: Date;
+}
+
+const stamp = (clock: Clock) => (clock.now ?? new Date()).toISOString();
+
+/** The event a record announces at `at`. */
+export function eventOf(record: JobRecord, type: EventType, at: string, extra: Partial<JobEvent> = {}): JobEvent {
+  return { v: 1, id: record.id, type, at, model_name: record.model_name, ...extra };
+}
+
+/** The one guard: a transition applies only to a record in one of these states. */
+function from(record: JobRecord, states: readonly JobStatus[]): boolean {
+  return states.includes(record.status);
+}
+
+const LIVE: readonly JobStatus[] = ['queued', 'running'];
+
+export interface NewJob {
+  id: string;
+  model_name: string;
+  priority: Priority;
+  params: JobParams;
+  width: number;
+  height: number;
+  input_key: string;
+  idempotency: JobRecord['idempotency'];
+}
+
+/** A new job, queued. */
+export function queued(job: NewJob, clock: Clock = {}): Transition {
+  const at = stamp(clock);
+  const record: JobRecord = {
+    v: 1,
+    ...job,
+    status: 'queued',
+    output_key: null,
+    created_at: at,
+    updated_at: at,
+    started_at: null,
+    finished_at: null,
+    attempts: 0,
+    progress: null,
+    timings: null,
+    peak_memory_bytes: null,
+    error: null,
+    cancel_requested: false,
+  };
+  return { record, event: eventOf(record, 'queued', at) };
+}
+
+/** A consumer begins an attempt: queued -> running. */
+export function start(record: JobRecord, clock: Clock = {}): Transition | undefined {
+  if (!from(record, LIVE)) return undefined;
+  const at = stamp(clock);
+  const next: JobRecord = { ...record, status: 'running', attempts: record.attempts + 1, started_at: record.started_at ?? at, progress: null, updated_at: at };
+  return { record: next, event: eventOf(next, 'started', at, { attempt: next.attempts }) };
+}
+
+/** An attempt failed in a way worth retrying: running -> queued, keeping why. */
+export function requeue(record: JobRecord, error: JobError, clock: Clock = {}): Transition | undefined {
+  if (!from(record, LIVE)) return undefined;
+  const at = stamp(clock);
+  return { record: { ...record, status: 'queued', error, progress: null, updated_at: at } };
+}
+
+/** A denoising step finished. */
+export function progress(record: JobRecord, step: number, total: number, clock: Clock = {}): Transition | undefined {
+  if (!from(record, ['running'])) return undefined;
+  const at = stamp(clock);
+  const next: JobRecord = { ...record, progress: { step, total }, updated_at: at };
+  return { record: next, event: eventOf(next, 'progress', at, { step, total }) };
+}
+
+export interface Outcome {
+  output_key: string;
+  peak_memory_bytes: number;
+  compute_s: number;
+}
+
+/** The output is stored: running -> succeeded. */
+export function succeed(record: JobRecord, outcome: Outcome, clock: Clock = {}): Transition | undefined {
+  // Also from queued: another member may have re-queued the job while this run finished it.
+  if (!from(record, LIVE)) return undefined;
+  const finished = clock.now ?? new Date();
+  const at = finished.toISOString();
+  const since = (time: string | null) => (time ? (finished.getTime() - Date.parse(time)) / 1000 : 0);
+  const next: JobRecord = {
+    ...record,
+    status: 'succeeded',
+    output_key: outcome.output_key,
+    finished_at: at,
+    updated_at: at,
+    progress: record.progress ? { step: record.progress.total, total: record.progress.total } : null,
+    error: null,
+    peak_memory_bytes: outcome.peak_memory_bytes,
+    timings: {
+      queue_s: record.started_at ? (Date.parse(record.started_at) - Date.parse(record.created_at)) / 1000 : 0,
+      run_s: since(record.started_at),
+      total_s: since(record.created_at),
+      compute_s: outcome.compute_s,
+    },
+  };
+  return { record: next, event: eventOf(next, 'succeeded', at) };
+}
+
+/** The job ends canceled: queued (by the API) or running (by the consumer that stopped it). */
+export function cancel(record: JobRecord, clock: Clock = {}): Transition | undefined {
+  if (!from(record, LIVE)) return undefined;
+  const at = stamp(clock);
+  const next: JobRecord = { ...record, status: 'canceled', finished_at: at, updated_at: at, progress: null };
+  return { record: next, event: eventOf(next, 'canceled', at) };
+}
+
+/** A running job is asked to stop; its consumer then cancels it. Asked twice, nothing changes. */
+export function requestCancel(record: JobRecord, clock: Clock = {}): Transition | undefined {
+  if (!from(record, ['running']) || record.cancel_requested) return undefined;
+  const at = stamp(clock);
+  const next: JobRecord = { ...record, cancel_requested: true, updated_at: at };
+  return { record: next, event: eventOf(next, 'cancel_requested', at) };
+}
+
+/** The job ends failed with its reason. */
+export function fail(record: JobRecord, error: JobError, clock: Clock = {}): Transition | undefined {
+  if (!from(record, LIVE)) return undefined;
+  const at = stamp(clock);
+  const next: JobRecord = { ...record, status: 'failed', error, finished_at: at, updated_at: at };
+  return { record: next, event: eventOf(next, 'failed', at, { error }) };
+}
+
+export const isTerminal = (record: JobRecord) => TERMINAL.has(record.status);

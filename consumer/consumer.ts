@@ -1,0 +1,110 @@
+// A consumer process' parts, built from its config: one worker (Kafka consumer group) and
+// one runner pool per model, the cancel listener, the metrics server. createConsumer does no
+// I/O; start() connects and begins, stop() finishes in-flight jobs and lets go, so tests run
+// a consumer in-process as they run the API.
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { resolve } from 'node:path';
+import type { ConsumerConfig } from '../common/config.js';
+import { QueueDepth } from '../common/depth.js';
+import { createKafka, ensureTopics } from '../common/kafka.js';
+import type { Logger } from '../common/logger.js';
+import { createRegistry, serveMetrics } from '../common/metrics.js';
+import type { ModelEntry } from '../common/models.js';
+import { Publisher } from '../common/publisher.js';
+import { RecordStore } from '../common/records.js';
+import { ObjectStore } from '../common/storage.js';
+import { allTopics } from '../common/topics.js';
+import { CancelListener } from './cancels.js';
+import { consumerMetrics, type WorkerMetrics } from './metrics.js';
+import { RunnerPool } from './pool.js';
+import { Runner } from './runner.js';
+import { ModelWorker } from './worker.js';
+
+export interface ConsumerOptions {
+  /** The models this process serves. */
+  models: ModelEntry[];
+  /** Every model of model_names.txt: the process creates all their topics. */
+  listed: ModelEntry[];
+  logger: Logger;
+}
+
+export interface Consumer {
+  workers: ModelWorker[];
+  start(): Promise<void>;
+  /** Finishes in-flight jobs (up to SHUTDOWN_GRACE_MS), commits, disconnects. */
+  stop(): Promise<void>;
+  /** The metrics server's address once started. */
+  metricsUrl(): string | undefined;
+}
+
+function runnerPool(config: ConsumerConfig, model: ModelEntry, logger: Logger, metrics: WorkerMetrics): RunnerPool {
+  const extraArgs = [
+    ...(config.RUNNER_MAX_BATCH ? ['--max-batch', String(config.RUNNER_MAX_BATCH)] : []),
+    ...(config.RUNNER_BENCH_LOG ? ['--bench-log', resolve(config.RUNNER_BENCH_LOG)] : []),
+  ];
+  // One runner per listed GPU; without RUNNER_GPUS one runner sees every device.
+  const gpus: (string | undefined)[] = config.RUNNER_GPUS.length ? config.RUNNER_GPUS : [undefined];
+  const runners = gpus.map(
+    (gpu) =>
+      new Runner({
+        model: model.name,
+        source: model.source,
+        python: resolve(config.RUNNER_PYTHON),
+        cwd: resolve(config.RUNNER_DIR),
+        device: config.RUNNER_DEVICE,
+        stallMs: config.RUNNER_STALL_MS,
+        startTimeoutMs: config.RUNNER_START_TIMEOUT_MS,
+        logger: gpu === undefined ? logger : logger.child({ gpu }),
+        extraArgs,
+        env: gpu === undefined ? {} : { CUDA_VISIBLE_DEVICES: gpu },
+        onReady: (info) => metrics.runnerStarted?.(model.name, info.start_seconds),
+        onRestart: () => metrics.runnerRestarted?.(model.name),
+      }),
+  );
+  return new RunnerPool(runners);
+}
+
+export function createConsumer(config: ConsumerConfig, { models, listed, logger }: ConsumerOptions): Consumer {
+  const kafka = createKafka(config, `${config.KAFKA_CLIENT_ID}-consumer`, logger);
+  const store = new ObjectStore(config);
+  const records = new RecordStore(store);
+  const publisher = new Publisher(kafka, config.TOPIC_PREFIX);
+  const admin = kafka.admin();
+  const registry = createRegistry('consumer');
+  const depth = new QueueDepth(admin, config.TOPIC_PREFIX, models.map((m) => m.name));
+  const metrics = consumerMetrics(registry, () => depth.get());
+  const workers = models.map((model) => {
+    const log = logger.child({ model: model.name });
+    const pool = runnerPool(config, model, log, metrics);
+    return new ModelWorker({ kafka, publisher, config, store, records, pool, model, logger: log, metrics });
+  });
+  const cancels = new CancelListener(kafka, config.TOPIC_PREFIX, (id, model) => workers.find((w) => w.name === model)?.cancel(id));
+  let metricsServer: Server | undefined;
+
+  return {
+    workers,
+    async start() {
+      await store.ensureBucket();
+      await admin.connect();
+      await ensureTopics(admin, allTopics(config.TOPIC_PREFIX, listed.map((e) => e.name)), config.TOPIC_PARTITIONS);
+      await publisher.connect();
+      metricsServer = await serveMetrics(registry, config.CONSUMER_METRICS_HOST, config.CONSUMER_METRICS_PORT);
+      await cancels.start();
+      await Promise.all(workers.map((worker) => worker.start()));
+      logger.info({ models: models.map((m) => m.name), metrics: this.metricsUrl() }, 'consumers running');
+    },
+    async stop() {
+      await Promise.all(workers.map((worker) => worker.stop(config.SHUTDOWN_GRACE_MS)));
+      await cancels.stop();
+      await publisher.disconnect();
+      await admin.disconnect();
+      metricsServer?.close();
+      store.close();
+    },
+    metricsUrl() {
+      const address = metricsServer?.address() as AddressInfo | null | undefined;
+      return address ? `http://${config.CONSUMER_METRICS_HOST}:${address.port}/metrics` : undefined;
+    },
+  };
+}

@@ -1,0 +1,189 @@
+// Supervises one diffusion-py runner process: spawn, the ready frame, restart backoff, the
+// stall watchdog and exit. Its state is explicit (stopped -> starting -> ready -> stopping
+// -> stopped); frames in both directions are the declared protocol (common/protocol.ts).
+// Which job a frame belongs to is the Runner's business (consumer/runner.ts), not this one's.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { encodeFrame, FrameDecoder } from '../common/frames.js';
+import type { Logger } from '../common/logger.js';
+import { readRunnerFrame, type FromRunner, type ReadyFrame, type ToRunner } from '../common/protocol.js';
+
+export type ProcessState = 'stopped' | 'starting' | 'ready' | 'stopping';
+
+export interface ProcessOptions {
+  model: string;
+  source?: string;
+  python: string;
+  cwd: string;
+  device: 'auto' | 'cpu' | 'cuda';
+  /** With work in hand and no frame for this long, the process counts as hung and is killed. */
+  stallMs: number;
+  startTimeoutMs: number;
+  logger: Logger;
+  extraArgs?: string[];
+  env?: Record<string, string>;
+}
+
+export interface ReadyInfo extends Omit<ReadyFrame, 'v' | 'type'> {
+  /** Spawn to ready, as the consumer saw it: the cold-start cost. */
+  start_seconds: number;
+}
+
+export interface ProcessEvents {
+  onMessage(message: Exclude<FromRunner, ReadyFrame>, payload: Buffer): void;
+  /** The process is gone; `expected` when it was asked to stop and held no work. */
+  onExit(reason: string, expected: boolean): void;
+  /** Whether the Runner holds work: only then does silence count as a stall. */
+  busy(): boolean;
+  onReady?(info: ReadyInfo): void;
+}
+
+export class RunnerProcess {
+  private child: ChildProcess | undefined;
+  private starting: Promise<ReadyInfo> | undefined;
+  private lastFrameAt = 0;
+  private watchdog: NodeJS.Timeout | undefined;
+  private failures = 0;
+  state: ProcessState = 'stopped';
+  info: ReadyInfo | undefined;
+
+  constructor(
+    private readonly options: ProcessOptions,
+    private readonly events: ProcessEvents,
+  ) {}
+
+  /** Starts the process when none runs (after a backoff if the last one failed). */
+  ensureStarted(): Promise<ReadyInfo> {
+    if (this.state === 'ready' && this.info) return Promise.resolve(this.info);
+    this.starting ??= this.start().finally(() => (this.starting = undefined));
+    return this.starting;
+  }
+
+  /** Work was handed over: the stall clock starts now, not at the last frame of an idle spell. */
+  markBusy(): void {
+    this.lastFrameAt = Date.now();
+  }
+
+  send(message: ToRunner, payload?: Uint8Array): void {
+    this.child?.stdin?.write(encodeFrame(message, payload));
+  }
+
+  /** Asks the runner to finish its work and exit; kills it after graceMs. */
+  async stop(graceMs: number): Promise<void> {
+    const child = this.child;
+    if (!child) return;
+    this.state = 'stopping';
+    this.send({ v: 1, type: 'shutdown' });
+    const exited = once(child, 'exit');
+    const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+    await exited;
+    clearTimeout(timer);
+  }
+
+  private async start(): Promise<ReadyInfo> {
+    if (this.failures) {
+      const backoff = Math.min(30_000, 500 * 2 ** (this.failures - 1));
+      this.options.logger.warn({ backoff_ms: backoff }, 'restarting runner after a failure');
+      await sleep(backoff);
+    }
+    this.state = 'starting';
+    const startedAt = Date.now();
+    const child = this.spawn();
+    const ready = this.wire(child);
+    try {
+      const frame = await Promise.race([
+        ready,
+        sleep(this.options.startTimeoutMs).then(() => {
+          throw new Error(`runner for ${this.options.model} sent no ready frame within ${this.options.startTimeoutMs} ms`);
+        }),
+      ]);
+      const { v: _v, type: _type, ...info } = frame;
+      this.info = { ...info, start_seconds: (Date.now() - startedAt) / 1000 };
+      this.failures = 0;
+      this.state = 'ready';
+      this.options.logger.info(this.info, 'runner ready');
+      this.events.onReady?.(this.info);
+      return this.info;
+    } catch (error) {
+      this.failures++;
+      child.kill('SIGKILL');
+      if (this.child === child) {
+        this.child = undefined;
+        this.state = 'stopped';
+      }
+      throw error;
+    }
+  }
+
+  private spawn(): ChildProcess {
+    const { model, source, python, cwd, device } = this.options;
+    const args = ['-m', 'img2img_runner', '--model', model, ...(source ? ['--source', source] : [])];
+    if (device !== 'auto') args.push('--device', device);
+    args.push(...(this.options.extraArgs ?? []));
+    const child = spawn(python, args, {
+      cwd,
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: { ...process.env, HF_HUB_OFFLINE: '1', PYTHONUNBUFFERED: '1', ...this.options.env },
+    });
+    this.child = child;
+    this.options.logger.info({ runner_pid: child.pid }, 'runner spawned');
+    return child;
+  }
+
+  /** Connects the process' pipes; resolves with its ready frame. */
+  private wire(child: ChildProcess): Promise<ReadyFrame> {
+    const decoder = new FrameDecoder();
+    let onReady!: (frame: ReadyFrame) => void;
+    let onEarlyExit!: (error: Error) => void;
+    const ready = new Promise<ReadyFrame>((resolve, reject) => ((onReady = resolve), (onEarlyExit = reject)));
+    ready.catch(() => {}); // the caller observes it through the race
+
+    child.stdout!.on('data', (chunk: Buffer) => {
+      this.lastFrameAt = Date.now();
+      try {
+        for (const frame of decoder.push(chunk)) {
+          const read = readRunnerFrame(frame);
+          if (!read) continue; // a frame type this side does not know yet
+          if (read.message.type === 'ready') onReady(read.message);
+          else this.events.onMessage(read.message, read.payload);
+        }
+      } catch (error) {
+        this.options.logger.error({ err: error }, 'runner broke the frame protocol; killing it');
+        child.kill('SIGKILL');
+      }
+    });
+    child.stderr!.setEncoding('utf8').on('data', (text: string) => {
+      for (const line of text.split('\n')) if (line.trim()) this.options.logger.debug({ runner: this.options.model }, line);
+    });
+    child.stdin!.on('error', () => {}); // EPIPE after a crash is reported by 'exit'
+    child.on('error', (error) => onEarlyExit(error));
+    child.on('exit', (code, signal) => {
+      onEarlyExit(new Error(`runner for ${this.options.model} exited during start-up (code ${code}, signal ${signal})`));
+      this.onExit(child, code, signal);
+    });
+    this.watchdog ??= setInterval(() => this.checkStall(), Math.min(1000, this.options.stallMs / 4)).unref();
+    return ready;
+  }
+
+  private onExit(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
+    if (this.child !== child) return;
+    const expected = this.state === 'stopping' && !this.events.busy();
+    this.child = undefined;
+    this.info = undefined;
+    this.state = 'stopped';
+    if (!expected) {
+      this.failures++;
+      this.options.logger.error({ code, signal }, 'runner died; its jobs will be retried');
+    }
+    this.events.onExit(`runner exited (code ${code}, signal ${signal})`, expected);
+  }
+
+  private checkStall(): void {
+    if (this.state !== 'ready' || !this.child || !this.events.busy()) return;
+    if (Date.now() - this.lastFrameAt > this.options.stallMs) {
+      this.options.logger.error({ stall_ms: this.options.stallMs }, 'runner stopped answering; killing it');
+      this.child.kill('SIGKILL');
+    }
+  }
+}
