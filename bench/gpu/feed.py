@@ -96,9 +96,10 @@ def send_jobs(client: RunnerClient, prefix: str, count: int, png: bytes, params:
     return ids
 
 
-def collect(client: RunnerClient, ids: list[str], timeout: float) -> dict:
-    """Wait for every job's final frame; return timings of the run."""
+def collect(client: RunnerClient, ids: list[str], timeout: float, keep: set | None = None) -> dict:
+    """Wait for every job's final frame; return timings of the run (and the PNGs of the jobs in keep)."""
     waiting = set(ids)
+    kept: dict[str, bytes] = {}
     sent = time.perf_counter()
     finished: list[float] = []
     batch_sizes: list[int] = []
@@ -120,6 +121,8 @@ def collect(client: RunnerClient, ids: list[str], timeout: float) -> dict:
             image = Image.open(io.BytesIO(payload))
             sizes.add(image.size)
             compute_s[header["timings"]["compute_s"]] = header["batch_size"]
+            if keep and header["id"] in keep:
+                kept[header["id"]] = payload
             if len(pixels) < 4:
                 array = np.asarray(image.convert("RGB"), dtype=np.float32)
                 pixels.append((round(float(array.mean()), 2), round(float(array.std()), 2)))
@@ -128,7 +131,7 @@ def collect(client: RunnerClient, ids: list[str], timeout: float) -> dict:
             errors.append(header)
             waiting.discard(header["id"])
     batches = sorted(((size, round(seconds, 3)) for seconds, size in compute_s.items()), key=lambda item: item[0])
-    return {"sent": sent, "finished": sorted(finished), "batch_sizes": batch_sizes, "errors": errors, "sizes": sorted(sizes), "compute_s": batches, "pixels": pixels}
+    return {"sent": sent, "finished": sorted(finished), "batch_sizes": batch_sizes, "errors": errors, "sizes": sorted(sizes), "compute_s": batches, "pixels": pixels, "kept": kept}
 
 
 def throughput(run: dict, first_batch: int) -> dict:

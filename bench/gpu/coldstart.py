@@ -1,0 +1,208 @@
+"""Spawn-to-ready of the runner: cold, then with the compile cache fetched from a stand-in object store (issue 13).
+
+    python3 bench/gpu/coldstart.py --out $OUT --tunings compile,regional
+
+For each tuning, in one run on one machine:
+
+1. cold: a runner (`python -m img2img_runner --model sd15 --source sd15-arch
+   --tuning T`) with empty Inductor and Triton caches and an empty compile
+   cache directory (IMG2IMG_COMPILE_CACHE): it compiles, saves its artifacts,
+   then gets ROUNDS x max_batch jobs over frames (PNG in, PNG out);
+2. upload: the compile cache directory is copied into STORE/compile-cache/T/
+   (a directory standing in for the object store: the GPU machine has none),
+   as consumer/compilecache.ts does with the real one;
+3. warm: a fresh runner with new, empty Inductor and Triton caches and an
+   empty compile cache directory, into which STORE/compile-cache/T/ is copied
+   first (the download before the spawn); same jobs, same seeds; its outputs
+   are compared with the cold runner's, and its cache directory is checked for
+   new files (a warm start should produce none: nothing to upload).
+
+Spawn-to-ready is the wall time from Popen to the ready frame, as the consumer
+sees it. Records go to OUT/results.jsonl (kind "coldstart"), the runners' logs
+to OUT/runners.log; --pack-store tars the store into OUT in 15 MiB parts so a
+later call can start from it (`--store-from DIR` unpacks such parts first and
+skips the cold runs whose tuning it already holds).
+"""
+
+import argparse
+import glob
+import io
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+from feed import RunnerClient, collect, noise_png, send_jobs, throughput  # noqa: E402
+
+PART_BYTES = 15 * 2**20
+
+
+def tree_files(root: pathlib.Path) -> dict[str, int]:
+    return {str(path.relative_to(root)): path.stat().st_size for path in root.rglob("*") if path.is_file()} if root.exists() else {}
+
+
+def record(out: pathlib.Path, **item) -> None:
+    item = {"kind": "coldstart", **item}
+    with open(out / "results.jsonl", "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(item) + "\n")
+    print("RESULT", json.dumps(item), flush=True)
+
+
+def compiler_line(log_path: pathlib.Path, since: int) -> dict:
+    """The runner's 'warm-up took ...; compiler: {...}' and compile cache lines from its log."""
+    text = log_path.read_bytes()[since:].decode("utf-8", "replace")
+    found = {}
+    for line in text.splitlines():
+        if "warm-up took" in line:
+            found["warm_up_line"] = line.split("INFO img2img_runner: ", 1)[-1]
+        if "compile cache" in line:
+            found.setdefault("cache_lines", []).append(line.split("img2img_runner: ", 1)[-1][:300])
+        if "first call at" in line:
+            found["first_call_line"] = line.split("img2img_runner: ", 1)[-1]
+        if "regional compilation" in line:
+            found["regional_line"] = line.split("img2img_runner: ", 1)[-1]
+    return found
+
+
+def one_runner(out, name: str, tuning: str, work: pathlib.Path, rounds: int, png: bytes, timeout: float, extra: list[str]):
+    """Start a runner with its own empty caches, wait for ready, feed jobs; return (record, arrays by seed)."""
+    env = {
+        "IMG2IMG_COMPILE_CACHE": str(work / "cc"),
+        "TORCHINDUCTOR_CACHE_DIR": str(work / "inductor"),
+        "TRITON_CACHE_DIR": str(work / "triton"),
+    }
+    log_path = out / "runners.log"
+    since = log_path.stat().st_size if log_path.exists() else 0
+    before = tree_files(work / "cc")
+    client = RunnerClient(["--model", "sd15", "--source", "sd15-arch", "--tuning", tuning, *extra], env=env, log_path=str(log_path))
+    item = {"run": name, "tuning": tuning, "cache_files_before": len(before)}
+    arrays = {}
+    try:
+        ready = client.wait_ready(timeout=timeout)
+        item.update(spawn_to_ready_s=ready["wall_start_seconds"], load_seconds=ready.get("load_seconds"), max_batch=ready["max_batch"])
+        after = tree_files(work / "cc")
+        item["new_cache_files"] = sorted(set(after) - set(before))
+        item["cache_mib"] = round(sum(after.values()) / 2**20, 1)
+        max_batch = ready["max_batch"]
+        ids = send_jobs(client, name, rounds * max_batch, png)
+        run = collect(client, ids, timeout=max(30, timeout), keep=set(ids[:4]))
+        item.update(errors=len(run["errors"]), jobs=len(ids), compute_s=run["compute_s"][:3], **throughput(run, first_batch=min(max_batch, len(ids))))
+        arrays = {job_id.split("-")[-1]: np.asarray(Image.open(io.BytesIO(data)).convert("RGB")) for job_id, data in run["kept"].items()}
+    finally:
+        client.close()
+        item.update(compiler_line(log_path, since))
+    return item, arrays
+
+
+def copy_tree(source: pathlib.Path, target: pathlib.Path) -> float:
+    started = time.perf_counter()
+    if source.exists():
+        shutil.copytree(source, target, dirs_exist_ok=True)
+    return round(time.perf_counter() - started, 3)
+
+
+def pack(store: pathlib.Path, out: pathlib.Path, max_parts: int, tunings: list[str]) -> None:
+    """The store (every tuning's entry, else the first tuning's alone) as 15 MiB parts in OUT."""
+    for chosen in (tunings, tunings[:1]):
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6) as tar:
+            for tuning in chosen:
+                if (store / "compile-cache" / tuning).exists():
+                    tar.add(store / "compile-cache" / tuning, arcname=f"store/compile-cache/{tuning}")
+        data = buffer.getvalue()
+        parts = (len(data) + PART_BYTES - 1) // PART_BYTES
+        print(f"store {chosen}: {len(data) / 2**20:.1f} MiB packed, {parts} part(s)", flush=True)
+        if parts <= max_parts:
+            break
+    else:
+        print("store too large to bring back; not packed", flush=True)
+        return
+    for index in range(parts):
+        (out / f"store.tgz.{index:02d}").write_bytes(data[index * PART_BYTES : (index + 1) * PART_BYTES])
+
+
+def unpack(parts_dir: str, work: pathlib.Path) -> None:
+    data = b"".join(pathlib.Path(path).read_bytes() for path in sorted(glob.glob(os.path.join(parts_dir, "store.tgz.*"))))
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        tar.extractall(work, filter="data")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=os.environ.get("OUT", "bench-out"))
+    parser.add_argument("--work", default="/tmp/coldstart")
+    parser.add_argument("--tunings", default="compile,regional")
+    parser.add_argument("--rounds", type=int, default=3, help="jobs per runner: this many max batches")
+    parser.add_argument("--budget", type=float, default=540, help="seconds for everything; a cold run needs --cold-need")
+    parser.add_argument("--cold-need", type=float, default=200)
+    parser.add_argument("--warm-need", type=float, default=60)
+    parser.add_argument("--runner-args", default="")
+    parser.add_argument("--pack-store", action="store_true")
+    parser.add_argument("--max-parts", type=int, default=5)
+    parser.add_argument("--store-from", help="a directory with store.tgz.* parts from an earlier call")
+    args = parser.parse_args()
+    deadline = time.perf_counter() + args.budget
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = pathlib.Path(args.work)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    store = work / "store"
+    if args.store_from:
+        unpack(args.store_from, work)
+    store.mkdir(exist_ok=True)
+    png = noise_png((512, 512))
+    extra = args.runner_args.split()
+    import torch
+
+    record(out, run="env", gpu=torch.cuda.get_device_name(0), torch=torch.__version__, store_from=args.store_from)
+    tunings = [name for name in args.tunings.split(",") if name]
+    for tuning in tunings:
+        prefix = store / "compile-cache" / tuning
+        cold_arrays = None
+        if not prefix.exists():
+            if deadline - time.perf_counter() < args.cold_need:
+                record(out, run="cold", tuning=tuning, skipped="budget")
+                continue
+            item, cold_arrays = one_runner(out, f"{tuning}-cold", tuning, work / f"{tuning}-cold", args.rounds, png, deadline - time.perf_counter(), extra)
+            item["upload_s"] = copy_tree(work / f"{tuning}-cold" / "cc", prefix)
+            record(out, **item)
+        if deadline - time.perf_counter() < args.warm_need:
+            record(out, run="warm", tuning=tuning, skipped="budget")
+            continue
+        warm_dir = work / f"{tuning}-warm"
+        download_s = copy_tree(prefix, warm_dir / "cc")
+        item, warm_arrays = one_runner(out, f"{tuning}-warm", tuning, warm_dir, args.rounds, png, deadline - time.perf_counter(), extra)
+        item["download_s"] = download_s
+        item["store_mib"] = round(sum(tree_files(prefix).values()) / 2**20, 1)
+        if cold_arrays:
+            diffs = [np.abs(cold_arrays[seed].astype(np.int16) - warm_arrays[seed].astype(np.int16)) for seed in cold_arrays if seed in warm_arrays]
+            if diffs:
+                item["vs_cold_max_abs"] = int(max(diff.max() for diff in diffs))
+                item["vs_cold_mean_abs"] = round(float(np.mean([diff.mean() for diff in diffs])), 4)
+        record(out, **item)
+    if args.pack_store:
+        pack(store, out, args.max_parts, tunings)
+    summary = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if '"coldstart"' in line]
+    print("\n| run | spawn-to-ready s | max_batch | img/s steady | new cache files | vs cold max abs |")
+    print("|---|---|---|---|---|---|")
+    for item in summary:
+        if item.get("run") == "env":
+            continue
+        print(
+            f"| {item.get('run')} | {item.get('spawn_to_ready_s')} | {item.get('max_batch')} | {item.get('images_per_s_steady')} | "
+            f"{len(item.get('new_cache_files', [])) if 'new_cache_files' in item else item.get('skipped')} | {item.get('vs_cold_max_abs')} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
