@@ -123,7 +123,8 @@ export function succeed(record: JobRecord, outcome: Outcome, clock: Clock = {}):
 export function cancel(record: JobRecord, clock: Clock = {}): Transition | undefined {
   if (!from(record, LIVE)) return undefined;
   const at = stamp(clock);
-  const next: JobRecord = { ...record, status: 'canceled', finished_at: at, updated_at: at, progress: null };
+  // The progress stays: it tells how far a running job got before it stopped.
+  const next: JobRecord = { ...record, status: 'canceled', finished_at: at, updated_at: at };
   return { record: next, event: eventOf(next, 'canceled', at) };
 }
 

@@ -13,6 +13,9 @@ import type { RecordStore } from '../../common/records.js';
 import { jobKeys, type ObjectStore } from '../../common/storage.js';
 import { ensureTopics } from '../../common/kafka.js';
 import { allTopics, eventsTopic, jobTopic, type Priority } from '../../common/topics.js';
+import { createConsumer, type Consumer } from '../../consumer/consumer.js';
+import { createLogger } from '../../common/logger.js';
+import { parseModelNames } from '../../common/models.js';
 import { uniqueName } from './env.js';
 
 export async function pngOf(width: number, height: number, seed = 1): Promise<Buffer> {
@@ -81,7 +84,15 @@ export const waitForStatus = (records: RecordStore, id: string, statuses: string
     return record && statuses.includes(record.status) ? record : undefined;
   }, timeoutMs, `job ${id} to reach ${statuses.join('|')}`);
 
-/** A consumer process with its own model list; stdout/stderr kept for failures. */
+/** A consumer in this process (createConsumer, as consumer/main.ts runs it); stop() ends it. */
+export async function startTestConsumer(config: Config, models = 'tiny\n'): Promise<Consumer> {
+  const listed = parseModelNames(models);
+  const consumer = createConsumer({ ...config, CONSUMER_METRICS_PORT: 0 }, { models: listed, listed, logger: createLogger('consumer-test', config.LOG_LEVEL) });
+  await consumer.start();
+  return consumer;
+}
+
+/** A consumer process with its own model list (for tests that kill it); stdout/stderr kept for failures. */
 export class ConsumerProcess {
   child: ChildProcess | undefined;
   log = '';

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import sharp from 'sharp';
+import * as lifecycle from '../../common/lifecycle.js';
 import { Publisher } from '../../common/publisher.js';
 import { createKafka } from '../../common/kafka.js';
 import { RecordStore } from '../../common/records.js';
@@ -46,11 +47,9 @@ afterAll(async () => {
 
 /** What the API's DELETE does: cancel a queued job outright, or ask the consumer to stop a running one. */
 async function requestCancel(id: string): Promise<void> {
-  const record = await records.update(id, (r) =>
-    r.status === 'queued' ? { ...r, status: 'canceled' } : { ...r, cancel_requested: true },
-  );
-  const type = record?.status === 'canceled' ? 'canceled' : 'cancel_requested';
-  await publisher.publishEvent({ v: 1, id, at: new Date().toISOString(), model_name: 'tiny', type }, AbortSignal.timeout(5000));
+  const { record } = await records.apply(id, (r) => (r.status === 'queued' ? lifecycle.cancel(r) : lifecycle.requestCancel(r)));
+  if (record?.status !== 'running') return;
+  await publisher.publishCancel({ v: 1, id, model_name: 'tiny', at: new Date().toISOString() }, AbortSignal.timeout(5000));
 }
 
 describe('consumer', () => {

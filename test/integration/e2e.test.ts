@@ -1,21 +1,22 @@
-// The whole system as a user meets it: the API in-process, a real consumer process with
-// the `tiny` runner, real Kafka and MinIO. Submit, follow, fetch the result, cancel.
+// The whole system as a user meets it: the API and a consumer in-process (each as its
+// composition root builds it), the `tiny` runner, real Kafka and MinIO. Submit, follow,
+// fetch the result, cancel.
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { json, openEventStream, pngImage, postJob, startTestApi, type TestApi } from '../helpers/api.js';
-import { ConsumerProcess, waitFor } from '../helpers/consumer.js';
+import type { Consumer } from '../../consumer/consumer.js';
+import { startTestConsumer, waitFor } from '../helpers/consumer.js';
 
 let api: TestApi;
-let consumer: ConsumerProcess;
+let consumer: Consumer;
 
 beforeAll(async () => {
   api = await startTestApi();
-  consumer = new ConsumerProcess({ TOPIC_PREFIX: api.config.TOPIC_PREFIX, IDLE_UNLOAD_MS: '0' }).start();
-  await consumer.ready();
+  consumer = await startTestConsumer({ ...api.config, IDLE_UNLOAD_MS: 0, SHUTDOWN_GRACE_MS: 2000 });
 }, 120_000);
 
 afterAll(async () => {
-  await consumer?.stop('SIGKILL');
+  await consumer?.stop();
   await api?.close();
 });
 

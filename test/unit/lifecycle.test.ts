@@ -65,10 +65,10 @@ describe('lifecycle', () => {
     expect(next.event).toMatchObject({ type: 'succeeded' });
   });
 
-  it('cancel: from queued or running, never from an end', () => {
+  it('cancel: from queued or running, keeping how far it got', () => {
     for (const status of ['queued', 'running'] as const) {
       const next = lifecycle.cancel(inState(status, { progress: { step: 1, total: 2 } }), at(1))!;
-      expect(next.record).toMatchObject({ status: 'canceled', finished_at: at(1).now.toISOString(), progress: null });
+      expect(next.record).toMatchObject({ status: 'canceled', finished_at: at(1).now.toISOString(), progress: { step: 1, total: 2 } });
       expect(next.event).toMatchObject({ type: 'canceled' });
     }
   });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parseModelNames } from '../../common/models.js';
-import { allTopics } from '../../common/topics.js';
+import { allTopics, topicSettings } from '../../common/topics.js';
 
 describe('parseModelNames', () => {
   it('reads names, sources and comments', () => {
@@ -23,13 +23,20 @@ describe('parseModelNames', () => {
 });
 
 describe('allTopics', () => {
-  it('lists three priorities and a DLQ per model, and one events topic', () => {
+  it('lists three priorities and a DLQ per model, one events topic and one cancels topic', () => {
     expect(allTopics('img2img', ['tiny'])).toEqual([
       'img2img.tiny.high',
       'img2img.tiny.normal',
       'img2img.tiny.low',
       'img2img.tiny.dlq',
       'img2img.events',
+      'img2img.cancels',
     ]);
+  });
+
+  it('compacts the cancels topic (one request per job) and leaves the others to the broker', () => {
+    expect(topicSettings('img2img.cancels')).toEqual(expect.arrayContaining([{ name: 'cleanup.policy', value: 'compact,delete' }]));
+    expect(topicSettings('img2img.events')).toEqual([]);
+    expect(topicSettings('img2img.tiny.high')).toEqual([]);
   });
 });
