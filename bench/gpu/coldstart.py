@@ -73,7 +73,7 @@ def compiler_line(log_path: pathlib.Path, since: int) -> dict:
     return found
 
 
-def one_runner(out, name: str, tuning: str, work: pathlib.Path, rounds: int, png: bytes, timeout: float, extra: list[str]):
+def one_runner(out, name: str, tuning: str, work: pathlib.Path, rounds: int, png: bytes, timeout: float, extra: list[str], source: str = "sd15-arch"):
     """Start a runner with its own empty caches, wait for ready, feed jobs; return (record, arrays by seed)."""
     env = {
         "IMG2IMG_COMPILE_CACHE": str(work / "cc"),
@@ -83,8 +83,8 @@ def one_runner(out, name: str, tuning: str, work: pathlib.Path, rounds: int, png
     log_path = out / "runners.log"
     since = log_path.stat().st_size if log_path.exists() else 0
     before = tree_files(work / "cc")
-    client = RunnerClient(["--model", "sd15", "--source", "sd15-arch", "--tuning", tuning, *extra], env=env, log_path=str(log_path))
-    item = {"run": name, "tuning": tuning, "cache_files_before": len(before)}
+    client = RunnerClient(["--model", source.removesuffix("-arch"), "--source", source, "--tuning", tuning, *extra], env=env, log_path=str(log_path))
+    item = {"run": name, "tuning": tuning, "source": source, "cache_files_before": len(before)}
     arrays = {}
     try:
         ready = client.wait_ready(timeout=timeout)
@@ -146,6 +146,7 @@ def main() -> None:
     parser.add_argument("--cold-need", type=float, default=200)
     parser.add_argument("--warm-need", type=float, default=60)
     parser.add_argument("--runner-args", default="")
+    parser.add_argument("--source", default="sd15-arch", help="sd15-arch (512x512 jobs) or sdxl-arch (1024x1024)")
     parser.add_argument("--pack-store", action="store_true")
     parser.add_argument("--max-parts", type=int, default=5)
     parser.add_argument("--store-from", help="a directory with store.tgz.* parts from an earlier call")
@@ -154,34 +155,34 @@ def main() -> None:
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = pathlib.Path(args.work)
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work.mkdir(parents=True, exist_ok=True)
     store = work / "store"
-    if args.store_from:
+    if args.store_from and not store.exists():
         unpack(args.store_from, work)
     store.mkdir(exist_ok=True)
-    png = noise_png((512, 512))
+    side = 1024 if args.source == "sdxl-arch" else 512
+    png = noise_png((side, side))
     extra = args.runner_args.split()
     import torch
 
     record(out, run="env", gpu=torch.cuda.get_device_name(0), torch=torch.__version__, store_from=args.store_from)
     tunings = [name for name in args.tunings.split(",") if name]
     for tuning in tunings:
-        prefix = store / "compile-cache" / tuning
+        prefix = store / "compile-cache" / (tuning if args.source == "sd15-arch" else f"{args.source}-{tuning}")
         cold_arrays = None
         if not prefix.exists():
             if deadline - time.perf_counter() < args.cold_need:
                 record(out, run="cold", tuning=tuning, skipped="budget")
                 continue
-            item, cold_arrays = one_runner(out, f"{tuning}-cold", tuning, work / f"{tuning}-cold", args.rounds, png, deadline - time.perf_counter(), extra)
-            item["upload_s"] = copy_tree(work / f"{tuning}-cold" / "cc", prefix)
+            item, cold_arrays = one_runner(out, f"{args.source}-{tuning}-cold", tuning, work / f"{args.source}-{tuning}-cold", args.rounds, png, deadline - time.perf_counter(), extra, args.source)
+            item["upload_s"] = copy_tree(work / f"{args.source}-{tuning}-cold" / "cc", prefix)
             record(out, **item)
         if deadline - time.perf_counter() < args.warm_need:
             record(out, run="warm", tuning=tuning, skipped="budget")
             continue
-        warm_dir = work / f"{tuning}-warm"
+        warm_dir = work / f"{args.source}-{tuning}-warm"
         download_s = copy_tree(prefix, warm_dir / "cc")
-        item, warm_arrays = one_runner(out, f"{tuning}-warm", tuning, warm_dir, args.rounds, png, deadline - time.perf_counter(), extra)
+        item, warm_arrays = one_runner(out, f"{args.source}-{tuning}-warm", tuning, warm_dir, args.rounds, png, deadline - time.perf_counter(), extra, args.source)
         item["download_s"] = download_s
         item["store_mib"] = round(sum(tree_files(prefix).values()) / 2**20, 1)
         if cold_arrays:
