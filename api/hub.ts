@@ -5,7 +5,9 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Consumer, Kafka } from 'kafkajs';
-import { JobEvent, parseValue } from '../common/jobs.js';
+import { JobEvent, parseValue, TERMINAL } from '../common/jobs.js';
+import { eventOf } from '../common/lifecycle.js';
+import type { RecordStore } from '../common/records.js';
 import type { Logger } from '../common/logger.js';
 
 /** Where an event sits in the events topic; the SSE `id:` is `<partition>-<offset>`. */
@@ -14,10 +16,10 @@ export interface Position {
   offset: number;
 }
 
-/** An event with its place in the topic. */
+/** An event with its place in the topic; none for an ending read from the record instead. */
 export interface PositionedEvent {
   event: JobEvent;
-  position: Position;
+  position: Position | undefined;
 }
 
 export const formatPosition = ({ partition, offset }: Position) => `${partition}-${offset}`;
@@ -28,8 +30,8 @@ export function parsePosition(text: string | undefined): Position | undefined {
 }
 
 /** True when `position` comes after `last` (events of one job share a partition, since the key is the job id). */
-export const isAfter = (position: Position, last: Position | undefined) =>
-  !last || position.partition !== last.partition || position.offset > last.offset;
+export const isAfter = (position: Position | undefined, last: Position | undefined) =>
+  !position || !last || position.partition !== last.partition || position.offset > last.offset;
 
 /** The events of one job for one SSE stream, buffered up to a limit; a client that falls behind is dropped. */
 export class Subscription implements AsyncIterable<PositionedEvent> {
@@ -89,11 +91,19 @@ export interface HubOptions {
   /** Events buffered per subscription before the client is dropped. */
   bufferLimit: number;
   log: Logger;
+  /** Where a followed job's ending is read when its events do not come. */
+  records: Pick<RecordStore, 'get'>;
+  /** A followed job with no event for this long has its record read again (default 5 s). */
+  quietMs?: number;
 }
 
 export class EventHub {
   private readonly consumer: Consumer;
   private readonly subscriptions = new Map<string, Set<Subscription>>();
+  /** When each followed job last had an event or a look at its record. */
+  private readonly lastHeard = new Map<string, number>();
+  private readonly sweeper: NodeJS.Timeout;
+  private joins = 0;
 
   constructor(
     kafka: Kafka,
@@ -102,10 +112,17 @@ export class EventHub {
   ) {
     // A short fetch wait keeps start-up and shutdown quick; a fetch returns at once when events arrive.
     this.consumer = kafka.consumer({ groupId, maxWaitTimeInMs: 500, retry: { retries: 10 } });
+    const quietMs = options.quietMs ?? 5000;
+    this.sweeper = setInterval(() => this.recheckQuiet(quietMs), Math.min(1000, quietMs)).unref();
   }
 
   /** Resolves once the consumer has joined and resolved its offsets, so later events reach subscribers. */
   async start(): Promise<void> {
+    // Rejoining after an outage starts at the latest offset again: what was published meanwhile
+    // is missed, so every followed job's record is read again.
+    this.consumer.on(this.consumer.events.GROUP_JOIN, () => {
+      if (this.joins++ > 0) for (const jobId of this.subscriptions.keys()) void this.recheck(jobId);
+    });
     await this.consumer.connect();
     await this.consumer.subscribe({ topic: this.options.topic, fromBeginning: false });
     const fetched = new Promise<void>((resolve) => {
@@ -131,6 +148,7 @@ export class EventHub {
     const set = this.subscriptions.get(jobId) ?? new Set();
     set.add(subscription);
     this.subscriptions.set(jobId, set);
+    if (!this.lastHeard.has(jobId)) this.lastHeard.set(jobId, Date.now());
     return subscription;
   }
 
@@ -142,6 +160,7 @@ export class EventHub {
 
   /** Ends every stream (their clients reconnect elsewhere), then leaves the group. */
   async close(): Promise<void> {
+    clearInterval(this.sweeper);
     for (const set of [...this.subscriptions.values()]) for (const subscription of [...set]) subscription.close();
     await this.consumer.disconnect();
   }
@@ -152,14 +171,44 @@ export class EventHub {
       this.options.log.warn({ position: formatPosition(position) }, 'ignoring a malformed event');
       return;
     }
-    const set = this.subscriptions.get(parsed.data.id);
+    this.deliver(parsed.data, position);
+  }
+
+  private deliver(event: JobEvent, position: Position | undefined): void {
+    const set = this.subscriptions.get(event.id);
     if (!set) return;
-    for (const subscription of [...set]) subscription.push({ event: parsed.data, position });
+    this.lastHeard.set(event.id, Date.now());
+    for (const subscription of [...set]) subscription.push({ event, position });
+  }
+
+  private recheckQuiet(quietMs: number): void {
+    const now = Date.now();
+    for (const [jobId, heard] of this.lastHeard) {
+      if (now - heard < quietMs) continue;
+      this.lastHeard.set(jobId, now);
+      void this.recheck(jobId);
+    }
+  }
+
+  /** Ends the streams of a job whose record says it ended, when its terminal event did not arrive. */
+  private async recheck(jobId: string): Promise<void> {
+    try {
+      const record = await this.options.records.get(jobId, AbortSignal.timeout(5000));
+      if (!record || !TERMINAL.has(record.status)) return;
+      const at = record.finished_at ?? record.updated_at;
+      const extra = record.status === 'failed' && record.error ? { error: record.error } : {};
+      this.deliver(eventOf(record, record.status as 'succeeded' | 'failed' | 'canceled', at, extra), undefined);
+    } catch (error) {
+      this.options.log.debug({ err: error, job: jobId }, 'could not read a followed job');
+    }
   }
 
   private forget(subscription: Subscription): void {
     const set = this.subscriptions.get(subscription.jobId);
     set?.delete(subscription);
-    if (set && !set.size) this.subscriptions.delete(subscription.jobId);
+    if (set && !set.size) {
+      this.subscriptions.delete(subscription.jobId);
+      this.lastHeard.delete(subscription.jobId);
+    }
   }
 }

@@ -13,6 +13,7 @@ import { EventHub } from './hub.js';
 import { IdempotencyStore } from './idempotency.js';
 import { ImageNormaliser } from './image.js';
 import { Intake } from './intake.js';
+import { OrphanSweeper } from './sweeper.js';
 import { Publisher } from '../common/publisher.js';
 import { createRegistry } from '../common/metrics.js';
 import type { Registry } from 'prom-client';
@@ -31,6 +32,7 @@ export interface Services {
   depth: QueueDepth;
   images: ImageNormaliser;
   intake: Intake;
+  sweeper: OrphanSweeper;
   registry: Registry;
   metrics: ApiMetrics;
 }
@@ -41,7 +43,7 @@ export function createServices(config: ApiConfig, models: string[], log: Logger)
   const kafka = createKafka(config, `${config.KAFKA_CLIENT_ID}-api`, log);
   const admin = kafka.admin();
   const publisher = new Publisher(kafka, config.TOPIC_PREFIX);
-  const hub = new EventHub(kafka, { topic: eventsTopic(config.TOPIC_PREFIX), bufferLimit: config.SSE_CLIENT_BUFFER, log });
+  const hub = new EventHub(kafka, { topic: eventsTopic(config.TOPIC_PREFIX), bufferLimit: config.SSE_CLIENT_BUFFER, log, records });
   const images = new ImageNormaliser({
     maxSide: config.MAX_IMAGE_SIDE,
     maxPixels: config.MAX_IMAGE_PIXELS,
@@ -56,14 +58,16 @@ export function createServices(config: ApiConfig, models: string[], log: Logger)
     timeoutMs: config.DEPENDENCY_TIMEOUT_MS,
     log,
   });
+  const sweeper = new OrphanSweeper({ store, log, intervalMs: config.ORPHAN_SWEEP_MS, graceMs: config.ORPHAN_GRACE_MS });
   const depth = new QueueDepth(admin, config.TOPIC_PREFIX, models);
   const registry = createRegistry('api');
   const metrics = apiMetrics(registry);
-  return { config, log, models, store, records, kafka, admin, publisher, hub, depth, images, intake, registry, metrics };
+  return { config, log, models, store, records, kafka, admin, publisher, hub, depth, images, intake, sweeper, registry, metrics };
 }
 
 export async function prepareStorage(services: Services): Promise<void> {
   await services.store.ensureBucket();
+  services.sweeper.start();
 }
 
 /** Creates the topics, connects the producer and starts the events consumer. */
@@ -77,6 +81,7 @@ export async function prepareKafka(services: Services): Promise<void> {
 
 /** Ends the SSE streams and disconnects; each step runs even if another fails. */
 export async function stopServices(services: Services): Promise<void> {
+  services.sweeper.stop();
   const steps = [services.hub.close(), services.publisher.disconnect(), services.admin.disconnect()];
   const failed = (await Promise.allSettled(steps)).filter((step) => step.status === 'rejected');
   if (failed.length) services.log.warn({ failures: failed.length }, 'some clients did not disconnect cleanly');

@@ -54,6 +54,10 @@ export const ApiConfigSchema = z.object({
   SSE_HEARTBEAT_MS: integer(15_000, 100),
   /** Events buffered for one slow SSE client before the API drops it (it reconnects with Last-Event-ID). */
   SSE_CLIENT_BUFFER: integer(256, 1),
+  /** How often the API removes stored inputs that no job record owns (a crash mid-intake); 0: never. */
+  ORPHAN_SWEEP_MS: integer(120_000),
+  /** An input without a record is left alone this long: its intake may still be running. */
+  ORPHAN_GRACE_MS: integer(300_000, 1000),
 });
 
 export const ConsumerConfigSchema = z.object({
@@ -72,7 +76,7 @@ export const ConsumerConfigSchema = z.object({
   RUNNER_START_TIMEOUT_MS: integer(600_000, 1000),
   MAX_ATTEMPTS: integer(3, 1),
   /** A dead consumer's partitions move to a live one after this long. */
-  KAFKA_SESSION_TIMEOUT_MS: integer(30_000, 6000),
+  KAFKA_SESSION_TIMEOUT_MS: integer(6000, 6000),
   /** On SIGTERM, how long in-flight jobs may take before their offsets are left for redelivery. */
   SHUTDOWN_GRACE_MS: integer(60_000, 0),
   /** A model's runner stops after this long without work, freeing GPU memory (0: never). */

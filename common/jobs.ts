@@ -27,6 +27,23 @@ export type JobParams = z.infer<typeof JobParams>;
 export const JobError = z.object({ code: z.string(), message: z.string() });
 export type JobError = z.infer<typeof JobError>;
 
+export const EventType = z.enum(['queued', 'started', 'progress', 'succeeded', 'failed', 'canceled', 'cancel_requested']);
+export type EventType = z.infer<typeof EventType>;
+
+/** A lifecycle event on img2img.events, keyed by the job id. */
+export const JobEvent = z.object({
+  v: z.literal(1),
+  id: z.string(),
+  type: EventType,
+  at: z.string(),
+  model_name: z.string(),
+  step: z.number().int().optional(),
+  total: z.number().int().optional(),
+  attempt: z.number().int().optional(),
+  error: JobError.optional(),
+});
+export type JobEvent = z.infer<typeof JobEvent>;
+
 export const JobRecord = z.object({
   v: z.literal(1),
   id: z.string(),
@@ -53,6 +70,12 @@ export const JobRecord = z.object({
   cancel_requested: z.boolean(),
   /** sha256 of the idempotency key and of the request, when the client sent a key. */
   idempotency: z.object({ key_hash: z.string(), request_hash: z.string() }).nullable(),
+  /**
+   * Events written with the change they announce and not yet acknowledged by Kafka: whoever
+   * finds them here publishes them (at least once) and removes them. A message's offset is
+   * committed only once its record's outbox is empty, so a restarted consumer finishes the job.
+   */
+  outbox: z.array(JobEvent).default([]),
 });
 export type JobRecord = z.infer<typeof JobRecord>;
 
@@ -66,22 +89,6 @@ export const JobMessage = z.object({
 });
 export type JobMessage = z.infer<typeof JobMessage>;
 
-export const EventType = z.enum(['queued', 'started', 'progress', 'succeeded', 'failed', 'canceled', 'cancel_requested']);
-export type EventType = z.infer<typeof EventType>;
-
-/** A lifecycle event on img2img.events, keyed by the job id. */
-export const JobEvent = z.object({
-  v: z.literal(1),
-  id: z.string(),
-  type: EventType,
-  at: z.string(),
-  model_name: z.string(),
-  step: z.number().int().optional(),
-  total: z.number().int().optional(),
-  attempt: z.number().int().optional(),
-  error: JobError.optional(),
-});
-export type JobEvent = z.infer<typeof JobEvent>;
 
 /** A cancel request on img2img.cancels, keyed by the job id. */
 export const CancelRequest = z.object({ v: z.literal(1), id: z.string(), model_name: z.string(), at: z.string() });

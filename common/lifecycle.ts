@@ -24,6 +24,11 @@ export function eventOf(record: JobRecord, type: EventType, at: string, extra: P
   return { v: 1, id: record.id, type, at, model_name: record.model_name, ...extra };
 }
 
+/** An ending written with its event in the outbox: published at least once, even after a crash. */
+function ending(next: JobRecord, event: JobEvent): Transition {
+  return { record: { ...next, outbox: [...next.outbox, event] }, event };
+}
+
 /** The one guard: a transition applies only to a record in one of these states. */
 function from(record: JobRecord, states: readonly JobStatus[]): boolean {
   return states.includes(record.status);
@@ -60,15 +65,25 @@ export function queued(job: NewJob, clock: Clock = {}): Transition {
     peak_memory_bytes: null,
     error: null,
     cancel_requested: false,
+    outbox: [],
   };
   return { record, event: eventOf(record, 'queued', at) };
 }
 
+export interface StartOptions extends Clock {
+  /**
+   * The same attempt again: storage or Kafka failed under it, which is the infrastructure's
+   * fault and does not count against the job's attempts.
+   */
+  resume?: boolean;
+}
+
 /** A consumer begins an attempt: queued -> running. */
-export function start(record: JobRecord, clock: Clock = {}): Transition | undefined {
+export function start(record: JobRecord, options: StartOptions = {}): Transition | undefined {
   if (!from(record, LIVE)) return undefined;
-  const at = stamp(clock);
-  const next: JobRecord = { ...record, status: 'running', attempts: record.attempts + 1, started_at: record.started_at ?? at, progress: null, updated_at: at };
+  const at = stamp(options);
+  const attempts = options.resume ? Math.max(1, record.attempts) : record.attempts + 1;
+  const next: JobRecord = { ...record, status: 'running', attempts, started_at: record.started_at ?? at, progress: null, updated_at: at };
   return { record: next, event: eventOf(next, 'started', at, { attempt: next.attempts }) };
 }
 
@@ -116,16 +131,17 @@ export function succeed(record: JobRecord, outcome: Outcome, clock: Clock = {}):
       compute_s: outcome.compute_s,
     },
   };
-  return { record: next, event: eventOf(next, 'succeeded', at) };
+  return ending(next, eventOf(next, 'succeeded', at));
 }
 
 /** The job ends canceled: queued (by the API) or running (by the consumer that stopped it). */
 export function cancel(record: JobRecord, clock: Clock = {}): Transition | undefined {
   if (!from(record, LIVE)) return undefined;
   const at = stamp(clock);
-  // The progress stays: it tells how far a running job got before it stopped.
-  const next: JobRecord = { ...record, status: 'canceled', finished_at: at, updated_at: at };
-  return { record: next, event: eventOf(next, 'canceled', at) };
+  // The progress stays: it tells how far a running job got before it stopped. An earlier
+  // attempt's error does not: it is not why the job ended.
+  const next: JobRecord = { ...record, status: 'canceled', error: null, finished_at: at, updated_at: at };
+  return ending(next, eventOf(next, 'canceled', at));
 }
 
 /** A running job is asked to stop; its consumer then cancels it. Asked twice, nothing changes. */
@@ -141,7 +157,14 @@ export function fail(record: JobRecord, error: JobError, clock: Clock = {}): Tra
   if (!from(record, LIVE)) return undefined;
   const at = stamp(clock);
   const next: JobRecord = { ...record, status: 'failed', error, finished_at: at, updated_at: at };
-  return { record: next, event: eventOf(next, 'failed', at, { error }) };
+  return ending(next, eventOf(next, 'failed', at, { error }));
+}
+
+/** Kafka acknowledged these events: they leave the outbox. Nothing to do: undefined. */
+export function delivered(record: JobRecord, events: readonly JobEvent[]): Transition | undefined {
+  const sent = (event: JobEvent) => events.some((e) => e.type === event.type && e.at === event.at);
+  if (!record.outbox.some(sent)) return undefined;
+  return { record: { ...record, outbox: record.outbox.filter((event) => !sent(event)) } };
 }
 
 export const isTerminal = (record: JobRecord) => TERMINAL.has(record.status);

@@ -6,6 +6,7 @@ import {
   DeleteObjectCommand,
   GetObjectCommand,
   HeadBucketCommand,
+  ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
 } from '@aws-sdk/client-s3';
@@ -32,6 +33,11 @@ export interface StoredObject {
   body: Readable;
   etag: string | undefined;
   length: number | undefined;
+}
+
+export interface Listed {
+  key: string;
+  lastModified: Date;
 }
 
 export interface StoredBytes {
@@ -114,6 +120,19 @@ export class ObjectStore {
   /** Deleting a missing key succeeds, as in S3. */
   async delete(key: string, signal?: AbortSignal): Promise<void> {
     await this.s3.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal });
+  }
+
+  /** Every object under `prefix`, in key order, a page at a time. */
+  async *list(prefix: string, signal?: AbortSignal): AsyncGenerator<Listed> {
+    let token: string | undefined;
+    do {
+      const page = await this.s3.send(
+        new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }),
+        { abortSignal: signal },
+      );
+      for (const object of page.Contents ?? []) yield { key: object.Key!, lastModified: object.LastModified ?? new Date(0) };
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
   }
 
   close(): void {

@@ -7,7 +7,7 @@ import * as lifecycle from '../common/lifecycle.js';
 import type { Logger } from '../common/logger.js';
 import type { ModelEntry } from '../common/models.js';
 import type { Publisher } from '../common/publisher.js';
-import type { Applied, RecordStore } from '../common/records.js';
+import type { RecordStore } from '../common/records.js';
 import { jobKeys, type ObjectStore } from '../common/storage.js';
 import type { Priority } from '../common/topics.js';
 import type { WorkerMetrics } from './metrics.js';
@@ -28,11 +28,13 @@ export interface Delivery {
   attempt: number;
   /** Other deliveries of the same job (redelivered meanwhile), finished together with it. */
   redeliveries?: Delivery[];
+  /** The attempt this consumer had started when storage or Kafka interrupted it: resumed, not counted again. */
+  resumeAttempt?: number;
 }
 
 export type Verdict =
   | { kind: 'done'; status: string; record: JobRecord | undefined; deadLettered: boolean }
-  | { kind: 'retry'; delayMs: number };
+  | { kind: 'retry'; delayMs: number; resumeAttempt?: number };
 
 /** What a run needs: its model's clients and runners, and its DLQ topic. */
 export interface JobDeps {
@@ -66,12 +68,20 @@ const backoff = (attempt: number) => Math.min(30_000, 250 * 2 ** attempt);
 /** A Kafka send that takes longer counts as Kafka being down: the job is retried later. */
 const SEND_TIMEOUT_MS = 30_000;
 const sendDeadline = () => AbortSignal.timeout(SEND_TIMEOUT_MS);
+/** A job out of attempts, with the last reason it had (a consumer killed mid-job leaves none). */
+function exhausted(record: JobRecord): Failure {
+  const why = record.error?.message ?? 'each attempt was interrupted (its consumer or runner stopped) before it could record why';
+  return new Failure('attempts_exhausted', `job failed ${record.attempts} times: ${why}`);
+}
+
 const done = (status: string, record: JobRecord | undefined, deadLettered = false): Verdict => ({ kind: 'done', status, record, deadLettered });
 
 export class JobRun {
   /** Later deliveries of the same job that finish with it. */
   readonly redeliveries: Delivery[];
   private canceled = false;
+  /** The attempt this run started, while an infrastructure error would leave it unfinished. */
+  private startedAttempt: number | undefined;
 
   constructor(
     readonly delivery: Delivery,
@@ -94,11 +104,15 @@ export class JobRun {
       }
       return await this.run(message);
     } catch (error) {
-      if (error instanceof Failure) return this.fail(error);
-      // Storage or Kafka trouble: try again later without spending one of the job's attempts.
-      this.deps.logger.warn({ err: error, job: message?.id }, 'job interrupted by an infrastructure error; retrying');
-      return { kind: 'retry', delayMs: backoff(this.delivery.attempt) };
+      if (!(error instanceof Failure)) return this.retryLater(error);
+      return this.fail(error).catch((failed: unknown) => this.retryLater(failed));
     }
+  }
+
+  /** Storage or Kafka trouble: try again later without spending one of the job's attempts. */
+  private retryLater(error: unknown): Verdict {
+    this.deps.logger.warn({ err: error, job: this.delivery.message?.id }, 'job interrupted by an infrastructure error; retrying');
+    return { kind: 'retry', delayMs: backoff(this.delivery.attempt), resumeAttempt: this.startedAttempt };
   }
 
   private async run(message: JobMessage): Promise<Verdict> {
@@ -107,17 +121,20 @@ export class JobRun {
     const inputRead = store.getBytes(jobKeys(message.id).input);
     inputRead.catch(() => {}); // observed below, unless the record already ends the run
     const record = await this.waitForRecord(message.id);
-    if (lifecycle.isTerminal(record)) return done(`skipped_${record.status}`, record);
+    if (lifecycle.isTerminal(record)) {
+      await this.flush(record); // an ending announced by a run that stopped before Kafka had it
+      return done(`skipped_${record.status}`, record);
+    }
     if (record.cancel_requested || this.canceled) return this.finishCanceled(message.id);
 
     const input = await inputRead;
     if (!input) throw new Failure('missing_input', `input object ${jobKeys(message.id).input} does not exist`);
-    if (record.attempts >= config.MAX_ATTEMPTS) {
-      throw new Failure('attempts_exhausted', `job failed ${record.attempts} times: ${record.error?.message ?? 'no reason recorded'}`);
-    }
-    const started = await records.apply(message.id, (r) => lifecycle.start(r));
+    const resumes = (r: JobRecord) => r.status === 'running' && r.attempts === this.delivery.resumeAttempt;
+    if (record.attempts >= config.MAX_ATTEMPTS && !resumes(record)) throw exhausted(record);
+    const started = await records.apply(message.id, (r) => lifecycle.start(r, { resume: resumes(r) }));
     const running = started.record;
     if (!started.event || !running) return done('skipped', running);
+    this.startedAttempt = running.attempts;
     // The event is not awaited: the runner must not wait for Kafka.
     const announced = this.publish(started.event);
     if (this.canceled) pool.cancel(message.id);
@@ -130,6 +147,7 @@ export class JobRun {
   private async settle(message: JobMessage, running: JobRecord, outcome: RunnerOutcome): Promise<Verdict> {
     if (outcome.ok) return this.succeed(message, outcome);
     if (outcome.code === 'canceled') return this.finishCanceled(message.id);
+    this.startedAttempt = undefined; // the runner failed it: that attempt counts
     if (outcome.retryable && running.attempts < this.deps.config.MAX_ATTEMPTS) {
       const error = { code: outcome.code, message: outcome.message };
       await this.deps.records.apply(message.id, (r) => lifecycle.requeue(r, error));
@@ -148,13 +166,13 @@ export class JobRun {
     const applied = await this.deps.records.apply(message.id, (r) =>
       lifecycle.succeed(r, { output_key, peak_memory_bytes: result.peak_memory_bytes, compute_s: result.timings.compute_s }),
     );
-    await this.announce(applied);
+    await this.flush(applied.record);
     return done(applied.record?.status ?? 'succeeded', applied.record);
   }
 
   private async finishCanceled(id: string): Promise<Verdict> {
     const applied = await this.deps.records.apply(id, (r) => lifecycle.cancel(r));
-    await this.announce(applied);
+    await this.flush(applied.record);
     return done('canceled', applied.record);
   }
 
@@ -172,9 +190,8 @@ export class JobRun {
     await this.deps.publisher.send(this.deps.dlq, { key: message?.id ?? null, value: JSON.stringify(deadLetter) }, sendDeadline());
     let record: JobRecord | undefined;
     if (message) {
-      const applied = await this.deps.records.apply(message.id, (r) => lifecycle.fail(r, error));
-      await this.announce(applied);
-      record = applied.record;
+      record = (await this.deps.records.apply(message.id, (r) => lifecycle.fail(r, error))).record;
+      await this.flush(record);
     }
     this.deps.logger.error({ job: message?.id, ...error }, 'job failed and was dead-lettered');
     return done('failed', record, true);
@@ -212,8 +229,15 @@ export class JobRun {
     };
   }
 
-  private async announce({ event }: Applied): Promise<void> {
-    if (event) await this.publish(event);
+  /**
+   * Publishes the events of the record's outbox, then empties it. A Kafka failure throws, so the
+   * delivery is retried (its offset stays uncommitted) until they are out: at least once.
+   */
+  private async flush(record: JobRecord | undefined): Promise<void> {
+    if (!record?.outbox.length) return;
+    const { outbox } = record;
+    await Promise.all(outbox.map((event) => this.deps.publisher.publishEvent(event, sendDeadline())));
+    await this.deps.records.apply(record.id, (r) => lifecycle.delivered(r, outbox));
   }
 
   private async publish(event: JobEvent): Promise<void> {

@@ -128,7 +128,8 @@ export class ModelWorker {
       if (verdict.kind === 'retry' && !this.stopping) {
         this.deps.metrics?.retried?.(this.name);
         setTimeout(() => {
-          this.buffers.push(delivery.priority, { ...delivery, attempt: delivery.attempt + 1, redeliveries: run.redeliveries });
+          const { resumeAttempt } = verdict;
+          this.buffers.push(delivery.priority, { ...delivery, attempt: delivery.attempt + 1, redeliveries: run.redeliveries, resumeAttempt });
           this.pump();
         }, verdict.delayMs).unref();
       } else if (verdict.kind === 'done') {

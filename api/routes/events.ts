@@ -65,7 +65,8 @@ const route = createRoute({
 async function relay(stream: SSEStreamingApi, subscription: Subscription, after: Position | undefined): Promise<void> {
   for await (const { event, position } of subscription) {
     if (!isAfter(position, after)) continue;
-    await stream.writeSSE({ event: event.type, id: formatPosition(position), data: JSON.stringify(event) });
+    const id = position && formatPosition(position); // none for an ending read from the record
+    await stream.writeSSE({ event: event.type, ...(id ? { id } : {}), data: JSON.stringify(event) });
     if (isTerminalEvent(event.type)) return;
   }
 }

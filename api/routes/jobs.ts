@@ -1,6 +1,6 @@
 // GET /api/jobs/{id}: the job's state. DELETE /api/jobs/{id}: cancel it.
 import { createRoute, OpenAPIHono } from '@hono/zod-openapi';
-import type { JobRecord } from '../../common/jobs.js';
+import type { JobEvent, JobRecord } from '../../common/jobs.js';
 import * as lifecycle from '../../common/lifecycle.js';
 import type { Applied } from '../../common/records.js';
 import { call } from '../dependency.js';
@@ -67,9 +67,11 @@ async function requestCancel(services: Services, id: string, deadline: AbortSign
  * before we answer (a retry of the DELETE sends it again); the events are informational.
  */
 async function announce(services: Services, { record, event }: Applied, outcome: Outcome, deadline: AbortSignal): Promise<void> {
-  const { publisher, log } = services;
+  const { publisher, records, log } = services;
   const warn = (error: unknown) => log.warn({ job: record!.id, err: error }, 'could not publish a cancel event');
-  if (event) void call('kafka', (s) => publisher.publishEvent(event, s), deadline).catch(warn);
+  // A canceled event waits in the record's outbox until sent; a consumer that meets the job sends it otherwise.
+  const sent = async (published: JobEvent) => void (await records.apply(published.id, (r) => lifecycle.delivered(r, [published])));
+  if (event) void call('kafka', (s) => publisher.publishEvent(event, s), deadline).then(() => sent(event)).catch(warn);
   if (outcome !== 'requested') return;
   const request = { v: 1 as const, id: record!.id, model_name: record!.model_name, at: new Date().toISOString() };
   await call('kafka', (s) => publisher.publishCancel(request, s), deadline);

@@ -136,6 +136,10 @@ class Runner:
         self._bench_lock = threading.Lock()
         self._cond = threading.Condition()
         self._pending: list[Job] = []
+        # Decoding happens off the reader thread, so a cancel is read at once even while a
+        # large image decodes; one thread keeps jobs in the order they came.
+        self._decode_pool = ThreadPoolExecutor(1, thread_name_prefix="decode")
+        self._decoding: set[str] = set()
         self._running: set[str] = set()
         self._canceled: set[str] = set()
         self._stopping = False
@@ -183,23 +187,39 @@ class Runner:
             self._stop()
 
     def _accept(self, message: JobFrame, payload: bytes) -> None:
-        try:
-            # Decoding here overlaps it with the pipeline running in the main thread.
-            job = parse_job(message, payload)
-        except JobError as exc:
-            self.writer.error(message.id, exc.code, str(exc))
-            return
-        self._enqueue(job)
-
-    def _enqueue(self, job: Job) -> None:
         with self._cond:
             if self._stopping:
-                self.writer.error(job.id, "internal", "runner is shutting down")
-            elif job.id in self._running or any(queued.id == job.id for queued in self._pending):
-                self.writer.error(job.id, "bad_params", f"job id {job.id!r} is already queued or running")
-            else:
+                self.writer.error(message.id, "internal", "runner is shutting down")
+                return
+            if self._holds(message.id):
+                self.writer.error(message.id, "bad_params", f"job id {message.id!r} is already queued or running")
+                return
+            self._decoding.add(message.id)
+        # Decoding in its own thread overlaps it with the pipeline running in the main thread.
+        self._decode_pool.submit(self._decode, message, payload)
+
+    def _holds(self, job_id: str) -> bool:
+        return job_id in self._decoding or job_id in self._running or any(queued.id == job_id for queued in self._pending)
+
+    def _decode(self, message: JobFrame, payload: bytes) -> None:
+        try:
+            job, problem = parse_job(message, payload), None
+        except JobError as exc:
+            job, problem = None, exc
+        except Exception as exc:  # never leave a job without its one final frame
+            log.exception("cannot decode job %s", message.id)
+            job, problem = None, JobError("internal", f"{type(exc).__name__}: {exc}")
+        with self._cond:
+            self._decoding.discard(message.id)
+            canceled = message.id in self._canceled
+            self._canceled.discard(message.id)
+            if job is not None and not canceled:
                 self._pending.append(job)
-                self._cond.notify()
+            self._cond.notify()
+        if canceled:
+            self.writer.error(message.id, "canceled", "job was canceled before it started")
+        elif problem is not None:
+            self.writer.error(message.id, problem.code, str(problem))
 
     def _cancel(self, job_id: str) -> None:
         with self._cond:
@@ -207,8 +227,9 @@ class Runner:
             if queued is not None:
                 self._pending.remove(queued)
                 self.writer.error(job_id, "canceled", "job was canceled before it started")
-            elif job_id in self._running:
-                # The step callback sees it; the batch answers it when the call returns.
+            elif job_id in self._running or job_id in self._decoding:
+                # The step callback sees it (the batch answers it when the call returns), or
+                # the decoder does when it finishes.
                 self._canceled.add(job_id)
             else:
                 log.info("cancel for unknown or finished job %s ignored", job_id)
@@ -224,9 +245,10 @@ class Runner:
         threading.Thread(target=self._read_loop, args=(stream,), name="frame-reader", daemon=True).start()
         while True:
             with self._cond:
-                while not self._pending and not self._stopping:
+                while not self._pending and (not self._stopping or self._decoding):
                     self._cond.wait()
                 if not self._pending:
+                    self._decode_pool.shutdown(wait=True)
                     if self._encode_pool is not None:
                         self._encode_pool.shutdown(wait=True)  # every result is sent before exit
                     return self._exit_code

@@ -1,6 +1,7 @@
 // Job records in the real MinIO: create once, compare-and-swap updates.
 import { describe, expect, it } from 'vitest';
 import { newJobId, type JobRecord } from '../../common/jobs.js';
+import { queued } from '../../common/lifecycle.js';
 import { RecordConflict, RecordStore } from '../../common/records.js';
 import { jobKeys, ObjectStore } from '../../common/storage.js';
 import { testConfig } from '../helpers/env.js';
@@ -10,14 +11,8 @@ const store = new ObjectStore(config);
 const records = new RecordStore(store);
 
 function record(id = newJobId()): JobRecord {
-  const now = new Date().toISOString();
-  return {
-    v: 1, id, model_name: 'tiny', priority: 'normal', status: 'queued',
-    params: { prompt: 'p', negative_prompt: null, strength: 0.6, steps: 10, guidance_scale: 7.5, seed: 1 },
-    width: 64, height: 64, input_key: jobKeys(id).input, output_key: null,
-    created_at: now, updated_at: now, started_at: null, finished_at: null, attempts: 0,
-    progress: null, timings: null, peak_memory_bytes: null, error: null, cancel_requested: false, idempotency: null,
-  };
+  const params = { prompt: 'p', negative_prompt: null, strength: 0.6, steps: 10, guidance_scale: 7.5, seed: 1 };
+  return queued({ id, model_name: 'tiny', priority: 'normal', params, width: 64, height: 64, input_key: jobKeys(id).input, idempotency: null }).record;
 }
 
 describe('RecordStore', () => {

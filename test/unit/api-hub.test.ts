@@ -27,8 +27,8 @@ describe('Subscription', () => {
     const waiting = subscription.next();
     subscription.push(delivery(1));
     subscription.push(delivery(2));
-    expect((await waiting)?.position.offset).toBe(1);
-    expect((await subscription.next())?.position.offset).toBe(2);
+    expect((await waiting)?.position?.offset).toBe(1);
+    expect((await subscription.next())?.position?.offset).toBe(2);
     subscription.close();
     expect(await subscription.next()).toBeUndefined();
     expect(closed).toEqual([subscription]);

@@ -37,6 +37,13 @@ describe('lifecycle', () => {
     expect(again.record).toMatchObject({ attempts: 2, started_at: at(2).now.toISOString() });
   });
 
+  it('start: resuming an attempt that storage or Kafka interrupted does not count another', () => {
+    const running = lifecycle.start(newRecord(), at(1))!.record;
+    const resumed = lifecycle.start(running, { ...at(2), resume: true })!;
+    expect(resumed.record).toMatchObject({ status: 'running', attempts: 1, started_at: at(1).now.toISOString() });
+    expect(lifecycle.start(running, at(2))!.record.attempts).toBe(2);
+  });
+
   it('requeue: back to queued with the reason, and nothing announced', () => {
     const next = lifecycle.requeue(inState('running', { progress: { step: 3, total: 10 } }), error, at(1))!;
     expect(next.record).toMatchObject({ status: 'queued', error, progress: null });
@@ -69,6 +76,8 @@ describe('lifecycle', () => {
     for (const status of ['queued', 'running'] as const) {
       const next = lifecycle.cancel(inState(status, { progress: { step: 1, total: 2 } }), at(1))!;
       expect(next.record).toMatchObject({ status: 'canceled', finished_at: at(1).now.toISOString(), progress: { step: 1, total: 2 } });
+      expect(next.record.outbox).toEqual([next.event]);
+      expect(lifecycle.cancel(inState(status, { error }))!.record.error).toBeNull(); // an earlier attempt's error is not why it ended
       expect(next.event).toMatchObject({ type: 'canceled' });
     }
   });
@@ -87,6 +96,16 @@ describe('lifecycle', () => {
       expect(next.record).toMatchObject({ status: 'failed', error, finished_at: at(1).now.toISOString() });
       expect(next.event).toEqual({ v: 1, id: next.record.id, type: 'failed', at: at(1).now.toISOString(), model_name: 'tiny', error });
     }
+  });
+
+  it('keeps each ending in the outbox until delivered', () => {
+    const ended = lifecycle.succeed(lifecycle.start(newRecord())!.record, outcome)!;
+    expect(ended.record.outbox).toEqual([ended.event]);
+    const cleared = lifecycle.delivered(ended.record, [ended.event!])!;
+    expect(cleared.record.outbox).toEqual([]);
+    expect(cleared.event).toBeUndefined();
+    expect(lifecycle.delivered(cleared.record, [ended.event!])).toBeUndefined();
+    expect(lifecycle.fail(inState('queued'), error)!.record.outbox).toHaveLength(1);
   });
 
   it('refuses every change of a job that ended', () => {
