@@ -2,7 +2,8 @@
 // then normalised to the PNG the runner expects (8-bit sRGB, no alpha, sides a multiple of 8).
 // A PNG that already is one only loses its metadata chunks (see png.ts).
 import pLimit, { type LimitFunction } from 'p-limit';
-import sharp, { type Metadata } from 'sharp';
+import sharp, { type FailOnOptions, type Metadata } from 'sharp';
+import { computeSize, imageLimitsFor, type ImageLimits as ModelLimits } from '../common/params.js';
 import { PayloadTooLarge, Unprocessable, UnsupportedMedia, ValidationError } from './errors.js';
 import { isIntact, plainPng, type PlainPng } from './png.js';
 
@@ -41,6 +42,7 @@ export const alignedSize = (width: number, height: number) => ({
   height: Math.floor(height / 8) * 8,
 });
 
+/** The deployment's limits (config); each model's own, from common/params.json, may be lower. */
 export interface ImageLimits {
   maxSide: number;
   maxPixels: number;
@@ -60,6 +62,50 @@ export interface AcceptedImage {
  * every loader blocked except the PNG, JPEG and WebP buffer loaders, so no SVG, PDF, or
  * other loader that could reach the network or the file system ever runs.
  */
+/**
+ * How strict decoding is. A JPEG whose data runs out before its declared size (a patched frame
+ * header: 4096x4096 declared, 64x64 sent) only makes libjpeg warn, and it would then fill the
+ * rest with grey: so for JPEG any warning refuses the image. PNG keeps 'error': benign warnings
+ * (an odd iCCP profile) are common there, and a truncated PNG is an error already.
+ */
+const FAIL_ON: Record<AcceptedFormat, FailOnOptions> = { jpeg: 'warning', png: 'error', webp: 'error' };
+
+/** A model's limits within the deployment's: the lower of each. */
+export function limitsFor(model: string, limits: Pick<ImageLimits, 'maxSide' | 'maxPixels'>): ModelLimits {
+  const own = imageLimitsFor(model);
+  return { ...own, max_side: Math.min(own.max_side, limits.maxSide), max_pixels: Math.min(own.max_pixels, limits.maxPixels) };
+}
+
+/**
+ * Width and height (from the header) against a model's limits: the size the image is stored
+ * at (sides down to multiples of 8), or the error that refuses it. The runner checks the same
+ * (diffusion-py/img2img_runner/jobs.py), so what is accepted here can be computed there.
+ */
+export function checkSize(width: number, height: number, model: string, limits: ModelLimits): { width: number; height: number } {
+  const { max_side: maxSide, max_pixels: maxPixels, min_side: minSide, compute_min_side: computeMin } = limits;
+  const within = (w: number, h: number) => w <= maxSide && h <= maxSide && w * h <= maxPixels;
+  const bounds = `model ${model} takes at most ${maxSide} pixels a side and ${maxPixels} pixels in all`;
+  if (!within(width, height)) {
+    throw new PayloadTooLarge(`the image is ${width}x${height}; ${bounds}`, { field: 'image', code: 'image_too_large' });
+  }
+  const aligned = alignedSize(width, height);
+  if (aligned.width < minSide || aligned.height < minSide) {
+    throw new Unprocessable(`the image is ${width}x${height}; each side needs at least ${minSide} pixels`, {
+      field: 'image',
+      code: 'image_too_small',
+    });
+  }
+  const computed = computeSize(aligned.width, aligned.height, limits);
+  if (!within(computed.width, computed.height)) {
+    throw new Unprocessable(
+      `the image is ${width}x${height}, too narrow: a side under ${computeMin} pixels is enlarged to ${computeMin} to compute, ` +
+        `which makes it ${computed.width}x${computed.height}, and ${bounds}`,
+      { field: 'image', code: 'image_too_narrow' },
+    );
+  }
+  return aligned;
+}
+
 export function configureSharp(): void {
   sharp.cache(false);
   sharp.concurrency(1);
@@ -74,34 +120,29 @@ export class ImageNormaliser {
     this.limit = pLimit(limits.concurrency);
   }
 
-  async accept(bytes: Buffer): Promise<AcceptedImage> {
+  /** The image as the runner of `model` expects it, or the error that refuses it. */
+  async accept(bytes: Buffer, model: string): Promise<AcceptedImage> {
     if (!bytes.length) throw new ValidationError('image', 'the image file is empty');
     const format = sniffFormat(bytes);
     if (!isAccepted(format)) {
       const what = format ? `${format} images are not accepted` : 'the file is not an image of a known format';
       throw new UnsupportedMedia(`${what}; send png, jpeg or webp`, { field: 'image' });
     }
-    return this.limit(() => this.normalise(bytes, format));
+    return this.limit(() => this.normalise(bytes, format, model));
   }
 
-  private async normalise(bytes: Buffer, format: AcceptedFormat): Promise<AcceptedImage> {
+  private async normalise(bytes: Buffer, format: AcceptedFormat, model: string): Promise<AcceptedImage> {
+    const limits = limitsFor(model, this.limits);
     const header = await this.readHeader(bytes, format);
-    const { width, height } = alignedSize(header.width, header.height);
-    if (!width || !height) {
-      throw new Unprocessable(`the image is ${header.width}x${header.height}; each side needs at least 8 pixels`, {
-        field: 'image',
-        code: 'image_too_small',
-      });
-    }
+    const { width, height } = checkSize(header.width, header.height, model, limits);
     const plain = format === 'png' ? plainPng(bytes) : undefined;
-    return plain ? { png: await this.intact(plain), width, height } : this.reencode(bytes, width, height);
+    return plain ? { png: await this.intact(plain), width, height } : this.reencode(bytes, format, width, height, limits.max_pixels);
   }
 
   /** Orient, flatten, convert, crop: the full path, for anything that is not already a plain PNG. */
-  private async reencode(bytes: Buffer, width: number, height: number): Promise<AcceptedImage> {
+  private async reencode(bytes: Buffer, format: AcceptedFormat, width: number, height: number, maxPixels: number): Promise<AcceptedImage> {
     try {
-      // failOn 'error': corrupt or truncated data is refused; mere warnings (odd ancillary chunks) are not.
-      const { data, info } = await sharp(bytes, { failOn: 'error', limitInputPixels: this.limits.maxPixels })
+      const { data, info } = await sharp(bytes, { failOn: FAIL_ON[format], limitInputPixels: maxPixels })
         .autoOrient()
         .flatten({ background: '#ffffff' })
         .toColourspace('srgb')
@@ -131,18 +172,6 @@ export class ImageNormaliser {
     }
     // libvips chooses its loader by its own sniffing; both must agree.
     if (meta.format !== format) throw new UnsupportedMedia(`the image is not a valid ${format}`, { field: 'image' });
-    const { width, height } = meta.autoOrient;
-    this.checkLimits(width, height);
-    return { width, height };
-  }
-
-  private checkLimits(width: number, height: number): void {
-    const { maxSide, maxPixels } = this.limits;
-    if (width > maxSide || height > maxSide || width * height > maxPixels) {
-      throw new PayloadTooLarge(
-        `the image is ${width}x${height}; the limits are ${maxSide} pixels a side and ${maxPixels} pixels in all`,
-        { field: 'image', code: 'image_too_large' },
-      );
-    }
+    return meta.autoOrient;
   }
 }

@@ -1,7 +1,7 @@
 // The response shapes of the HTTP API. The OpenAPI document is generated from these
 // same zod schemas, so the documentation cannot drift from what the routes send.
 import { z } from '@hono/zod-openapi';
-import { JobStatus as JobStatusSchema } from '../common/jobs.js';
+import { JOB_ID, JobStatus as JobStatusSchema } from '../common/jobs.js';
 import { PRIORITIES } from '../common/topics.js';
 
 // Rebuilt with the zod that @hono/zod-openapi extends: schemas made elsewhere may come from
@@ -114,6 +114,8 @@ export const NotReady = z
 export const JobIdParam = z.object({
   id: z.string().openapi({
     param: { name: 'id', in: 'path' },
+    // Documented, not checked by the schema: a malformed id answers 404 like an unknown one (api/lookup.ts).
+    pattern: JOB_ID.source,
     description: 'The job id (22 characters of base64url); a malformed id answers 404 like an unknown one',
     example: EXAMPLE_ID,
   }),

@@ -2,34 +2,83 @@
 // as a query parameter or as a multipart field; the two sources are merged here and checked once.
 import { createHash } from 'node:crypto';
 import { z } from '@hono/zod-openapi';
-import { defaultsFor, PARAMS } from '../common/params.js';
+import toRegexRange from 'to-regex-range';
+import { defaultsFor, denoisingSteps, PARAMS } from '../common/params.js';
 import type { Priority } from '../common/topics.js';
 import { ValidationError } from './errors.js';
 
 export const MAX_PROMPT = PARAMS.prompt.max_length;
-/** C0 and C1 control characters and DEL, except tab and newline (multi-line prompts). */
-const CONTROL = /[\x00-\x08\x0B-\x1F\x7F-\x9F]/;
+
+// The text rules as regular expressions, so that the OpenAPI document states them exactly:
+// the same source is the document's `pattern` and the API's check. Both dialects that read
+// them (ECMAScript here, Python's in schemathesis) agree on these escapes.
+/** Anything but C0 and C1 control characters and DEL; tab and line ends are allowed (multi-line prompts, CRLF from forms). */
+const ALLOWED = String.raw`[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]`;
+/** Neither a control character nor white space as String.prototype.trim removes it. */
+const VISIBLE = String.raw`[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\uFEFF]`;
+const TEXT = `^${ALLOWED}*$`;
+const NOT_BLANK = `^${ALLOWED}*${VISIBLE}${ALLOWED}*$`;
+
+/** Plain decimal notation: digits, then optionally a point and digits. No sign, exponent, hex, spaces or leading zeros. */
+const DECIMAL = /^(?:0|[1-9][0-9]*)(?:\.[0-9]+)?$/;
+const INTEGER = /^(?:0|[1-9][0-9]*)$/;
+
+interface Range {
+  minimum: number;
+  maximum: number;
+  exclusive_minimum?: boolean | undefined;
+}
+
+/**
+ * The regular expression of the plain decimal numbers in a range, for the OpenAPI document and
+ * the check alike. Built from whole-number limits (common/params.json has only those).
+ */
+export function rangePattern({ minimum, maximum, exclusive_minimum: exclusive }: Range, integer: boolean): string {
+  if (![minimum, maximum].every(Number.isSafeInteger) || minimum < 0 || minimum >= maximum) {
+    throw new Error(`a numeric range needs whole-number limits 0 <= minimum < maximum, got ${minimum}..${maximum}`);
+  }
+  const low = exclusive ? minimum + 1 : minimum;
+  const parts = integer
+    ? [toRegexRange(low, maximum)]
+    : [
+        ...(exclusive ? [String.raw`${minimum}\.[0-9]*[1-9][0-9]*`] : []), // just above the minimum
+        ...(low < maximum ? [String.raw`${toRegexRange(low, maximum - 1)}(?:\.[0-9]+)?`] : []),
+        String.raw`${maximum}(?:\.0+)?`,
+      ];
+  return `^(?:${parts.join('|')})$`;
+}
+
+const rangeText = ({ minimum, maximum, exclusive_minimum: exclusive }: Range) =>
+  exclusive ? `more than ${minimum} and at most ${maximum}` : `from ${minimum} to ${maximum}`;
 
 const PRIORITY_CODES: Record<string, Priority> = { '0': 'high', '1': 'normal', '2': 'low', high: 'high', normal: 'normal', low: 'low' };
 
-const text = (description: string, example: string, min = 0) =>
+/** Free text; the limits apply to the text as sent (in characters, as OpenAPI counts them), then it is trimmed. */
+const text = (description: string, example: string, required: boolean) =>
   z
     .string({ error: 'must be given once, as text' })
+    .refine((value) => [...value].length <= MAX_PROMPT, `must be at most ${MAX_PROMPT} characters`)
+    .regex(new RegExp(TEXT), 'must not contain control characters (tab and newline are allowed)')
+    .regex(new RegExp(required ? NOT_BLANK : TEXT), 'must not be empty or only white space')
     // Browsers send form text with CRLF line ends; the record keeps plain newlines.
     .overwrite((value) => value.replace(/\r\n?/g, '\n'))
     .trim()
-    .min(min, 'must not be empty')
-    .max(MAX_PROMPT, `must be at most ${MAX_PROMPT} characters`)
-    .refine((value) => !CONTROL.test(value), 'must not contain control characters (tab and newline are allowed)')
-    .openapi({ description, example });
+    .openapi({ description, example, pattern: required ? NOT_BLANK : TEXT, minLength: required ? 1 : 0, maxLength: MAX_PROMPT });
 
-/** A number sent as text; blank text is refused rather than read as 0. */
-function numeric(min: number, max: number, options: { integer?: boolean; description: string; example?: number }) {
-  const message = (issue: { code: string }) => (issue.code === 'invalid_type' ? 'must be a number' : undefined);
-  let schema = z.coerce.number({ error: message }).min(min, `must be at least ${min}`).max(max, `must be at most ${max}`);
-  if (options.integer) schema = schema.int('must be an integer');
-  const blankToNaN = (value: unknown) => (typeof value === 'string' && value.trim() === '' ? Number.NaN : value);
-  return z.preprocess(blankToNaN, schema).openapi({ description: options.description, example: options.example });
+/**
+ * A number sent as text, in plain decimal notation only: `0x10`, `1e1`, ` 5` and `Infinity`
+ * are refused rather than read as numbers, and blank text is not 0. The OpenAPI document
+ * states the rule as the pattern that checks it, the range included.
+ */
+function numeric(range: Range, options: { integer?: boolean; description: string; example: number }) {
+  const pattern = rangePattern(range, options.integer ?? false);
+  const notation = options.integer ? 'a whole number in plain digits, such as 12' : 'a number in plain decimal notation, such as 0.6';
+  return z
+    .string({ error: 'must be given once, as text' })
+    .regex(options.integer ? INTEGER : DECIMAL, `must be ${notation}`)
+    .regex(new RegExp(pattern), `must be ${rangeText(range)}`)
+    .transform(Number)
+    .openapi({ description: options.description, example: String(options.example), pattern });
 }
 
 /** The fields shared by the query string and the multipart body; every one is optional in each source. */
@@ -41,30 +90,35 @@ export function submissionFields(models: readonly string[]) {
       .enum(models as [string, ...string[]], { error: `must be one of the known models: ${known}` })
       .optional()
       .openapi({ description: `A model listed in model_names.txt (${known})`, example: models[0] }),
-    prompt: text(`What the image should become: 1..${MAX_PROMPT} characters after trimming`, 'a watercolour lighthouse at dusk', 1)
-      .optional(),
+    prompt: text(
+      `What the image should become: up to ${MAX_PROMPT} characters, not blank; no control characters but tab and newline`,
+      'a watercolour lighthouse at dusk',
+      true,
+    ).optional(),
     priority: z
       .enum(['high', 'normal', 'low', '0', '1', '2'], { error: 'must be one of high, normal, low (or 0, 1, 2)' })
       .transform((value) => PRIORITY_CODES[value] as Priority)
       .optional()
       .openapi({ description: 'Queue priority; 0=high, 1=normal, 2=low. Default normal', example: 'normal' }),
-    negative_prompt: text('What the image should not show', 'blurry').optional(),
-    strength: numeric(strength.minimum, strength.maximum, {
-      description: `How far to move from the input image (${strength.minimum}..${strength.maximum}). Default ${strength.default}`,
+    negative_prompt: text('What the image should not show; empty means none', 'blurry', false).optional(),
+    strength: numeric(strength, {
+      description:
+        `How far to move from the input image, ${rangeText(strength)}; plain decimal notation. Default ${strength.default}. ` +
+        `floor(steps × strength) denoising steps run, and at least ${PARAMS.denoising_steps.minimum} must`,
       example: strength.default,
     }).optional(),
-    steps: numeric(steps.minimum, steps.maximum, {
+    steps: numeric(steps, {
       integer: true,
-      description: `Denoising steps (${steps.minimum}..${steps.maximum}). Default ${steps.default}, or the model’s own`,
+      description: `Denoising steps, ${rangeText(steps)}. Default ${steps.default}, or the model’s own`,
       example: 10,
     }).optional(),
-    guidance_scale: numeric(guidance.minimum, guidance.maximum, {
-      description: `Classifier-free guidance (${guidance.minimum}..${guidance.maximum}). Default ${guidance.default}`,
+    guidance_scale: numeric(guidance, {
+      description: `Classifier-free guidance, ${rangeText(guidance)}; plain decimal notation. Default ${guidance.default}`,
       example: guidance.default,
     }).optional(),
-    seed: numeric(seed.minimum, seed.maximum, {
+    seed: numeric(seed, {
       integer: true,
-      description: `Random seed (${seed.minimum}..${seed.maximum}); random when absent, and recorded in the job`,
+      description: `Random seed, ${rangeText(seed)}; random when absent, and recorded in the job`,
       example: 1234,
     }).optional(),
   });
@@ -105,16 +159,30 @@ export function toSubmission(fields: SubmissionFields): Submission {
   if (!model_name) throw new ValidationError('model_name', 'model_name is required (a query parameter or a form field)');
   if (!prompt) throw new ValidationError('prompt', `prompt is required: 1..${MAX_PROMPT} characters after trimming`);
   const defaults = defaultsFor(model_name);
+  const strength = fields.strength ?? defaults.strength;
+  const steps = fields.steps ?? defaults.steps;
+  checkDenoising(steps, strength, fields.steps === undefined ? 'strength' : fields.strength === undefined ? 'steps' : 'strength');
   return {
     model_name,
     priority: fields.priority ?? 'normal',
     prompt,
     negative_prompt: fields.negative_prompt || null,
-    strength: fields.strength ?? defaults.strength,
-    steps: fields.steps ?? defaults.steps,
+    strength,
+    steps,
     guidance_scale: fields.guidance_scale ?? defaults.guidance_scale,
     seed: fields.seed ?? null,
   };
+}
+
+/** The runner runs floor(steps × strength) steps (diffusers' get_timesteps) and refuses a job with too few. */
+function checkDenoising(steps: number, strength: number, field: 'steps' | 'strength'): void {
+  const { minimum } = PARAMS.denoising_steps;
+  const runs = denoisingSteps(steps, strength);
+  if (runs >= minimum) return;
+  throw new ValidationError(
+    field,
+    `${field}: steps × strength must give at least ${minimum} denoising step; steps=${steps} and strength=${strength} give ${runs}`,
+  );
 }
 
 /** Identifies "the same request" for Idempotency-Key: every field (before defaults are drawn) and the image bytes. */

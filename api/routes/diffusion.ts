@@ -24,6 +24,8 @@ const idempotencyHeader = z.object({
     .string()
     .min(1)
     .max(256)
+    // Visible ASCII, no white space at the ends (HTTP would strip it, and the key would change).
+    .regex(/^[\x21-\x7E](?:[\x20-\x7E]*[\x21-\x7E])?$/, 'must be printable ASCII, without white space at either end')
     .optional()
     .openapi({
       description: 'Retry-safe submission: the same key with the same request answers the same job; with a different request, 409',
@@ -109,7 +111,7 @@ export function diffusionRoutes(services: Services) {
     const submission = toSubmission(mergeFields(query, formFields(upload, fields)));
     const source = uploadedImage(upload);
     const idempotency = key === undefined ? undefined : { key, imageSha256: createHash('sha256').update(source).digest('hex') };
-    return { submission, image: await images.accept(source), idempotency };
+    return { submission, image: await images.accept(source, submission.model_name), idempotency };
   }
 
   // The body is documented from the zod schema but read by readUpload (one streaming pass)

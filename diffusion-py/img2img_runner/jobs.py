@@ -7,12 +7,11 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from .params import Range, load_limits
+from .params import ImageLimits, Range, load_limits
 from .protocol import JobFrame
 
-MIN_SIDE = 64  # smaller images leave the UNet less than one latent cell per level
-MAX_SIDE = 4096
-# Read once at start: the same file (common/params.json) sets the API's limits.
+# Read once at start: the same file (common/params.json) sets the API's limits, so the API
+# refuses at submission what the runner would refuse here.
 LIMITS = load_limits()
 
 
@@ -49,8 +48,10 @@ class Job:
 def _number(key: str, value: float, limits: Range) -> float:
     # float(): the limits print as 0.0 and 1.0 in messages, as they always have.
     low, high = float(limits.minimum), float(limits.maximum)
-    if not low <= value <= high:
-        raise JobError("bad_params", f"params.{key} must be in [{low}, {high}], got {value!r}")
+    above_low = low < value if limits.exclusive_minimum else low <= value
+    if not (above_low and value <= high):
+        interval = f"{'(' if limits.exclusive_minimum else '['}{low}, {high}]"
+        raise JobError("bad_params", f"params.{key} must be in {interval}, got {value!r}")
     return float(value)
 
 
@@ -60,42 +61,64 @@ def _integer(key: str, value: int, limits: Range) -> int:
     return value
 
 
-def _decode_image(payload: bytes) -> Image.Image:
+def compute_size(width: int, height: int, limits: ImageLimits) -> tuple[int, int]:
+    """The size computed at: a side under compute_min_side is enlarged to it, on the 8-pixel
+    grid, keeping the aspect (common/params.ts computeSize does the same arithmetic)."""
+    if min(width, height) >= limits.compute_min_side:
+        return width, height
+    scale = limits.compute_min_side / min(width, height)
+    return math.ceil(width * scale / 8) * 8, math.ceil(height * scale / 8) * 8
+
+
+def _check_size(width: int, height: int, limits: ImageLimits) -> tuple[int, int]:
+    """The size to compute at, within the model's limits (the API checks the same before accepting)."""
+    if max(width, height) > limits.max_side or width * height > limits.max_pixels:
+        raise JobError(
+            "bad_image", f"image is {width}x{height}; the limits are {limits.max_side} pixels a side and {limits.max_pixels} in all"
+        )
+    size = compute_size(width, height, limits)
+    if max(size) > limits.max_side or size[0] * size[1] > limits.max_pixels:
+        raise JobError(
+            "bad_image", f"image is {width}x{height}; too narrow to enlarge to {limits.compute_min_side} pixels ({size[0]}x{size[1]})"
+        )
+    return size
+
+
+def _decode_image(payload: bytes, limits: ImageLimits) -> Image.Image:
     try:
         with Image.open(io.BytesIO(payload)) as image:
+            # From the header, before any pixel is decoded.
+            _check_size(image.width, image.height, limits)
             rgb = image.convert("RGB")
+    except JobError:
+        raise
     except Exception as exc:  # PIL raises many types (UnidentifiedImageError, OSError, bomb errors...)
         # Type name only: PIL messages embed object addresses.
         raise JobError("bad_image", f"payload is not a decodable image ({type(exc).__name__})") from exc
-    if max(rgb.size) > MAX_SIDE:
-        raise JobError("bad_image", f"image is {rgb.width}x{rgb.height}; no side may exceed {MAX_SIDE}")
     return rgb
 
 
-def _computable(image: Image.Image) -> Image.Image:
-    """Small images are enlarged to MIN_SIDE (on the 8-pixel grid) to compute; the result is shrunk back."""
-    if min(image.size) >= MIN_SIDE:
-        return image
-    scale = MIN_SIDE / min(image.size)
-    size = tuple(math.ceil(side * scale / 8) * 8 for side in image.size)
-    if max(size) > MAX_SIDE:
-        raise JobError("bad_image", f"image is {image.width}x{image.height}; too narrow to enlarge to {MIN_SIDE} pixels")
-    return image.resize(size, Image.Resampling.LANCZOS)
+def _computable(image: Image.Image, limits: ImageLimits) -> Image.Image:
+    """Small images are enlarged to compute_min_side (on the 8-pixel grid) to compute; the result is shrunk back."""
+    size = _check_size(image.width, image.height, limits)
+    return image if size == image.size else image.resize(size, Image.Resampling.LANCZOS)
 
 
-def parse_job(message: JobFrame, payload: bytes) -> Job:
-    """The message's types are already checked (protocol.parse); here its values and its image."""
+def parse_job(message: JobFrame, payload: bytes, model: str | None = None) -> Job:
+    """The message's types are already checked (protocol.parse); here its values and its image,
+    against the limits of `model` (the general ones when None)."""
     params = message.params
     strength = _number("strength", params.strength, LIMITS.strength)
     steps = _integer("steps", params.steps, LIMITS.steps)
     # Same arithmetic as diffusers' get_timesteps: zero denoising steps cannot run.
-    if int(steps * strength) < 1:
+    if int(steps * strength) < LIMITS.min_denoising_steps:
         raise JobError("bad_params", f"steps*strength must give at least one step (steps={steps}, strength={strength})")
     guidance_scale = _number("guidance_scale", params.guidance_scale, LIMITS.guidance_scale)
     seed = _integer("seed", params.seed, LIMITS.seed)
+    limits = LIMITS.image_for(model)
     started = time.perf_counter()
-    decoded = _decode_image(payload)
-    image = _computable(decoded)
+    decoded = _decode_image(payload, limits)
+    image = _computable(decoded, limits)
     return Job(
         id=message.id,
         prompt=params.prompt,

@@ -35,7 +35,7 @@ def test_limits_are_the_shared_file():
         ({"steps": LIMITS.steps.maximum + 1}, "params.steps must be an integer in"),
         ({"steps": 0}, "params.steps must be an integer in"),
         ({"guidance_scale": LIMITS.guidance_scale.maximum + 0.5}, "params.guidance_scale must be in"),
-        ({"strength": 1.5}, "params.strength must be in [0.0, 1.0]"),
+        ({"strength": 1.5}, "params.strength must be in (0.0, 1.0]"),
         ({"seed": LIMITS.seed.maximum + 1}, "params.seed must be an integer in"),
         ({"seed": -1}, "params.seed must be an integer in"),
         ({"steps": 3, "strength": 0.3}, "steps*strength must give at least one step"),
@@ -80,3 +80,49 @@ def test_unreadable_params_file_names_the_file(tmp_path):
     broken.write_text('{"steps": {}}', encoding="utf-8")
     with pytest.raises(RuntimeError, match="broken.json"):
         load_limits(broken)
+
+
+SIZES_PATH = DEFAULT_PATH.parents[1] / "test" / "vectors" / "image-sizes.json"
+
+
+@pytest.mark.parametrize("case", json.loads(SIZES_PATH.read_text(encoding="utf-8"))["cases"], ids=lambda case: f"{case['model']}-{case['width']}x{case['height']}")
+def test_image_sizes_agree_with_the_api(case):
+    """The same vectors as test/unit/api-limits.test.ts: the API refuses what the runner would."""
+    payload = png_bytes(sample_image(0, (case["width"], case["height"])))
+    if case["compute"] is None:
+        with pytest.raises(JobError) as error:
+            parse_job(job_with(), payload, case["model"])
+        assert error.value.code == "bad_image"
+    else:
+        job = parse_job(job_with(), payload, case["model"])
+        assert list(job.image.size) == case["compute"]
+        assert job.size == (case["width"], case["height"])
+
+
+def test_image_limits_are_per_model():
+    shared = json.loads(DEFAULT_PATH.read_text(encoding="utf-8"))
+    assert LIMITS.image_for("tiny").max_pixels == shared["model_defaults"]["tiny"]["image"]["max_pixels"]
+    assert LIMITS.image_for("unlisted") == LIMITS.image_for(None)
+    assert LIMITS.image_for(None).max_pixels == shared["image"]["max_pixels"]
+
+
+def test_an_image_over_the_limit_is_refused_from_its_header():
+    """A header declaring more pixels than the model takes is refused before any pixel is decoded."""
+    header_only = png_bytes(sample_image(0, (2048, 8)))
+    cut = header_only[:100]  # the IHDR chunk is whole; the pixel data is gone
+    with pytest.raises(JobError, match="2048x8; too narrow"):
+        parse_job(job_with(), cut, "tiny")
+
+
+def test_zero_strength_is_bad_params():
+    with pytest.raises(JobError, match=r"params.strength must be in \(0.0, 1.0\]"):
+        parse_job(job_with(strength=0), IMAGE)
+
+
+def test_unknown_model_image_key_fails_at_load(tmp_path):
+    shared = json.loads(DEFAULT_PATH.read_text(encoding="utf-8"))
+    shared["model_defaults"]["tiny"]["image"]["max_pixel"] = 5
+    path = tmp_path / "params.json"
+    path.write_text(json.dumps(shared), encoding="utf-8")
+    with pytest.raises(RuntimeError, match="max_pixel"):
+        load_limits(path)

@@ -107,6 +107,25 @@ export function pngHeaderOnly(width: number, height: number): Buffer {
   return Buffer.concat([signature, pngChunk('IHDR', ihdr), pngChunk('IDAT', idat), pngChunk('IEND', Buffer.alloc(0))]);
 }
 
+/**
+ * The JPEG with the frame size of its SOF header replaced: a 64x64 image that declares
+ * 4096x4096, say. Its data runs out long before the declared size.
+ */
+export function jpegWithFrameSize(jpeg: Buffer, width: number, height: number): Buffer {
+  const patched = Buffer.from(jpeg);
+  // Segments after SOI: FF marker, then a big-endian length that counts itself.
+  for (let at = 2; at + 9 < patched.length; at += 2 + patched.readUInt16BE(at + 2)) {
+    const marker = patched[at + 1]!;
+    // SOF0..SOF15, except DHT (C4), JPG (C8) and DAC (CC), which share the range.
+    if (marker >= 0xc0 && marker <= 0xcf && ![0xc4, 0xc8, 0xcc].includes(marker)) {
+      patched.writeUInt16BE(height, at + 5);
+      patched.writeUInt16BE(width, at + 7);
+      return patched;
+    }
+  }
+  throw new Error('no SOF segment in the JPEG');
+}
+
 export interface TopicMessage {
   key: string;
   value: string;

@@ -4,7 +4,7 @@ import { request } from 'node:http';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PRIORITIES, jobTopic } from '../../common/topics.js';
-import { json, noisePng, pngHeaderOnly, pngImage, postJob, startTestApi, topicSize, type TestApi } from '../helpers/api.js';
+import { jpegWithFrameSize, json, noisePng, pngHeaderOnly, pngImage, postJob, startTestApi, topicSize, type TestApi } from '../helpers/api.js';
 
 let api: TestApi;
 beforeAll(async () => {
@@ -67,6 +67,30 @@ describe('the image', () => {
   it('refuses an image smaller than 8 pixels on a side', async () => {
     await expectError(await postJob(api.url, { image: await pngImage(7, 64) }), 422, 'image', 'image_too_small');
   });
+
+  it('refuses a 64x64 JPEG whose frame header declares 1024x1024 with 422, and 4096x4096 with 413', async () => {
+    const small = await sharp({ create: { width: 64, height: 64, channels: 3, background: '#c04020' } }).jpeg().toBuffer();
+    const error = await expectError(await postJob(api.url, { image: jpegWithFrameSize(small, 1024, 1024) }), 422, 'image', 'unprocessable');
+    expect(error.message).toMatch(/cannot be decoded/);
+    await expectError(await postJob(api.url, { image: jpegWithFrameSize(small, 4096, 4096) }), 413, 'image', 'image_too_large');
+  });
+
+  it('refuses a truncated JPEG and a truncated WebP with 422', async () => {
+    const noise = sharp({ create: { width: 128, height: 128, channels: 3, background: '#000', noise: { type: 'gaussian', mean: 128, sigma: 40 } } });
+    for (const whole of [await noise.clone().jpeg().toBuffer(), await noise.clone().webp().toBuffer()]) {
+      await expectError(await postJob(api.url, { image: whole.subarray(0, whole.length - 200) }), 422, 'image');
+    }
+  });
+
+  it('refuses an image over the model’s own pixel limit (tiny: 1 Mi pixels), naming the model', async () => {
+    const error = await expectError(await postJob(api.url, { image: pngHeaderOnly(1024, 1032) }), 413, 'image', 'image_too_large');
+    expect(error.message).toMatch(/model tiny takes at most 4096 pixels a side and 1048576 pixels in all/);
+  });
+
+  it('refuses a 4096x8 PNG, which the runner would have to enlarge to 32768x64 to compute', async () => {
+    const error = await expectError(await postJob(api.url, { image: await pngImage(4096, 8) }), 422, 'image', 'image_too_narrow');
+    expect(error.message).toMatch(/32768x64/);
+  });
 });
 
 describe('the fields', () => {
@@ -92,6 +116,15 @@ describe('the fields', () => {
   it.each([
     ['strength', '1.5'],
     ['strength', ''],
+    ['strength', '0'],
+    ['strength', '1e-1'],
+    ['steps', '0x10'],
+    ['steps', '1e1'],
+    ['steps', ' 5'],
+    ['steps', '+5'],
+    ['guidance_scale', 'Infinity'],
+    ['guidance_scale', '0x1'],
+    ['seed', '1e3'],
     ['steps', '0'],
     ['steps', '151'],
     ['steps', '2.5'],
@@ -101,6 +134,16 @@ describe('the fields', () => {
     ['seed', 'abc'],
   ])('refuses %s=%j', async (field, value) => {
     await expectError(await postJob(api.url, { query: query({ [field]: value }) }), 400, field);
+  });
+
+  it('refuses steps × strength under one denoising step (the runner would refuse it), naming the field', async () => {
+    const error = await expectError(await postJob(api.url, { query: query({ steps: '1', strength: '0.5' }) }), 400, 'strength');
+    expect(error.message).toMatch(/at least 1 denoising step/);
+    await expectError(await postJob(api.url, { query: query({ steps: '1' }) }), 400, 'steps'); // with tiny's default strength 0.6
+  });
+
+  it('refuses an Idempotency-Key that is not printable ASCII', async () => {
+    await expectError(await postJob(api.url, { headers: { 'Idempotency-Key': 'caf\u00e9' } }), 400, 'Idempotency-Key');
   });
 
   it('refuses a field given in the query and the form with different values', async () => {

@@ -41,7 +41,7 @@ describe('ImageNormaliser', () => {
       .toColourspace('grey16')
       .png()
       .toBuffer();
-    const accepted = await normaliser.accept(input);
+    const accepted = await normaliser.accept(input, 'tiny');
     expect({ width: accepted.width, height: accepted.height }).toEqual({ width: 16, height: 8 });
     expect(await sharp(accepted.png).metadata()).toMatchObject({ format: 'png', channels: 3, depth: 'uchar', space: 'srgb', hasAlpha: false });
   });
@@ -51,21 +51,21 @@ describe('ImageNormaliser', () => {
       .jpeg()
       .withMetadata({ exif: { IFD0: { Copyright: 'someone' } } })
       .toBuffer();
-    const meta = await sharp((await normaliser.accept(input)).png).metadata();
+    const meta = await sharp((await normaliser.accept(input, 'tiny')).png).metadata();
     expect(meta.exif).toBeUndefined();
     expect(meta.icc).toBeUndefined();
   });
 
   it('applies both limits: a side, and the pixel count', async () => {
     const tooWide = await sharp({ create: { width: 264, height: 8, channels: 3, background: 'red' } }).png().toBuffer();
-    await expect(normaliser.accept(tooWide)).rejects.toMatchObject({ status: 413, field: 'image' });
+    await expect(normaliser.accept(tooWide, 'tiny')).rejects.toMatchObject({ status: 413, field: 'image' });
     const tooMany = await sharp({ create: { width: 256, height: 136, channels: 3, background: 'red' } }).png().toBuffer();
-    await expect(normaliser.accept(tooMany)).rejects.toMatchObject({ status: 413, code: 'image_too_large' });
+    await expect(normaliser.accept(tooMany, 'tiny')).rejects.toMatchObject({ status: 413, code: 'image_too_large' });
   });
 
   it('never hands SVG to libvips, even under a PNG name', async () => {
     const svg = Buffer.from('<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64"><image href="file:///etc/passwd"/></svg>');
-    await expect(normaliser.accept(svg)).rejects.toMatchObject({ status: 415 });
+    await expect(normaliser.accept(svg, 'tiny')).rejects.toMatchObject({ status: 415 });
     // And libvips itself refuses it: its SVG loader is blocked process-wide.
     await expect(sharp(svg).metadata()).rejects.toThrow();
   });
