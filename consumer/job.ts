@@ -30,11 +30,13 @@ export interface Delivery {
   redeliveries?: Delivery[];
   /** The attempt this consumer had started when storage or Kafka interrupted it: resumed, not counted again. */
   resumeAttempt?: number;
+  /** The runner died while holding this job and others: it runs alone from now on, so a crash tells whose it is. */
+  suspect?: boolean;
 }
 
 export type Verdict =
   | { kind: 'done'; status: string; record: JobRecord | undefined; deadLettered: boolean }
-  | { kind: 'retry'; delayMs: number; resumeAttempt?: number };
+  | { kind: 'retry'; delayMs: number; resumeAttempt?: number; suspect?: boolean };
 
 /** What a run needs: its model's clients and runners, and its DLQ topic. */
 export interface JobDeps {
@@ -54,6 +56,8 @@ const RECORD_WAIT_MS = 10_000;
 const PROGRESS_RECORD_INTERVAL_MS = 1000;
 /** Progress events at most this often per job (and always the last step): cheap for Kafka, smooth for a UI. */
 const PROGRESS_EVENT_INTERVAL_MS = 100;
+/** A canceled job whose runner does not confirm within this long ends canceled anyway (its result, if any, is dropped). */
+const CANCEL_GRACE_MS = 2000;
 
 class Failure extends Error {
   constructor(
@@ -80,6 +84,12 @@ export class JobRun {
   /** Later deliveries of the same job that finish with it. */
   readonly redeliveries: Delivery[];
   private canceled = false;
+  /**
+   * Settles CANCEL_GRACE_MS after cancel(): the runner stops a job at its next step, but one
+   * stuck in a long step (or in the VAE) must not keep its user waiting.
+   */
+  private readonly cancelGrace: Promise<RunnerOutcome>;
+  private startCancelGrace!: () => void;
   /** The attempt this run started, while an infrastructure error would leave it unfinished. */
   private startedAttempt: number | undefined;
 
@@ -88,11 +98,17 @@ export class JobRun {
     private readonly deps: JobDeps,
   ) {
     this.redeliveries = [...(delivery.redeliveries ?? [])];
+    const canceled: RunnerOutcome = { ok: false, code: 'canceled', retryable: false, message: 'canceled' };
+    this.cancelGrace = new Promise((resolve) => {
+      this.startCancelGrace = () => setTimeout(() => resolve(canceled), CANCEL_GRACE_MS).unref();
+    });
   }
 
   cancel(): void {
+    if (this.canceled) return;
     this.canceled = true;
     if (this.delivery.message) this.deps.pool.cancel(this.delivery.message.id);
+    this.startCancelGrace();
   }
 
   async execute(): Promise<Verdict> {
@@ -137,9 +153,11 @@ export class JobRun {
     this.startedAttempt = running.attempts;
     // The event is not awaited: the runner must not wait for Kafka.
     const announced = this.publish(started.event);
-    if (this.canceled) pool.cancel(message.id);
+    if (this.canceled) return announced.then(() => this.finishCanceled(message.id)); // canceled while it started
 
-    const outcome = await pool.run(message.id, running.params, input, this.progressReporter(running));
+    // A suspect of an earlier crash runs alone, so that if it crashes again it is known to be the cause.
+    const ran = pool.run(message.id, running.params, input, this.progressReporter(running), { solo: this.delivery.suspect });
+    const outcome = await Promise.race([ran, this.cancelGrace]);
     await announced; // keeps the job's events in order: started before its outcome
     return this.settle(message, running, outcome);
   }
@@ -147,6 +165,12 @@ export class JobRun {
   private async settle(message: JobMessage, running: JobRecord, outcome: RunnerOutcome): Promise<Verdict> {
     if (outcome.ok) return this.succeed(message, outcome);
     if (outcome.code === 'canceled') return this.finishCanceled(message.id);
+    if (outcome.code === 'runner_crashed' && outcome.shared) {
+      // The runner died holding other jobs too: not proof against this one. Run it again, alone,
+      // as the same attempt (the culprit then crashes alone, and only its attempts are spent).
+      this.deps.logger.warn({ job: message.id }, 'runner crashed holding several jobs; running this one alone');
+      return { kind: 'retry', delayMs: 0, resumeAttempt: this.startedAttempt, suspect: true };
+    }
     this.startedAttempt = undefined; // the runner failed it: that attempt counts
     if (outcome.retryable && running.attempts < this.deps.config.MAX_ATTEMPTS) {
       const error = { code: outcome.code, message: outcome.message };

@@ -1,6 +1,6 @@
 // One runner per GPU for a model: a job goes to the runner with the fewest jobs in
 // hand, so every GPU stays busy; cancel and stop reach the right one.
-import type { JobCallbacks, Runner, RunnerOutcome } from './runner.js';
+import type { JobCallbacks, Runner, RunnerOutcome, RunOptions } from './runner.js';
 import type { JobParams } from '../common/jobs.js';
 
 export class RunnerPool {
@@ -24,11 +24,11 @@ export class RunnerPool {
     await Promise.all(this.runners.map((runner) => runner.ensureStarted()));
   }
 
-  async run(id: string, params: JobParams, image: Uint8Array, callbacks?: JobCallbacks): Promise<RunnerOutcome> {
+  async run(id: string, params: JobParams, image: Uint8Array, callbacks?: JobCallbacks, options?: RunOptions): Promise<RunnerOutcome> {
     const runner = this.runners.reduce((best, next) => (next.pending < best.pending ? next : best));
     this.owner.set(id, runner);
     try {
-      return await runner.run(id, params, image, callbacks);
+      return await runner.run(id, params, image, callbacks, options);
     } finally {
       this.owner.delete(id);
     }

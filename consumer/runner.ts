@@ -19,7 +19,19 @@ export interface JobCallbacks {
 
 export type RunnerOutcome =
   | { ok: true; image: Buffer; result: ResultFrame }
-  | { ok: false; code: string; retryable: boolean; message: string };
+  | {
+      ok: false;
+      code: string;
+      retryable: boolean;
+      message: string;
+      /** The runner died or hung while it held other jobs too: this one may not be the cause. */
+      shared?: boolean;
+    };
+
+export interface RunOptions {
+  /** Run with no other job in the runner, and let none join until it ends: a suspect of a crash. */
+  solo?: boolean;
+}
 
 interface InFlight {
   callbacks: JobCallbacks;
@@ -29,6 +41,10 @@ interface InFlight {
 export class Runner {
   private readonly process: RunnerProcess;
   private readonly inFlight = new Map<string, InFlight>();
+  /** A solo job is running, or this many wait for the runner to empty. */
+  private soloRunning = false;
+  private soloWaiting = 0;
+  private readonly gateWaiters: (() => void)[] = [];
 
   constructor(private readonly options: RunnerOptions) {
     this.process = new RunnerProcess(options, {
@@ -61,16 +77,34 @@ export class Runner {
   }
 
   /** Sends a job at once (the runner queues and batches it); resolves with its outcome. */
-  async run(id: string, params: JobParams, image: Uint8Array, callbacks: JobCallbacks = {}): Promise<RunnerOutcome> {
+  async run(id: string, params: JobParams, image: Uint8Array, callbacks: JobCallbacks = {}, options: RunOptions = {}): Promise<RunnerOutcome> {
+    await this.admit(Boolean(options.solo));
     try {
       await this.process.ensureStarted();
     } catch (error) {
+      this.release(Boolean(options.solo));
       return { ok: false, code: 'runner_start_failed', retryable: true, message: (error as Error).message };
     }
     const outcome = new Promise<RunnerOutcome>((resolve) => this.inFlight.set(id, { callbacks, resolve }));
     if (this.inFlight.size === 1) this.process.markBusy();
     this.process.send({ v: 1, type: 'job', id, params }, image);
-    return outcome;
+    return outcome.finally(() => this.release(Boolean(options.solo)));
+  }
+
+  /** Waits until the job may enter: a solo job needs an empty runner; nothing joins a solo one. */
+  private async admit(solo: boolean): Promise<void> {
+    if (solo) this.soloWaiting++;
+    const blocked = () => this.soloRunning || (solo ? this.inFlight.size > 0 : this.soloWaiting > 0);
+    while (blocked()) await new Promise<void>((resolve) => this.gateWaiters.push(resolve));
+    if (solo) {
+      this.soloWaiting--;
+      this.soloRunning = true;
+    }
+  }
+
+  private release(solo: boolean): void {
+    if (solo) this.soloRunning = false;
+    for (const wake of this.gateWaiters.splice(0)) wake();
   }
 
   cancel(id: string): void {
@@ -110,8 +144,9 @@ export class Runner {
 
   private onExit(reason: string, expected: boolean): void {
     if (!expected) this.options.onRestart?.();
+    const shared = this.inFlight.size > 1;
     for (const id of [...this.inFlight.keys()]) {
-      this.settle(id, { ok: false, code: 'runner_crashed', retryable: true, message: reason });
+      this.settle(id, { ok: false, code: 'runner_crashed', retryable: true, message: reason, shared });
     }
   }
 }

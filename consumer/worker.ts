@@ -128,8 +128,9 @@ export class ModelWorker {
       if (verdict.kind === 'retry' && !this.stopping) {
         this.deps.metrics?.retried?.(this.name);
         setTimeout(() => {
-          const { resumeAttempt } = verdict;
-          this.buffers.push(delivery.priority, { ...delivery, attempt: delivery.attempt + 1, redeliveries: run.redeliveries, resumeAttempt });
+          const { resumeAttempt, suspect } = verdict;
+          const again = { ...delivery, attempt: delivery.attempt + 1, redeliveries: run.redeliveries, resumeAttempt };
+          this.buffers.push(delivery.priority, { ...again, suspect: delivery.suspect || suspect });
           this.pump();
         }, verdict.delayMs).unref();
       } else if (verdict.kind === 'done') {
