@@ -68,6 +68,8 @@ def compiler_line(log_path: pathlib.Path, since: int) -> dict:
             found.setdefault("cache_lines", []).append(line.split("img2img_runner: ", 1)[-1][:300])
         if "first call at" in line:
             found["first_call_line"] = line.split("img2img_runner: ", 1)[-1]
+        if "pipeline loaded" in line:
+            found["load_line"] = line.split("img2img_runner: ", 1)[-1]
         if "regional compilation" in line:
             found["regional_line"] = line.split("img2img_runner: ", 1)[-1]
     return found

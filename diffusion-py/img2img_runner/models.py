@@ -1,9 +1,13 @@
 """Which model to load, on which device, and loading it (never from the network)."""
 
+import logging
 import re
+import time
 from dataclasses import dataclass
 
 import torch
+
+log = logging.getLogger("img2img_runner")
 
 TINY = "tiny"
 # Built-in benchmark sources (img2img_runner/arch.py): `sd15 sd15-arch` in model_names.txt.
@@ -79,8 +83,10 @@ def _from_source(source: str, dtype: torch.dtype):
 
 def load_pipeline(name: str, source: str | None = None, device: torch.device | None = None, dtype: torch.dtype | None = None):
     """Return an img2img pipeline ready to serve: on device, SDPA attention, no progress bars."""
+    started = time.perf_counter()
     from diffusers.models.attention_processor import AttnProcessor2_0
 
+    imported = time.perf_counter()
     device = device or pick_device()
     dtype = dtype or pick_dtype(device)
     if name == TINY and source is None:
@@ -110,4 +116,6 @@ def load_pipeline(name: str, source: str | None = None, device: torch.device | N
     # keeps each image's pixels independent of its batch-mates.
     pipe.vae.enable_slicing()
     pipe.set_progress_bar_config(disable=True)
+    # Start-up cost, part by part (issue 13: spawn to ready).
+    log.info("pipeline loaded in %.1fs (diffusers import %.1fs)", time.perf_counter() - started, imported - started)
     return pipe
