@@ -98,6 +98,7 @@ export class JobRun {
     private readonly deps: JobDeps,
   ) {
     this.redeliveries = [...(delivery.redeliveries ?? [])];
+    this.startedAttempt = delivery.resumeAttempt; // carried through retries that fail before the start
     const canceled: RunnerOutcome = { ok: false, code: 'canceled', retryable: false, message: 'canceled' };
     this.cancelGrace = new Promise((resolve) => {
       this.startCancelGrace = () => setTimeout(() => resolve(canceled), CANCEL_GRACE_MS).unref();
