@@ -3,7 +3,10 @@
 import { OpenAPIHono } from '@hono/zod-openapi';
 import { swaggerUI } from '@hono/swagger-ui';
 import type { Hook } from '@hono/zod-openapi';
-import { fromZod, NotFound, toErrorResponse } from './errors.js';
+import type { MiddlewareHandler } from 'hono';
+import { PatternRouter } from 'hono/router/pattern-router';
+import { fromZod, MethodNotAllowed, NotFound, toErrorResponse } from './errors.js';
+import { corsFor, DOCS_OPTIONS, DOCS_POLICY, policyHeader, securityHeaders } from './headers.js';
 import { diffusionRoutes } from './routes/diffusion.js';
 import { eventRoutes } from './routes/events.js';
 import { healthRoutes } from './routes/health.js';
@@ -18,12 +21,34 @@ const validationHook: Hook<unknown, AppEnv, string, unknown> = (result) => {
   if (!result.success) throw fromZod(result.error, result.target);
 };
 
+/** The methods each path answers, from the app's routes; HEAD comes with GET (Hono answers it from the GET route). */
+function methodsByPath(routes: ReadonlyArray<{ method: string; path: string }>): (path: string) => string[] {
+  const router = new PatternRouter<string>();
+  for (const { method, path } of routes) if (method !== 'ALL') router.add('GET', path, method); // one bucket: every route
+  return (path) => {
+    const methods = new Set(router.match('GET', path)[0].map(([method]) => method));
+    if (!methods.size) return [];
+    if (methods.has('GET')) methods.add('HEAD');
+    return [...methods, 'OPTIONS'];
+  };
+}
+
 export function createApp(services: Services) {
   const app = new OpenAPIHono<AppEnv>({ defaultHook: validationHook });
   app.use('*', services.metrics.middleware);
+  app.use('*', securityHeaders());
+  const cors = corsFor(services.config);
+  if (cors) app.use('*', cors);
   app.use('*', requestContext(services.config));
   app.onError((error) => toErrorResponse(error, services.log));
-  app.notFound((c) => toErrorResponse(new NotFound(`no route for ${c.req.method} ${c.req.path}`, { code: 'route_not_found' }), services.log));
+  let methodsOf: ReturnType<typeof methodsByPath> | undefined;
+  app.notFound((c) => {
+    const allow = (methodsOf ??= methodsByPath(app.routes))(c.req.path);
+    if (!allow.length) return toErrorResponse(new NotFound(`no route for ${c.req.method} ${c.req.path}`, { code: 'route_not_found' }), services.log);
+    // A known path: OPTIONS says what it takes, any other method is refused with the same list.
+    if (c.req.method === 'OPTIONS') return c.body(null, 204, { Allow: allow.join(', ') });
+    return toErrorResponse(new MethodNotAllowed(`${c.req.method} is not allowed on ${c.req.path}; it takes ${allow.join(', ')}`, allow), services.log);
+  });
 
   app.route('/', diffusionRoutes(services));
   app.route('/', jobRoutes(services));
@@ -48,6 +73,12 @@ export function createApp(services: Services) {
       { name: 'health', description: 'Liveness and readiness probes' },
     ],
   });
-  app.get('/docs', swaggerUI({ url: '/openapi.json', title: 'img2img API' }));
+  // The one HTML page gets its own Content-Security-Policy (securityHeaders keeps a header a route set).
+  const docsPolicy = policyHeader(DOCS_POLICY);
+  const withDocsPolicy: MiddlewareHandler = async (c, next) => {
+    c.header('Content-Security-Policy', docsPolicy);
+    await next();
+  };
+  app.get('/docs', withDocsPolicy, swaggerUI(DOCS_OPTIONS));
   return app;
 }

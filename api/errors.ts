@@ -17,7 +17,7 @@ interface Options {
 }
 
 export abstract class ApiError extends Error {
-  abstract readonly status: 400 | 404 | 409 | 413 | 415 | 422 | 503;
+  abstract readonly status: 400 | 404 | 405 | 409 | 413 | 415 | 422 | 503;
   readonly code: string;
   readonly field: string | undefined;
   readonly retryAfter: number | undefined;
@@ -45,6 +45,18 @@ export class NotFound extends ApiError {
   readonly status = 404;
   constructor(message: string, options?: Options) {
     super(message, 'not_found', options);
+  }
+}
+
+/** A known path, another method: answered with the methods it does take (RFC 9110 asks for Allow). */
+export class MethodNotAllowed extends ApiError {
+  override name = 'MethodNotAllowed';
+  readonly status = 405;
+  constructor(
+    message: string,
+    readonly allow: string[],
+  ) {
+    super(message, 'method_not_allowed');
   }
 }
 
@@ -116,15 +128,21 @@ const HTTP_CODES: Record<number, string> = {
   415: 'unsupported_media_type',
 };
 
+/** A typed error as its HTTP answer. */
+export function errorResponse(error: ApiError): Response {
+  const { code, message, field, status, retryAfter } = error;
+  const headers: Record<string, string> = {};
+  if (retryAfter !== undefined) headers['Retry-After'] = String(retryAfter);
+  if (error.closeConnection) headers.Connection = 'close';
+  if (error instanceof MethodNotAllowed) headers.Allow = error.allow.join(', ');
+  return Response.json({ error: { code, message, ...(field ? { field } : {}) } } satisfies ErrorBody, { status, headers });
+}
+
 /** The one mapping from anything thrown to an HTTP answer; unknown errors are logged, never shown. */
 export function toErrorResponse(error: unknown, log: Logger): Response {
   if (error instanceof ApiError) {
     if (error.status >= 500) log.warn({ err: error.cause ?? error, code: error.code }, error.message);
-    const { code, message, field, status, retryAfter } = error;
-    const headers: Record<string, string> = {};
-    if (retryAfter !== undefined) headers['Retry-After'] = String(retryAfter);
-    if (error.closeConnection) headers.Connection = 'close';
-    return Response.json({ error: { code, message, ...(field ? { field } : {}) } } satisfies ErrorBody, { status, headers });
+    return errorResponse(error);
   }
   if (error instanceof HTTPException && error.status < 500) {
     const code = HTTP_CODES[error.status] ?? 'bad_request';

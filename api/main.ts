@@ -16,7 +16,7 @@ async function main(): Promise<void> {
   const services = createServices(config, models, log);
   await prepareStorage(services);
   await prepareKafka(services);
-  const { server, url } = await listen(createApp(services), config.API_HOST, config.API_PORT);
+  const { server, url } = await listen(createApp(services), config.API_HOST, config.API_PORT, config);
   log.info({ models, url }, `API listening; Swagger UI at ${url}/docs`);
 
   let stopping = false;

@@ -2,6 +2,13 @@
 // A bad value stops the process with a message that names the variable.
 import { z } from 'zod';
 
+const originOf = (url: string) => {
+  try {
+    return new URL(url).origin;
+  } catch {
+    return undefined;
+  }
+};
 const integer = (fallback: number, min = 0) => z.coerce.number().int().min(min).default(fallback);
 const list = (fallback: string) =>
   z
@@ -41,8 +48,21 @@ export const ApiConfigSchema = z.object({
   ...shared,
   API_HOST: z.string().min(1).default('127.0.0.1'),
   API_PORT: integer(8000),
-  /** Base of the links the API hands out; defaults to the address of the request. */
+  /** Base of the links the API hands out. Unset: an allowed Host of the request, else the address it came in on. */
   PUBLIC_BASE_URL: z.url().optional(),
+  /** Host header values (host or host:port) that links may name when PUBLIC_BASE_URL is unset; any other Host is ignored. */
+  ALLOWED_HOSTS: list('').pipe(
+    z.array(z.string().regex(/^(?:[a-z0-9.-]+|\[[0-9a-f:.]+\])(?::\d{1,5})?$/i, 'host or host:port, e.g. img2img.example.com:8000')),
+  ),
+  /** Origins whose browser pages may call the API (CORS); `*` for any. Empty: CORS is off. */
+  CORS_ORIGINS: list('').pipe(
+    z.array(z.string().refine((value) => value === '*' || originOf(value) === value, 'an origin such as https://app.example.com, or *')),
+  ),
+  /** How long a client may take to send its request headers, and its whole request (a 20 MiB upload included). */
+  HTTP_HEADERS_TIMEOUT_MS: integer(10_000, 1000),
+  HTTP_REQUEST_TIMEOUT_MS: integer(120_000, 1000),
+  /** How long an idle kept-alive connection stays open: longer than a proxy's 60 s for idle upstream connections. */
+  HTTP_KEEP_ALIVE_TIMEOUT_MS: integer(65_000, 1000),
   MAX_BODY_BYTES: integer(20 * 1024 * 1024, 1),
   MAX_IMAGE_SIDE: integer(4096, 8),
   MAX_IMAGE_PIXELS: integer(16 * 1024 * 1024, 64),

@@ -1,5 +1,7 @@
 // GET /api/results/{id}: the access link. The image once it exists (immutable: the output of
 // a job never changes), 202 while the job is pending, 409 when it will never exist.
+// The image is cacheable by the client only, never by a shared cache: results belong to whoever
+// submitted the job.
 import { Readable } from 'node:stream';
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
@@ -12,7 +14,7 @@ import type { Services } from '../services.js';
 import type { AppEnv } from '../env.js';
 import { jobView } from '../view.js';
 
-const IMMUTABLE = 'public, max-age=31536000, immutable';
+const IMMUTABLE = 'private, max-age=31536000, immutable';
 
 const route = createRoute({
   method: 'get',
@@ -30,7 +32,7 @@ const route = createRoute({
   },
   responses: {
     200: {
-      description: 'The output image (cacheable forever)',
+      description: 'The output image (cacheable forever, by the client only)',
       headers: {
         ETag: { schema: { type: 'string' } },
         'Cache-Control': { schema: { type: 'string', example: IMMUTABLE } },

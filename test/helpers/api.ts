@@ -36,7 +36,7 @@ export async function startTestApi(overrides: Record<string, string> = {}, optio
   const services = createServices(config, models, createLogger('api-test', config.LOG_LEVEL));
   if (options.storage !== false) await prepareStorage(services);
   if (options.kafka !== false) await prepareKafka(services);
-  const { server, url } = await listen(createApp(services), '127.0.0.1', 0);
+  const { server, url } = await listen(createApp(services), '127.0.0.1', 0, config);
   const close = async () => {
     // Topics of a test are of no use afterwards; deleting them keeps the shared broker small.
     if (options.kafka !== false) await services.admin.deleteTopics({ topics: allTopics(config.TOPIC_PREFIX, models) }).catch(() => {});

@@ -94,7 +94,7 @@ describe('GET /api/results/{id}', () => {
     expect((await fetch(`${api.url}/api/results/nope`)).status).toBe(404);
   });
 
-  it('streams the output once succeeded, cacheable forever, with 304 for a matching ETag', async () => {
+  it('streams the output once succeeded, cacheable forever by the client only, with 304 for a matching ETag', async () => {
     const id = await newJob();
     const output = await pngImage(64, 48, { r: 250, g: 10, b: 10 });
     await api.services.store.put(jobKeys(id).output, output, 'image/png');
@@ -103,7 +103,9 @@ describe('GET /api/results/{id}', () => {
     const response = await fetch(`${api.url}/api/results/${id}`);
     expect(response.status).toBe(200);
     expect(response.headers.get('content-type')).toBe('image/png');
-    expect(response.headers.get('cache-control')).toBe('public, max-age=31536000, immutable');
+    // private: results belong to whoever submitted the job; no shared cache may keep one.
+    expect(response.headers.get('cache-control')).toBe('private, max-age=31536000, immutable');
+    expect(response.headers.get('x-content-type-options')).toBe('nosniff');
     expect(Buffer.from(await response.arrayBuffer())).toEqual(output);
     const etag = response.headers.get('etag')!;
     expect(etag).toMatch(/^".+"$/);

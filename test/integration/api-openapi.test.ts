@@ -92,8 +92,8 @@ describe('probes', () => {
 });
 
 describe('unknown routes', () => {
-  it('answer a JSON 404', async () => {
-    for (const [method, path] of [['GET', '/nope'], ['PUT', '/api/models'], ['GET', '/api/jobs']]) {
+  it('answer a JSON 404 (a known path with another method: 405, see api-http.test.ts)', async () => {
+    for (const [method, path] of [['GET', '/nope'], ['PUT', '/api/nope'], ['GET', '/api/jobs']]) {
       const response = await fetch(`${api.url}${path}`, { method });
       expect(response.status).toBe(404);
       expect(await json(response)).toEqual({ error: { code: 'route_not_found', message: `no route for ${method} ${path}` } });

@@ -34,9 +34,26 @@ describe('toErrorResponse', () => {
 });
 
 describe('links', () => {
-  it('use PUBLIC_BASE_URL when set, else the request origin', () => {
-    expect(baseUrl('https://img.example.com/', 'http://10.0.0.1:8000/api/diffusion')).toBe('https://img.example.com');
-    expect(baseUrl(undefined, 'http://10.0.0.1:8000/api/diffusion?x=1')).toBe('http://10.0.0.1:8000');
+  const socket = { localAddress: '10.0.0.1', localPort: 8000 };
+  const unset = { PUBLIC_BASE_URL: undefined, ALLOWED_HOSTS: [] };
+
+  it('use PUBLIC_BASE_URL when set, whatever the Host', () => {
+    const config = { ...unset, PUBLIC_BASE_URL: 'https://img.example.com/' };
+    expect(baseUrl(config, 'http://evil.example/api/diffusion', socket)).toBe('https://img.example.com');
     expect(jobLinks('https://h', 'abc').events_url).toBe('https://h/api/jobs/abc/events');
+  });
+
+  it('never name a Host that is not allowed: they name the address the request came in on', () => {
+    expect(baseUrl(unset, 'http://evil.example/api/diffusion?x=1', socket)).toBe('http://10.0.0.1:8000');
+    expect(baseUrl(unset, 'http://10.0.0.1:8000/api/diffusion', socket)).toBe('http://10.0.0.1:8000');
+    expect(baseUrl(unset, 'http://x/', { localAddress: '::ffff:127.0.0.1', localPort: 80 })).toBe('http://127.0.0.1:80');
+    expect(baseUrl(unset, 'http://x/', { localAddress: '::1', localPort: 8000 })).toBe('http://[::1]:8000');
+  });
+
+  it('name a Host that ALLOWED_HOSTS lists, in any case', () => {
+    const config = { ...unset, ALLOWED_HOSTS: ['Img.Internal:8000', 'localhost'] };
+    expect(baseUrl(config, 'http://img.internal:8000/api/diffusion', socket)).toBe('http://img.internal:8000');
+    expect(baseUrl(config, 'http://localhost/api/diffusion', socket)).toBe('http://localhost');
+    expect(baseUrl(config, 'http://localhost:9999/api/diffusion', socket)).toBe('http://10.0.0.1:8000');
   });
 });
