@@ -12,7 +12,7 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKafka } from '../../common/kafka.js';
 import { allTopics } from '../../common/topics.js';
-import { json, openEventStream } from '../helpers/api.js';
+import { json, openEventStream, pngChunk } from '../helpers/api.js';
 import { testConfig, uniqueName } from '../helpers/env.js';
 import { answers, aptInstall, ChildService, ensureBinary, freePort, startApiProcess, type ApiProcess } from '../helpers/processes.js';
 
@@ -196,11 +196,13 @@ async function multipart(size: number | undefined, image?: Buffer): Promise<{ bo
 }
 
 /** A valid PNG whose upload is just under the API's limit: incompressible noise, stored uncompressed. */
+/** A valid PNG just under the API's limit: 1024x1024 of noise (within tiny's pixel limit), a text chunk making up the rest. */
 async function largestPng(): Promise<Buffer> {
-  const width = 2048;
-  const rowBytes = width * 3 + 1 + 10; // a filter byte per row, plus deflate's and IDAT's framing
-  const height = Math.floor((API_LIMIT - 2048) / rowBytes);
-  return sharp(randomBytes(width * height * 3), { raw: { width, height, channels: 3 } }).png({ compressionLevel: 0 }).toBuffer();
+  const png = await sharp(randomBytes(1024 * 1024 * 3), { raw: { width: 1024, height: 1024, channels: 3 } }).png({ compressionLevel: 0 }).toBuffer();
+  const iend = png.length - 12; // the IEND chunk: length, type and CRC, no data
+  const text = Buffer.alloc(API_LIMIT - 2048 - png.length - 12, 0x61);
+  text.write('Comment\0');
+  return Buffer.concat([png.subarray(0, iend), pngChunk('tEXt', text), png.subarray(iend)]);
 }
 
 describe.skipIf(!nginxBinary)('nginx/nginx.conf in front of two API replicas', () => {
@@ -211,12 +213,13 @@ describe.skipIf(!nginxBinary)('nginx/nginx.conf in front of two API replicas', (
   let dir = '';
 
   beforeAll(async () => {
+    const port = await freePort();
     // Same topics and bucket for both, as replicas of one deployment; fast heartbeats to watch the SSE stream.
-    const env = { TOPIC_PREFIX: config.TOPIC_PREFIX, SSE_HEARTBEAT_MS: '200' };
+    // The proxy passes the client's Host through; links may name it because ALLOWED_HOSTS lists it.
+    const env = { TOPIC_PREFIX: config.TOPIC_PREFIX, SSE_HEARTBEAT_MS: '200', ALLOWED_HOSTS: `127.0.0.1:${port}` };
     replicas.push(...(await Promise.all([startApiProcess(env), startApiProcess(env)])));
     dir = mkdtempSync(join(tmpdir(), 'nginx-'));
     chmodSync(dir, 0o755); // nginx's workers (nobody) write their temp files under it
-    const port = await freePort();
     writeFileSync(join(dir, 'nginx.conf'), nginxConfig(dir, port, replicas.map((r) => r.port)));
     const check = spawnSync(nginxBinary!, ['-t', '-p', dir, '-c', join(dir, 'nginx.conf'), '-e', join(dir, 'error.log'), '-g', `pid ${join(dir, 'nginx.pid')};`], { encoding: 'utf8' });
     expect(check.status, check.stderr).toBe(0);
@@ -322,7 +325,7 @@ describe.skipIf(!nginxBinary)('nginx/nginx.conf in front of two API replicas', (
     expect(await json(fromSecond)).toMatchObject({ id, status: 'queued' });
 
     const viaProxy = await json(await fetch(`${proxy}/api/jobs/${id}`));
-    expect(viaProxy.status_url).toBe(`${proxy}/api/jobs/${id}`); // Host passed through
+    expect(viaProxy.status_url).toBe(`${proxy}/api/jobs/${id}`); // Host passed through, and allowed
   });
 
   it('spreads requests over both replicas, and keeps serving when one dies', async () => {
