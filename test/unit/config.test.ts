@@ -29,6 +29,10 @@ describe('loadConfig', () => {
     for (const name of Object.keys(bad)) expect(message).toMatch(new RegExp(`^  ${name}: `, 'm'));
   });
 
+  it('notices a dead consumer soon enough that its partitions move within 10 s (test/fault/consumer-kill measures it)', () => {
+    expect(loadConfig({}).KAFKA_SESSION_TIMEOUT_MS).toBeLessThanOrEqual(8000);
+  });
+
   it('treats an empty variable as unset', () => {
     expect(loadConfig({ API_PORT: '' }).API_PORT).toBe(8000);
   });
