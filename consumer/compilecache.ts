@@ -1,0 +1,182 @@
+// Shares the runner's torch.compile artifacts through the object store (issue 13), so a runner
+// on a fresh machine loads what another runner compiled instead of compiling for minutes.
+//
+// The Python side (diffusion-py/img2img_runner/compile_cache.py) reads and writes a local
+// directory given by IMG2IMG_COMPILE_CACHE: one subdirectory per cache key that it computes
+// itself (torch/Triton/CUDA versions, GPU, model architecture, dtype, tuning, batch), each a
+// manifest.json plus artifacts-<sha>.bin files it checks against the manifest. A stale or
+// damaged entry is never loaded there: it is recompiled and rewritten.
+//
+// This side only mirrors that directory with `compile-cache/<key>/` in the object store:
+// fetchCompileCache() before the spawn (download everything under the prefix), then
+// upload() once the runner is ready (send the files that are new or changed since the
+// download: after a cold compile, the new entry; after a warm start, nothing). Artifact
+// files go up before their manifest, so a reader never sees a manifest whose files are
+// missing. Nothing here throws: the cache only saves time, and a failure costs a compile.
+import { createHash } from 'node:crypto';
+import { mkdir, readdir, rename, stat, writeFile, readFile } from 'node:fs/promises';
+import path from 'node:path';
+
+/** What the runner reads: the local directory it loads from and saves to. */
+export const COMPILE_CACHE_ENV = 'IMG2IMG_COMPILE_CACHE';
+const ROOT = 'compile-cache';
+
+/** The object-store operations this needs (common/storage.ts's ObjectStore has them). */
+export interface CompileCacheStore {
+  list(prefix: string, signal?: AbortSignal): AsyncIterable<{ key: string }>;
+  getBytes(key: string, signal?: AbortSignal): Promise<Buffer | undefined>;
+  put(key: string, body: Uint8Array | string, contentType: string, signal?: AbortSignal): Promise<string>;
+}
+
+export interface CompileCacheLog {
+  info(object: object, message: string): void;
+  warn(object: object, message: string): void;
+}
+
+/**
+ * The object-store key of a model's cache. It only has to separate what the consumer knows
+ * differs (model, source, tuning, dtype, max batch, and a tag for the image or GPU kind): the
+ * runner's own key, inside, covers torch, the GPU and the architecture exactly.
+ */
+export function compileCacheKey(parts: {
+  model: string;
+  source?: string | null;
+  tuning?: string | null;
+  dtype?: string | null;
+  maxBatch?: number | null;
+  tag?: string | null;
+}): string {
+  const digest = createHash('sha256')
+    .update(JSON.stringify([parts.model, parts.source ?? null, parts.tuning ?? null, parts.dtype ?? null, parts.maxBatch ?? null, parts.tag ?? null]))
+    .digest('hex')
+    .slice(0, 16);
+  const name = parts.model.toLowerCase().replace(/[^a-z0-9._-]/g, '-').slice(0, 40);
+  return `${name}-${digest}`;
+}
+
+export const compileCachePrefix = (key: string) => `${ROOT}/${key}/`;
+
+interface Seen {
+  size: number;
+  mtimeMs: number;
+}
+
+export interface CompileCacheSync {
+  /** The local directory: give it to the runner as IMG2IMG_COMPILE_CACHE. */
+  dir: string;
+  prefix: string;
+  downloaded: number;
+  downloadedBytes: number;
+  downloadSeconds: number;
+  /** Sends what the runner wrote since the download; resolves with the keys sent. */
+  upload(signal?: AbortSignal): Promise<{ uploaded: string[]; bytes: number; seconds: number }>;
+}
+
+/** A relative path that stays inside the directory (object keys come from outside). */
+function safeRelative(relative: string): string | undefined {
+  if (!relative || relative.endsWith('/')) return undefined;
+  const normal = path.posix.normalize(relative);
+  if (normal.startsWith('../') || normal === '..' || path.posix.isAbsolute(normal) || normal.includes('\0')) return undefined;
+  return normal;
+}
+
+/** Files under dir (relative paths, '/'-separated), skipping entries the runner set aside and temporary files. */
+async function walk(dir: string): Promise<Map<string, Seen>> {
+  const found = new Map<string, Seen>();
+  async function visit(current: string, relative: string): Promise<void> {
+    let entries;
+    try {
+      entries = await readdir(current, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const entry of entries) {
+      const rel = relative ? `${relative}/${entry.name}` : entry.name;
+      if (entry.name.includes('.bad-') || entry.name.includes('.tmp-')) continue;
+      const full = path.join(current, entry.name);
+      if (entry.isDirectory()) await visit(full, rel);
+      else if (entry.isFile()) {
+        const info = await stat(full);
+        found.set(rel, { size: info.size, mtimeMs: info.mtimeMs });
+      }
+    }
+  }
+  await visit(dir, '');
+  return found;
+}
+
+/** Manifests last: within an entry, its artifact files must be in the store before the manifest naming them. */
+const uploadOrder = (a: string, b: string) => Number(a.endsWith('manifest.json')) - Number(b.endsWith('manifest.json')) || a.localeCompare(b);
+
+/**
+ * Downloads `compile-cache/<key>/` into dir (created if needed) and returns the handle whose
+ * upload() sends back what the runner adds. Never rejects: on a store error the runner simply
+ * starts with whatever dir holds.
+ */
+export async function fetchCompileCache(
+  store: CompileCacheStore,
+  key: string,
+  dir: string,
+  options: { signal?: AbortSignal; log?: CompileCacheLog } = {},
+): Promise<CompileCacheSync> {
+  const { signal, log } = options;
+  const prefix = compileCachePrefix(key);
+  const started = performance.now();
+  let downloaded = 0;
+  let downloadedBytes = 0;
+  try {
+    await mkdir(dir, { recursive: true });
+    for await (const object of store.list(prefix, signal)) {
+      const relative = safeRelative(object.key.slice(prefix.length));
+      if (!relative) continue;
+      const bytes = await store.getBytes(object.key, signal);
+      if (!bytes) continue; // deleted since the listing
+      const target = path.join(dir, ...relative.split('/'));
+      await mkdir(path.dirname(target), { recursive: true });
+      const temporary = `${target}.tmp-${process.pid}`;
+      await writeFile(temporary, bytes);
+      await rename(temporary, target);
+      downloaded += 1;
+      downloadedBytes += bytes.length;
+    }
+    log?.info({ prefix, files: downloaded, bytes: downloadedBytes }, 'compile cache downloaded');
+  } catch (error) {
+    log?.warn({ prefix, err: error }, 'compile cache download failed; the runner compiles what it lacks');
+  }
+  const downloadSeconds = (performance.now() - started) / 1000;
+  const snapshot = await walk(dir);
+
+  return {
+    dir,
+    prefix,
+    downloaded,
+    downloadedBytes,
+    downloadSeconds,
+    async upload(uploadSignal?: AbortSignal) {
+      const begun = performance.now();
+      const uploaded: string[] = [];
+      let bytes = 0;
+      try {
+        const now = await walk(dir);
+        const changed = [...now]
+          .filter(([relative, seen]) => {
+            const before = snapshot.get(relative);
+            return !before || before.size !== seen.size || before.mtimeMs !== seen.mtimeMs;
+          })
+          .map(([relative]) => relative)
+          .sort(uploadOrder);
+        for (const relative of changed) {
+          const body = await readFile(path.join(dir, ...relative.split('/')));
+          await store.put(prefix + relative, body, relative.endsWith('.json') ? 'application/json' : 'application/octet-stream', uploadSignal);
+          snapshot.set(relative, now.get(relative)!);
+          uploaded.push(prefix + relative);
+          bytes += body.length;
+        }
+        if (uploaded.length) log?.info({ prefix, files: uploaded.length, bytes }, 'compile cache uploaded');
+      } catch (error) {
+        log?.warn({ prefix, err: error }, 'compile cache upload failed; the next cold runner compiles again');
+      }
+      return { uploaded, bytes, seconds: (performance.now() - begun) / 1000 };
+    },
+  };
+}
