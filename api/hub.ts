@@ -5,8 +5,8 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Consumer, Kafka } from 'kafkajs';
-import { JobEvent, parseValue, TERMINAL } from '../common/jobs.js';
-import { eventOf } from '../common/lifecycle.js';
+import { JobEvent, parseValue } from '../common/jobs.js';
+import { endingOf } from '../common/lifecycle.js';
 import type { RecordStore } from '../common/records.js';
 import type { Logger } from '../common/logger.js';
 
@@ -194,10 +194,8 @@ export class EventHub {
   private async recheck(jobId: string): Promise<void> {
     try {
       const record = await this.options.records.get(jobId, AbortSignal.timeout(5000));
-      if (!record || !TERMINAL.has(record.status)) return;
-      const at = record.finished_at ?? record.updated_at;
-      const extra = record.status === 'failed' && record.error ? { error: record.error } : {};
-      this.deliver(eventOf(record, record.status as 'succeeded' | 'failed' | 'canceled', at, extra), undefined);
+      const ending = record && endingOf(record);
+      if (ending) this.deliver(ending, undefined);
     } catch (error) {
       this.options.log.debug({ err: error, job: jobId }, 'could not read a followed job');
     }

@@ -76,6 +76,10 @@ export const JobRecord = z.object({
    * committed only once its record's outbox is empty, so a restarted consumer finishes the job.
    */
   outbox: z.array(JobEvent).default([]),
+  /** The tenant whose API key submitted the job; null when the API runs without keys. */
+  tenant: z.string().nullable().default(null),
+  /** Where and which lifecycle events are delivered as signed webhooks; null: none. */
+  webhook: z.object({ url: z.string(), events: z.array(EventType) }).nullable().default(null),
 });
 export type JobRecord = z.infer<typeof JobRecord>;
 

@@ -45,6 +45,8 @@ export interface NewJob {
   height: number;
   input_key: string;
   idempotency: JobRecord['idempotency'];
+  tenant?: string | null;
+  webhook?: JobRecord['webhook'];
 }
 
 /** A new job, queued. */
@@ -53,6 +55,8 @@ export function queued(job: NewJob, clock: Clock = {}): Transition {
   const record: JobRecord = {
     v: 1,
     ...job,
+    tenant: job.tenant ?? null,
+    webhook: job.webhook ?? null,
     status: 'queued',
     output_key: null,
     created_at: at,
@@ -165,6 +169,13 @@ export function delivered(record: JobRecord, events: readonly JobEvent[]): Trans
   const sent = (event: JobEvent) => events.some((e) => e.type === event.type && e.at === event.at);
   if (!record.outbox.some(sent)) return undefined;
   return { record: { ...record, outbox: record.outbox.filter((event) => !sent(event)) } };
+}
+
+/** The event that announced a job's ending, rebuilt from its record, for a stream that was not there. */
+export function endingOf(record: JobRecord): JobEvent | undefined {
+  if (record.status !== 'succeeded' && record.status !== 'failed' && record.status !== 'canceled') return undefined;
+  const extra = record.status === 'failed' && record.error ? { error: record.error } : {};
+  return eventOf(record, record.status, record.finished_at ?? record.updated_at, extra);
 }
 
 export const isTerminal = (record: JobRecord) => TERMINAL.has(record.status);

@@ -4,7 +4,8 @@
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
-import { isTerminalEvent, TERMINAL, type JobRecord } from '../../common/jobs.js';
+import { isTerminalEvent, type JobRecord } from '../../common/jobs.js';
+import { endingOf } from '../../common/lifecycle.js';
 import { formatPosition, isAfter, parsePosition, type Position, type Subscription } from '../hub.js';
 import { loadJob } from '../lookup.js';
 import { errorResponse, JobIdParam } from '../schemas.js';
@@ -82,7 +83,10 @@ function open(c: Context<AppEnv>, services: Services, record: JobRecord, subscri
       const heartbeat = setInterval(() => void stream.write(': heartbeat\n\n').catch(() => subscription.close()), services.config.SSE_HEARTBEAT_MS);
       try {
         await stream.writeSSE({ event: 'snapshot', data: JSON.stringify(view) });
-        if (!TERMINAL.has(record.status)) await relay(stream, subscription, after);
+        // A finished job's stream ends as a live one does: with its terminal event.
+        const ending = endingOf(record);
+        if (ending) await stream.writeSSE({ event: ending.type, data: JSON.stringify(ending) });
+        else await relay(stream, subscription, after);
       } finally {
         clearInterval(heartbeat);
         subscription.close();

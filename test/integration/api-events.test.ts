@@ -60,12 +60,15 @@ describe('GET /api/jobs/{id}/events', () => {
     expect(positions.map(([, offset]) => offset)).toEqual([...positions.map(([, offset]) => offset!)].sort((a, b) => a - b));
   });
 
-  it('ends at once when the snapshot is already final', async () => {
+  it("ends a finished job's stream as a live one ends: snapshot, then its terminal event", async () => {
     const id = await newJob();
     await fetch(`${api.url}/api/jobs/${id}`, { method: 'DELETE' });
     const stream = await open(id);
     const snapshot = await stream.next();
     expect(JSON.parse(snapshot!.data).status).toBe('canceled');
+    const ending = await stream.next();
+    expect(ending?.event).toBe('canceled');
+    expect(JSON.parse(ending!.data)).toMatchObject({ v: 1, id, type: 'canceled', model_name: 'tiny' });
     expect(await stream.next()).toBeUndefined();
   });
 
