@@ -334,9 +334,13 @@ class CompileCache:
             "compile_seconds": compile_seconds and round(compile_seconds, 1),
         }
         _write_atomic(os.path.join(self.directory, MANIFEST), json.dumps(manifest, indent=1, default=str).encode())
-        for stale in set(os.listdir(self.directory)) - {MANIFEST} - {entry["name"] for entry in files}:
-            if stale.startswith("artifacts-"):
+        # Only files this process loaded and replaced: another runner sharing the directory may
+        # have written files its own manifest names.
+        for stale in set(self.loaded_files) - {entry["name"] for entry in files}:
+            try:
                 os.remove(os.path.join(self.directory, stale))
+            except OSError:
+                pass
         log.info("compile cache %s: saved %s (%.1f MiB) in %s", self.key, name, len(data) / 2**20, self.directory)
         return True
 
