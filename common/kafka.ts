@@ -32,13 +32,26 @@ export function createKafka(config: KafkaConfig & { LOG_LEVEL: string }, clientI
   });
 }
 
-/** Creates the missing topics; existing ones are left as they are. */
+/**
+ * Copies of each partition for a cluster of `brokers`: three from three brokers on, and writes
+ * (acks=all) need two of them, so one broker can die without losing an acknowledged message or
+ * stopping writes; below three, as many copies as brokers and one in sync.
+ */
+export function replicationFor(brokers: number): { replicationFactor: number; minInsyncReplicas: number } {
+  const replicationFactor = Math.max(1, Math.min(3, brokers));
+  return { replicationFactor, minInsyncReplicas: replicationFactor >= 3 ? 2 : 1 };
+}
+
+/** Creates the missing topics, replicated as the cluster's size allows; existing ones are left as they are. */
 export async function ensureTopics(admin: Admin, topics: string[], partitions: number): Promise<void> {
   const existing = new Set(await admin.listTopics());
   const missing = topics.filter((topic) => !existing.has(topic));
   if (!missing.length) return;
+  const { brokers } = await admin.describeCluster();
+  const { replicationFactor, minInsyncReplicas } = replicationFor(brokers.length);
+  const replicated = { name: 'min.insync.replicas', value: String(minInsyncReplicas) };
   await admin.createTopics({
     waitForLeaders: true,
-    topics: missing.map((topic) => ({ topic, numPartitions: partitions, replicationFactor: 1, configEntries: topicSettings(topic) })),
+    topics: missing.map((topic) => ({ topic, numPartitions: partitions, replicationFactor, configEntries: [...topicSettings(topic), replicated] })),
   });
 }
