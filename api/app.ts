@@ -15,6 +15,7 @@ import { modelRoutes } from './routes/models.js';
 import { resultRoutes } from './routes/results.js';
 import type { Services } from './services.js';
 import { requestContext, type AppEnv } from './env.js';
+import { authenticate } from './auth.js';
 
 /** Every zod failure on a request part (query, path, headers) becomes one ValidationError naming the field. */
 const validationHook: Hook<unknown, AppEnv, string, unknown> = (result) => {
@@ -40,6 +41,7 @@ export function createApp(services: Services) {
   const cors = corsFor(services.config);
   if (cors) app.use('*', cors);
   app.use('*', requestContext(services.config));
+  app.use('*', authenticate(services.config, services.keys, services.limits));
   app.onError((error) => toErrorResponse(error, services.log));
   let methodsOf: ReturnType<typeof methodsByPath> | undefined;
   app.notFound((c) => {

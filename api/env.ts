@@ -4,6 +4,7 @@ import type { Socket } from 'node:net';
 import type { HttpBindings } from '@hono/node-server';
 import type { MiddlewareHandler } from 'hono';
 import type { ApiConfig } from '../common/config.js';
+import type { ApiKey } from '../common/keys.js';
 
 export type AppEnv = {
   /** Under @hono/node-server the Node request is at c.env.incoming. */
@@ -13,6 +14,8 @@ export type AppEnv = {
     deadline: () => AbortSignal;
     /** Origin of the links in answers, without a trailing slash. */
     baseUrl: string;
+    /** The API key of the request; undefined where no key is needed (auth off, open routes). */
+    principal: ApiKey | undefined;
   };
 };
 

@@ -17,7 +17,7 @@ interface Options {
 }
 
 export abstract class ApiError extends Error {
-  abstract readonly status: 400 | 404 | 405 | 409 | 413 | 415 | 422 | 503;
+  abstract readonly status: 400 | 401 | 404 | 405 | 409 | 413 | 415 | 422 | 429 | 503;
   readonly code: string;
   readonly field: string | undefined;
   readonly retryAfter: number | undefined;
@@ -37,6 +37,27 @@ export class ValidationError extends ApiError {
   readonly status = 400;
   constructor(field: string, message: string, options: Omit<Options, 'field'> = {}) {
     super(message, 'validation_error', { ...options, field });
+  }
+}
+
+/** No valid API key. Never says whether the key was missing, malformed, unknown, revoked or wrong. */
+export class Unauthorized extends ApiError {
+  override name = 'Unauthorized';
+  readonly status = 401;
+  constructor() {
+    super('a valid API key is required: send Authorization: Bearer <key>', 'unauthorized', { field: 'Authorization' });
+  }
+}
+
+/** Over a limit: the code names it, Retry-After says when to come back. */
+export class TooManyRequests extends ApiError {
+  override name = 'TooManyRequests';
+  readonly status = 429;
+  /** RateLimit-* fields of the limit that refused. */
+  readonly headers: Record<string, string>;
+  constructor(message: string, options: Options & { code: string; retryAfter: number; headers?: Record<string, string> }) {
+    super(message, 'rate_limited', options);
+    this.headers = options.headers ?? {};
   }
 }
 
@@ -135,6 +156,8 @@ export function errorResponse(error: ApiError): Response {
   if (retryAfter !== undefined) headers['Retry-After'] = String(retryAfter);
   if (error.closeConnection) headers.Connection = 'close';
   if (error instanceof MethodNotAllowed) headers.Allow = error.allow.join(', ');
+  if (error instanceof Unauthorized) headers['WWW-Authenticate'] = 'Bearer realm="img2img"';
+  if (error instanceof TooManyRequests) Object.assign(headers, error.headers);
   return Response.json({ error: { code, message, ...(field ? { field } : {}) } } satisfies ErrorBody, { status, headers });
 }
 

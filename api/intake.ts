@@ -23,6 +23,8 @@ export interface NewSubmission {
   image: AcceptedImage;
   /** With the sha256 of the image as uploaded: what makes two requests "the same". */
   idempotency: { key: string; imageSha256: string } | undefined;
+  /** The tenant whose key submits it (null without keys); Idempotency-Keys are its own. */
+  tenant?: string | null;
 }
 
 type Idempotency = NonNullable<JobRecord['idempotency']>;
@@ -57,9 +59,11 @@ export class Intake {
     return record;
   }
 
-  private idempotency({ idempotency, submission }: NewSubmission): Idempotency | null {
+  private idempotency({ idempotency, submission, tenant }: NewSubmission): Idempotency | null {
     if (!idempotency) return null;
-    return { key_hash: hashKey(idempotency.key), request_hash: requestHash(submission, idempotency.imageSha256) };
+    // Scoped per tenant: two tenants using the same key get two jobs.
+    const key = tenant ? `${tenant}\n${idempotency.key}` : idempotency.key;
+    return { key_hash: hashKey(key), request_hash: requestHash(submission, idempotency.imageSha256) };
   }
 
   private async enqueue(record: JobRecord, png: Buffer, deadline: AbortSignal): Promise<void> {
@@ -122,7 +126,7 @@ export class Intake {
   }
 }
 
-function newJob({ submission, image }: NewSubmission, idempotency: Idempotency | null): lifecycle.Transition {
+function newJob({ submission, image, tenant }: NewSubmission, idempotency: Idempotency | null): lifecycle.Transition {
   const id = newJobId();
   const { model_name, priority, seed, ...params } = submission;
   return lifecycle.queued({
@@ -134,5 +138,6 @@ function newJob({ submission, image }: NewSubmission, idempotency: Idempotency |
     height: image.height,
     input_key: jobKeys(id).input,
     idempotency,
+    tenant: tenant ?? null,
   });
 }

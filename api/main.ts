@@ -4,6 +4,7 @@ import { ApiConfigSchema, ConfigError, loadConfig } from '../common/config.js';
 import { createLogger } from '../common/logger.js';
 import { readModelNames } from '../common/models.js';
 import { createApp } from './app.js';
+import { checkAuth } from './auth.js';
 import { configureSharp } from './image.js';
 import { listen, shutdown } from './server.js';
 import { createServices, prepareKafka, prepareStorage } from './services.js';
@@ -15,6 +16,7 @@ async function main(): Promise<void> {
   const models = (await readModelNames(config.MODEL_NAMES_FILE)).map((entry) => entry.name);
   const services = createServices(config, models, log);
   await prepareStorage(services);
+  await checkAuth(config, services.keys, log); // before anything listens: no keys, no exposed API
   await prepareKafka(services);
   const { server, url } = await listen(createApp(services), config.API_HOST, config.API_PORT, config);
   log.info({ models, url }, `API listening; Swagger UI at ${url}/docs`);

@@ -14,6 +14,10 @@ import { IdempotencyStore } from './idempotency.js';
 import { ImageNormaliser } from './image.js';
 import { Intake } from './intake.js';
 import { OrphanSweeper } from './sweeper.js';
+import { authRequired } from './auth.js';
+import { EndingsFollower } from './endings.js';
+import { Limits } from './limits.js';
+import { KeyStore } from '../common/keys.js';
 import { Publisher } from '../common/publisher.js';
 import { createRegistry } from '../common/metrics.js';
 import type { Registry } from 'prom-client';
@@ -33,6 +37,10 @@ export interface Services {
   images: ImageNormaliser;
   intake: Intake;
   sweeper: OrphanSweeper;
+  /** API keys; undefined without AUTH_PEPPER (then no key can be checked). */
+  keys: KeyStore | undefined;
+  limits: Limits;
+  endings: EndingsFollower;
   registry: Registry;
   metrics: ApiMetrics;
 }
@@ -60,9 +68,12 @@ export function createServices(config: ApiConfig, models: string[], log: Logger)
   });
   const sweeper = new OrphanSweeper({ store, log, intervalMs: config.ORPHAN_SWEEP_MS, graceMs: config.ORPHAN_GRACE_MS });
   const depth = new QueueDepth(admin, config.TOPIC_PREFIX, models);
+  const keys = config.AUTH_PEPPER ? new KeyStore(store, config.AUTH_PEPPER) : undefined;
+  const limits = new Limits({ config, depth, log });
+  const endings = new EndingsFollower(kafka, config.TOPIC_PREFIX, limits);
   const registry = createRegistry('api');
   const metrics = apiMetrics(registry);
-  return { config, log, models, store, records, kafka, admin, publisher, hub, depth, images, intake, sweeper, registry, metrics };
+  return { config, log, models, store, records, kafka, admin, publisher, hub, depth, images, intake, sweeper, keys, limits, endings, registry, metrics };
 }
 
 export async function prepareStorage(services: Services): Promise<void> {
@@ -77,13 +88,19 @@ export async function prepareKafka(services: Services): Promise<void> {
   await ensureTopics(admin, allTopics(config.TOPIC_PREFIX, models), config.TOPIC_PARTITIONS);
   await publisher.connect();
   await hub.start();
+  // Per-key limits exist only with keys: then Redis holds their counters and endings free their slots.
+  if (authRequired(config)) {
+    await services.limits.connect();
+    await services.endings.start();
+  }
 }
 
 /** Ends the SSE streams and disconnects; each step runs even if another fails. */
 export async function stopServices(services: Services): Promise<void> {
   services.sweeper.stop();
-  const steps = [services.hub.close(), services.publisher.disconnect(), services.admin.disconnect()];
+  const steps = [services.hub.close(), services.publisher.disconnect(), services.admin.disconnect(), services.endings.stop()];
   const failed = (await Promise.allSettled(steps)).filter((step) => step.status === 'rejected');
   if (failed.length) services.log.warn({ failures: failed.length }, 'some clients did not disconnect cleanly');
   services.store.close();
+  services.limits.close();
 }

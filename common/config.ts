@@ -44,8 +44,26 @@ const shared = {
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 };
 
+/** API keys: the pepper their hashes are made with (the keys CLI and every API replica need the same). */
+const keys = {
+  AUTH_PEPPER: z.string().min(16, 'at least 16 characters').optional(),
+};
+
 export const ApiConfigSchema = z.object({
   ...shared,
+  ...keys,
+  /** on: every job route needs an API key; off: none does. Unset: on unless the API listens on loopback only. */
+  AUTH: z.enum(['on', 'off']).optional(),
+  /** Who may read /metrics: anyone, or an admin key only. */
+  METRICS_ACCESS: z.enum(['open', 'admin']).default('open'),
+  /** The shared store of rate and concurrency counters, for every API replica. */
+  REDIS_URL: z.string().regex(/^rediss?:\/\//, 'a redis:// or rediss:// URL').default('redis://127.0.0.1:6379'),
+  /** When Redis is down: `open` keeps accepting within per-process limits, `closed` answers 503. */
+  LIMITS_WHEN_REDIS_DOWN: z.enum(['open', 'closed']).default('open'),
+  /** Queue depth of a model past which it refuses low and normal priority (429); high until twice this. 0: no ceiling. */
+  MODEL_QUEUE_CEILING: integer(10_000),
+  /** Inputs, outputs and records of a job expire this many days after it was created (tenants may override). */
+  RETENTION_DAYS: z.coerce.number().positive().default(7),
   API_HOST: z.string().min(1).default('127.0.0.1'),
   API_PORT: integer(8000),
   /** Base of the links the API hands out. Unset: an allowed Host of the request, else the address it came in on. */
@@ -106,6 +124,9 @@ export const ConsumerConfigSchema = z.object({
   CONSUMER_METRICS_PORT: integer(9464),
 });
 
+/** The keys CLI: the object store and the pepper. */
+export const KeysConfigSchema = z.object({ ...storage, ...keys, LOG_LEVEL: shared.LOG_LEVEL });
+
 /** Every variable of every process (what .env.example documents). */
 export const ConfigSchema = z.object({ ...ApiConfigSchema.shape, ...ConsumerConfigSchema.shape });
 
@@ -113,6 +134,7 @@ export type KafkaConfig = z.infer<z.ZodObject<typeof kafka>>;
 export type StorageConfig = z.infer<z.ZodObject<typeof storage>>;
 export type ApiConfig = z.infer<typeof ApiConfigSchema>;
 export type ConsumerConfig = z.infer<typeof ConsumerConfigSchema>;
+export type KeysConfig = z.infer<typeof KeysConfigSchema>;
 export type Config = z.infer<typeof ConfigSchema>;
 
 export class ConfigError extends Error {

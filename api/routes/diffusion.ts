@@ -8,6 +8,7 @@ import type { Services } from '../services.js';
 import type { NewSubmission } from '../intake.js';
 import { mergeFields, submissionFields, toSubmission, type SubmissionFields } from '../submission.js';
 import type { AppEnv } from '../env.js';
+import { tenantOf } from '../auth.js';
 import { readUpload, type Upload } from '../upload.js';
 import { acceptedView } from '../view.js';
 
@@ -101,7 +102,7 @@ function uploadedImage(upload: Upload): Buffer {
 }
 
 export function diffusionRoutes(services: Services) {
-  const { config, images, intake, models } = services;
+  const { config, images, intake, limits, models } = services;
   const fields = submissionFields(models);
   const documented = route(models, fields);
 
@@ -120,10 +121,19 @@ export function diffusionRoutes(services: Services) {
   const app = new OpenAPIHono<AppEnv>();
   app.openAPIRegistry.registerPath(documented);
   return app.openapi({ ...documented, request, hide: true }, async (c) => {
-    const job = await receive(c, c.req.valid('query'), c.req.valid('header')['idempotency-key']);
-    const record = await intake.submit(job, c.var.deadline());
-    services.metrics.jobSubmitted(record.model_name, record.priority);
-    const body = acceptedView(record, c.var.baseUrl);
-    return c.json(body, 202, { Location: body.status_url });
+    const principal = c.var.principal;
+    const admission = await limits.admit(principal); // before the body is read: a refused client sends it for nothing
+    try {
+      const job = await receive(c, c.req.valid('query'), c.req.valid('header')['idempotency-key']);
+      await limits.checkCeiling(job.submission.model_name, job.submission.priority);
+      const record = await intake.submit({ ...job, tenant: tenantOf(principal) }, c.var.deadline());
+      await admission.accept(record.id);
+      services.metrics.jobSubmitted(record.model_name, record.priority);
+      const body = acceptedView(record, c.var.baseUrl);
+      return c.json(body, 202, { Location: body.status_url, ...admission.headers });
+    } catch (error) {
+      await admission.release();
+      throw error;
+    }
   });
 }

@@ -104,7 +104,7 @@ export function eventRoutes(services: Services) {
     const { id } = c.req.valid('param');
     const subscription = hub.subscribe(id); // before the read: see the file comment
     try {
-      const record = await loadJob(records, id, c.var.deadline());
+      const record = await loadJob(records, id, c.var.deadline(), c.var.principal);
       return open(c, services, record, subscription, parsePosition(c.req.valid('header')['last-event-id']));
     } catch (error) {
       subscription.close();

@@ -5,7 +5,8 @@ import * as lifecycle from '../../common/lifecycle.js';
 import type { Applied } from '../../common/records.js';
 import { call } from '../dependency.js';
 import { Conflict } from '../errors.js';
-import { checkJobId, jobNotFound, loadJob } from '../lookup.js';
+import type { ApiKey } from '../../common/keys.js';
+import { jobNotFound, loadJob } from '../lookup.js';
 import { errorResponse, JobIdParam, JobView } from '../schemas.js';
 import type { Services } from '../services.js';
 import type { AppEnv } from '../env.js';
@@ -51,8 +52,8 @@ const cancelJob = createRoute({
 type Outcome = 'canceled' | 'requested' | 'already_canceled' | 'finished';
 
 /** Compare-and-swap on the record, so a consumer's concurrent write is never overwritten. */
-async function requestCancel(services: Services, id: string, deadline: AbortSignal): Promise<{ outcome: Outcome; applied: Applied }> {
-  checkJobId(id);
+async function requestCancel(services: Services, id: string, deadline: AbortSignal, principal: ApiKey | undefined): Promise<{ outcome: Outcome; applied: Applied }> {
+  await loadJob(services.records, id, deadline, principal); // another tenant's job is not found, and left alone
   const transition = (record: JobRecord) => (record.status === 'queued' ? lifecycle.cancel(record) : lifecycle.requestCancel(record));
   const applied = await call('storage', (s) => services.records.apply(id, transition, s), deadline);
   const { record, event } = applied;
@@ -81,11 +82,11 @@ export function jobRoutes(services: Services) {
   const { records } = services;
   return new OpenAPIHono<AppEnv>()
     .openapi(getJob, async (c) => {
-      const record = await loadJob(records, c.req.valid('param').id, c.var.deadline());
+      const record = await loadJob(records, c.req.valid('param').id, c.var.deadline(), c.var.principal);
       return c.json(jobView(record, c.var.baseUrl), 200);
     })
     .openapi(cancelJob, async (c) => {
-      const { outcome, applied } = await requestCancel(services, c.req.valid('param').id, c.var.deadline());
+      const { outcome, applied } = await requestCancel(services, c.req.valid('param').id, c.var.deadline(), c.var.principal);
       const record = applied.record!;
       if (outcome === 'finished') throw new Conflict(`the job already ${record.status}`, { code: 'job_finished' });
       await announce(services, applied, outcome, c.var.deadline());

@@ -80,7 +80,7 @@ function refuse(record: JobRecord): never {
 export function resultRoutes(services: Services) {
   const { records } = services;
   return new OpenAPIHono<AppEnv>().openapi(route, async (c) => {
-    const record = await loadJob(records, c.req.valid('param').id, c.var.deadline());
+    const record = await loadJob(records, c.req.valid('param').id, c.var.deadline(), c.var.principal);
     if (record.status === 'succeeded' && record.output_key) return sendImage(c, services, record, c.req.valid('header')['if-none-match']);
     if (record.status === 'failed' || record.status === 'canceled') refuse(record);
     const view = jobView(record, c.var.baseUrl);

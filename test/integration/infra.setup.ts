@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
 
 export default function setup(): void {
-  execFileSync('bash', ['scripts/infra', 'up', 'kafka', 'minio'], { stdio: 'inherit' });
+  execFileSync('bash', ['scripts/infra', 'up', 'kafka', 'minio', 'redis'], { stdio: 'inherit' });
 }

@@ -1,0 +1,188 @@
+// Limits that hold across API replicas, counted in Redis: per key a submission rate and a cap
+// on jobs queued or running at once; per model a queue-depth ceiling that refuses low, then
+// normal, then high priority. With Redis down the policy is LIMITS_WHEN_REDIS_DOWN: `open`
+// counts in this process only (rate-limiter-flexible's insurance limiter) and skips the
+// concurrency cap; `closed` answers 503.
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
+import type { ApiConfig } from '../common/config.js';
+import type { QueueDepth } from '../common/depth.js';
+import type { ApiKey } from '../common/keys.js';
+import type { Logger } from '../common/logger.js';
+import type { Priority } from '../common/topics.js';
+import { TooManyRequests, Unavailable } from './errors.js';
+
+/** A job slot older than this is forgotten even if its ending was never seen (a lost event). */
+const SLOT_MAX_AGE_MS = 24 * 3600 * 1000;
+/** Past the ceiling, each priority's share of it: low at half, normal at the ceiling, high at twice. */
+const CEILING_SHARE: Record<Priority, number> = { low: 0.5, normal: 1, high: 2 };
+
+/** Takes a slot when fewer than ARGV[1] are taken: atomic, so two replicas cannot both take the last one. */
+const TAKE_SLOT = `
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[4])
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+  return 1
+end
+return 0`;
+
+export type RateHeaders = Record<'RateLimit-Limit' | 'RateLimit-Remaining' | 'RateLimit-Reset', string>;
+
+/** A submission let in: its slot becomes the job's once accepted, or is given back. */
+export interface Admission {
+  headers: RateHeaders | undefined;
+  accept(jobId: string): Promise<void>;
+  release(): Promise<void>;
+}
+
+export interface LimitsOptions {
+  config: Pick<ApiConfig, 'REDIS_URL' | 'LIMITS_WHEN_REDIS_DOWN' | 'MODEL_QUEUE_CEILING' | 'TOPIC_PREFIX'>;
+  depth: Pick<QueueDepth, 'get'>;
+  log: Logger;
+}
+
+const headersOf = (limit: number, res: RateLimiterRes): RateHeaders => ({
+  'RateLimit-Limit': String(limit),
+  'RateLimit-Remaining': String(Math.max(0, res.remainingPoints)),
+  'RateLimit-Reset': String(Math.ceil(res.msBeforeNext / 1000)),
+});
+
+export class Limits {
+  readonly redis: Redis;
+  private readonly limiters = new Map<string, RateLimiterRedis>();
+  private readonly prefix: string;
+  private readonly failOpen: boolean;
+
+  constructor(private readonly options: LimitsOptions) {
+    // Fail fast when Redis is away: a request must not wait on it.
+    this.redis = new Redis(options.config.REDIS_URL, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 1000 });
+    this.redis.on('error', (error) => options.log.debug({ err: error }, 'redis'));
+    this.redis.defineCommand('takeSlot', { numberOfKeys: 1, lua: TAKE_SLOT });
+    this.prefix = `${options.config.TOPIC_PREFIX}:limits`;
+    this.failOpen = options.config.LIMITS_WHEN_REDIS_DOWN === 'open';
+  }
+
+  async connect(): Promise<void> {
+    await this.redis.connect().catch((error: unknown) => this.options.log.warn({ err: error }, 'redis unreachable at start; limits fail ' + (this.failOpen ? 'open' : 'closed')));
+  }
+
+  async ping(): Promise<void> {
+    await this.redis.ping();
+  }
+
+  close(): void {
+    this.redis.disconnect();
+  }
+
+  /** Lets a key's submission in or throws 429/503: its rate, then its concurrency (before the upload is read). */
+  async admit(key: ApiKey | undefined): Promise<Admission> {
+    const headers = key?.limits.rate ? await this.consume(key, key.limits.rate) : undefined;
+    const slot = key?.limits.concurrency ? await this.takeSlot(key, key.limits.concurrency) : undefined;
+    return {
+      headers,
+      accept: async (jobId) => {
+        if (!slot) return;
+        await this.quietly(this.redis.multi().zrem(slot.set, slot.member).zadd(slot.set, Date.now(), jobId).set(this.jobKey(jobId), slot.set, 'PX', SLOT_MAX_AGE_MS).exec());
+      },
+      release: async () => {
+        if (slot) await this.quietly(this.redis.zrem(slot.set, slot.member));
+      },
+    };
+  }
+
+  /** A job ended: its key's slot is free again (called once per ending by one replica). */
+  async ended(jobId: string): Promise<void> {
+    const set = await this.quietly(this.redis.get(this.jobKey(jobId)));
+    if (set) await this.quietly(this.redis.multi().zrem(set, jobId).del(this.jobKey(jobId)).exec());
+  }
+
+  /** The rate headers of a key without spending a point (for answers other than submissions). */
+  async peek(key: ApiKey): Promise<RateHeaders | undefined> {
+    const rate = key.limits.rate;
+    if (!rate) return undefined;
+    const res = await this.limiter(rate).get(key.id).catch(() => null);
+    return headersOf(rate.points, res ?? new RateLimiterRes(rate.points, 0, 0));
+  }
+
+  /** Throws 429 when the model's queue is past what this priority may join. */
+  async checkCeiling(model: string, priority: Priority): Promise<void> {
+    const ceiling = this.options.config.MODEL_QUEUE_CEILING;
+    if (!ceiling) return;
+    const depth = (await this.options.depth.get().catch(() => undefined))?.get(model)?.total ?? 0;
+    const limit = Math.round(ceiling * CEILING_SHARE[priority]);
+    if (depth >= limit) {
+      throw new TooManyRequests(`the queue of ${model} holds ${depth} jobs; ${priority} priority is taken below ${limit}`, {
+        code: 'queue_full',
+        field: 'priority',
+        retryAfter: 10,
+      });
+    }
+  }
+
+  private limiter({ points, per_seconds }: NonNullable<ApiKey['limits']['rate']>): RateLimiterRedis {
+    const name = `${points}/${per_seconds}`;
+    let limiter = this.limiters.get(name);
+    if (!limiter) {
+      limiter = new RateLimiterRedis({
+        storeClient: this.redis,
+        keyPrefix: `${this.prefix}:rate:${name}`,
+        points,
+        duration: per_seconds,
+        insuranceLimiter: this.failOpen ? new RateLimiterMemory({ points, duration: per_seconds }) : undefined,
+      });
+      this.limiters.set(name, limiter);
+    }
+    return limiter;
+  }
+
+  private async consume(key: ApiKey, rate: NonNullable<ApiKey['limits']['rate']>): Promise<RateHeaders> {
+    try {
+      return headersOf(rate.points, await this.limiter(rate).consume(key.id));
+    } catch (rejection) {
+      if (!(rejection instanceof RateLimiterRes)) throw this.down(rejection);
+      const retryAfter = Math.max(1, Math.ceil(rejection.msBeforeNext / 1000));
+      throw new TooManyRequests(`this key may submit ${rate.points} jobs per ${rate.per_seconds} s; retry in ${retryAfter} s`, {
+        code: 'rate_limit',
+        retryAfter,
+        headers: headersOf(rate.points, rejection),
+      });
+    }
+  }
+
+  private async takeSlot(key: ApiKey, limit: number): Promise<{ set: string; member: string } | undefined> {
+    const set = `${this.prefix}:active:${key.id}`;
+    const member = `reserved:${randomUUID()}`;
+    const now = Date.now();
+    let taken: number;
+    try {
+      taken = await (this.redis as unknown as { takeSlot(...args: unknown[]): Promise<number> }).takeSlot(set, limit, now, member, now - SLOT_MAX_AGE_MS);
+    } catch (error) {
+      if (this.failOpen) return undefined;
+      throw this.down(error);
+    }
+    if (!taken) {
+      throw new TooManyRequests(`this key may have ${limit} jobs queued or running at once; retry when one ends`, {
+        code: 'concurrency_limit',
+        retryAfter: 5,
+      });
+    }
+    return { set, member };
+  }
+
+  private down(error: unknown): Unavailable {
+    return new Unavailable('the limits store (Redis) is unavailable; retry later', { code: 'limits_unavailable', cause: error });
+  }
+
+  private jobKey(jobId: string): string {
+    return `${this.prefix}:job:${jobId}`;
+  }
+
+  /** Bookkeeping after the answer: a Redis failure is logged, not the client's problem. */
+  private async quietly<T>(work: Promise<T>): Promise<T | undefined> {
+    return work.catch((error: unknown) => {
+      this.options.log.warn({ err: error }, 'could not update the limits store');
+      return undefined;
+    });
+  }
+}

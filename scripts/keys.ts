@@ -1,0 +1,95 @@
+// API keys: create (the secret is printed once), list, revoke. They live in the object store,
+// so every API replica sees a change within seconds. Reads .env like `npm start` does.
+//   npm run keys -- create --tenant acme --name ci-bot [--rate 600/min] [--concurrency 32] [--admin]
+//   npm run keys -- list
+//   npm run keys -- revoke <key id>
+import { existsSync } from 'node:fs';
+import { Command, InvalidArgumentError } from 'commander';
+import { ConfigError, KeysConfigSchema, loadConfig } from '../common/config.js';
+import { KeyStore, parseRate, TENANT, type ApiKey } from '../common/keys.js';
+import { ObjectStore } from '../common/storage.js';
+
+function keyStore(): KeyStore {
+  if (existsSync('.env')) process.loadEnvFile('.env'); // what is already set wins
+  const config = loadConfig(process.env, KeysConfigSchema);
+  if (!config.AUTH_PEPPER) throw new ConfigError('AUTH_PEPPER is not set: the API and this tool need the same one (see .env.example)');
+  return new KeyStore(new ObjectStore(config), config.AUTH_PEPPER);
+}
+
+const option = <T>(parse: (text: string) => T) => (text: string) => {
+  try {
+    return parse(text);
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message);
+  }
+};
+
+const describe = (key: ApiKey) =>
+  [
+    key.id,
+    key.tenant,
+    key.name,
+    key.role,
+    key.limits.rate ? `${key.limits.rate.points}/${key.limits.rate.per_seconds}s` : 'no rate limit',
+    key.limits.concurrency ? `${key.limits.concurrency} at once` : 'no concurrency limit',
+    key.revoked_at ? `REVOKED ${key.revoked_at}` : `created ${key.created_at}`,
+  ].join('\t');
+
+export function program(): Command {
+  const command = new Command('keys').description('API keys of the img2img API').exitOverride();
+  command
+    .command('create')
+    .description('create a key; its secret is shown once')
+    .requiredOption('--tenant <tenant>', 'the tenant the key acts for', option((text) => {
+      if (!TENANT.test(text)) throw new Error('a tenant is 1-64 of a-z 0-9 . _ - starting with a letter or digit');
+      return text;
+    }))
+    .requiredOption('--name <name>', 'what the key is for, e.g. ci-bot')
+    .option('--rate <rate>', 'submissions allowed, e.g. 600/min, 10/s', option(parseRate))
+    .option('--concurrency <n>', 'jobs queued or running at once', option((text) => {
+      const value = Number(text);
+      if (!Number.isInteger(value) || value < 1) throw new Error('must be an integer of at least 1');
+      return value;
+    }))
+    .option('--admin', 'sees and cancels every tenant’s jobs', false)
+    .option('--webhook-url <url>', 'where this key’s jobs send webhooks when a submission names none')
+    .action(async (options: { tenant: string; name: string; rate?: ApiKey['limits']['rate']; concurrency?: number; admin: boolean; webhookUrl?: string }) => {
+      const { key, token } = await keyStore().create({
+        tenant: options.tenant,
+        name: options.name,
+        role: options.admin ? 'admin' : 'user',
+        limits: { rate: options.rate ?? null, concurrency: options.concurrency ?? null },
+        webhook: options.webhookUrl ? { url: options.webhookUrl, events: ['succeeded', 'failed', 'canceled'] } : null,
+      });
+      console.log(describe(key));
+      console.log(`\n${token}\n\nKeep it now: only its hash is stored. Send it as  Authorization: Bearer ${token}`);
+    });
+  command
+    .command('list')
+    .description('every key, revoked ones included (never their secrets)')
+    .action(async () => {
+      for (const key of await keyStore().list()) console.log(describe(key));
+    });
+  command
+    .command('revoke <id>')
+    .description('revoke a key; every API replica refuses it within seconds')
+    .action(async (id: string) => {
+      if (!(await keyStore().revoke(id))) {
+        console.error(`keys: no key with id ${id}`);
+        process.exitCode = 1;
+        return;
+      }
+      console.log(`revoked ${id}`);
+    });
+  return command;
+}
+
+try {
+  await program().parseAsync(process.argv);
+} catch (error) {
+  if ((error as { code?: string }).code?.startsWith('commander.')) process.exitCode = (error as { exitCode?: number }).exitCode || 0 ? 2 : 0;
+  else {
+    console.error(error instanceof ConfigError ? `keys: ${error.message}` : error);
+    process.exitCode = 1;
+  }
+}
