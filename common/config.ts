@@ -49,9 +49,15 @@ const keys = {
   AUTH_PEPPER: z.string().min(16, 'at least 16 characters').optional(),
 };
 
+/** Webhooks: whether receivers may be on loopback or private networks (checked by the API at submission, by the dispatcher at connect time). */
+const webhooks = {
+  WEBHOOK_ALLOW_PRIVATE: z.enum(['0', '1'], { error: 'must be 0 or 1' }).default('0').transform((value) => value === '1'),
+};
+
 export const ApiConfigSchema = z.object({
   ...shared,
   ...keys,
+  ...webhooks,
   /** on: every job route needs an API key; off: none does. Unset: on unless the API listens on loopback only. */
   AUTH: z.enum(['on', 'off']).optional(),
   /** Who may read /metrics: anyone, or an admin key only. */
@@ -124,17 +130,32 @@ export const ConsumerConfigSchema = z.object({
   CONSUMER_METRICS_PORT: integer(9464),
 });
 
+/** The webhook dispatcher (dispatcher/main.ts). */
+export const DispatcherConfigSchema = z.object({
+  ...shared,
+  ...webhooks,
+  /** Links in webhook bodies name PUBLIC_BASE_URL, else http://127.0.0.1:<API_PORT>. */
+  PUBLIC_BASE_URL: ApiConfigSchema.shape.PUBLIC_BASE_URL,
+  API_PORT: ApiConfigSchema.shape.API_PORT,
+  KAFKA_SESSION_TIMEOUT_MS: ConsumerConfigSchema.shape.KAFKA_SESSION_TIMEOUT_MS,
+  /** Wait before the first retry of a failed delivery; each later retry waits 4 times longer (8 retries, about 30 h in all). */
+  WEBHOOK_RETRY_BASE_MS: integer(5000, 1),
+  /** Deliveries the dispatcher sends at once. */
+  WEBHOOK_CONCURRENCY: integer(16, 1),
+});
+
 /** The keys CLI: the object store and the pepper. */
 export const KeysConfigSchema = z.object({ ...storage, ...keys, LOG_LEVEL: shared.LOG_LEVEL });
 
 /** Every variable of every process (what .env.example documents). */
-export const ConfigSchema = z.object({ ...ApiConfigSchema.shape, ...ConsumerConfigSchema.shape });
+export const ConfigSchema = z.object({ ...ApiConfigSchema.shape, ...ConsumerConfigSchema.shape, ...DispatcherConfigSchema.shape });
 
 export type KafkaConfig = z.infer<z.ZodObject<typeof kafka>>;
 export type StorageConfig = z.infer<z.ZodObject<typeof storage>>;
 export type ApiConfig = z.infer<typeof ApiConfigSchema>;
 export type ConsumerConfig = z.infer<typeof ConsumerConfigSchema>;
 export type KeysConfig = z.infer<typeof KeysConfigSchema>;
+export type DispatcherConfig = z.infer<typeof DispatcherConfigSchema>;
 export type Config = z.infer<typeof ConfigSchema>;
 
 export class ConfigError extends Error {
