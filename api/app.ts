@@ -15,7 +15,7 @@ import { modelRoutes } from './routes/models.js';
 import { resultRoutes } from './routes/results.js';
 import type { Services } from './services.js';
 import { requestContext, type AppEnv } from './env.js';
-import { authenticate } from './auth.js';
+import { authenticate, authRequired } from './auth.js';
 
 /** Every zod failure on a request part (query, path, headers) becomes one ValidationError naming the field. */
 const validationHook: Hook<unknown, AppEnv, string, unknown> = (result) => {
@@ -62,8 +62,15 @@ export function createApp(services: Services) {
     c.body(await services.registry.metrics(), 200, { 'Content-Type': services.registry.contentType }),
   );
 
+  // Swagger UI's Authorize button takes a key; the job routes need one when the API requires keys.
+  app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', {
+    type: 'http',
+    scheme: 'bearer',
+    description: 'An API key, made with `npm run keys -- create --tenant <t> --name <n>` (docs/API.md, "API keys")',
+  });
   app.doc('/openapi.json', {
     openapi: '3.0.3',
+    ...(authRequired(services.config) ? { security: [{ bearer: [] }] } : {}),
     info: {
       title: 'img2img API',
       version: '1.0.0',

@@ -100,14 +100,21 @@ export const Health = z.object({ status: z.literal('ok') }).openapi('Health');
 export const Readiness = z
   .object({
     status: z.literal('ready'),
-    checks: z.object({ kafka: z.literal('ok'), storage: z.literal('ok') }),
+    checks: z.object({
+      kafka: z.literal('ok'),
+      storage: z.literal('ok'),
+      limits: z.string().optional().openapi({
+        description: 'With API keys: the limits store (Redis): ok, or unreachable and which policy applies (fail open keeps the API ready)',
+        example: 'ok',
+      }),
+    }),
   })
   .openapi('Readiness');
 
 export const NotReady = z
   .object({
     error: ErrorBody.shape.error,
-    checks: z.object({ kafka: z.string(), storage: z.string() }),
+    checks: z.object({ kafka: z.string(), storage: z.string(), limits: z.string().optional() }),
   })
   .openapi('NotReady');
 
@@ -119,4 +126,17 @@ export const JobIdParam = z.object({
     description: 'The job id (22 characters of base64url); a malformed id answers 404 like an unknown one',
     example: EXAMPLE_ID,
   }),
+});
+
+/** What a job route may answer for want of a valid key (only when the API requires keys). */
+export const unauthorized = errorResponse('No valid API key (Authorization: Bearer <key>); with WWW-Authenticate: Bearer', {
+  code: 'unauthorized',
+  message: 'a valid API key is required: send Authorization: Bearer <key>',
+  field: 'Authorization',
+});
+
+/** Over a key's rate or concurrency limit, or the model's queue ceiling; with Retry-After and RateLimit-* fields. */
+export const tooManyRequests = errorResponse('Over a limit: the code names which (rate_limit, concurrency_limit, queue_full); retry after Retry-After seconds', {
+  code: 'rate_limit',
+  message: 'this key may submit 600 jobs per 60 s; retry in 12 s',
 });

@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { fromZod, ValidationError } from '../errors.js';
-import { errorResponse, JobAccepted } from '../schemas.js';
+import { errorResponse, JobAccepted, tooManyRequests, unauthorized } from '../schemas.js';
 import type { Services } from '../services.js';
 import type { NewSubmission } from '../intake.js';
 import { mergeFields, submissionFields, toSubmission, type SubmissionFields } from '../submission.js';
@@ -79,6 +79,8 @@ function route(models: readonly string[], fields: ReturnType<typeof submissionFi
         message: 'the image cannot be decoded (corrupt or truncated)',
         field: 'image',
       }),
+      401: unauthorized,
+      429: tooManyRequests,
       503: errorResponse('Object storage or Kafka is unavailable; retry after Retry-After seconds', {
         code: 'kafka_unavailable',
         message: 'the queue (Kafka) is unavailable; retry later',

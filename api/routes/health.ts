@@ -3,10 +3,12 @@ import { createRoute, OpenAPIHono } from '@hono/zod-openapi';
 import { race } from '../../common/deadline.js';
 import { Health, NotReady, Readiness } from '../schemas.js';
 import type { Services } from '../services.js';
+import { authRequired } from '../auth.js';
 
 const healthz = createRoute({
   method: 'get',
   path: '/healthz',
+  security: [], // open to everyone, keys or not
   tags: ['health'],
   summary: 'Liveness: the process answers',
   responses: { 200: { description: 'Alive', content: { 'application/json': { schema: Health } } } },
@@ -15,6 +17,7 @@ const healthz = createRoute({
 const readyz = createRoute({
   method: 'get',
   path: '/readyz',
+  security: [], // open to everyone, keys or not
   tags: ['health'],
   summary: 'Readiness: Kafka and object storage are reachable',
   responses: {
@@ -50,13 +53,24 @@ export function healthRoutes(services: Services) {
   const timeoutMs = Math.min(config.DEPENDENCY_TIMEOUT_MS, 2000);
   const kafka = () => admin.connect().then(() => admin.describeCluster());
   const storage = (signal: AbortSignal) => store.ping(signal);
+  const withKeys = authRequired(config);
   return new OpenAPIHono()
     .openapi(healthz, (c) => c.json({ status: 'ok' as const }, 200))
     .openapi(readyz, async (c) => {
-      const [kafkaState, storageState] = await Promise.all([probe(kafka, timeoutMs), probe(storage, timeoutMs)]);
-      const checks = { kafka: kafkaState, storage: storageState };
-      if (checks.kafka === 'ok' && checks.storage === 'ok') return c.json({ status: 'ready' as const, checks: { kafka: 'ok' as const, storage: 'ok' as const } }, 200);
-      const down = Object.entries(checks).filter(([, state]) => state !== 'ok').map(([name]) => name);
+      const [kafkaState, storageState, limitsState] = await Promise.all([
+        probe(kafka, timeoutMs),
+        probe(storage, timeoutMs),
+        withKeys ? probe(() => services.limits.ping(), timeoutMs) : undefined,
+      ]);
+      // Redis down is not fatal when limits fail open: the API stays ready and says so.
+      const limits = limitsState && limitsState !== 'ok' ? `${limitsState} (limits fail ${config.LIMITS_WHEN_REDIS_DOWN})` : limitsState;
+      const limitsOk = !limits || limitsState === 'ok' || config.LIMITS_WHEN_REDIS_DOWN === 'open';
+      const extra = limits ? { limits } : {};
+      if (kafkaState === 'ok' && storageState === 'ok' && limitsOk) {
+        return c.json({ status: 'ready' as const, checks: { kafka: 'ok' as const, storage: 'ok' as const, ...extra } }, 200);
+      }
+      const checks = { kafka: kafkaState, storage: storageState, ...extra };
+      const down = [kafkaState !== 'ok' && 'kafka', storageState !== 'ok' && 'storage', !limitsOk && 'limits'].filter(Boolean);
       return c.json({ error: { code: 'not_ready', message: `not ready: ${down.join(', ')}` }, checks }, 503);
     });
 }

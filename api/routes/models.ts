@@ -8,6 +8,7 @@ import type { Services } from '../services.js';
 const route = createRoute({
   method: 'get',
   path: '/api/models',
+  security: [], // open to everyone, keys or not
   tags: ['models'],
   summary: 'The models of model_names.txt with their queue depth per priority',
   description: 'Queue depth is the lag of the model’s consumer group, summed over partitions; refreshed at most once a second.',

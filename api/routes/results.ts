@@ -9,7 +9,7 @@ import type { JobRecord } from '../../common/jobs.js';
 import { call } from '../dependency.js';
 import { Conflict } from '../errors.js';
 import { loadJob } from '../lookup.js';
-import { errorResponse, JobIdParam, JobView } from '../schemas.js';
+import { errorResponse, unauthorized, JobIdParam, JobView } from '../schemas.js';
 import type { Services } from '../services.js';
 import type { AppEnv } from '../env.js';
 import { jobView } from '../view.js';
@@ -45,6 +45,7 @@ const route = createRoute({
       content: { 'application/json': { schema: JobView } },
     },
     304: { description: 'Not modified (If-None-Match matched)' },
+    401: unauthorized,
     404: errorResponse('No job has this id', { code: 'job_not_found', message: 'no job with id "x"' }),
     409: errorResponse('The job failed or was canceled; there will be no result', {
       code: 'job_failed',

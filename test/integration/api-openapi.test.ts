@@ -49,7 +49,7 @@ describe('GET /openapi.json', () => {
     expect(schema.required).toEqual(['image']);
     const names = post.parameters!.map((parameter) => `${parameter.in}:${parameter.name}`);
     expect(names).toEqual(expect.arrayContaining(['query:model_name', 'query:prompt', 'query:priority', 'query:seed', 'header:idempotency-key']));
-    expect(Object.keys(post.responses).sort()).toEqual(['202', '400', '409', '413', '415', '422', '503']);
+    expect(Object.keys(post.responses).sort()).toEqual(['202', '400', '401', '409', '413', '415', '422', '429', '503']);
   });
 
   it('gives every parameter an example', () => {

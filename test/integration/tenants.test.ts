@@ -130,6 +130,23 @@ describe('API keys', () => {
   });
 });
 
+describe('limits with Redis down', () => {
+  for (const policy of ['open', 'closed'] as const) {
+    it(`fail ${policy}, and /readyz says so`, async () => {
+      const api = await startTestApi({ ...shared, REDIS_URL: 'redis://127.0.0.1:1', LIMITS_WHEN_REDIS_DOWN: policy });
+      try {
+        const ready = await fetch(`${api.url}/readyz`);
+        expect(ready.status).toBe(policy === 'open' ? 200 : 503);
+        expect((await json(ready)).checks.limits).toMatch(new RegExp(`unreachable.*fail ${policy}`));
+        const response = await submit(api, 'capped');
+        expect(response.status).toBe(policy === 'open' ? 202 : 503);
+      } finally {
+        await api.close();
+      }
+    });
+  }
+});
+
 describe('an API that must have keys', () => {
   it('refuses to start beyond loopback without them, and says how to fix it', async () => {
     const port = await freePort();
