@@ -16,6 +16,8 @@ export interface Client {
   fetch: typeof fetch;
   /** The API's base URL, without a trailing slash. */
   api: string;
+  /** Sent as Authorization: Bearer, when the API needs keys. */
+  apiKey?: string;
   retry?: RetryPolicy;
   /** Told before each retry (which file, what went wrong, how long it waits). */
   notice?: RetryNotice;
@@ -61,7 +63,9 @@ export const retryKey = (key: string, failedJobId: string) => sha256(JSON.string
 async function send(client: Client, url: string, init: RequestInit = {}): Promise<Response> {
   return withRetry(
     async () => {
-      const response = await client.fetch(url, { ...init, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+      const auth: Record<string, string> = client.apiKey ? { Authorization: `Bearer ${client.apiKey}` } : {};
+      const headers = { ...(init.headers as Record<string, string> | undefined), ...auth };
+      const response = await client.fetch(url, { ...init, headers, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
       if (response.status >= 400) throw await httpError(response);
       return response;
     },

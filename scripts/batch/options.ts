@@ -20,6 +20,8 @@ export interface JobRequest {
 export interface BatchOptions {
   folder: string;
   api: string;
+  /** --api-key, else IMG2IMG_API_KEY; none: the API runs without keys. */
+  apiKey?: string;
   request: JobRequest;
   concurrency: number;
   recursive: boolean;
@@ -69,6 +71,7 @@ export function program(): Command {
     .option('--wait', 'wait until every job is finished, with a progress bar on stderr', false)
     .option('--out <dir>', 'with --wait: save each result as <dir>/<relative input path>.png')
     .option('--api <url>', 'the API’s base URL', apiUrl, DEFAULT_API)
+    .addOption(new Option('--api-key <key>', 'an API key (npm run keys -- create), when the API needs one').env('IMG2IMG_API_KEY'))
     .showHelpAfterError('(batch --help lists the options)')
     .exitOverride();
 }
@@ -80,6 +83,7 @@ interface Raw extends JobRequest {
   wait: boolean;
   out?: string;
   api: string;
+  apiKey?: string;
 }
 
 /** Parses argv (without node and the script); commander throws CommanderError for --help and bad flags. */
@@ -94,6 +98,7 @@ export function parseOptions(command: Command, argv: readonly string[]): BatchOp
   return {
     folder,
     api: raw.api,
+    apiKey: raw.apiKey,
     request: { model, prompt, priority, negativePrompt, strength, steps, guidanceScale, seed },
     concurrency: raw.concurrency,
     recursive: raw.recursive,

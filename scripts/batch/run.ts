@@ -62,6 +62,7 @@ function client(batch: Batch, file: InputFile): Client {
   return {
     fetch: batch.io.fetch,
     api: batch.options.api,
+    apiKey: batch.options.apiKey,
     retry,
     notice: (error, attempt, waitMs) =>
       warn(batch, `${file.name}: ${describeError(error)}; try ${attempt + 1} of ${retry.tries}${waitMs ? ` after ${(waitMs / 1000).toFixed(1)} s` : ''}`),

@@ -4,7 +4,7 @@ import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { formFields, idempotencyKey, retryKey, sha256 } from '../../scripts/batch/client.js';
+import { formFields, getJob, idempotencyKey, retryKey, sha256 } from '../../scripts/batch/client.js';
 import { isImage, listFiles, markResults, outputPath } from '../../scripts/batch/files.js';
 import { parseOptions, program, UsageError, type JobRequest } from '../../scripts/batch/options.js';
 import { HttpError, parseRetryAfter } from '../../scripts/batch/retry.js';
@@ -156,5 +156,28 @@ describe('parseOptions', () => {
     expect(bad('--api', 'ftp://x')).toThrow(/http/);
     expect(bad('--out', './r')).toThrow(UsageError);
     expect(bad('--wait', '--out', './images')).toThrow(/input folder/);
+  });
+});
+
+describe('the API key', () => {
+  const parse = (argv: string[]) => parseOptions(program(), ['folder', '--model', 'tiny', '--prompt', 'p', ...argv]);
+
+  it('comes from --api-key, else from IMG2IMG_API_KEY, and is sent as a Bearer token', async () => {
+    expect(parse([]).apiKey).toBeUndefined();
+    expect(parse(['--api-key', 'i2i_from_flag']).apiKey).toBe('i2i_from_flag');
+    process.env.IMG2IMG_API_KEY = 'i2i_from_env';
+    try {
+      expect(parse([]).apiKey).toBe('i2i_from_env');
+      expect(parse(['--api-key', 'i2i_from_flag']).apiKey).toBe('i2i_from_flag');
+    } finally {
+      delete process.env.IMG2IMG_API_KEY;
+    }
+    const seen: Headers[] = [];
+    const fetch = (async (_url: string, init: RequestInit) => {
+      seen.push(new Headers(init.headers));
+      return Response.json({ id: 'a', status: 'queued', error: null, result_url: 'http://127.0.0.1:8000/api/results/a' });
+    }) as typeof globalThis.fetch;
+    await getJob({ fetch, api: 'http://127.0.0.1:8000', apiKey: 'i2i_key' }, 'http://127.0.0.1:8000/api/jobs/a');
+    expect(seen[0]!.get('authorization')).toBe('Bearer i2i_key');
   });
 });
