@@ -13,6 +13,7 @@ import { healthRoutes } from './routes/health.js';
 import { jobRoutes } from './routes/jobs.js';
 import { modelRoutes } from './routes/models.js';
 import { resultRoutes } from './routes/results.js';
+import { webhookRoutes } from './routes/webhooks.js';
 import type { Services } from './services.js';
 import { requestContext, type AppEnv } from './env.js';
 import { authenticate, authRequired } from './auth.js';
@@ -56,6 +57,7 @@ export function createApp(services: Services) {
   app.route('/', jobRoutes(services));
   app.route('/', eventRoutes(services));
   app.route('/', resultRoutes(services));
+  app.route('/', webhookRoutes(services));
   app.route('/', modelRoutes(services));
   app.route('/', healthRoutes(services));
   app.get('/metrics', async (c) =>

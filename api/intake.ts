@@ -17,6 +17,7 @@ import { hashKey, type IdempotencyStore } from './idempotency.js';
 import type { AcceptedImage } from './image.js';
 import type { Publisher } from '../common/publisher.js';
 import { requestHash, type Submission } from './submission.js';
+import type { WebhookSettings } from '../common/webhooks.js';
 
 export interface NewSubmission {
   submission: Submission;
@@ -25,6 +26,8 @@ export interface NewSubmission {
   idempotency: { key: string; imageSha256: string } | undefined;
   /** The tenant whose key submits it (null without keys); Idempotency-Keys are its own. */
   tenant?: string | null;
+  /** Where the job's events go as signed webhooks (api/webhook.ts); null or absent: nowhere. */
+  webhook?: WebhookSettings | null;
 }
 
 type Idempotency = NonNullable<JobRecord['idempotency']>;
@@ -126,7 +129,7 @@ export class Intake {
   }
 }
 
-function newJob({ submission, image, tenant }: NewSubmission, idempotency: Idempotency | null): lifecycle.Transition {
+function newJob({ submission, image, tenant, webhook }: NewSubmission, idempotency: Idempotency | null): lifecycle.Transition {
   const id = newJobId();
   const { model_name, priority, seed, ...params } = submission;
   return lifecycle.queued({
@@ -139,5 +142,6 @@ function newJob({ submission, image, tenant }: NewSubmission, idempotency: Idemp
     input_key: jobKeys(id).input,
     idempotency,
     tenant: tenant ?? null,
+    webhook: webhook ?? null,
   });
 }

@@ -6,6 +6,7 @@ import toRegexRange from 'to-regex-range';
 import { defaultsFor, denoisingSteps, PARAMS } from '../common/params.js';
 import type { Priority } from '../common/topics.js';
 import { ValidationError } from './errors.js';
+import { webhookFields } from './webhook.js';
 
 export const MAX_PROMPT = PARAMS.prompt.max_length;
 
@@ -121,6 +122,7 @@ export function submissionFields(models: readonly string[]) {
       description: `Random seed, ${rangeText(seed)}; random when absent, and recorded in the job`,
       example: 1234,
     }).optional(),
+    ...webhookFields(),
   });
 }
 

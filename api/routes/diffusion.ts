@@ -11,6 +11,7 @@ import type { AppEnv } from '../env.js';
 import { tenantOf } from '../auth.js';
 import { readUpload, type Upload } from '../upload.js';
 import { acceptedView } from '../view.js';
+import { webhookOf } from '../webhook.js';
 
 const imageField = z
   .custom<File>((value) => value instanceof File, { error: 'must be a file (multipart field "image")' })
@@ -111,10 +112,12 @@ export function diffusionRoutes(services: Services) {
   /** Reads and checks the request; only the normalised image outlives it, not the upload. */
   async function receive(c: Context<AppEnv>, query: SubmissionFields, key: string | undefined): Promise<NewSubmission> {
     const upload = await readUpload(c.env.incoming, config.MAX_BODY_BYTES);
-    const submission = toSubmission(mergeFields(query, formFields(upload, fields)));
+    const merged = mergeFields(query, formFields(upload, fields));
+    const submission = toSubmission(merged);
+    const webhook = webhookOf(merged, { allowPrivate: config.WEBHOOK_ALLOW_PRIVATE, fallback: c.var.principal?.webhook });
     const source = uploadedImage(upload);
     const idempotency = key === undefined ? undefined : { key, imageSha256: createHash('sha256').update(source).digest('hex') };
-    return { submission, image: await images.accept(source, submission.model_name), idempotency };
+    return { submission, webhook, image: await images.accept(source, submission.model_name), idempotency };
   }
 
   // The body is documented from the zod schema but read by readUpload (one streaming pass)
