@@ -17,7 +17,7 @@ interface Options {
 }
 
 export abstract class ApiError extends Error {
-  abstract readonly status: 400 | 401 | 404 | 405 | 409 | 413 | 415 | 422 | 429 | 503;
+  abstract readonly status: 400 | 401 | 404 | 405 | 409 | 410 | 413 | 415 | 422 | 429 | 503;
   readonly code: string;
   readonly field: string | undefined;
   readonly retryAfter: number | undefined;
@@ -95,6 +95,15 @@ export class Unavailable extends ApiError {
   readonly status = 503;
   constructor(message: string, options: Options = {}) {
     super(message, 'unavailable', { retryAfter: 2, ...options });
+  }
+}
+
+/** It existed and is gone for good (a job past its retention). */
+export class Gone extends ApiError {
+  override name = 'Gone';
+  readonly status = 410;
+  constructor(message: string, options?: Options) {
+    super(message, 'gone', options);
   }
 }
 

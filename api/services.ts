@@ -13,7 +13,8 @@ import { EventHub } from './hub.js';
 import { IdempotencyStore } from './idempotency.js';
 import { ImageNormaliser } from './image.js';
 import { Intake } from './intake.js';
-import { OrphanSweeper } from './sweeper.js';
+import { Sweeper } from './sweeper.js';
+import { TenantStore } from '../common/tenants.js';
 import { authRequired } from './auth.js';
 import { EndingsFollower } from './endings.js';
 import { Limits } from './limits.js';
@@ -36,7 +37,8 @@ export interface Services {
   depth: QueueDepth;
   images: ImageNormaliser;
   intake: Intake;
-  sweeper: OrphanSweeper;
+  sweeper: Sweeper;
+  tenants: TenantStore;
   /** API keys; undefined without AUTH_PEPPER (then no key can be checked). */
   keys: KeyStore | undefined;
   limits: Limits;
@@ -57,28 +59,51 @@ export function createServices(config: ApiConfig, models: string[], log: Logger)
     maxPixels: config.MAX_IMAGE_PIXELS,
     concurrency: config.IMAGE_CONCURRENCY,
   });
+  const claims = new IdempotencyStore(store, config.TOPIC_PREFIX);
+  const tenants = new TenantStore(store);
   const intake = new Intake({
     store,
     records,
     publisher,
-    claims: new IdempotencyStore(store, config.TOPIC_PREFIX),
+    claims,
     topicPrefix: config.TOPIC_PREFIX,
     timeoutMs: config.DEPENDENCY_TIMEOUT_MS,
     log,
   });
-  const sweeper = new OrphanSweeper({ store, log, intervalMs: config.ORPHAN_SWEEP_MS, graceMs: config.ORPHAN_GRACE_MS });
+  const sweeper = new Sweeper({
+    store,
+    records,
+    claims,
+    tenants,
+    log,
+    intervalMs: config.SWEEP_INTERVAL_MS,
+    graceMs: config.ORPHAN_GRACE_MS,
+    retentionDays: config.RETENTION_DAYS,
+  });
   const depth = new QueueDepth(admin, config.TOPIC_PREFIX, models);
   const keys = config.AUTH_PEPPER ? new KeyStore(store, config.AUTH_PEPPER) : undefined;
   const limits = new Limits({ config, depth, log });
   const endings = new EndingsFollower(kafka, config.TOPIC_PREFIX, limits);
   const registry = createRegistry('api');
   const metrics = apiMetrics(registry);
-  return { config, log, models, store, records, kafka, admin, publisher, hub, depth, images, intake, sweeper, keys, limits, endings, registry, metrics };
+  return { config, log, models, store, records, kafka, admin, publisher, hub, depth, images, intake, sweeper, tenants, keys, limits, endings, registry, metrics };
 }
 
 export async function prepareStorage(services: Services): Promise<void> {
   await services.store.ensureBucket();
+  await applyRetention(services);
   services.sweeper.start();
+}
+
+/** Days after which the bucket deletes whatever of a job is left (tombstones, strays): long after any retention. */
+const LIFECYCLE_MARGIN_DAYS = 30;
+
+/** The sweep expires jobs on time; the bucket's own lifecycle rule removes their tombstones later. */
+async function applyRetention({ store, tenants, config, log }: Services): Promise<void> {
+  const longest = Math.max(config.RETENTION_DAYS, ...(await tenants.retentions()).values());
+  await store.expireAfter('jobs/', longest + LIFECYCLE_MARGIN_DAYS).catch((error: unknown) => {
+    log.warn({ err: error }, 'the bucket refused a lifecycle rule; the sweep alone expires jobs');
+  });
 }
 
 /** Creates the topics, connects the producer and starts the events consumer. */

@@ -98,8 +98,8 @@ export const ApiConfigSchema = z.object({
   SSE_HEARTBEAT_MS: integer(15_000, 100),
   /** Events buffered for one slow SSE client before the API drops it (it reconnects with Last-Event-ID). */
   SSE_CLIENT_BUFFER: integer(256, 1),
-  /** How often the API removes stored inputs that no job record owns (a crash mid-intake); 0: never. */
-  ORPHAN_SWEEP_MS: integer(120_000),
+  /** How often the API sweeps storage: inputs no record owns (a crash mid-intake) and jobs past their retention; 0: never. */
+  SWEEP_INTERVAL_MS: integer(120_000),
   /** An input without a record is left alone this long: its intake may still be running. */
   ORPHAN_GRACE_MS: integer(300_000, 1000),
 });

@@ -8,9 +8,10 @@ import { PRIORITIES } from './topics.js';
 export const newJobId = () => randomBytes(16).toString('base64url');
 export const JOB_ID = /^[A-Za-z0-9_-]{22}$/;
 
-export const JobStatus = z.enum(['queued', 'running', 'succeeded', 'failed', 'canceled']);
+/** `expired`: a job past its retention; its input and output are gone, its record stays as a tombstone. */
+export const JobStatus = z.enum(['queued', 'running', 'succeeded', 'failed', 'canceled', 'expired']);
 export type JobStatus = z.infer<typeof JobStatus>;
-export const TERMINAL: ReadonlySet<JobStatus> = new Set(['succeeded', 'failed', 'canceled']);
+export const TERMINAL: ReadonlySet<JobStatus> = new Set(['succeeded', 'failed', 'canceled', 'expired']);
 
 export const Priority = z.enum(PRIORITIES);
 

@@ -164,6 +164,12 @@ export function fail(record: JobRecord, error: JobError, clock: Clock = {}): Tra
   return ending(next, eventOf(next, 'failed', at, { error }));
 }
 
+/** Past its retention: the input and output are deleted (by the caller), the record says so. Ended jobs only. */
+export function expire(record: JobRecord, clock: Clock = {}): Transition | undefined {
+  if (!from(record, ['succeeded', 'failed', 'canceled'])) return undefined;
+  return { record: { ...record, status: 'expired', output_key: null, updated_at: stamp(clock) } };
+}
+
 /** Kafka acknowledged these events: they leave the outbox. Nothing to do: undefined. */
 export function delivered(record: JobRecord, events: readonly JobEvent[]): Transition | undefined {
   const sent = (event: JobEvent) => events.some((e) => e.type === event.type && e.at === event.at);

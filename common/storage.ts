@@ -7,6 +7,7 @@ import {
   GetObjectCommand,
   HeadBucketCommand,
   ListObjectsV2Command,
+  PutBucketLifecycleConfigurationCommand,
   PutObjectCommand,
   S3Client,
 } from '@aws-sdk/client-s3';
@@ -120,6 +121,12 @@ export class ObjectStore {
   /** Deleting a missing key succeeds, as in S3. */
   async delete(key: string, signal?: AbortSignal): Promise<void> {
     await this.s3.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal });
+  }
+
+  /** The bucket's own lifecycle rule: objects under `prefix` are deleted `days` days after they were written. */
+  async expireAfter(prefix: string, days: number): Promise<void> {
+    const rule = { ID: `expire ${prefix}`, Status: 'Enabled' as const, Filter: { Prefix: prefix }, Expiration: { Days: Math.ceil(days) } };
+    await this.s3.send(new PutBucketLifecycleConfigurationCommand({ Bucket: this.bucket, LifecycleConfiguration: { Rules: [rule] } }));
   }
 
   /** Every object under `prefix`, in key order, a page at a time. */

@@ -16,6 +16,8 @@ export const TenantSettings = z.looseObject({
   v: z.literal(1),
   /** Newest first; every delivery is signed with each of them. */
   webhook_secrets: z.array(z.string().regex(SECRET)).default([]),
+  /** Days this tenant's jobs are kept, instead of the deployment's RETENTION_DAYS. */
+  retention_days: z.number().positive().optional(),
 });
 export type TenantSettings = z.infer<typeof TenantSettings>;
 
@@ -50,6 +52,22 @@ export class TenantStore {
   /** Only the newest secret stays: once every receiver verifies with it. */
   async dropOldSecrets(tenant: string | null, signal?: AbortSignal): Promise<TenantSettings> {
     return this.update(tenant, (s) => ({ ...s, webhook_secrets: s.webhook_secrets.slice(0, 1) }), signal);
+  }
+
+  /** Keeps this tenant's jobs `days` days (undefined: the deployment's default). */
+  async setRetention(tenant: string, days: number | undefined, signal?: AbortSignal): Promise<TenantSettings> {
+    return this.update(tenant, ({ retention_days: _old, ...settings }) => (days === undefined ? settings : { ...settings, retention_days: days }), signal);
+  }
+
+  /** Every tenant that keeps its jobs another time than the default, with its days. */
+  async retentions(signal?: AbortSignal): Promise<Map<string, number>> {
+    const found = new Map<string, number>();
+    for await (const { key } of this.store.list('tenants/', signal)) {
+      const tenant = /^tenants\/([a-z0-9][a-z0-9._-]{0,63})\.json$/.exec(key)?.[1];
+      const days = tenant && (await this.get(tenant, signal))?.retention_days;
+      if (tenant && days) found.set(tenant, days);
+    }
+    return found;
   }
 
   /** Compare-and-swap on the settings' ETag, so two rotations cannot lose one another. */

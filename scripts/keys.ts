@@ -3,17 +3,26 @@
 //   npm run keys -- create --tenant acme --name ci-bot [--rate 600/min] [--concurrency 32] [--admin]
 //   npm run keys -- list
 //   npm run keys -- revoke <key id>
+//   npm run keys -- retention --tenant acme --days 30   (or --default)
 import { existsSync } from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
 import { ConfigError, KeysConfigSchema, loadConfig } from '../common/config.js';
 import { KeyStore, parseRate, TENANT, type ApiKey } from '../common/keys.js';
 import { ObjectStore } from '../common/storage.js';
+import { TenantStore } from '../common/tenants.js';
 
-function keyStore(): KeyStore {
+async function objectStore(): Promise<{ store: ObjectStore; pepper: string | undefined }> {
   if (existsSync('.env')) process.loadEnvFile('.env'); // what is already set wins
   const config = loadConfig(process.env, KeysConfigSchema);
-  if (!config.AUTH_PEPPER) throw new ConfigError('AUTH_PEPPER is not set: the API and this tool need the same one (see .env.example)');
-  return new KeyStore(new ObjectStore(config), config.AUTH_PEPPER);
+  const store = new ObjectStore(config);
+  await store.ensureBucket(); // keys may come before the API first starts
+  return { store, pepper: config.AUTH_PEPPER };
+}
+
+async function keyStore(): Promise<KeyStore> {
+  const { store, pepper } = await objectStore();
+  if (!pepper) throw new ConfigError('AUTH_PEPPER is not set: the API and this tool need the same one (see .env.example)');
+  return new KeyStore(store, pepper);
 }
 
 const option = <T>(parse: (text: string) => T) => (text: string) => {
@@ -54,7 +63,7 @@ export function program(): Command {
     .option('--admin', 'sees and cancels every tenant’s jobs', false)
     .option('--webhook-url <url>', 'where this key’s jobs send webhooks when a submission names none')
     .action(async (options: { tenant: string; name: string; rate?: ApiKey['limits']['rate']; concurrency?: number; admin: boolean; webhookUrl?: string }) => {
-      const { key, token } = await keyStore().create({
+      const { key, token } = await (await keyStore()).create({
         tenant: options.tenant,
         name: options.name,
         role: options.admin ? 'admin' : 'user',
@@ -68,18 +77,33 @@ export function program(): Command {
     .command('list')
     .description('every key, revoked ones included (never their secrets)')
     .action(async () => {
-      for (const key of await keyStore().list()) console.log(describe(key));
+      for (const key of await (await keyStore()).list()) console.log(describe(key));
     });
   command
     .command('revoke <id>')
     .description('revoke a key; every API replica refuses it within seconds')
     .action(async (id: string) => {
-      if (!(await keyStore().revoke(id))) {
+      if (!(await (await keyStore()).revoke(id))) {
         console.error(`keys: no key with id ${id}`);
         process.exitCode = 1;
         return;
       }
       console.log(`revoked ${id}`);
+    });
+  command
+    .command('retention')
+    .description('how many days a tenant’s jobs are kept, instead of RETENTION_DAYS (applies within a sweep)')
+    .requiredOption('--tenant <tenant>', 'the tenant')
+    .option('--days <n>', 'days, fractions allowed', option((text) => {
+      const value = Number(text);
+      if (!(value > 0)) throw new Error('must be a number of days above 0');
+      return value;
+    }))
+    .option('--default', 'keep its jobs as long as RETENTION_DAYS says', false)
+    .action(async (options: { tenant: string; days?: number; default: boolean }) => {
+      if ((options.days === undefined) === !options.default) throw new InvalidArgumentError('give --days <n> or --default');
+      const settings = await new TenantStore((await objectStore()).store).setRetention(options.tenant, options.default ? undefined : options.days);
+      console.log(`${options.tenant}: ${settings.retention_days ? `${settings.retention_days} days` : 'RETENTION_DAYS'}`);
     });
   return command;
 }

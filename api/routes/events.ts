@@ -4,7 +4,7 @@
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
-import { isTerminalEvent, type JobRecord } from '../../common/jobs.js';
+import { isTerminalEvent, TERMINAL, type JobRecord } from '../../common/jobs.js';
 import { endingOf } from '../../common/lifecycle.js';
 import { formatPosition, isAfter, parsePosition, type Position, type Subscription } from '../hub.js';
 import { loadJob } from '../lookup.js';
@@ -87,7 +87,7 @@ function open(c: Context<AppEnv>, services: Services, record: JobRecord, subscri
         // A finished job's stream ends as a live one does: with its terminal event.
         const ending = endingOf(record);
         if (ending) await stream.writeSSE({ event: ending.type, data: JSON.stringify(ending) });
-        else await relay(stream, subscription, after);
+        else if (!TERMINAL.has(record.status)) await relay(stream, subscription, after); // an expired job has nothing more to say
       } finally {
         clearInterval(heartbeat);
         subscription.close();

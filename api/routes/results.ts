@@ -7,7 +7,7 @@ import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import type { JobRecord } from '../../common/jobs.js';
 import { call } from '../dependency.js';
-import { Conflict } from '../errors.js';
+import { Conflict, Gone } from '../errors.js';
 import { loadJob } from '../lookup.js';
 import { errorResponse, unauthorized, JobIdParam, JobView } from '../schemas.js';
 import type { Services } from '../services.js';
@@ -51,6 +51,10 @@ const route = createRoute({
       code: 'job_failed',
       message: 'the job failed: the runner ran out of memory',
     }),
+    410: errorResponse('The job expired: its retention ended and its input and output were deleted', {
+      code: 'job_expired',
+      message: 'the job expired: its retention ended and its result was deleted',
+    }),
     503: errorResponse('Object storage is unavailable', { code: 'storage_unavailable', message: 'object storage is unavailable; retry later' }),
   },
 });
@@ -83,6 +87,7 @@ export function resultRoutes(services: Services) {
   return new OpenAPIHono<AppEnv>().openapi(route, async (c) => {
     const record = await loadJob(records, c.req.valid('param').id, c.var.deadline(), c.var.principal);
     if (record.status === 'succeeded' && record.output_key) return sendImage(c, services, record, c.req.valid('header')['if-none-match']);
+    if (record.status === 'expired') throw new Gone(`the job expired: its retention ended and its result was deleted`, { code: 'job_expired' });
     if (record.status === 'failed' || record.status === 'canceled') refuse(record);
     const view = jobView(record, c.var.baseUrl);
     return c.json(view, 202, { 'Retry-After': record.status === 'running' ? '1' : '2', 'Cache-Control': 'no-store' });

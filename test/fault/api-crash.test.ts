@@ -13,7 +13,7 @@ import { waitFor } from '../helpers/consumer.js';
 // A bucket of its own: the sweep runs over all of it, with a grace far below production's.
 const config = testConfig({ S3_BUCKET: uniqueName('orphans') });
 const store = new ObjectStore(config);
-const env = { TOPIC_PREFIX: config.TOPIC_PREFIX, S3_BUCKET: config.S3_BUCKET, ORPHAN_SWEEP_MS: '1000', ORPHAN_GRACE_MS: '5000' };
+const env = { TOPIC_PREFIX: config.TOPIC_PREFIX, S3_BUCKET: config.S3_BUCKET, SWEEP_INTERVAL_MS: '1000', ORPHAN_GRACE_MS: '5000' };
 let api: ApiProcess | undefined;
 
 async function inventory(): Promise<{ inputs: Set<string>; records: Set<string> }> {
@@ -38,7 +38,7 @@ afterAll(async () => {
 describe('the API killed mid-intake', () => {
   it('leaves orphan inputs that a later API sweeps, and only those', async () => {
     // Sweeping off while the crash is staged, so the count before the sweep is what the crash left.
-    api = await startApiProcess({ ...env, ORPHAN_SWEEP_MS: '0' });
+    api = await startApiProcess({ ...env, SWEEP_INTERVAL_MS: '0' });
     const image = await pngImage(64, 64);
     let accepted = 0;
     let submitted = 0;
