@@ -7,6 +7,8 @@ its check "a schema-valid request is accepted" tests everything else. docs/API.m
 3. model_name and prompt are required, in one of the two.
 4. floor(steps * strength) must be at least one denoising step (steps defaults per model).
 5. An Idempotency-Key names one request: reused with another request it answers 409.
+6. webhook_url must name a public address (checked on the parsed URL), and webhook_events
+   needs a webhook_url.
 
 Negative cases are left as generated: each must still be refused.
 """
@@ -22,6 +24,8 @@ DIFFUSION = "/api/diffusion"
 # The defaults of common/params.json for tiny, the model the API under test serves.
 DEFAULT_STEPS = 10
 DEFAULT_STRENGTH = 0.6
+# Stored with the job only: no dispatcher runs beside the API under test, so nothing is sent.
+WEBHOOK_URL = "https://example.com/hooks/img2img"
 
 
 def _png() -> bytes:
@@ -69,6 +73,10 @@ def map_case(ctx, case):
     steps = _number(sent.get("steps"), DEFAULT_STEPS)
     if math.floor(steps * _number(sent.get("strength"), DEFAULT_STRENGTH)) < 1:  # rule 4
         (form if "strength" in form else query)["strength"] = "1"
+    if "webhook_url" in sent:  # rule 6
+        (form if "webhook_url" in form else query)["webhook_url"] = WEBHOOK_URL
+    elif "webhook_events" in sent:
+        (form if "webhook_events" in form else query).pop("webhook_events")
     if case.headers and "idempotency-key" in case.headers:  # rule 5
         case.headers["idempotency-key"] = uuid.uuid4().hex
     case.query = query
