@@ -70,7 +70,7 @@ function mounts(service: ComposeService): Record<string, Mount> {
 describe.skipIf(!dockerCompose)('docker-compose files (validated by docker-compose config)', () => {
   it('docker-compose-infra.yaml alone brings Kafka in KRaft mode, MinIO with its bucket, Nginx, Prometheus and Grafana', () => {
     const { services, volumes } = composeConfig('docker-compose-infra.yaml');
-    expect(Object.keys(services).sort()).toEqual(['grafana', 'kafka', 'minio', 'minio-init', 'nginx', 'prometheus']);
+    expect(Object.keys(services).sort()).toEqual(['grafana', 'kafka', 'minio', 'minio-init', 'nginx', 'prometheus', 'redis']);
 
     const kafka = services.kafka!;
     expect(kafka.image).toMatch(/^apache\/kafka:3\.9\.\d+$/);
@@ -88,7 +88,7 @@ describe.skipIf(!dockerCompose)('docker-compose files (validated by docker-compo
     expect(mounts(services.grafana!)['/etc/grafana/provisioning']?.source).toMatch(/\/grafana\/provisioning$/);
     expect(mounts(services.grafana!)['/etc/grafana/dashboards']?.source).toMatch(/\/grafana\/dashboards$/);
 
-    for (const name of ['kafka', 'minio', 'nginx', 'prometheus', 'grafana']) expect(services[name]!.healthcheck, `${name} has no healthcheck`).toBeDefined();
+    for (const name of ['kafka', 'minio', 'redis', 'nginx', 'prometheus', 'grafana']) expect(services[name]!.healthcheck, `${name} has no healthcheck`).toBeDefined();
     expect(Object.keys(volumes ?? {}).sort()).toEqual(['grafana-data', 'kafka-data', 'minio-data', 'prometheus-data']);
   });
 
