@@ -203,7 +203,7 @@ class Runner:
 
     def _decode(self, message: JobFrame, payload: bytes) -> None:
         try:
-            job, problem = parse_job(message, payload), None
+            job, problem = parse_job(message, payload, self.model), None
         except JobError as exc:
             job, problem = None, exc
         except Exception as exc:  # never leave a job without its one final frame

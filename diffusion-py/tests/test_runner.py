@@ -87,6 +87,13 @@ def test_garbage_image_is_bad_image_and_runner_keeps_serving(runner):
     assert final(frames["after-garbage"])[0]["type"] == "result"
 
 
+def test_an_image_over_its_models_pixel_limit_is_refused(runner):
+    # tiny's own limit (common/params.json: 1024x1024), below the general one.
+    runner.send(job_header("too-big"), png_bytes(sample_image(0, (1032, 1024))))
+    header = final(runner.collect(["too-big"])["too-big"])[0]
+    assert (header["type"], header["code"]) == ("error", "bad_image"), header
+
+
 def test_bad_params_are_refused(runner):
     header = job_header("bad-steps")
     header["params"]["steps"] = 0
