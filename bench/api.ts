@@ -12,7 +12,8 @@ import sharp from 'sharp';
 import { loadConfig } from '../common/config.js';
 import { createKafka } from '../common/kafka.js';
 import { readModelNames } from '../common/models.js';
-import { createS3 } from '../common/storage.js';
+import { KeyStore } from '../common/keys.js';
+import { createS3, ObjectStore } from '../common/storage.js';
 import { allTopics } from '../common/topics.js';
 
 const { values: flags } = parseArgs({
@@ -26,6 +27,8 @@ const { values: flags } = parseArgs({
     warmup: { type: 'string', default: '2' },
     /** Write a CPU profile of the API process to bench/results/ (open it in Chrome DevTools). */
     profile: { type: 'boolean', default: false },
+    /** Also run a second API with keys and limits on (a key with a rate and a concurrency cap it never reaches). */
+    auth: { type: 'boolean', default: false },
   },
 });
 const DURATION_S = Number(flags.duration);
@@ -109,10 +112,12 @@ function freePort(): Promise<number> {
   });
 }
 
-async function startApi(port: number): Promise<ChildProcess> {
+const PEPPER = 'bench-pepper-0123456789';
+
+async function startApi(port: number, env: Record<string, string> = {}): Promise<ChildProcess> {
   const profile = flags.profile ? ['--cpu-prof', '--cpu-prof-dir=bench/results'] : [];
   const child = spawn(process.execPath, [...profile, '--import', 'tsx', 'api/main.ts'], {
-    env: { ...process.env, TOPIC_PREFIX: prefix, API_PORT: String(port), LOG_LEVEL: 'warn' },
+    env: { ...process.env, TOPIC_PREFIX: prefix, API_PORT: String(port), LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'inherit', 'inherit'],
   });
   for (let waited = 0; waited < 60_000; waited += 250) {
@@ -171,10 +176,10 @@ async function main(): Promise<void> {
   const agent = new Agent({ keepAlive: true, maxSockets: CONCURRENCY });
   const { body, contentType } = multipart(image);
   const path = `/api/diffusion?model_name=tiny&prompt=${encodeURIComponent('a benchmark lighthouse')}`;
-  const apiPost = () =>
+  const poster = (target: number, headers: Record<string, string> = {}) => () =>
     new Promise<boolean>((resolve, reject) => {
       const req = request(
-        { host: '127.0.0.1', port, path, method: 'POST', agent, headers: { 'content-type': contentType, 'content-length': body.length } },
+        { host: '127.0.0.1', port: target, path, method: 'POST', agent, headers: { 'content-type': contentType, 'content-length': body.length, ...headers } },
         (res) => {
           const chunks: Buffer[] = [];
           res.on('data', (chunk: Buffer) => chunks.push(chunk));
@@ -187,11 +192,16 @@ async function main(): Promise<void> {
       req.on('error', reject);
       req.end(body);
     });
+  const apiPost = poster(port);
+  const keyed = flags.auth ? await startKeyedApi() : undefined;
+  const keyedPost = keyed && poster(keyed.port, { authorization: `Bearer ${keyed.token}` });
 
   await load(WARMUP_S, rawPut);
+  if (keyedPost) await load(WARMUP_S, keyedPost);
   await load(WARMUP_S, apiPost);
   const rawRounds: Result[] = [];
   const apiRounds: Result[] = [];
+  const keyedRounds: Result[] = [];
   let cpu = new Map<string, number>();
   for (let round = 0; round < ROUNDS; round++) {
     rawRounds.push(await load(DURATION_S / ROUNDS, rawPut));
@@ -199,17 +209,42 @@ async function main(): Promise<void> {
     apiRounds.push(await load(DURATION_S / ROUNDS, apiPost));
     const used = cpuDelta(await threadCpu(api.pid!), before);
     cpu = new Map([...used].map(([name, seconds]) => [name, seconds + (cpu.get(name) ?? 0)]));
+    if (keyedPost) keyedRounds.push(await load(DURATION_S / ROUNDS, keyedPost));
   }
   agent.destroy();
   const [raw, viaApi] = [merge(rawRounds), merge(apiRounds)];
   const peakRss = await memoryKiB(api.pid!, 'VmHWM');
 
   report(raw, viaApi, idleRss, peakRss);
+  if (keyed) {
+    const withKeys = merge(keyedRounds);
+    const rate = (r: Result) => r.ok / r.seconds;
+    console.log(
+      `with keys and limits (Bearer check, Redis rate and slot per request): ${rate(withKeys).toFixed(1)} req/s, ` +
+        `p50 ${percentile(withKeys.latencies, 50).toFixed(1)} ms, p99 ${percentile(withKeys.latencies, 99).toFixed(1)} ms, ${withKeys.failed} failed; ` +
+        `${((100 * rate(withKeys)) / rate(viaApi)).toFixed(0)}% of the rate without keys, p50 ${(percentile(withKeys.latencies, 50) / percentile(viaApi.latencies, 50)).toFixed(2)}x`,
+    );
+    await stop(keyed.child);
+  }
   const perRequest = [...cpu].filter(([, seconds]) => seconds > 0.05).sort((a, b) => b[1] - a[1]);
   console.log(`API CPU per request: ${perRequest.map(([name, s]) => `${name} ${((1000 * s) / Math.max(1, viaApi.ok)).toFixed(1)} ms`).join(', ')}`);
   const exit = await stop(api);
   console.log(`API exit code after SIGTERM: ${exit}`);
   await cleanUp(written);
+}
+
+/** A second API with keys on, and a key whose limits the load never reaches (so every check runs). */
+async function startKeyedApi(): Promise<{ child: ChildProcess; port: number; token: string }> {
+  const store = new ObjectStore(config);
+  const { token } = await new KeyStore(store, PEPPER).create({
+    tenant: 'bench',
+    name: 'bench',
+    role: 'user',
+    limits: { rate: { points: 1_000_000, per_seconds: 60 }, concurrency: 1_000_000 },
+  });
+  const port = await freePort();
+  const child = await startApi(port, { AUTH: 'on', AUTH_PEPPER: PEPPER });
+  return { child, port, token };
 }
 
 const jobObjects = (id: string) => [`jobs/${id}/input.png`, `jobs/${id}/job.json`];
