@@ -34,6 +34,7 @@ describe('GET /openapi.json', () => {
         'GET /api/jobs/{id}',
         'DELETE /api/jobs/{id}',
         'GET /api/jobs/{id}/events',
+        'GET /api/jobs/{id}/webhooks',
         'GET /api/results/{id}',
         'GET /api/models',
         'GET /healthz',
