@@ -27,6 +27,18 @@ export default defineConfig({
           fileParallelism: false,
         },
       },
+      {
+        // Beyond one machine (scripts/test-cluster, its own CI step): a 3-node Kafka and a 4-server
+        // MinIO on ports and a state folder of their own, nodes killed under load; the Helm chart.
+        test: {
+          name: 'cluster',
+          include: ['test/cluster/**/*.test.ts'],
+          globalSetup: ['test/cluster/setup.ts'],
+          testTimeout: 420_000,
+          hookTimeout: 240_000,
+          fileParallelism: false,
+        },
+      },
     ],
   },
 });

@@ -51,7 +51,27 @@ export async function ensureTopics(admin: Admin, topics: string[], partitions: n
   const { replicationFactor, minInsyncReplicas } = replicationFor(brokers.length);
   const replicated = { name: 'min.insync.replicas', value: String(minInsyncReplicas) };
   await admin.createTopics({
-    waitForLeaders: true,
+    waitForLeaders: false,
     topics: missing.map((topic) => ({ topic, numPartitions: partitions, replicationFactor, configEntries: [...topicSettings(topic), replicated] })),
   });
+  await waitForLeaders(admin, missing);
+}
+
+/**
+ * Resolves once every partition of `topics` has a leader. kafkajs' own wait (waitForLeaders)
+ * gives up when it asks a broker that has not yet heard of a new topic, which happens in a
+ * cluster of several brokers; here that answer (retriable) is asked again.
+ */
+async function waitForLeaders(admin: Admin, topics: string[], timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const { topics: metadata } = await admin.fetchTopicMetadata({ topics });
+      if (metadata.every(({ partitions }) => partitions.length > 0 && partitions.every((p) => p.leader >= 0))) return;
+    } catch (error) {
+      if (!(error as { retriable?: boolean }).retriable || Date.now() > deadline) throw error;
+    }
+    if (Date.now() > deadline) throw new Error(`topics still without leaders after ${timeoutMs} ms: ${topics.join(', ')}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
 }

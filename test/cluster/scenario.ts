@@ -1,0 +1,138 @@
+// One fault under load, the same steps for every node the suite kills: the API and a consumer
+// against the clusters, a steady load of submissions, SIGKILL of a node chosen while the load
+// runs, the node started again, then the accounting.
+import { expect } from 'vitest';
+import type { Admin } from 'kafkajs';
+import { createKafka } from '../../common/kafka.js';
+import { eventsTopic, jobTopic } from '../../common/topics.js';
+import { readTopic, startTestApi, type TestApi } from '../helpers/api.js';
+import { ConsumerProcess, waitForStatus } from '../helpers/consumer.js';
+import { uniqueName } from '../helpers/env.js';
+import { followEvents, report, sleep } from '../helpers/faults.js';
+import { kafkaBrokers, minioEndpoint } from './cluster.js';
+import { acceptance, round, settle, servedAgain, steadyLoad, type Outcome, type Submission } from './load.js';
+import { json, postJob } from '../helpers/api.js';
+import { pngOf } from '../helpers/consumer.js';
+
+/**
+ * Submissions a second. The fault comes FAULT_AT_S in, the restart RESTART_AFTER_S after it, and
+ * the load goes on for TAIL_S once the node is back (MAX_S bounds it all).
+ */
+export const LOAD = { rate: 3, maxSeconds: 90 };
+const FAULT_AT_S = 8;
+const RESTART_AFTER_S = 15;
+const TAIL_S = 6;
+
+export interface System {
+  api: TestApi;
+  consumer: ConsumerProcess;
+  admin: Admin;
+  events: Awaited<ReturnType<typeof followEvents>>;
+  stop(): Promise<void>;
+}
+
+/** The API (on MinIO server 1) and one consumer process (on MinIO server 2), every broker as bootstrap. */
+export async function startSystem(): Promise<System> {
+  const api = await startTestApi({ KAFKA_BROKERS: kafkaBrokers, S3_ENDPOINT: minioEndpoint(1), TOPIC_PARTITIONS: '3' });
+  const consumer = new ConsumerProcess({
+    TOPIC_PREFIX: api.config.TOPIC_PREFIX,
+    KAFKA_BROKERS: kafkaBrokers,
+    S3_ENDPOINT: minioEndpoint(2),
+    IDLE_UNLOAD_MS: '0',
+  }).start();
+  await consumer.ready(120_000);
+  const admin = api.services.admin;
+  const events = await followEvents(createKafka(api.config, uniqueName('cluster')), api.config);
+  // The runner is loaded and every partition has carried a job before the clock starts.
+  const warm: string[] = [];
+  for (let seed = 0; seed < 6; seed++) {
+    const response = await postJob(api.url, { image: await pngOf(64, 64, seed), query: { model_name: 'tiny', prompt: 'warm', seed: String(seed) } });
+    expect(response.status).toBe(202);
+    warm.push((await json(response)).id as string);
+  }
+  for (const id of warm) await waitForStatus(api.services.records, id, ['succeeded'], 120_000);
+  return {
+    api,
+    consumer,
+    admin,
+    events,
+    stop: async () => {
+      await events.stop().catch(() => {});
+      await consumer.stop('SIGKILL');
+      await api.close();
+    },
+  };
+}
+
+export interface Fault {
+  name: string;
+  /** Picks the victim and kills it; returns what to report about it. */
+  inject(system: System): Promise<Record<string, string | number>>;
+  /** Starts the victim again; returns what to report about it. */
+  restore(system: System): Promise<Record<string, string | number>>;
+}
+
+export interface Result {
+  outcome: Outcome;
+  submissions: Submission[];
+  figures: Record<string, string | number>;
+}
+
+/** The load, the fault at FAULT_AT_S, the restart RESTART_AFTER_S later, then the count (printed). */
+export async function underLoad(system: System, fault: Fault): Promise<Result> {
+  const started = Date.now();
+  const load = await steadyLoad(system.api, LOAD.rate, LOAD.maxSeconds);
+  await sleep(FAULT_AT_S * 1000);
+  const faultAt = Date.now();
+  const injected = await fault.inject(system);
+  await sleep(Math.max(0, faultAt + RESTART_AFTER_S * 1000 - Date.now()));
+  const restored = await fault.restore(system);
+  await sleep(TAIL_S * 1000);
+  load.stop();
+  const submissions = await load.done;
+  const outcome = await settle(system.api, submissions, system.events);
+
+  const { config } = system.api;
+  const accepted = outcome.records.filter((r) => r !== undefined);
+  const messages = await readTopic(config, jobTopic(config.TOPIC_PREFIX, 'tiny', 'normal'), (m) => accepted.every((r) => m.some((x) => x.key === r!.id)), 60_000);
+  const partitionOf = new Map(messages.map((m) => [m.key, m.partition]));
+  const { refused_for_s, slowest_answer_s } = acceptance(submissions, faultAt);
+  const served = servedAgain(accepted as NonNullable<(typeof accepted)[number]>[], partitionOf, faultAt);
+  const figures = {
+    ...outcome.figures,
+    ...injected,
+    ...restored,
+    refused_for_s,
+    slowest_answer_s,
+    every_partition_served_again_s: served,
+    seconds_to_recover: round(Math.max(refused_for_s, Number.isNaN(served) ? 0 : served)),
+    reruns: accepted.filter((r) => (r!.attempts ?? 1) > 1).length,
+    test_s: round((Date.now() - started) / 1000),
+  };
+  report(fault.name, outcome.count, figures);
+  return { outcome, submissions, figures };
+}
+
+/** What every fault must keep: each 202 job succeeded once with its output; refusals are 503s with Retry-After. */
+export function expectExactlyOnce({ outcome }: Result): void {
+  expect(outcome.unexpected.map((s) => `#${s.seq}: ${s.status}`)).toEqual([]);
+  expect(outcome.bare503).toBe(0);
+  expect(outcome.notSucceeded.map((r) => `${r.id}: ${r.status} ${r.error?.code ?? ''}`)).toEqual([]);
+  expect(outcome.missingOutputs).toEqual([]);
+  expect(outcome.count).toMatchObject({ succeeded: outcome.count.accepted, lost: 0, duplicated: 0 });
+  expect(outcome.count.accepted).toBeGreaterThan(0);
+}
+
+/** The topics whose partitions the load uses: the model's normal-priority jobs and the events. */
+export const topicsInUse = (system: System) => [jobTopic(system.api.config.TOPIC_PREFIX, 'tiny', 'normal'), eventsTopic(system.api.config.TOPIC_PREFIX)];
+
+/** Polls `probe` every 100 ms until it holds; the seconds it took from `since` (bounded). */
+export async function secondsUntil(probe: () => Promise<boolean> | boolean, since: number, timeoutMs = 60_000): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  // A probe that throws (no leader recorded yet, a broker that does not answer) has not held.
+  while (!(await (async () => probe())().catch(() => false))) {
+    if (Date.now() > deadline) return NaN;
+    await sleep(100);
+  }
+  return round((Date.now() - since) / 1000);
+}
