@@ -1,7 +1,7 @@
 // The three requests the batch client makes: submit an image, read a job, fetch its result.
 // Each is retried by withRetry; the answers are read with the API's own response schemas.
 import { createHash } from 'node:crypto';
-import { mkdir, rename, writeFile } from 'node:fs/promises';
+import { link, mkdir, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, extname } from 'node:path';
 import { JobAccepted, JobView } from '../../api/schemas.js';
 import type { JobRequest } from './options.js';
@@ -97,5 +97,14 @@ export async function downloadResult(client: Client, resultUrl: string, dest: st
   await mkdir(dirname(dest), { recursive: true });
   const partial = `${dest}.${process.pid}.part`;
   await writeFile(partial, bytes);
-  await rename(partial, dest);
+  // link, not rename: it fails where a file already is, so no result is ever written over
+  // (another run's, or one the user put there since this run looked).
+  try {
+    await link(partial, dest);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') throw new Error(`${dest} already exists; not overwritten`);
+    throw error;
+  } finally {
+    await rm(partial, { force: true });
+  }
 }

@@ -15,11 +15,25 @@ export interface InputFile {
 export const isImage = (name: string) => IMAGE_EXTENSIONS.includes(extname(name).toLowerCase());
 
 /**
- * `<out>/<relative input path>.png`, keeping the input's own extension: `sub/cat.jpg` gives
- * `sub/cat.jpg.png`. Appending never maps two inputs to one output (cat.jpg and cat.png stay
- * apart), and the input is found again by dropping the last `.png`.
+ * Where each input's result goes: `<out>/<relative path>` with the extension replaced by `.png`
+ * (`sub/cat.jpg` gives `sub/cat.png`). Inputs that would share a result (`cat.jpg` and `cat.png`;
+ * also `Cat.png` and `cat.jpg`, for case-insensitive file systems), or whose result would take
+ * another's name, keep their extension instead (`cat.jpg.png`, `cat.png.png`). Names that keep
+ * their extension are as distinct as the inputs, so each round settles at least one clash and
+ * no two inputs of a batch share a result.
  */
-export const outputPath = (out: string, name: string) => join(out, ...`${name}.png`.split('/'));
+export function outputPaths(out: string, names: readonly string[]): Map<string, string> {
+  const kept = (name: string) => `${name}.png`;
+  const chosen = new Map(names.map((name) => [name, `${name.slice(0, name.length - extname(name).length)}.png`]));
+  for (;;) {
+    const uses = new Map<string, number>();
+    for (const result of chosen.values()) uses.set(result.toLowerCase(), (uses.get(result.toLowerCase()) ?? 0) + 1);
+    const clashing = names.filter((name) => chosen.get(name) !== kept(name) && uses.get(chosen.get(name)!.toLowerCase())! > 1);
+    if (!clashing.length) break;
+    for (const name of clashing) chosen.set(name, kept(name));
+  }
+  return new Map([...chosen].map(([name, result]) => [name, join(out, ...result.split('/'))]));
+}
 
 /** Marks a folder of results, so that a later batch over a folder holding it never reads them as inputs. */
 export const RESULTS_MARKER = '.img2img-batch-results';

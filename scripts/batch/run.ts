@@ -5,7 +5,7 @@ import { Presets, SingleBar } from 'cli-progress';
 import pLimit, { type LimitFunction } from 'p-limit';
 import { TERMINAL } from '../../common/jobs.js';
 import { downloadResult, formFields, getJob, idempotencyKey, retryKey, sha256, submitImage, type Client, type JobAccepted } from './client.js';
-import { IMAGE_EXTENSIONS, isImage, listFiles, markResults, outputPath, type InputFile } from './files.js';
+import { IMAGE_EXTENSIONS, isImage, listFiles, markResults, outputPaths, type InputFile } from './files.js';
 import { UsageError, type BatchOptions } from './options.js';
 import { DEFAULT_RETRY, describeError, type RetryPolicy } from './retry.js';
 
@@ -39,6 +39,8 @@ interface Batch {
   io: Io;
   limit: LimitFunction;
   summary: Summary;
+  /** Each image's result under --out, chosen over the whole batch so that no two share one. */
+  outputs: Map<string, string>;
 }
 
 /** A job to follow with --wait; `counted` is false for one that had succeeded before this run. */
@@ -92,7 +94,7 @@ async function submitFile(batch: Batch, file: InputFile): Promise<Followed | und
     warn(batch, `warning: ${file.name}: not an image (${IMAGE_EXTENSIONS.join(', ')}); skipped`);
     return undefined;
   }
-  const output = options.out && outputPath(options.out, file.name);
+  const output = batch.outputs.get(file.name);
   if (output && (await exists(output))) {
     summary.alreadyDone++;
     say(batch, `${file.name}\talready done: ${output}`);
@@ -130,8 +132,8 @@ async function finish(batch: Batch, { file, job }: Followed): Promise<string | u
     state = await batch.limit(() => getJob(api, job.status_url));
   }
   if (state.status !== 'succeeded') return `job ${job.id} ${state.status}${state.error ? `: ${state.error.message}` : ''}`;
-  const { out } = batch.options;
-  if (out) await batch.limit(() => downloadResult(api, state.result_url, outputPath(out, file.name)));
+  const output = batch.outputs.get(file.name);
+  if (output) await batch.limit(() => downloadResult(api, state.result_url, output));
   return undefined;
 }
 
@@ -161,10 +163,12 @@ export const formatSummary = (s: Summary) =>
 
 export async function runBatch(options: BatchOptions, io: Io): Promise<Summary> {
   const summary: Summary = { submitted: 0, succeeded: 0, failed: 0, refused: 0, skipped: 0, alreadyDone: 0 };
-  const batch: Batch = { options, io, limit: pLimit(options.concurrency), summary };
   const folder = await stat(options.folder).catch(() => undefined);
   if (!folder?.isDirectory()) throw new UsageError(`${options.folder} is not a folder`);
   const files = await listFiles(options.folder, { recursive: options.recursive, exclude: options.out });
+  const images = files.filter((file) => isImage(file.name)).map((file) => file.name);
+  const outputs = options.out ? outputPaths(options.out, images) : new Map<string, string>();
+  const batch: Batch = { options, io, limit: pLimit(options.concurrency), summary, outputs };
   const followed = await Promise.all(files.map((file) => submitFile(batch, file)));
   const jobs = followed.filter((job): job is Followed => job !== undefined);
   if (options.out && jobs.length) await markResults(options.out);

@@ -19,7 +19,9 @@ const prompt = `a red fox ${uniqueName('batch')}`;
 /** The links of the first run, by file. */
 let firstLinks: Record<string, string | undefined>;
 
-const IMAGES = ['a.png', 'b.jpg', 'c.jpeg', 'sub/d.png'];
+const IMAGES = ['a.png', 'b.jpg', 'b.png', 'c.jpeg', 'sub/d.png'];
+/** Each result is named after its input's stem; b.jpg and b.png would share one, so they keep their extension. */
+const RESULTS: Record<string, string> = { 'a.png': 'a.png', 'b.jpg': 'b.jpg.png', 'b.png': 'b.png.png', 'c.jpeg': 'c.png', 'sub/d.png': 'sub/d.png' };
 
 interface Run {
   code: number | null;
@@ -57,6 +59,7 @@ beforeAll(async () => {
   await mkdir(join(folder, 'sub'));
   await writeFile(join(folder, 'a.png'), await pngOf(64, 64, 1));
   await writeFile(join(folder, 'b.jpg'), await sharp(await pngOf(64, 64, 2)).jpeg().toBuffer());
+  await writeFile(join(folder, 'b.png'), await pngOf(64, 64, 5));
   await writeFile(join(folder, 'c.jpeg'), await sharp(await pngOf(64, 64, 3)).jpeg().toBuffer());
   await writeFile(join(folder, 'sub', 'd.png'), await pngOf(64, 64, 4));
   await writeFile(join(folder, 'notes.txt'), 'not an image');
@@ -79,36 +82,36 @@ describe('npm run batch', () => {
     expect(Object.keys(firstLinks).sort()).toEqual(IMAGES);
     for (const url of Object.values(firstLinks)) expect(url).toMatch(new RegExp(`^${api.url}/api/results/[A-Za-z0-9_-]{22}$`));
     expect(run.stderr).toContain('warning: notes.txt: not an image');
-    expect(run.stdout).toContain('submitted 4, succeeded 4, failed 0, refused 0, skipped 1, already done 0');
+    expect(run.stdout).toContain('submitted 5, succeeded 5, failed 0, refused 0, skipped 1, already done 0');
 
     for (const name of IMAGES) {
       // From a buffer: the in-process API lets sharp load buffers only.
-      const meta = await sharp(await readFile(join(out(), `${name}.png`))).metadata();
+      const meta = await sharp(await readFile(join(out(), RESULTS[name]!))).metadata();
       expect([name, meta.format, meta.width, meta.height]).toEqual([name, 'png', 64, 64]);
     }
-    expect((await readdir(out(), { recursive: true })).sort()).toEqual(['.img2img-batch-results', 'a.png.png', 'b.jpg.png', 'c.jpeg.png', 'sub', 'sub/d.png.png']);
-    expect(await queued()).toBe(4);
+    expect((await readdir(out(), { recursive: true })).sort()).toEqual(['.img2img-batch-results', 'a.png', 'b.jpg.png', 'b.png.png', 'c.png', 'sub', 'sub/d.png']);
+    expect(await queued()).toBe(5);
   });
 
   it('submits nothing again on a re-run: saved results are already done, and the API answers with the same jobs', async () => {
     const again = await batch('--model', 'tiny', '--recursive', '--wait', '--out', out());
     expect(again.code, again.stderr).toBe(0);
-    expect(again.stdout).toContain('submitted 0, succeeded 0, failed 0, refused 0, skipped 1, already done 4');
-    expect(again.stdout).toContain(`sub/d.png\talready done: ${join(out(), 'sub', 'd.png.png')}`);
+    expect(again.stdout).toContain('submitted 0, succeeded 0, failed 0, refused 0, skipped 1, already done 5');
+    expect(again.stdout).toContain(`sub/d.png\talready done: ${join(out(), 'sub', 'd.png')}`);
 
     // Without --out nothing is known locally: the Idempotency-Key brings back the jobs of the first run.
     const second = await batch('--model', 'tiny', '--recursive');
     expect(second.code, second.stderr).toBe(0);
     expect(links(second.stdout)).toEqual(firstLinks);
-    expect(second.stdout).toContain('submitted 0, succeeded 0, failed 0, refused 0, skipped 1, already done 4');
-    expect(await queued()).toBe(4);
+    expect(second.stdout).toContain('submitted 0, succeeded 0, failed 0, refused 0, skipped 1, already done 5');
+    expect(await queued()).toBe(5);
   });
 
   it('exits non-zero with the API’s message when it refuses the request', async () => {
     const run = await batch('--model', 'no-such-model');
     expect(run.code).toBe(1);
     expect(run.stderr).toContain('a.png: not submitted: 400 validation_error: model_name: must be one of the known models: tiny');
-    expect(run.stdout).toContain('submitted 0, succeeded 0, failed 0, refused 3, skipped 1, already done 0');
-    expect(await queued()).toBe(4);
+    expect(run.stdout).toContain('submitted 0, succeeded 0, failed 0, refused 4, skipped 1, already done 0');
+    expect(await queued()).toBe(5);
   });
 });

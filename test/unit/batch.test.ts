@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { formFields, getJob, idempotencyKey, retryKey, sha256 } from '../../scripts/batch/client.js';
-import { isImage, listFiles, markResults, outputPath } from '../../scripts/batch/files.js';
+import { isImage, listFiles, markResults, outputPaths } from '../../scripts/batch/files.js';
 import { parseOptions, program, UsageError, type JobRequest } from '../../scripts/batch/options.js';
 import { HttpError, parseRetryAfter } from '../../scripts/batch/retry.js';
 
@@ -38,15 +38,28 @@ describe('HttpError', () => {
   });
 });
 
-describe('outputPath', () => {
-  it('is the relative input path plus .png under the results folder', () => {
-    expect(outputPath('/r', 'cat.jpg')).toBe('/r/cat.jpg.png');
-    expect(outputPath('/r', 'sub/deeper/cat.png')).toBe('/r/sub/deeper/cat.png.png');
+describe('outputPaths', () => {
+  const results = (names: string[]) => [...outputPaths('/r', names).values()];
+
+  it('names each result after its input, the extension replaced by .png', () => {
+    expect(results(['img0.png', 'photo.jpg', 'sub/deeper/cat.webp', 'a.b.jpeg'])).toEqual(['/r/img0.png', '/r/photo.png', '/r/sub/deeper/cat.png', '/r/a.b.png']);
   });
 
-  it('never gives two inputs the same output', () => {
-    const names = ['cat.png', 'cat.jpg', 'cat.jpeg', 'cat.webp', 'cat.png.png', 'sub/cat.png', 'sub.cat.png', 'Cat.png'];
-    expect(new Set(names.map((name) => outputPath('/r', name))).size).toBe(names.length);
+  it('keeps the extension of inputs that would share a result, whatever the case, and leaves the others alone', () => {
+    expect(results(['cat.jpg', 'cat.png', 'Cat.webp', 'dog.jpg', 'sub/cat.jpg'])).toEqual([
+      '/r/cat.jpg.png',
+      '/r/cat.png.png',
+      '/r/Cat.webp.png',
+      '/r/dog.png',
+      '/r/sub/cat.png',
+    ]);
+  });
+
+  it('never gives two inputs the same result, also when a kept name meets another input’s result', () => {
+    const names = ['a.jpg', 'a.png', 'a.jpg.webp', 'a.jpg.png', 'a.png.png', 'b.png', 'b.png.jpg', 'sub/c.png', 'sub.c.png', 'B.jpeg'];
+    const chosen = results(names);
+    expect(new Set(chosen.map((path) => path.toLowerCase())).size).toBe(names.length);
+    expect(chosen).toContain('/r/sub/c.png');
   });
 });
 
