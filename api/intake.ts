@@ -62,11 +62,11 @@ export class Intake {
     return record;
   }
 
-  private idempotency({ idempotency, submission, tenant }: NewSubmission): Idempotency | null {
+  private idempotency({ idempotency, submission, tenant, webhook }: NewSubmission): Idempotency | null {
     if (!idempotency) return null;
     // Scoped per tenant: two tenants using the same key get two jobs.
     const key = tenant ? `${tenant}\n${idempotency.key}` : idempotency.key;
-    return { key_hash: hashKey(key), request_hash: requestHash(submission, idempotency.imageSha256) };
+    return { key_hash: hashKey(key), request_hash: requestHash(submission, idempotency.imageSha256, webhook) };
   }
 
   private async enqueue(record: JobRecord, png: Buffer, deadline: AbortSignal): Promise<void> {

@@ -71,15 +71,23 @@ const text = (description: string, example: string, required: boolean) =>
  * are refused rather than read as numbers, and blank text is not 0. The OpenAPI document
  * states the rule as the pattern that checks it, the range included.
  */
-function numeric(range: Range, options: { integer?: boolean; description: string; example: number }) {
+function numeric(range: Range, options: { integer?: boolean; description: string; example: number; default?: number }) {
   const pattern = rangePattern(range, options.integer ?? false);
+  // The same range for programs (the web page's inputs): what the pattern says, as numbers.
+  const number = {
+    minimum: range.minimum,
+    maximum: range.maximum,
+    ...(range.exclusive_minimum ? { exclusiveMinimum: true } : {}),
+    integer: options.integer ?? false,
+    ...(options.default === undefined ? {} : { default: options.default }),
+  };
   const notation = options.integer ? 'a whole number in plain digits, such as 12' : 'a number in plain decimal notation, such as 0.6';
   return z
     .string({ error: 'must be given once, as text' })
     .regex(options.integer ? INTEGER : DECIMAL, `must be ${notation}`)
     .regex(new RegExp(pattern), `must be ${rangeText(range)}`)
     .transform(Number)
-    .openapi({ description: options.description, example: String(options.example), pattern });
+    .openapi({ description: options.description, example: String(options.example), pattern, 'x-number': number });
 }
 
 /** The fields shared by the query string and the multipart body; every one is optional in each source. */
@@ -107,15 +115,18 @@ export function submissionFields(models: readonly string[]) {
         `How far to move from the input image, ${rangeText(strength)}; plain decimal notation. Default ${strength.default}. ` +
         `floor(steps × strength) denoising steps run, and at least ${PARAMS.denoising_steps.minimum} must`,
       example: strength.default,
+      default: strength.default,
     }).optional(),
     steps: numeric(steps, {
       integer: true,
       description: `Denoising steps, ${rangeText(steps)}. Default ${steps.default}, or the model’s own`,
       example: 10,
+      default: steps.default,
     }).optional(),
     guidance_scale: numeric(guidance, {
       description: `Classifier-free guidance, ${rangeText(guidance)}; plain decimal notation. Default ${guidance.default}`,
       example: guidance.default,
+      default: guidance.default,
     }).optional(),
     seed: numeric(seed, {
       integer: true,
@@ -188,8 +199,10 @@ function checkDenoising(steps: number, strength: number, field: 'steps' | 'stren
 }
 
 /** Identifies "the same request" for Idempotency-Key: every field (before defaults are drawn) and the image bytes. */
-export function requestHash(submission: Submission, imageSha256: string): string {
+export function requestHash(submission: Submission, imageSha256: string, webhook: unknown = null): string {
   const { model_name, priority, prompt, negative_prompt, strength, steps, guidance_scale, seed } = submission;
-  const canonical = JSON.stringify([model_name, priority, prompt, negative_prompt, strength, steps, guidance_scale, seed, imageSha256]);
+  // The webhook counts only when there is one, so hashes of requests without it stay as they were.
+  const parts = [model_name, priority, prompt, negative_prompt, strength, steps, guidance_scale, seed, imageSha256];
+  const canonical = JSON.stringify(webhook ? [...parts, webhook] : parts);
   return createHash('sha256').update(canonical).digest('hex');
 }

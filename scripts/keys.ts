@@ -8,6 +8,7 @@ import { existsSync } from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
 import { ConfigError, KeysConfigSchema, loadConfig } from '../common/config.js';
 import { KeyStore, parseRate, TENANT, type ApiKey } from '../common/keys.js';
+import { urlProblem } from '../common/addresses.js';
 import { ObjectStore } from '../common/storage.js';
 import { TenantStore } from '../common/tenants.js';
 
@@ -61,7 +62,12 @@ export function program(): Command {
       return value;
     }))
     .option('--admin', 'sees and cancels every tenant’s jobs', false)
-    .option('--webhook-url <url>', 'where this key’s jobs send webhooks when a submission names none')
+    .option('--webhook-url <url>', 'where this key’s jobs send webhooks when a submission names none', option((text) => {
+      // The API refuses the same addresses at every submission; better to hear it now.
+      const problem = urlProblem(text, process.env.WEBHOOK_ALLOW_PRIVATE === '1');
+      if (problem) throw new Error(problem);
+      return text;
+    }))
     .action(async (options: { tenant: string; name: string; rate?: ApiKey['limits']['rate']; concurrency?: number; admin: boolean; webhookUrl?: string }) => {
       const { key, token } = await (await keyStore()).create({
         tenant: options.tenant,
