@@ -14,6 +14,7 @@ import { jobRoutes } from './routes/jobs.js';
 import { modelRoutes } from './routes/models.js';
 import { resultRoutes } from './routes/results.js';
 import { webhookRoutes } from './routes/webhooks.js';
+import { workerRoutes } from './routes/workers.js';
 import type { Services } from './services.js';
 import { requestContext, type AppEnv } from './env.js';
 import { authenticate, authRequired } from './auth.js';
@@ -58,6 +59,7 @@ export function createApp(services: Services) {
   app.route('/', eventRoutes(services));
   app.route('/', resultRoutes(services));
   app.route('/', webhookRoutes(services));
+  app.route('/', workerRoutes(services));
   app.route('/', modelRoutes(services));
   app.route('/', healthRoutes(services));
   app.get('/metrics', async (c) =>

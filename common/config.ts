@@ -128,6 +128,18 @@ export const ConsumerConfigSchema = z.object({
   /** Address of the consumer's metrics server (GET /metrics). */
   CONSUMER_METRICS_HOST: z.string().min(1).default('127.0.0.1'),
   CONSUMER_METRICS_PORT: integer(9464),
+  /** off: only remote workers run this consumer's jobs (no runner process is spawned here). */
+  RUNNER_LOCAL: z.enum(['on', 'off']).default('on'),
+  /** on: remote GPU workers connect to ws://WORKER_GATEWAY_HOST:WORKER_GATEWAY_PORT/api/workers/connect. */
+  WORKER_GATEWAY: z.enum(['on', 'off']).default('off'),
+  WORKER_GATEWAY_HOST: z.string().min(1).default('127.0.0.1'),
+  WORKER_GATEWAY_PORT: integer(8091),
+  /** A remote job with no frame from its worker for this long is lost (run elsewhere) and the worker dropped. */
+  WORKER_LEASE_MS: integer(60_000, 100),
+  /** Strikes (results outvoted by other workers) after which a worker is evicted and its token refused. */
+  WORKER_MAX_STRIKES: integer(3, 1),
+  /** Two outputs of a verified job agree at this PSNR (dB) or above. */
+  VERIFY_PSNR_DB: z.coerce.number().min(0).default(40),
 });
 
 /** The webhook dispatcher (dispatcher/main.ts). */

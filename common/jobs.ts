@@ -45,6 +45,17 @@ export const JobEvent = z.object({
 });
 export type JobEvent = z.infer<typeof JobEvent>;
 
+/** How a result was checked (consumer/verify.ts); the policy is the model's in model_names.txt. */
+export const Verification = z.object({
+  policy: z.string(),
+  /** waiting_for_workers: the check needs more distinct workers than are connected; single: one worker ran it. */
+  state: z.enum(['waiting_for_workers', 'single', 'verified']),
+  workers: z.array(z.string()),
+  /** Workers whose result the others outvoted (each got a strike). */
+  outvoted: z.array(z.string()),
+});
+export type Verification = z.infer<typeof Verification>;
+
 export const JobRecord = z.object({
   v: z.literal(1),
   id: z.string(),
@@ -81,6 +92,11 @@ export const JobRecord = z.object({
   tenant: z.string().nullable().default(null),
   /** Where and which lifecycle events are delivered as signed webhooks; null: none. */
   webhook: z.object({ url: z.string(), events: z.array(EventType) }).nullable().default(null),
+  /** Who computed the kept result: `local` (the consumer's own GPUs) or a remote worker's id. */
+  // Optional rather than defaulted: records written before remote workers parse, and a job
+  // that never ran has neither.
+  worker: z.string().nullable().optional(),
+  verification: Verification.nullable().optional(),
 });
 export type JobRecord = z.infer<typeof JobRecord>;
 

@@ -1,4 +1,5 @@
-// model_names.txt: one model per line, `name` or `name source`; `#` starts a comment.
+// model_names.txt: one model per line, `name` or `name source`, then optionally
+// `verify=off|spot:P|all:2` (how results of remote workers are checked); `#` starts a comment.
 import { readFile } from 'node:fs/promises';
 
 export const MODEL_NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
@@ -7,6 +8,19 @@ export interface ModelEntry {
   name: string;
   /** A local diffusers folder or a Hugging Face repo id from the offline cache; absent for built-ins. */
   source?: string;
+  /** How results are verified on distinct workers; absent: off. */
+  verify?: VerifyPolicy;
+}
+
+/** spot: a fraction of jobs, chosen at random, also runs on a second worker; all: every job runs on two. */
+export type VerifyPolicy = { kind: 'off' } | { kind: 'spot'; fraction: number } | { kind: 'all' };
+
+export function parseVerifyPolicy(text: string): VerifyPolicy {
+  if (text === 'off') return { kind: 'off' };
+  if (text === 'all:2') return { kind: 'all' };
+  const spot = /^spot:(0(\.\d+)?|1(\.0+)?)$/.exec(text);
+  if (spot) return { kind: 'spot', fraction: Number(spot[1]) };
+  throw new Error(`verify must be off, spot:P (0 <= P <= 1) or all:2, not "${text}"`);
 }
 
 export function parseModelNames(text: string, file = 'model_names.txt'): ModelEntry[] {
@@ -14,12 +28,20 @@ export function parseModelNames(text: string, file = 'model_names.txt'): ModelEn
   text.split(/\r?\n/).forEach((raw, index) => {
     const line = raw.replace(/#.*/, '').trim();
     if (!line) return;
-    const [name = '', source, ...rest] = line.split(/\s+/);
+    const fields = line.split(/\s+/);
     const where = `${file}:${index + 1}`;
+    const verifyField = fields.at(-1)?.startsWith('verify=') ? fields.pop()!.slice('verify='.length) : undefined;
+    const [name = '', source, ...rest] = fields;
+    let verify: VerifyPolicy | undefined;
+    try {
+      verify = verifyField === undefined ? undefined : parseVerifyPolicy(verifyField);
+    } catch (error) {
+      throw new Error(`${where}: ${(error as Error).message}`);
+    }
     if (!MODEL_NAME.test(name)) throw new Error(`${where}: model name "${name}" must match ${MODEL_NAME.source}`);
-    if (rest.length) throw new Error(`${where}: expected "name" or "name source", got "${line}"`);
+    if (rest.length) throw new Error(`${where}: expected "name [source] [verify=policy]", got "${line}"`);
     if (entries.some((entry) => entry.name === name)) throw new Error(`${where}: model "${name}" is listed twice`);
-    entries.push(source ? { name, source } : { name });
+    entries.push({ name, ...(source ? { source } : {}), ...(verify && verify.kind !== 'off' ? { verify } : {}) });
   });
   if (!entries.length) throw new Error(`${file}: lists no models`);
   return entries;

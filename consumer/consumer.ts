@@ -15,10 +15,13 @@ import { Publisher } from '../common/publisher.js';
 import { RecordStore } from '../common/records.js';
 import { ObjectStore } from '../common/storage.js';
 import { allTopics } from '../common/topics.js';
+import { WorkerStore } from '../common/workers.js';
 import { CancelListener } from './cancels.js';
+import { Gateway } from './gateway.js';
 import { consumerMetrics, type WorkerMetrics } from './metrics.js';
 import { RunnerPool } from './pool.js';
 import { Runner } from './runner.js';
+import { Verifier } from './verify.js';
 import { ModelWorker } from './worker.js';
 
 export interface ConsumerOptions {
@@ -36,6 +39,8 @@ export interface Consumer {
   stop(): Promise<void>;
   /** The metrics server's address once started. */
   metricsUrl(): string | undefined;
+  /** Where remote workers connect, when WORKER_GATEWAY is on and the consumer started. */
+  gatewayUrl(): string | undefined;
 }
 
 function runnerPool(config: ConsumerConfig, model: ModelEntry, logger: Logger, metrics: WorkerMetrics): RunnerPool {
@@ -44,7 +49,7 @@ function runnerPool(config: ConsumerConfig, model: ModelEntry, logger: Logger, m
     ...(config.RUNNER_BENCH_LOG ? ['--bench-log', resolve(config.RUNNER_BENCH_LOG)] : []),
   ];
   // One runner per listed GPU; without RUNNER_GPUS one runner sees every device.
-  const gpus: (string | undefined)[] = config.RUNNER_GPUS.length ? config.RUNNER_GPUS : [undefined];
+  const gpus: (string | undefined)[] = config.RUNNER_LOCAL === 'off' ? [] : config.RUNNER_GPUS.length ? config.RUNNER_GPUS : [undefined];
   const runners = gpus.map(
     (gpu) =>
       new Runner({
@@ -74,13 +79,23 @@ export function createConsumer(config: ConsumerConfig, { models, listed, logger 
   const registry = createRegistry('consumer');
   const depth = new QueueDepth(admin, config.TOPIC_PREFIX, models.map((m) => m.name));
   const metrics = consumerMetrics(registry, () => depth.get());
+  const pools = new Map(models.map((model) => [model.name, runnerPool(config, model, logger.child({ model: model.name }), metrics)]));
+  const gateway =
+    config.WORKER_GATEWAY === 'on'
+      ? new Gateway({
+          host: config.WORKER_GATEWAY_HOST, port: config.WORKER_GATEWAY_PORT, workers: new WorkerStore(store), pools,
+          leaseMs: config.WORKER_LEASE_MS, maxStrikes: config.WORKER_MAX_STRIKES, logger: logger.child({ component: 'gateway' }), registry,
+        })
+      : undefined;
   const workers = models.map((model) => {
     const log = logger.child({ model: model.name });
-    const pool = runnerPool(config, model, log, metrics);
-    return new ModelWorker({ kafka, publisher, config, store, records, pool, model, logger: log, metrics });
+    const pool = pools.get(model.name)!;
+    const verifier = new Verifier(pool, model.verify ?? { kind: 'off' }, gateway, config.VERIFY_PSNR_DB, log);
+    return new ModelWorker({ kafka, publisher, config, store, records, pool, verifier, model, logger: log, metrics });
   });
   const cancels = new CancelListener(kafka, config.TOPIC_PREFIX, (id, model) => workers.find((w) => w.name === model)?.cancel(id));
   let metricsServer: Server | undefined;
+  let started = false;
 
   return {
     workers,
@@ -92,15 +107,21 @@ export function createConsumer(config: ConsumerConfig, { models, listed, logger 
       metricsServer = await serveMetrics(registry, config.CONSUMER_METRICS_HOST, config.CONSUMER_METRICS_PORT);
       await cancels.start();
       await Promise.all(workers.map((worker) => worker.start()));
-      logger.info({ models: models.map((m) => m.name), metrics: this.metricsUrl() }, 'consumers running');
+      await gateway?.start();
+      started = true;
+      logger.info({ models: models.map((m) => m.name), metrics: this.metricsUrl(), gateway: this.gatewayUrl() }, 'consumers running');
     },
     async stop() {
       await Promise.all(workers.map((worker) => worker.stop(config.SHUTDOWN_GRACE_MS)));
+      await gateway?.stop();
       await cancels.stop();
       await publisher.disconnect();
       await admin.disconnect();
       metricsServer?.close();
       store.close();
+    },
+    gatewayUrl() {
+      return gateway && started ? gateway.url() : undefined;
     },
     metricsUrl() {
       const address = metricsServer?.address() as AddressInfo | null | undefined;

@@ -13,6 +13,7 @@ import type { Priority } from '../common/topics.js';
 import type { WorkerMetrics } from './metrics.js';
 import type { RunnerPool } from './pool.js';
 import type { RunnerOutcome } from './runner.js';
+import { describePolicy, type VerifiedOutcome, type Verifier } from './verify.js';
 
 /** A Kafka message as received, with what the worker knows about it. */
 export interface Delivery {
@@ -45,6 +46,8 @@ export interface JobDeps {
   store: ObjectStore;
   records: RecordStore;
   pool: RunnerPool;
+  /** Runs a job on one worker or, per the model's policy, on several and checks they agree. */
+  verifier: Verifier;
   model: ModelEntry;
   logger: Logger;
   metrics?: WorkerMetrics;
@@ -68,6 +71,7 @@ class Failure extends Error {
   }
 }
 
+const describeModelPolicy = (model: ModelEntry) => describePolicy(model.verify ?? { kind: 'off' });
 const backoff = (attempt: number) => Math.min(30_000, 250 * 2 ** attempt);
 /** A Kafka send that takes longer counts as Kafka being down: the job is retried later. */
 const SEND_TIMEOUT_MS = 30_000;
@@ -88,7 +92,7 @@ export class JobRun {
    * Settles CANCEL_GRACE_MS after cancel(): the runner stops a job at its next step, but one
    * stuck in a long step (or in the VAE) must not keep its user waiting.
    */
-  private readonly cancelGrace: Promise<RunnerOutcome>;
+  private readonly cancelGrace: Promise<VerifiedOutcome>;
   private startCancelGrace!: () => void;
   /** The attempt this run started, while an infrastructure error would leave it unfinished. */
   private startedAttempt: number | undefined;
@@ -133,7 +137,7 @@ export class JobRun {
   }
 
   private async run(message: JobMessage): Promise<Verdict> {
-    const { records, store, pool, config } = this.deps;
+    const { records, store, config } = this.deps;
     // The input's key follows from the id, so it is fetched while the record is read.
     const inputRead = store.getBytes(jobKeys(message.id).input);
     inputRead.catch(() => {}); // observed below, unless the record already ends the run
@@ -157,13 +161,24 @@ export class JobRun {
     if (this.canceled) return announced.then(() => this.finishCanceled(message.id)); // canceled while it started
 
     // A suspect of an earlier crash runs alone, so that if it crashes again it is known to be the cause.
-    const ran = pool.run(message.id, running.params, input, this.progressReporter(running), { solo: this.delivery.suspect });
+    const ran = this.deps.verifier.run(message.id, running.params, input, this.progressReporter(running), {
+      solo: this.delivery.suspect,
+      onWait: () => void this.markWaiting(message.id),
+    });
     const outcome = await Promise.race([ran, this.cancelGrace]);
     await announced; // keeps the job's events in order: started before its outcome
     return this.settle(message, running, outcome);
   }
 
-  private async settle(message: JobMessage, running: JobRecord, outcome: RunnerOutcome): Promise<Verdict> {
+  /** The job's check needs more distinct workers than are connected: its record says so while it waits. */
+  private async markWaiting(id: string): Promise<void> {
+    const verification = { policy: describeModelPolicy(this.deps.model), state: 'waiting_for_workers' as const, workers: [], outvoted: [] };
+    await this.deps.records
+      .update(id, (r) => (r.status === 'running' ? { ...r, verification } : undefined))
+      .catch((error: unknown) => this.deps.logger.warn({ err: error, job: id }, 'waiting state not recorded'));
+  }
+
+  private async settle(message: JobMessage, running: JobRecord, outcome: VerifiedOutcome): Promise<Verdict> {
     if (outcome.ok) return this.succeed(message, outcome);
     if (outcome.code === 'canceled') return this.finishCanceled(message.id);
     if (outcome.code === 'runner_crashed' && outcome.shared) {
@@ -182,15 +197,17 @@ export class JobRun {
     throw new Failure(outcome.code, outcome.message);
   }
 
-  private async succeed(message: JobMessage, outcome: Extract<RunnerOutcome, { ok: true }>): Promise<Verdict> {
+  private async succeed(message: JobMessage, outcome: Extract<VerifiedOutcome, { ok: true }>): Promise<Verdict> {
     const { result } = outcome;
     this.deps.metrics?.ranBatch?.(this.deps.model.name, result.batch_size, result.peak_memory_bytes, result.timings.compute_s);
     const output_key = jobKeys(message.id).output;
     // The output key comes from the job id: a redelivered job overwrites the same object.
     await this.deps.store.put(output_key, outcome.image, 'image/png');
-    const applied = await this.deps.records.apply(message.id, (r) =>
-      lifecycle.succeed(r, { output_key, peak_memory_bytes: result.peak_memory_bytes, compute_s: result.timings.compute_s }),
-    );
+    const applied = await this.deps.records.apply(message.id, (r) => {
+      const next = lifecycle.succeed(r, { output_key, peak_memory_bytes: result.peak_memory_bytes, compute_s: result.timings.compute_s });
+      // Who computed it, and how it was checked, land in the same write as the result.
+      return next && { ...next, record: { ...next.record, worker: outcome.worker ?? null, verification: outcome.verification ?? null } };
+    });
     await this.flush(applied.record);
     return done(applied.record?.status ?? 'succeeded', applied.record);
   }

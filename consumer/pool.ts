@@ -1,13 +1,40 @@
-// One runner per GPU for a model: a job goes to the runner with the fewest jobs in
-// hand, so every GPU stays busy; cancel and stop reach the right one.
-import type { JobCallbacks, Runner, RunnerOutcome, RunOptions } from './runner.js';
+// The runners of one model: local ones (one per GPU, consumer/runner.ts) and remote workers
+// that connect to the gateway and leave again (consumer/remote.ts). A job goes to the runner
+// with the most room; a verified job asks for runners of distinct workers. Cancel reaches
+// every runner that holds the job.
 import type { JobParams } from '../common/jobs.js';
+import type { JobCallbacks, RunnerOutcome, RunOptions } from './runner.js';
+
+/** What the pool needs of a runner, local or remote. */
+export interface PoolRunner {
+  /** Who computes: `local` for this machine's GPUs, a worker id for a remote worker. */
+  readonly worker?: string;
+  readonly pending: number;
+  readonly capacity: number;
+  readonly running: boolean;
+  ensureStarted?(): Promise<unknown>;
+  run(id: string, params: JobParams, image: Uint8Array, callbacks?: JobCallbacks, options?: RunOptions): Promise<RunnerOutcome>;
+  cancel(id: string): void;
+  stop(graceMs: number): Promise<void>;
+}
+
+export interface PickOptions {
+  /** Workers that must not run it (they already ran this job). */
+  exclude?: ReadonlySet<string>;
+  /** Called once when no runner is eligible and the job starts to wait for one. */
+  onWait?(): void;
+}
+
+export const workerOf = (runner: PoolRunner) => runner.worker ?? 'local';
 
 export class RunnerPool {
-  private readonly owner = new Map<string, Runner>();
+  private readonly runners: PoolRunner[];
+  private readonly owners = new Map<string, Set<PoolRunner>>();
+  private readonly changeListeners: (() => void)[] = [];
+  private waiters: (() => void)[] = [];
 
-  constructor(private readonly runners: Runner[]) {
-    if (!runners.length) throw new Error('a runner pool needs at least one runner');
+  constructor(runners: PoolRunner[]) {
+    this.runners = [...runners];
   }
 
   /** Jobs the pool can hold at once: one batch computing and one queued per runner. */
@@ -19,26 +46,83 @@ export class RunnerPool {
     return this.runners.some((runner) => runner.running);
   }
 
-  /** Loads the model on every GPU ahead of the first job. */
-  async warm(): Promise<void> {
-    await Promise.all(this.runners.map((runner) => runner.ensureStarted()));
+  /** Distinct workers serving this model now. */
+  get workers(): Set<string> {
+    return new Set(this.runners.map(workerOf));
   }
 
-  async run(id: string, params: JobParams, image: Uint8Array, callbacks?: JobCallbacks, options?: RunOptions): Promise<RunnerOutcome> {
-    const runner = this.runners.reduce((best, next) => (next.pending < best.pending ? next : best));
-    this.owner.set(id, runner);
+  /** Called whenever runners join or leave (the capacity changed). */
+  onChange(listener: () => void): void {
+    this.changeListeners.push(listener);
+  }
+
+  add(runner: PoolRunner): void {
+    this.runners.push(runner);
+    this.changed();
+  }
+
+  remove(runner: PoolRunner): void {
+    const index = this.runners.indexOf(runner);
+    if (index >= 0) this.runners.splice(index, 1);
+    this.changed();
+  }
+
+  /** Loads the model on every local GPU ahead of the first job. */
+  async warm(): Promise<void> {
+    await Promise.all(this.runners.map((runner) => runner.ensureStarted?.()));
+  }
+
+  /** The eligible runner with the most room, at once if there is one, else once one joins. */
+  pick(options: PickOptions = {}): PoolRunner | Promise<PoolRunner> {
+    const found = this.eligible(options.exclude);
+    if (found) return found;
+    options.onWait?.();
+    return (async () => {
+      for (;;) {
+        await new Promise<void>((resolve) => this.waiters.push(resolve));
+        const next = this.eligible(options.exclude);
+        if (next) return next;
+      }
+    })();
+  }
+
+  async run(id: string, params: JobParams, image: Uint8Array, callbacks?: JobCallbacks, options?: RunOptions & PickOptions): Promise<RunnerOutcome> {
+    const picked = this.pick(options);
+    const runner = picked instanceof Promise ? await picked : picked;
+    return this.runOn(runner, id, params, image, callbacks, options);
+  }
+
+  /** Runs the job on this runner, which cancel() then reaches. */
+  async runOn(runner: PoolRunner, id: string, params: JobParams, image: Uint8Array, callbacks?: JobCallbacks, options?: RunOptions): Promise<RunnerOutcome> {
+    const owners = this.owners.get(id) ?? new Set();
+    this.owners.set(id, owners.add(runner));
     try {
       return await runner.run(id, params, image, callbacks, options);
     } finally {
-      this.owner.delete(id);
+      owners.delete(runner);
+      if (!owners.size && this.owners.get(id) === owners) this.owners.delete(id);
     }
   }
 
   cancel(id: string): void {
-    this.owner.get(id)?.cancel(id);
+    for (const runner of this.owners.get(id) ?? []) runner.cancel(id);
   }
 
   async stop(graceMs: number): Promise<void> {
     await Promise.all(this.runners.map((runner) => runner.stop(graceMs)));
+  }
+
+  private eligible(exclude?: ReadonlySet<string>): PoolRunner | undefined {
+    let best: PoolRunner | undefined;
+    for (const runner of this.runners) {
+      if (exclude?.has(workerOf(runner))) continue;
+      if (!best || runner.capacity - runner.pending > best.capacity - best.pending) best = runner;
+    }
+    return best;
+  }
+
+  private changed(): void {
+    for (const wake of this.waiters.splice(0)) wake();
+    for (const listener of this.changeListeners) listener();
   }
 }

@@ -28,6 +28,8 @@ export class ModelWorker {
 
   constructor(private readonly deps: WorkerDeps) {
     this.name = deps.model.name;
+    // Remote workers join and leave: more room means waiting jobs can go now.
+    deps.pool.onChange(() => this.pump());
     this.consumer = deps.kafka.consumer({
       groupId: consumerGroup(deps.config.TOPIC_PREFIX, this.name),
       // Work is decoupled from the fetch loop, so heartbeats flow during long jobs and

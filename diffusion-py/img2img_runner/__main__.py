@@ -1,4 +1,5 @@
-"""python -m img2img_runner --model NAME [...]: load one model, then serve frames on stdin/stdout."""
+"""python -m img2img_runner --model NAME [...]: load one model, then serve frames on stdin/stdout,
+or, with --connect URL, over a WebSocket to the service's worker gateway (a remote worker)."""
 
 import argparse
 import logging
@@ -44,7 +45,14 @@ def _parse_args(argv):
         help="GPU speed-ups for full-size SD pipelines on cuda (auto: compile; off: the plain diffusers pipeline); "
         "never applied on cpu or to tiny",
     )
+    parser.add_argument("--connect", help="ws(s)://host/api/workers/connect: serve as a remote worker over a WebSocket")
+    parser.add_argument("--token", help="worker token for --connect (default: $IMG2IMG_WORKER_TOKEN)")
+    # Test-only: a worker that lies (inverts its images), so the verification can be shown to catch it.
+    parser.add_argument("--lie", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.token = args.token or os.environ.get("IMG2IMG_WORKER_TOKEN")
+    if args.connect and not args.token:
+        parser.error("--connect needs --token or IMG2IMG_WORKER_TOKEN")
     if args.max_batch is not None and args.max_batch < 1:
         parser.error("--max-batch must be at least 1")
     return args
@@ -127,6 +135,18 @@ def _load_standin(args, spec: str, log) -> Serving:
     return Serving(pipe, torch.device("cpu"), "standin", "float16", args.max_batch or latencies.max_batch, encoder=echo_input)
 
 
+def _liar(encoder):
+    """Wraps the result encoder so that every image comes out inverted: a worker that lies."""
+    from PIL import ImageOps
+
+    from .runner import encode_png
+
+    def lie(job, image):
+        return (encoder or encode_png)(job, ImageOps.invert(image.convert("RGB")))
+
+    return lie
+
+
 def main(argv=None) -> int:
     frames_out = _take_stdout()
     # Never download weights: models come from local folders or the offline HF cache.
@@ -155,29 +175,37 @@ def main(argv=None) -> int:
         args.model, serving.device_name, serving.dtype_name, load_seconds, serving.max_batch,
     )
 
-    writer = FrameWriter(frames_out)
-    writer.send(
-        ReadyFrame(
-            model=args.model,
-            device=serving.device_name,
-            dtype=serving.dtype_name,
-            max_batch=serving.max_batch,
-            load_seconds=round(load_seconds, 3),
-        )
-    )
-    runner = Runner(
-        pipe=serving.pipe,
+    ready = ReadyFrame(
         model=args.model,
-        device=serving.device,
+        device=serving.device_name,
+        dtype=serving.dtype_name,
         max_batch=serving.max_batch,
-        writer=writer,
-        bench_log=args.bench_log,
-        # The tuned GPU path keeps the CPU off the critical path: tensors in and
-        # out of the pipeline, PNG encoding in threads while the next batch runs.
-        tensor_io=serving.tuned,
-        encode_workers=ENCODE_WORKERS if serving.tuned else 0,
-        encoder=serving.encoder,
+        load_seconds=round(load_seconds, 3),
     )
+
+    def make_runner(writer):
+        return Runner(
+            pipe=serving.pipe,
+            model=args.model,
+            device=serving.device,
+            max_batch=serving.max_batch,
+            writer=writer,
+            bench_log=args.bench_log,
+            # The tuned GPU path keeps the CPU off the critical path: tensors in and
+            # out of the pipeline, PNG encoding in threads while the next batch runs.
+            tensor_io=serving.tuned,
+            encode_workers=ENCODE_WORKERS if serving.tuned else 0,
+            encoder=_liar(serving.encoder) if args.lie else serving.encoder,
+        )
+
+    if args.connect:
+        from .remote import serve_remote
+
+        frames_out.close()
+        return serve_remote(args.connect, args.token, ready.header(), make_runner)
+    writer = FrameWriter(frames_out)
+    writer.send(ready)
+    runner = make_runner(writer)
     # Unbuffered, no Python-level lock: the daemon reader thread may still be
     # blocked in read() when the interpreter exits.
     stdin = open(0, "rb", buffering=0, closefd=False)

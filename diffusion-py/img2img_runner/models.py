@@ -23,7 +23,11 @@ class ModelEntry:
 
 
 def parse_model_names(path: str) -> list[ModelEntry]:
-    """Read model_names.txt: one `name` or `name source` per line, `#` starts a comment."""
+    """Read model_names.txt: one `name` or `name source` per line, `#` starts a comment.
+
+    A trailing `verify=POLICY` field is the service's verification policy (common/models.ts
+    checks it); the runner has no use for it and skips it.
+    """
     entries: list[ModelEntry] = []
     seen: set[str] = set()
     with open(path, encoding="utf-8") as handle:
@@ -32,7 +36,7 @@ def parse_model_names(path: str) -> list[ModelEntry]:
             if not line:
                 continue
             where = f"{path}:{number}: {raw.rstrip()!r}"
-            fields = line.split()
+            fields = [field for field in line.split() if not field.startswith("verify=")]
             if len(fields) > 2:
                 raise ValueError(f"{where}: expected `name` or `name source`, got {len(fields)} fields")
             name = fields[0]

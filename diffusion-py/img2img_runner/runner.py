@@ -239,6 +239,15 @@ class Runner:
             self._stopping = True
             self._cond.notify()
 
+    def abandon(self) -> None:
+        """Nobody will receive the results any more (a remote connection closed): drop queued
+        jobs, stop running ones at their next step, and let serve() return."""
+        with self._cond:
+            self._pending.clear()
+            self._canceled.update(self._running | self._decoding)
+            self._stopping = True
+            self._cond.notify()
+
     # ---------------------------------------------------------------- main thread
 
     def serve(self, stream) -> int:

@@ -1,0 +1,154 @@
+// A remote worker's runner: the same frames as a local runner (common/protocol.ts), one per
+// binary WebSocket message, over a connection the worker opened to the gateway
+// (consumer/gateway.ts). Jobs are leased: each has a deadline that every frame from the worker
+// renews. A closed connection or a missed deadline loses the worker's jobs as a shared,
+// retryable crash: they run again elsewhere as the same attempt (consumer/job.ts), since a
+// network or a machine we do not run is no proof against a job.
+import type { WebSocket } from 'ws';
+import { encodeFrame, FrameDecoder } from '../common/frames.js';
+import type { JobParams } from '../common/jobs.js';
+import type { Logger } from '../common/logger.js';
+import { readRunnerFrame, type FromRunner, type ReadyFrame, type ToRunner } from '../common/protocol.js';
+import type { PoolRunner } from './pool.js';
+import type { JobCallbacks, RunnerOutcome } from './runner.js';
+
+interface Lease {
+  callbacks: JobCallbacks;
+  resolve(outcome: RunnerOutcome): void;
+  deadline: number;
+}
+
+export interface RemoteOptions {
+  worker: string;
+  ready: ReadyFrame;
+  /** A job with no frame from its worker for this long is lost, and the connection dropped. */
+  leaseMs: number;
+  logger: Logger;
+  /** The connection is gone; its jobs were already resolved. */
+  onClose(): void;
+  /** A job ended on this worker (for its counters). */
+  onOutcome?(id: string, outcome: RunnerOutcome): void;
+}
+
+export class RemoteRunner implements PoolRunner {
+  readonly worker: string;
+  private readonly leases = new Map<string, Lease>();
+  private readonly decoder = new FrameDecoder();
+  private readonly timer: NodeJS.Timeout;
+  private closed = false;
+
+  constructor(
+    private readonly socket: WebSocket,
+    private readonly options: RemoteOptions,
+  ) {
+    this.worker = options.worker;
+    socket.on('message', (data: Buffer, isBinary: boolean) => this.receive(data, isBinary));
+    socket.on('close', (code, reason) => this.lose(`worker connection closed (${code} ${reason.toString() || 'no reason'})`));
+    socket.on('error', (error) => options.logger.warn({ err: error, worker: this.worker }, 'worker connection error'));
+    this.timer = setInterval(() => this.checkLeases(), Math.max(100, Math.min(1000, options.leaseMs / 4))).unref();
+  }
+
+  get pending(): number {
+    return this.leases.size;
+  }
+
+  /** One batch computing and one queued behind it, as the worker's ready frame sized it. */
+  get capacity(): number {
+    return this.closed ? 0 : 2 * this.options.ready.max_batch;
+  }
+
+  get running(): boolean {
+    return !this.closed;
+  }
+
+  get ready(): ReadyFrame {
+    return this.options.ready;
+  }
+
+  /** Solo runs are not needed here: a remote loss never spends an attempt, so no culprit is sought. */
+  run(id: string, params: JobParams, image: Uint8Array, callbacks: JobCallbacks = {}): Promise<RunnerOutcome> {
+    if (this.closed) return Promise.resolve(lost('worker connection closed before the job was sent'));
+    const outcome = new Promise<RunnerOutcome>((resolve) => {
+      this.leases.set(id, { callbacks, resolve, deadline: Date.now() + this.options.leaseMs });
+    });
+    this.send({ v: 1, type: 'job', id, params }, image);
+    return outcome;
+  }
+
+  cancel(id: string): void {
+    if (this.leases.has(id)) this.send({ v: 1, type: 'cancel', id });
+  }
+
+  /** The gateway closes connections when the consumer stops; idle unloading leaves a worker's model loaded. */
+  async stop(): Promise<void> {}
+
+  /** Drops the connection (eviction, revocation, a missed lease, shutdown); its jobs are lost. */
+  close(code: number, reason: string): void {
+    this.lose(reason);
+    this.socket.close(code, reason);
+    // A worker that does not answer the close handshake is cut off.
+    setTimeout(() => this.socket.terminate(), 2000).unref();
+  }
+
+  private send(message: ToRunner, payload?: Uint8Array): void {
+    this.socket.send(encodeFrame(message, payload), { binary: true });
+  }
+
+  private receive(data: Buffer, isBinary: boolean): void {
+    if (!isBinary) return;
+    try {
+      for (const frame of this.decoder.push(data)) {
+        const read = readRunnerFrame(frame);
+        if (read && read.message.type !== 'ready') this.onMessage(read.message, read.payload);
+      }
+    } catch (error) {
+      this.options.logger.error({ err: error, worker: this.worker }, 'worker broke the frame protocol; dropping it');
+      this.close(1002, 'protocol error');
+    }
+  }
+
+  private onMessage(message: Exclude<FromRunner, { type: 'ready' }>, payload: Buffer): void {
+    // Any frame shows the worker alive and working: it renews every lease it holds.
+    const deadline = Date.now() + this.options.leaseMs;
+    for (const lease of this.leases.values()) lease.deadline = deadline;
+    if (message.type === 'pong') return;
+    const lease = message.id === null ? undefined : this.leases.get(message.id);
+    if (!lease) return;
+    switch (message.type) {
+      case 'started':
+        return lease.callbacks.onStarted?.(message.batch_size);
+      case 'progress':
+        return lease.callbacks.onProgress?.(message.step, message.total);
+      case 'result':
+        return this.settle(message.id, { ok: true, image: payload, result: message });
+      case 'error':
+        return this.settle(message.id!, { ok: false, code: message.code, retryable: message.retryable, message: message.message });
+    }
+  }
+
+  private settle(id: string, outcome: RunnerOutcome): void {
+    const lease = this.leases.get(id);
+    if (!lease) return;
+    this.leases.delete(id);
+    this.options.onOutcome?.(id, outcome);
+    lease.resolve(outcome);
+  }
+
+  private checkLeases(): void {
+    const now = Date.now();
+    if ([...this.leases.values()].some((lease) => lease.deadline < now)) {
+      this.options.logger.error({ worker: this.worker, lease_ms: this.options.leaseMs }, 'worker missed a lease; dropping it');
+      this.close(4008, 'lease expired');
+    }
+  }
+
+  private lose(reason: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.timer);
+    for (const id of [...this.leases.keys()]) this.settle(id, lost(reason));
+    this.options.onClose();
+  }
+}
+
+const lost = (message: string): RunnerOutcome => ({ ok: false, code: 'runner_crashed', retryable: true, message, shared: true });

@@ -1,0 +1,92 @@
+// Remote workers (issue 15): runners that dial in over a WebSocket with worker tokens, verified
+// results, strikes and eviction. Every worker is the tiny model on this machine's CPU, on
+// 127.0.0.1; the liar is the same runner with its test-only --lie option (inverted images).
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { JobRecord } from '../../common/jobs.js';
+import { jobKeys } from '../../common/storage.js';
+import { WorkerStore } from '../../common/workers.js';
+import type { Consumer } from '../../consumer/consumer.js';
+import { psnr } from '../../consumer/compare.js';
+import { json, pngImage, postJob, startTestApi, type TestApi } from '../helpers/api.js';
+import { startTestConsumer, waitFor, waitForStatus } from '../helpers/consumer.js';
+import { newWorker, WorkerProcess } from '../helpers/workers.js';
+
+const ENDED = ['succeeded', 'failed', 'canceled'];
+
+/** Every job the same: honest workers give the same pixels for it, the liar does not. */
+async function submit(api: TestApi, steps = 4, size = 64): Promise<string> {
+  const response = await postJob(api.url, {
+    image: await pngImage(size, size),
+    query: { model_name: 'tiny', prompt: 'verify', seed: '7', steps: String(steps), strength: '0.6' },
+  });
+  expect(response.status).toBe(202);
+  return (await json(response)).id as string;
+}
+
+async function startWorkers(api: TestApi, consumer: Consumer, names: string[], liars: string[] = []) {
+  return Promise.all(
+    names.map(async (name) => {
+      const { id, token } = await newWorker(api.services.store, name);
+      const process = new WorkerProcess(consumer.gatewayUrl()!, token, liars.includes(name) ? ['--lie'] : []).start();
+      return { name, id, token, process };
+    }),
+  );
+}
+
+const gatewayConfig = (api: TestApi, overrides: Record<string, unknown> = {}) => ({
+  ...api.config,
+  RUNNER_LOCAL: 'off' as const,
+  WORKER_GATEWAY: 'on' as const,
+  WORKER_GATEWAY_PORT: 0,
+  IDLE_UNLOAD_MS: 0,
+  SHUTDOWN_GRACE_MS: 1000,
+  ...overrides,
+});
+
+describe('all:2 with two honest workers and one liar', () => {
+  let api: TestApi;
+  let consumer: Consumer;
+  let workers: Awaited<ReturnType<typeof startWorkers>>;
+  beforeAll(async () => {
+    api = await startTestApi();
+    consumer = await startTestConsumer(gatewayConfig(api, { WORKER_MAX_STRIKES: 2 }), 'tiny verify=all:2\n');
+    workers = await startWorkers(api, consumer, ['honest-1', 'honest-2', 'liar'], ['liar']);
+    await Promise.all(workers.map((w) => w.process.connected()));
+  }, 180_000);
+  afterAll(async () => {
+    for (const w of workers ?? []) w.process.kill();
+    await consumer?.stop();
+    await api?.close();
+  });
+
+  it('shows only honest results, evicts the liar after its strikes, and redoes what it touched', async () => {
+    const [honest1, honest2, liar] = workers;
+    const ids = await Promise.all(Array.from({ length: 12 }, () => submit(api)));
+    const records: JobRecord[] = [];
+    for (const id of ids) records.push(await waitForStatus(api.services.records, id, ENDED, 180_000));
+
+    const outputs = await Promise.all(ids.map(async (id) => (await api.services.store.getBytes(jobKeys(id).output))!));
+    const honestIds = [honest1!.id, honest2!.id];
+    for (const [i, record] of records.entries()) {
+      expect(record).toMatchObject({ status: 'succeeded', attempts: 1, verification: { policy: 'all:2', state: 'verified' } });
+      expect(honestIds).toContain(record.worker);
+      // Same job, same seed, same CPU: every honest output has the same pixels.
+      expect(await psnr(outputs[0]!, outputs[i]!)).toBe(Infinity);
+    }
+    const outvoted = records.filter((r) => r.verification?.outvoted.includes(liar!.id)).length;
+
+    const token = await new WorkerStore(api.services.store).get(liar!.id);
+    expect(token?.evicted).not.toBeNull();
+    expect(token!.strikes.length).toBeGreaterThanOrEqual(2);
+    // Its reconnection is refused: the runner gives up with exit code 3.
+    expect(await liar!.process.exited()).toBe(3);
+
+    const listed = await waitFor(async () => {
+      const body = await json<{ workers: { id: string; state: string; jobs_done: number }[] }>(await fetch(`${api.url}/api/workers`));
+      const states = Object.fromEntries(body.workers.map((w) => [w.id, w.state]));
+      return states[liar!.id] === 'evicted' && states[honest1!.id] === 'connected' ? body.workers : undefined;
+    }, 30_000, 'GET /api/workers to show the eviction');
+    expect(listed.find((w) => w.id === honest1!.id)!.jobs_done).toBeGreaterThan(0);
+    console.log(`[workers] all:2: 12 jobs, all honest; liar outvoted on ${outvoted}, evicted with ${token!.strikes.length} strikes`);
+  }, 300_000);
+});
