@@ -61,7 +61,7 @@ describe('API keys', () => {
     const response = await submit(a!, 'alice');
     expect(response.status).toBe(202);
     const job = await json(response);
-    for (const path of [`/api/jobs/${job.id}`, `/api/results/${job.id}`, `/api/jobs/${job.id}/events`]) {
+    for (const path of [`/api/jobs/${job.id}`, `/api/results/${job.id}`, `/api/jobs/${job.id}/events`, `/api/jobs/${job.id}/webhooks`]) {
       const own = await fetch(`${b!.url}${path}`, { headers: bearer('alice') });
       expect(own.status, path).not.toBe(404);
       await own.body?.cancel();
