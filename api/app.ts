@@ -1,17 +1,17 @@
 // The HTTP application: routes, the OpenAPI document and Swagger UI, and the one place where
 // errors become responses. createApp does no I/O, so tests run it in-process on a real server.
 import { OpenAPIHono } from '@hono/zod-openapi';
-import { swaggerUI } from '@hono/swagger-ui';
 import type { Hook } from '@hono/zod-openapi';
-import type { MiddlewareHandler } from 'hono';
 import { PatternRouter } from 'hono/router/pattern-router';
 import { fromZod, MethodNotAllowed, NotFound, toErrorResponse } from './errors.js';
-import { corsFor, DOCS_OPTIONS, DOCS_POLICY, policyHeader, securityHeaders } from './headers.js';
+import { corsFor, securityHeaders } from './headers.js';
 import { diffusionRoutes } from './routes/diffusion.js';
+import { docsRoutes } from './routes/docs.js';
 import { eventRoutes } from './routes/events.js';
 import { healthRoutes } from './routes/health.js';
 import { jobRoutes } from './routes/jobs.js';
 import { modelRoutes } from './routes/models.js';
+import { pageRoutes } from './routes/page.js';
 import { resultRoutes } from './routes/results.js';
 import { webhookRoutes } from './routes/webhooks.js';
 import { workerRoutes } from './routes/workers.js';
@@ -86,12 +86,8 @@ export function createApp(services: Services) {
       { name: 'health', description: 'Liveness and readiness probes' },
     ],
   });
-  // The one HTML page gets its own Content-Security-Policy (securityHeaders keeps a header a route set).
-  const docsPolicy = policyHeader(DOCS_POLICY);
-  const withDocsPolicy: MiddlewareHandler = async (c, next) => {
-    c.header('Content-Security-Policy', docsPolicy);
-    await next();
-  };
-  app.get('/docs', withDocsPolicy, swaggerUI(DOCS_OPTIONS));
+  // The two HTML pages, each with its own Content-Security-Policy, and their files.
+  app.route('/', docsRoutes());
+  app.route('/', pageRoutes());
   return app;
 }

@@ -1,39 +1,40 @@
 // Response headers for a service on the open network: security headers on every answer
-// (hono/secure-headers), a Content-Security-Policy for the one HTML page (Swagger UI at /docs),
-// and CORS for browser clients on other origins, off unless CORS_ORIGINS lists some (hono/cors).
-import { createHash } from 'node:crypto';
-import { SwaggerUI } from '@hono/swagger-ui';
+// (hono/secure-headers), a Content-Security-Policy for each of the two HTML pages (the web page
+// at / and Swagger UI at /docs), and CORS for browser clients on other origins, off unless
+// CORS_ORIGINS lists some (hono/cors).
 import type { MiddlewareHandler } from 'hono';
 import { cors } from 'hono/cors';
 import { secureHeaders } from 'hono/secure-headers';
 import type { ApiConfig } from '../common/config.js';
 
-/**
- * Where Swagger UI's script and stylesheet come from today (@hono/swagger-ui's default CDN,
- * named here so that the page and its policy cannot disagree). When the page serves them
- * itself, this becomes 'self'.
- */
-const SWAGGER_CDN = 'https://cdn.jsdelivr.net';
-export const DOCS_OPTIONS = { url: '/openapi.json', title: 'img2img API', baseUrl: `${SWAGGER_CDN}/npm`, validatorUrl: 'none' };
-
-/** The page's one inline script (it starts Swagger UI), allowed by its hash rather than by 'unsafe-inline'. */
-const inlineScriptHashes = (html: string) =>
-  [...html.matchAll(/<script>([\s\S]*?)<\/script>/g)].map(([, body]) => `'sha256-${createHash('sha256').update(body!).digest('base64')}'`);
-
 /** JSON and images: nothing may load, and no page may frame them. */
 const API_POLICY = { defaultSrc: ["'none'"], frameAncestors: ["'none'"], baseUri: ["'none'"], formAction: ["'none'"] };
 
 /**
- * Swagger UI: its bundle and stylesheet from the CDN, its inline start-up script by hash, the
+ * Swagger UI: its bundle, stylesheet and start-up script from this origin only (the API serves
+ * them from swagger-ui-dist, so nothing loads from a CDN and the page works offline), the
  * document and "Try it out" requests to this origin, the icons its stylesheet inlines as data:
- * URLs, and style attributes it sets; framed by no one.
+ * URLs, and the style attributes it sets; framed by no one.
  */
 export const DOCS_POLICY = {
   ...API_POLICY,
-  scriptSrc: [SWAGGER_CDN, ...inlineScriptHashes(SwaggerUI(DOCS_OPTIONS))],
-  styleSrc: [SWAGGER_CDN, "'unsafe-inline'"],
+  scriptSrc: ["'self'"],
+  styleSrc: ["'self'", "'unsafe-inline'"],
   imgSrc: ["'self'", 'data:'],
-  fontSrc: [SWAGGER_CDN, 'data:'],
+  fontSrc: ["'self'", 'data:'],
+  connectSrc: ["'self'"],
+};
+
+/**
+ * The web page at /: its script and stylesheet from this origin, requests to this origin,
+ * images from it (results), blob: (the chosen file's preview, a result fetched with a key)
+ * and data: (the thumbnails it keeps in localStorage). No inline script or style at all.
+ */
+export const PAGE_POLICY = {
+  ...API_POLICY,
+  scriptSrc: ["'self'"],
+  styleSrc: ["'self'"],
+  imgSrc: ["'self'", 'blob:', 'data:'],
   connectSrc: ["'self'"],
 };
 
@@ -57,6 +58,15 @@ export const policyHeader = (policy: Record<string, string[]>) =>
   Object.entries(policy)
     .map(([directive, sources]) => `${directive.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} ${sources.join(' ')}`)
     .join('; ');
+
+/** Gives a page its own Content-Security-Policy (securityHeaders keeps a header a route set). */
+export function withPolicy(policy: Record<string, string[]>): MiddlewareHandler {
+  const value = policyHeader(policy);
+  return async (c, next) => {
+    c.header('Content-Security-Policy', value);
+    await next();
+  };
+}
 
 /** CORS for the origins of CORS_ORIGINS (`*`: any); undefined when it lists none (CORS is off). */
 export function corsFor(config: Pick<ApiConfig, 'CORS_ORIGINS'>): MiddlewareHandler | undefined {

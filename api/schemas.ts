@@ -90,6 +90,18 @@ export const ModelList = z
             description: 'Messages not yet consumed by the model’s consumer group, per priority',
             example: { high: 0, normal: 3, low: 1, total: 4 },
           }),
+        defaults: z
+          .object({ strength: z.number(), steps: z.number().int(), guidance_scale: z.number() })
+          .openapi({
+            description: 'What a job of this model gets for a parameter it leaves out (common/params.json)',
+            example: { strength: 0.6, steps: 10, guidance_scale: 7.5 },
+          }),
+        image: z
+          .object({ min_side: z.number().int(), max_side: z.number().int(), max_pixels: z.number().int() })
+          .openapi({
+            description: 'The images this model takes: each side from min_side to max_side pixels, and at most max_pixels in all',
+            example: { min_side: 8, max_side: 4096, max_pixels: 1048576 },
+          }),
       }),
     ),
   })

@@ -108,7 +108,7 @@ export function submissionFields(models: readonly string[]) {
       .enum(['high', 'normal', 'low', '0', '1', '2'], { error: 'must be one of high, normal, low (or 0, 1, 2)' })
       .transform((value) => PRIORITY_CODES[value] as Priority)
       .optional()
-      .openapi({ description: 'Queue priority; 0=high, 1=normal, 2=low. Default normal', example: 'normal' }),
+      .openapi({ description: 'Queue priority; 0=high, 1=normal, 2=low. Default normal', example: 'normal', default: 'normal' }),
     negative_prompt: text('What the image should not show; empty means none', 'blurry', false).optional(),
     strength: numeric(strength, {
       description:

@@ -1,7 +1,10 @@
-// GET /api/models: the models this deployment serves and the depth of their queues.
+// GET /api/models: the models this deployment serves, the depth of their queues, and each
+// model's parameter defaults and image limits (what a client needs to fill in a form).
 import { createRoute, OpenAPIHono } from '@hono/zod-openapi';
+import { defaultsFor } from '../../common/params.js';
 import { call } from '../dependency.js';
 import type { AppEnv } from '../env.js';
+import { limitsFor } from '../image.js';
 import { errorResponse, ModelList } from '../schemas.js';
 import type { Services } from '../services.js';
 
@@ -19,9 +22,14 @@ const route = createRoute({
 });
 
 export function modelRoutes(services: Services) {
-  const { depth, models } = services;
+  const { depth, models, config } = services;
+  const deployment = { maxSide: config.MAX_IMAGE_SIDE, maxPixels: config.MAX_IMAGE_PIXELS };
+  const described = models.map((name) => {
+    const { min_side, max_side, max_pixels } = limitsFor(name, deployment);
+    return { name, defaults: defaultsFor(name), image: { min_side, max_side, max_pixels } };
+  });
   return new OpenAPIHono<AppEnv>().openapi(route, async (c) => {
     const depths = await call('kafka', () => depth.get(), c.var.deadline());
-    return c.json({ models: models.map((name) => ({ name, queue_depth: depths.get(name)! })) }, 200);
+    return c.json({ models: described.map((model) => ({ ...model, queue_depth: depths.get(model.name)! })) }, 200);
   });
 }

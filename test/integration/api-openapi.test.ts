@@ -53,6 +53,22 @@ describe('GET /openapi.json', () => {
     expect(Object.keys(post.responses).sort()).toEqual(['202', '400', '401', '409', '413', '415', '422', '429', '503']);
   });
 
+  it('states each numeric field\'s range and default as numbers (x-number, read by the web page), in agreement with its pattern', () => {
+    const fields = document.paths['/api/diffusion']!.post!.requestBody.content['multipart/form-data'].schema.properties;
+    const numeric = Object.entries(fields as Record<string, { pattern: string; 'x-number'?: Record<string, number | boolean> }>).filter(([, schema]) => schema['x-number']);
+    expect(numeric.map(([name]) => name).sort()).toEqual(['guidance_scale', 'seed', 'steps', 'strength']);
+    for (const [name, schema] of numeric) {
+      const { minimum, maximum, exclusiveMinimum, integer, default: fallback } = schema['x-number'] as { minimum: number; maximum: number; exclusiveMinimum?: boolean; integer: boolean; default?: number };
+      const pattern = new RegExp(schema.pattern);
+      const step = integer ? 1 : 0.5;
+      expect(pattern.test(String(minimum)), `${name} ${minimum}`).toBe(!exclusiveMinimum);
+      expect(pattern.test(String(minimum + step)), name).toBe(true);
+      expect(pattern.test(String(maximum)), name).toBe(true);
+      expect(pattern.test(String(maximum + 1)), name).toBe(false);
+      if (fallback !== undefined) expect(pattern.test(String(fallback)), `${name} default`).toBe(true);
+    }
+  });
+
   it('gives every parameter an example', () => {
     for (const [path, methods] of Object.entries(document.paths)) {
       for (const operation of Object.values(methods)) {
@@ -74,12 +90,13 @@ describe('GET /openapi.json', () => {
 });
 
 describe('GET /docs', () => {
-  it('serves Swagger UI pointed at /openapi.json', async () => {
+  it('serves Swagger UI pointed at /openapi.json (in a browser: test/integration/browser.test.ts)', async () => {
     const response = await fetch(`${api.url}/docs`);
     expect(response.status).toBe(200);
     const html = await response.text();
-    expect(html).toMatch(/swagger-ui/i);
-    expect(html).toContain('/openapi.json');
+    expect(html).toMatch(/swagger-ui-bundle\.js/);
+    const starter = /<script src="(\/web\/docs\.js)"><\/script>/.exec(html)?.[1];
+    expect(await (await fetch(`${api.url}${starter}`)).text()).toContain("url: '/openapi.json'");
   });
 });
 
