@@ -145,18 +145,36 @@ export function acceptance(submissions: Submission[], at: number): { refused_for
 }
 
 /**
- * How long after `at` the consumers served every partition of the job topic again: per
- * partition, the first job that started after `at`; the slowest partition counts.
+ * How long after a fault at `at` the system took new work end to end on every partition of the
+ * job topic again: per partition, the first job submitted after `at` that a runner started (the
+ * slowest partition counts; jobs already buffered by the consumer do not count). And the longest
+ * a job submitted after `at` waited from its record's creation to its start.
  */
-export function servedAgain(records: JobRecord[], partitionOf: Map<string, number>, at: number): number {
+export function servedAgain(
+  records: JobRecord[],
+  partitionOf: Map<string, number>,
+  at: number,
+): { served_again_s: number; longest_wait_s: number; longest_wait_before_s: number } {
   const first = new Map<number, number>();
+  let longest = 0;
+  let longestBefore = 0;
   for (const record of records) {
     const partition = partitionOf.get(record.id);
+    const created = Date.parse(record.created_at);
     if (partition === undefined || !record.started_at) continue;
     const started = Date.parse(record.started_at);
-    if (started >= at) first.set(partition, Math.min(first.get(partition) ?? Infinity, started));
+    if (created < at) {
+      longestBefore = Math.max(longestBefore, started - created);
+      continue;
+    }
+    first.set(partition, Math.min(first.get(partition) ?? Infinity, started));
+    longest = Math.max(longest, started - created);
   }
-  return first.size ? round((Math.max(...first.values()) - at) / 1000) : NaN;
+  return {
+    served_again_s: first.size ? round((Math.max(...first.values()) - at) / 1000) : NaN,
+    longest_wait_s: round(longest / 1000),
+    longest_wait_before_s: round(longestBefore / 1000),
+  };
 }
 
 export const round = (x: number) => Math.round(x * 10) / 10;

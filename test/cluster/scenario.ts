@@ -50,7 +50,12 @@ export async function startSystem(): Promise<System> {
     expect(response.status).toBe(202);
     warm.push((await json(response)).id as string);
   }
-  for (const id of warm) await waitForStatus(api.services.records, id, ['succeeded'], 120_000);
+  try {
+    for (const id of warm) await waitForStatus(api.services.records, id, ['succeeded'], 120_000);
+  } catch (error) {
+    const records = await Promise.all(warm.map((id) => api.services.records.get(id).catch(() => undefined)));
+    throw new Error(`warm-up: ${String(error)}; records: ${records.map((r) => `${r?.id} ${r?.status} ${r?.error?.code ?? ''}`).join(', ')}\nconsumer log:\n${consumer.log.slice(-4000)}`);
+  }
   return {
     api,
     consumer,
@@ -97,15 +102,17 @@ export async function underLoad(system: System, fault: Fault): Promise<Result> {
   const messages = await readTopic(config, jobTopic(config.TOPIC_PREFIX, 'tiny', 'normal'), (m) => accepted.every((r) => m.some((x) => x.key === r!.id)), 60_000);
   const partitionOf = new Map(messages.map((m) => [m.key, m.partition]));
   const { refused_for_s, slowest_answer_s } = acceptance(submissions, faultAt);
-  const served = servedAgain(accepted as NonNullable<(typeof accepted)[number]>[], partitionOf, faultAt);
+  const { served_again_s, longest_wait_s, longest_wait_before_s } = servedAgain(accepted as NonNullable<(typeof accepted)[number]>[], partitionOf, faultAt);
   const figures = {
     ...outcome.figures,
     ...injected,
     ...restored,
     refused_for_s,
     slowest_answer_s,
-    every_partition_served_again_s: served,
-    seconds_to_recover: round(Math.max(refused_for_s, Number.isNaN(served) ? 0 : served)),
+    every_partition_served_again_s: served_again_s,
+    longest_queue_wait_before_fault_s: longest_wait_before_s,
+    longest_queue_wait_after_fault_s: longest_wait_s,
+    seconds_to_recover: served_again_s,
     reruns: accepted.filter((r) => (r!.attempts ?? 1) > 1).length,
     test_s: round((Date.now() - started) / 1000),
   };
