@@ -90,3 +90,44 @@ describe('all:2 with two honest workers and one liar', () => {
     console.log(`[workers] all:2: 12 jobs, all honest; liar outvoted on ${outvoted}, evicted with ${token!.strikes.length} strikes`);
   }, 300_000);
 });
+
+describe('spot:0.2 with two honest workers and one liar', () => {
+  let api: TestApi;
+  let consumer: Consumer;
+  let workers: Awaited<ReturnType<typeof startWorkers>>;
+  beforeAll(async () => {
+    api = await startTestApi();
+    consumer = await startTestConsumer(gatewayConfig(api, { WORKER_MAX_STRIKES: 2 }), 'tiny verify=spot:0.2\n');
+    workers = await startWorkers(api, consumer, ['honest-1', 'honest-2', 'liar'], ['liar']);
+    await Promise.all(workers.map((w) => w.process.connected()));
+  }, 180_000);
+  afterAll(async () => {
+    for (const w of workers ?? []) w.process.kill();
+    await consumer?.stop();
+    await api?.close();
+  });
+
+  // A job is checked with probability 0.2, and a check involves the liar when it is one of the
+  // two workers picked (about 2 in 3): a strike every 1 / (0.2 * 2/3) = 7.5 jobs, so 2 strikes
+  // in about 15 jobs. 150 jobs without 2 strikes has a probability below 1e-7.
+  it('catches the liar within a bounded number of jobs and lists its unchecked results', async () => {
+    const [, , liar] = workers;
+    const store = new WorkerStore(api.services.store);
+    let jobs = 0;
+    let records: JobRecord[] = [];
+    while (!(await store.get(liar!.id))?.evicted && jobs < 150) {
+      const ids = await Promise.all(Array.from({ length: 5 }, () => submit(api)));
+      jobs += ids.length;
+      records = records.concat(await Promise.all(ids.map((id) => waitForStatus(api.services.records, id, ENDED, 120_000))));
+    }
+    const token = await store.get(liar!.id);
+    expect(token?.evicted).not.toBeNull();
+    const checked = records.filter((r) => r.verification?.state === 'verified').length;
+    const unverifiedFromLiar = records.filter((r) => r.worker === liar!.id && r.verification?.state === 'single').map((r) => r.id);
+    // What the liar delivered unchecked is listed for an operator.
+    for (const id of unverifiedFromLiar) expect(token!.evicted!.unverified_jobs).toContain(id);
+    for (const record of records) expect(record.status).toBe('succeeded');
+    console.log(`[workers] spot:0.2: liar evicted after ${jobs} jobs (${checked} checked; ${unverifiedFromLiar.length} of its results went out unchecked and are listed)`);
+    expect(await liar!.process.exited()).toBe(3);
+  }, 600_000);
+});
