@@ -49,6 +49,7 @@ describe('distributed MinIO, a server killed under load', () => {
   it('runs as one erasure set over four servers', async () => {
     const response = await fetch(`${minioEndpoint(1)}/minio/health/cluster`);
     expect(response.status).toBe(200);
+    console.log(`[cluster] MinIO: 4 servers x 2 drives, write quorum ${response.headers.get('x-minio-write-quorum')} drives`);
     // Write quorum of 8 drives at the default parity (EC:4) is 5: two drives may go.
     expect(Number(response.headers.get('x-minio-write-quorum'))).toBeLessThanOrEqual(6);
   });
