@@ -16,6 +16,16 @@ describe('parseModelNames', () => {
     expect(() => parseModelNames(`tiny\n${name}\n`)).toThrow(/model_names\.txt:2/);
   });
 
+  it('reads a verification policy after the name or the source', () => {
+    expect(parseModelNames('tiny verify=all:2\nsd15 /m/sd15 verify=spot:0.1\nx verify=off\n')).toEqual([
+      { name: 'tiny', verify: { kind: 'all' } },
+      { name: 'sd15', source: '/m/sd15', verify: { kind: 'spot', fraction: 0.1 } },
+      { name: 'x' },
+    ]);
+    expect(() => parseModelNames('tiny verify=all:3\n')).toThrow(/model_names\.txt:1: verify must be/);
+    expect(() => parseModelNames('tiny verify=spot:1.5\n')).toThrow(/verify must be/);
+  });
+
   it('refuses duplicates and empty files', () => {
     expect(() => parseModelNames('tiny\ntiny\n')).toThrow(/twice/);
     expect(() => parseModelNames('# nothing\n')).toThrow(/no models/);
