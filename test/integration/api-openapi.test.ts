@@ -37,6 +37,7 @@ describe('GET /openapi.json', () => {
         'GET /api/jobs/{id}/webhooks',
         'GET /api/results/{id}',
         'GET /api/models',
+        'GET /api/workers',
         'GET /healthz',
         'GET /readyz',
       ].sort(),
