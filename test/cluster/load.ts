@@ -177,4 +177,23 @@ export function servedAgain(
   };
 }
 
+/**
+ * The longest time no job started, in the window before `at` (from `from`) and after it (to the
+ * last start): a consumer that stalls shows a gap, whatever the backlog.
+ */
+export function startGaps(records: JobRecord[], from: number, at: number): { before_s: number; after_s: number } {
+  const starts = records
+    .map((r) => (r.started_at ? Date.parse(r.started_at) : NaN))
+    .filter((t) => t >= from)
+    .sort((a, b) => a - b);
+  let before = 0;
+  let after = 0;
+  for (let i = 1; i < starts.length; i++) {
+    const [previous, next] = [starts[i - 1]!, starts[i]!];
+    if (next < at) before = Math.max(before, next - previous);
+    else after = Math.max(after, next - Math.max(previous, at)); // a gap across the fault counts from the fault
+  }
+  return { before_s: round(before / 1000), after_s: round(after / 1000) };
+}
+
 export const round = (x: number) => Math.round(x * 10) / 10;

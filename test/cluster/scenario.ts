@@ -1,6 +1,7 @@
 // One fault under load, the same steps for every node the suite kills: the API and a consumer
 // against the clusters, a steady load of submissions, SIGKILL of a node chosen while the load
 // runs, the node started again, then the accounting.
+import { writeFileSync } from 'node:fs';
 import { expect } from 'vitest';
 import type { Admin } from 'kafkajs';
 import { createKafka } from '../../common/kafka.js';
@@ -9,8 +10,8 @@ import { readTopic, startTestApi, type TestApi } from '../helpers/api.js';
 import { ConsumerProcess, waitForStatus } from '../helpers/consumer.js';
 import { uniqueName } from '../helpers/env.js';
 import { followEvents, report, sleep } from '../helpers/faults.js';
-import { kafkaBrokers, minioEndpoint } from './cluster.js';
-import { acceptance, round, settle, servedAgain, steadyLoad, type Outcome, type Submission } from './load.js';
+import { STATE_DIR, kafkaBrokers, minioEndpoint } from './cluster.js';
+import { acceptance, round, settle, servedAgain, startGaps, steadyLoad, type Outcome, type Submission } from './load.js';
 import { json, postJob } from '../helpers/api.js';
 import { pngOf } from '../helpers/consumer.js';
 
@@ -64,6 +65,8 @@ export async function startSystem(): Promise<System> {
     stop: async () => {
       await events.stop().catch(() => {});
       await consumer.stop('SIGKILL');
+      // Kept beside the nodes' logs (the next run's setup clears them).
+      writeFileSync(`${STATE_DIR}/logs/consumer-${api.config.TOPIC_PREFIX}.log`, consumer.log);
       await api.close();
     },
   };
@@ -102,6 +105,7 @@ export async function underLoad(system: System, fault: Fault): Promise<Result> {
   const messages = await readTopic(config, jobTopic(config.TOPIC_PREFIX, 'tiny', 'normal'), (m) => accepted.every((r) => m.some((x) => x.key === r!.id)), 60_000);
   const partitionOf = new Map(messages.map((m) => [m.key, m.partition]));
   const { refused_for_s, slowest_answer_s } = acceptance(submissions, faultAt);
+  const gaps = startGaps(accepted as NonNullable<(typeof accepted)[number]>[], started, faultAt);
   const { served_again_s, longest_wait_s, longest_wait_before_s } = servedAgain(accepted as NonNullable<(typeof accepted)[number]>[], partitionOf, faultAt);
   const figures = {
     ...outcome.figures,
@@ -112,6 +116,8 @@ export async function underLoad(system: System, fault: Fault): Promise<Result> {
     every_partition_served_again_s: served_again_s,
     longest_queue_wait_before_fault_s: longest_wait_before_s,
     longest_queue_wait_after_fault_s: longest_wait_s,
+    longest_time_without_a_start_before_fault_s: gaps.before_s,
+    longest_time_without_a_start_after_fault_s: gaps.after_s,
     seconds_to_recover: served_again_s,
     reruns: accepted.filter((r) => (r!.attempts ?? 1) > 1).length,
     test_s: round((Date.now() - started) / 1000),
