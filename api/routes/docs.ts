@@ -4,9 +4,8 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { serveStatic } from '@hono/node-server/serve-static';
 import { Hono } from 'hono';
-import { etag } from 'hono/etag';
 import { DOCS_POLICY, withPolicy } from '../headers.js';
-import { WEB_PATH } from './page.js';
+import { revalidated, WEB_PATH } from './page.js';
 
 const require = createRequire(import.meta.url);
 const SWAGGER_DIR = dirname(require.resolve('swagger-ui-dist/package.json'));
@@ -37,7 +36,7 @@ const page = `<!doctype html>
 
 export function docsRoutes() {
   const app = new Hono();
-  app.get('/docs', withPolicy(DOCS_POLICY), etag(), (c) => c.html(page, 200, { 'Cache-Control': 'no-cache' }));
+  app.get('/docs', withPolicy(DOCS_POLICY), revalidated(), (c) => c.html(page, 200, { 'Cache-Control': 'no-cache' }));
   for (const file of SWAGGER_FILES) {
     app.get(`${SWAGGER_PATH}/${file}`, serveStatic({ path: join(SWAGGER_DIR, file), onFound: (_, c) => c.header('Cache-Control', IMMUTABLE) }));
   }

@@ -4,7 +4,7 @@
 import { fileURLToPath } from 'node:url';
 import { serveStatic } from '@hono/node-server/serve-static';
 import { Hono } from 'hono';
-import { etag } from 'hono/etag';
+import { etag, RETAINED_304_HEADERS } from 'hono/etag';
 import { NotFound } from '../errors.js';
 import { PAGE_POLICY, withPolicy } from '../headers.js';
 
@@ -15,12 +15,20 @@ const WEB_DIR = fileURLToPath(new URL('../web/', import.meta.url));
 // Not versioned, so every use asks again; the ETag makes that a 304 when nothing changed.
 const revalidate = (_: string, c: { header(name: string, value: string): void }) => c.header('Cache-Control', 'no-cache');
 
+/**
+ * ETags for files that change with a release. A 304 must carry the page's own policy too: the
+ * browser updates the headers it kept with the 304's, and would otherwise take the API's
+ * default-src 'none' for the page.
+ */
+export const revalidated = () =>
+  etag({ retainedHeaders: [...RETAINED_304_HEADERS, 'content-security-policy'] });
+
 export function pageRoutes() {
   const app = new Hono();
-  app.get('/', withPolicy(PAGE_POLICY), etag(), serveStatic({ path: `${WEB_DIR}index.html`, onFound: revalidate }));
+  app.get('/', withPolicy(PAGE_POLICY), revalidated(), serveStatic({ path: `${WEB_DIR}index.html`, onFound: revalidate }));
   app.get(
     `${WEB_PATH}/*`,
-    etag(),
+    revalidated(),
     serveStatic({ root: WEB_DIR, rewriteRequestPath: (path) => path.slice(WEB_PATH.length), onFound: revalidate }),
     // No such file: a 404 like any unknown path (left to the app, the route would make it a 405).
     (c) => {

@@ -1,0 +1,245 @@
+// The two pages in a real browser: Debian's Chromium driven by puppeteer-core, against the API
+// and a consumer in this process (the `tiny` model on CPU) and the real Kafka and MinIO.
+// Swagger UI uploads an image with "Try it out"; the web page runs a job to its result, cancels
+// another, keeps both over a reload and shows the API's own refusals; with keys on, both take a
+// Bearer key. No page may request anything but the API's origin, and the browser could not reach
+// anything else anyway. Screenshots go to test-results/browser/ (TEST_OUTPUT_DIR).
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Browser, Page, Viewport } from 'puppeteer-core';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { KeyStore } from '../../common/keys.js';
+import { ObjectStore } from '../../common/storage.js';
+import type { Consumer } from '../../consumer/consumer.js';
+import { json, pngImage, postJob, startTestApi, type TestApi } from '../helpers/api.js';
+import { launchBrowser, outputDir, tabTo, watch, type Watch } from '../helpers/browser.js';
+import { pngOf, startTestConsumer } from '../helpers/consumer.js';
+import { uniqueName } from '../helpers/env.js';
+
+const DESKTOP: Viewport = { width: 1280, height: 900 };
+const PHONE: Viewport = { width: 390, height: 844, isMobile: true, hasTouch: true, deviceScaleFactor: 2 };
+const SVG = '<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64"><rect width="64" height="64" fill="red"/></svg>';
+
+const started = Date.now();
+let api: TestApi;
+let consumer: Consumer | undefined;
+let browser: Browser;
+let shots: string;
+let files: string;
+const watches: Watch[] = [];
+
+/** A new tab on `path`, every request and problem of it recorded. */
+async function open(path: string, base = api.url, viewport = DESKTOP): Promise<Page> {
+  const page = await browser.newPage();
+  await page.setViewport(viewport);
+  watches.push(watch(page, new URL(base).origin));
+  await page.goto(`${base}${path}`, { waitUntil: 'networkidle0' });
+  return page;
+}
+
+/** Sets the page's file input, as a drop or the file dialog would. */
+const choose = async (page: Page, file: string) => (await page.$('input#image'))!.uploadFile(join(files, file));
+const text = (page: Page, selector: string) => page.$eval(selector, (element) => element.textContent ?? '');
+const statusOf = (page: Page) => page.$eval('#job-state', (element) => (element as HTMLElement).dataset.status);
+
+/**
+ * Swagger UI's "Try it out" on POST /api/diffusion as a person first meets it: the fields
+ * prefilled with the document's examples, an image chosen, Execute. Returns the answer shown.
+ */
+async function tryUpload(page: Page): Promise<{ status: string; body: string }> {
+  const operation = '#operations-jobs-post_api_diffusion';
+  await page.click(`${operation} .opblock-summary-control`);
+  await (await page.waitForSelector(`${operation} .try-out__btn`))!.click();
+  await (await page.waitForSelector(`${operation} input[type=file]`))!.uploadFile(join(files, 'photo.png'));
+  await page.click(`${operation} .execute`);
+  const row = `${operation} .live-responses-table tr.response`;
+  await page.waitForSelector(`${row} .response-col_status`);
+  return { status: (await text(page, `${row} .response-col_status`)).trim(), body: await text(page, `${row} .response-col_description`) };
+}
+
+/** What the API itself answers to an image, for comparing with what the page shows. */
+async function apiRefusal(image: Buffer, filename: string): Promise<string> {
+  const response = await postJob(api.url, { image, filename, query: { model_name: 'tiny', prompt: 'a refusal' } });
+  expect(response.status).toBeGreaterThanOrEqual(400);
+  return (await json(response)).error.message;
+}
+
+beforeAll(async () => {
+  api = await startTestApi();
+  consumer = await startTestConsumer(api.config);
+  browser = await launchBrowser();
+  shots = await outputDir('browser');
+  files = await mkdtemp(join(tmpdir(), 'browser-'));
+  await writeFile(join(files, 'photo.png'), await pngOf(256, 192));
+  await writeFile(join(files, 'second.png'), await pngOf(128, 128, 2));
+  await writeFile(join(files, 'vector.svg'), SVG);
+  await writeFile(join(files, 'huge.png'), await pngImage(1100, 1100)); // over tiny's 1 Mi pixels
+}, 120_000);
+
+afterEach(() => {
+  // The one rule for every page: nothing but the API's own origin, and nothing the CSP refused.
+  for (const record of watches) {
+    expect(record.elsewhere()).toEqual([]);
+    expect(record.problems).toEqual([]);
+  }
+});
+
+afterAll(async () => {
+  await browser?.close();
+  await consumer?.stop();
+  await api?.close();
+  if (files) await rm(files, { recursive: true, force: true });
+  console.log(`browser suite: ${((Date.now() - started) / 1000).toFixed(1)} s; screenshots in ${shots}`);
+});
+
+describe('Swagger UI at /docs', () => {
+  it('lists the operations, and "Try it out" on POST /api/diffusion with a file upload answers 202', async () => {
+    const page = await open('/docs');
+    await page.waitForSelector('.opblock');
+    const paths = await page.$$eval('.opblock-summary-path', (elements) => elements.map((element) => element.textContent!.replace(/\u200b/g, '')));
+    expect(paths).toEqual(expect.arrayContaining(['/api/diffusion', '/api/jobs/{id}', '/api/jobs/{id}/events', '/api/results/{id}', '/api/models']));
+    await page.screenshot({ path: join(shots, 'docs.png') });
+
+    const { status, body } = await tryUpload(page);
+    expect(status, body).toBe('202');
+    expect(body).toContain('"status": "queued"');
+    await page.close();
+  });
+});
+
+describe('the web page at /', () => {
+  let page: Page;
+  let finished: string;
+  let canceled: string;
+
+  it('takes an image and a prompt from the keyboard alone, follows the job to 100% and shows the result at the input’s size', async () => {
+    page = await open('/');
+    await page.waitForSelector('#submit:not([disabled])');
+    // The form comes from the API: the model list, and tiny's own default steps from /api/models.
+    expect(await page.$$eval('#model option', (options) => options.map((option) => option.textContent))).toEqual(['tiny']);
+    const { models } = await json(await fetch(`${api.url}/api/models`));
+    expect(await page.$eval('#steps', (input) => (input as HTMLInputElement).value)).toBe(String(models[0].defaults.steps));
+
+    await tabTo(page, '#image');
+    const [chooser] = await Promise.all([page.waitForFileChooser(), page.keyboard.press('Space')]);
+    await chooser.accept([join(files, 'photo.png')]);
+    await page.waitForFunction(() => document.querySelector('#preview-info')?.textContent?.includes('256 × 192 px'));
+    await tabTo(page, '#prompt');
+    await page.keyboard.type('a lighthouse at dusk');
+    await tabTo(page, '#submit');
+    await page.keyboard.press('Enter');
+
+    await page.waitForFunction(() => document.querySelector('#job-state')?.getAttribute('data-status') === 'succeeded', { timeout: 60_000 });
+    expect(await page.$eval('#job-progress', (bar) => (bar as HTMLProgressElement).value)).toBe(1);
+    expect(await text(page, '#job-steps')).toBe('100%');
+    await page.waitForFunction(() => (document.querySelector('#job-output') as HTMLImageElement | null)?.naturalWidth);
+    const size = await page.$eval('#job-output', (image) => [(image as HTMLImageElement).naturalWidth, (image as HTMLImageElement).naturalHeight]);
+    expect(size).toEqual([256, 192]);
+    await page.waitForFunction(() => document.querySelector('#job-time')?.textContent?.startsWith('Took '));
+    expect(await page.$eval('#job-download', (link) => (link as HTMLAnchorElement).download)).toMatch(/\.png$/);
+    finished = await text(page, '#job-id');
+    await page.screenshot({ path: join(shots, 'page.png'), fullPage: true });
+  });
+
+  it('cancels a queued job', async () => {
+    await consumer!.stop(); // nothing takes the job now, so it stays queued until canceled
+    consumer = undefined;
+    await choose(page, 'second.png');
+    await page.$eval('#prompt', (input) => ((input as HTMLTextAreaElement).value = ''));
+    await page.type('#prompt', 'a job to cancel');
+    await page.click('#submit');
+    await page.waitForFunction((id) => document.querySelector('#job-id')?.textContent !== id && document.querySelector('#job-state')?.getAttribute('data-status') === 'queued', {}, finished);
+    canceled = await text(page, '#job-id');
+    await page.click('#job-cancel');
+    await page.waitForFunction(() => document.querySelector('#job-state')?.getAttribute('data-status') === 'canceled');
+    expect((await json(await fetch(`${api.url}/api/jobs/${canceled}`))).status).toBe('canceled');
+  });
+
+  it('keeps both jobs over a reload, newest first, with status and thumbnail', async () => {
+    await page.reload({ waitUntil: 'networkidle0' });
+    const listed = await page.$$eval('#jobs li', (items) =>
+      items.map((item) => ({ id: (item as HTMLElement).dataset.id, status: (item as HTMLElement).dataset.status, thumb: item.querySelector('img')!.src.slice(0, 15) })),
+    );
+    expect(listed).toEqual([
+      { id: canceled, status: 'canceled', thumb: 'data:image/jpeg' },
+      { id: finished, status: 'succeeded', thumb: 'data:image/jpeg' },
+    ]);
+  });
+
+  it('shows the API’s own error for an SVG and for an image over the model’s limits', async () => {
+    await page.type('#prompt', 'a refusal');
+    for (const [file, expected] of [
+      ['vector.svg', await apiRefusal(Buffer.from(SVG), 'vector.svg')],
+      ['huge.png', await apiRefusal(await pngImage(1100, 1100), 'huge.png')],
+    ] as const) {
+      await choose(page, file);
+      await page.click('#submit');
+      await page.waitForFunction((message) => document.querySelector('#form-error')?.textContent?.includes(message), {}, expected);
+      expect(await page.$eval('#image', (input) => input.getAttribute('aria-invalid'))).toBe('true');
+    }
+    expect(await text(page, '#form-error')).toMatch(/^413 image_too_large: /);
+  });
+
+  it('fits a phone-sized screen', async () => {
+    const phone = await open('/', api.url, PHONE);
+    await phone.waitForSelector('#submit:not([disabled])');
+    expect(await phone.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth)).toBe(true);
+    await phone.screenshot({ path: join(shots, 'page-phone.png'), fullPage: true });
+    await phone.close();
+  });
+
+  it('says so when the API cannot be reached', async () => {
+    const gone = await startTestApi();
+    const lonely = await open('/', gone.url);
+    await lonely.waitForSelector('#submit:not([disabled])');
+    await gone.close();
+    await choose(lonely, 'photo.png');
+    await lonely.type('#prompt', 'nobody is listening');
+    await lonely.click('#submit');
+    await lonely.waitForFunction(() => /cannot reach the API/.test(document.querySelector('#form-error')?.textContent ?? ''));
+    await lonely.close();
+  });
+});
+
+describe('with API keys on', () => {
+  const PEPPER = 'browser-pepper-0123456789';
+  let keyed: TestApi;
+  let token: string;
+
+  beforeAll(async () => {
+    keyed = await startTestApi({ AUTH: 'on', AUTH_PEPPER: PEPPER, S3_BUCKET: uniqueName('browser') });
+    const keys = new KeyStore(new ObjectStore(keyed.config), PEPPER);
+    ({ token } = await keys.create({ tenant: 'browser', name: 'browser-test', role: 'user', limits: { rate: null, concurrency: null } }));
+  }, 60_000);
+  afterAll(() => keyed?.close());
+
+  it('Swagger UI’s Authorize takes a Bearer key, and "Try it out" then answers 202', async () => {
+    const page = await open('/docs', keyed.url);
+    await page.waitForSelector('.btn.authorize');
+    await page.click('.btn.authorize');
+    await page.type('.modal-ux input[type=text]', token);
+    await page.click('.modal-ux .auth-btn-wrapper .authorize');
+    await page.click('.modal-ux .btn-done');
+    await page.waitForSelector('.modal-ux', { hidden: true });
+    const { status, body } = await tryUpload(page);
+    expect(status, body).toBe('202');
+    await page.close();
+  });
+
+  it('the web page asks for the key, sends it as Bearer, and shows the 401 without it', async () => {
+    const page = await open('/', keyed.url);
+    await page.waitForSelector('#submit:not([disabled])');
+    expect(await page.$eval('#key-row', (row) => (row as HTMLElement).hidden)).toBe(false);
+    await choose(page, 'photo.png');
+    await page.type('#prompt', 'a keyed lighthouse');
+    await page.click('#submit');
+    await page.waitForFunction(() => document.querySelector('#form-error')?.textContent?.startsWith('401 unauthorized'));
+    await page.type('#api-key', token);
+    await page.keyboard.press('Tab'); // the key is kept on change
+    await page.click('#submit');
+    await page.waitForFunction(() => document.querySelector('#job-state')?.getAttribute('data-status') === 'queued');
+    expect(await page.evaluate(() => sessionStorage.getItem('img2img.key'))).toBe(token);
+    await page.close();
+  });
+});
