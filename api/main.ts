@@ -19,7 +19,7 @@ async function main(): Promise<void> {
   await checkAuth(config, services.keys, log); // before anything listens: no keys, no exposed API
   await prepareKafka(services);
   const { server, url } = await listen(createApp(services), config.API_HOST, config.API_PORT, config);
-  log.info({ models, url }, `API listening; Swagger UI at ${url}/docs`);
+  log.info({ models, url }, `API listening; the web page at ${url}/, Swagger UI at ${url}/docs`);
 
   let stopping = false;
   const stop = (signal: string) => {

@@ -48,8 +48,8 @@ afterAll(async () => {
 });
 
 describe('api/main.ts', () => {
-  it('logs the Swagger UI address at start', () => {
-    expect(output).toContain(`Swagger UI at ${url}/docs`);
+  it('logs the addresses of the web page and Swagger UI at start', () => {
+    expect(output).toContain(`the web page at ${url}/, Swagger UI at ${url}/docs`);
   });
 
   it('on SIGTERM ends open SSE streams, stops accepting, and exits 0', async () => {
