@@ -4,7 +4,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import type { Admin } from 'kafkajs';
+import { Kafka, logLevel, type Admin } from 'kafkajs';
 
 export const STATE_DIR = resolve('.infra/cluster');
 export const KAFKA_NODES = 3;
@@ -103,4 +103,28 @@ export function busiestLeader(states: PartitionState[], except?: number): number
   const [broker] = [...led.entries()].sort((a, b) => b[1] - a[1])[0] ?? [];
   if (broker === undefined) throw new Error('no partition has a leader');
   return broker;
+}
+
+/**
+ * Resolves once every broker answers metadata for `topics` with a leader for each partition. A
+ * new topic reaches each broker's metadata a moment after its creation (later on a broker that has
+ * just restarted), and kafkajs' subscribe gives up on a broker that does not know it yet.
+ */
+export async function topicsOnEveryBroker(topics: string[], timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (const broker of kafkaBrokers.split(',')) {
+    for (;;) {
+      // A fresh client asks its one seed broker first.
+      const admin = new Kafka({ clientId: 'cluster-check', brokers: [broker], logLevel: logLevel.NOTHING, retry: { retries: 0 } }).admin();
+      const known = await admin
+        .connect()
+        .then(() => admin.fetchTopicMetadata({ topics }))
+        .then(({ topics: found }) => found.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0)))
+        .catch(() => false)
+        .finally(() => admin.disconnect().catch(() => {}));
+      if (known) break;
+      if (Date.now() > deadline) throw new Error(`${broker} does not know ${topics.join(', ')} after ${timeoutMs} ms`);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  }
 }

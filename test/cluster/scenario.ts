@@ -4,13 +4,13 @@
 import { writeFileSync } from 'node:fs';
 import { expect } from 'vitest';
 import type { Admin } from 'kafkajs';
-import { createKafka } from '../../common/kafka.js';
-import { eventsTopic, jobTopic } from '../../common/topics.js';
+import { createKafka, ensureTopics } from '../../common/kafka.js';
+import { allTopics, eventsTopic, jobTopic } from '../../common/topics.js';
 import { readTopic, startTestApi, type TestApi } from '../helpers/api.js';
 import { ConsumerProcess, waitForStatus } from '../helpers/consumer.js';
-import { uniqueName } from '../helpers/env.js';
+import { testConfig, uniqueName } from '../helpers/env.js';
 import { followEvents, report, sleep } from '../helpers/faults.js';
-import { STATE_DIR, kafkaBrokers, minioEndpoint } from './cluster.js';
+import { STATE_DIR, kafkaBrokers, minioEndpoint, topicsOnEveryBroker } from './cluster.js';
 import { acceptance, round, settle, servedAgain, startGaps, steadyLoad, type Outcome, type Submission } from './load.js';
 import { json, postJob } from '../helpers/api.js';
 import { pngOf } from '../helpers/consumer.js';
@@ -34,7 +34,16 @@ export interface System {
 
 /** The API (on MinIO server 1) and one consumer process (on MinIO server 2), every broker as bootstrap. */
 export async function startSystem(): Promise<System> {
-  const api = await startTestApi({ KAFKA_BROKERS: kafkaBrokers, S3_ENDPOINT: minioEndpoint(1), TOPIC_PARTITIONS: '3' });
+  // The topics first, known to every broker, then the processes that subscribe to them.
+  const overrides = { KAFKA_BROKERS: kafkaBrokers, S3_ENDPOINT: minioEndpoint(1), TOPIC_PARTITIONS: '3', TOPIC_PREFIX: uniqueName('topics') };
+  const config = testConfig(overrides);
+  const kafka = createKafka(config, uniqueName('cluster-admin'));
+  const admin0 = kafka.admin();
+  await admin0.connect();
+  await ensureTopics(admin0, allTopics(config.TOPIC_PREFIX, ['tiny']), config.TOPIC_PARTITIONS);
+  await admin0.disconnect();
+  await topicsOnEveryBroker(allTopics(config.TOPIC_PREFIX, ['tiny']));
+  const api = await startTestApi(overrides);
   const consumer = new ConsumerProcess({
     TOPIC_PREFIX: api.config.TOPIC_PREFIX,
     KAFKA_BROKERS: kafkaBrokers,
