@@ -132,6 +132,11 @@ export async function underLoad(system: System, fault: Fault): Promise<Result> {
     test_s: round((Date.now() - started) / 1000),
   };
   report(fault.name, outcome.count, figures);
+  // A job announced twice: its endings as they arrived (same `at`: one publish sent twice; different: two writes).
+  for (const record of accepted) {
+    const endings = system.events.events.filter((e) => e.id === record!.id && ['succeeded', 'failed', 'canceled'].includes(e.type));
+    if (endings.length > 1) console.log(`[fault] ${fault.name}: ${record!.id} announced ${endings.length} times: ${JSON.stringify(endings.map((e) => ({ type: e.type, at: e.at, attempt: e.attempt })))} (fault at ${new Date(faultAt).toISOString()})`);
+  }
   return { outcome, submissions, figures };
 }
 
