@@ -30,6 +30,12 @@ export const workerOf = (runner: PoolRunner) => runner.worker ?? 'local';
 export class RunnerPool {
   private readonly runners: PoolRunner[];
   private readonly owners = new Map<string, Set<PoolRunner>>();
+  /**
+   * Jobs picked for each runner and not yet ended. A runner's own count can lag (a local one
+   * counts a job once it is admitted); this one grows at the pick, so a burst of jobs picked
+   * before any starts still spreads over the runners.
+   */
+  private readonly load = new Map<PoolRunner, number>();
   private readonly changeListeners: (() => void)[] = [];
   private waiters: (() => void)[] = [];
 
@@ -64,6 +70,7 @@ export class RunnerPool {
   remove(runner: PoolRunner): void {
     const index = this.runners.indexOf(runner);
     if (index >= 0) this.runners.splice(index, 1);
+    this.load.delete(runner);
     this.changed();
   }
 
@@ -72,16 +79,19 @@ export class RunnerPool {
     await Promise.all(this.runners.map((runner) => runner.ensureStarted?.()));
   }
 
-  /** The eligible runner with the most room, at once if there is one, else once one joins. */
+  /**
+   * The eligible runner with the most room, at once if there is one, else once one joins. The
+   * job counts against it from now on: hand it to runOn().
+   */
   pick(options: PickOptions = {}): PoolRunner | Promise<PoolRunner> {
     const found = this.eligible(options.exclude);
-    if (found) return found;
+    if (found) return this.reserve(found);
     options.onWait?.();
     return (async () => {
       for (;;) {
         await new Promise<void>((resolve) => this.waiters.push(resolve));
         const next = this.eligible(options.exclude);
-        if (next) return next;
+        if (next) return this.reserve(next);
       }
     })();
   }
@@ -92,13 +102,14 @@ export class RunnerPool {
     return this.runOn(runner, id, params, image, callbacks, options);
   }
 
-  /** Runs the job on this runner, which cancel() then reaches. */
+  /** Runs the job on a runner pick() gave; cancel() then reaches it there. */
   async runOn(runner: PoolRunner, id: string, params: JobParams, image: Uint8Array, callbacks?: JobCallbacks, options?: RunOptions): Promise<RunnerOutcome> {
     const owners = this.owners.get(id) ?? new Set();
     this.owners.set(id, owners.add(runner));
     try {
       return await runner.run(id, params, image, callbacks, options);
     } finally {
+      if (this.load.has(runner)) this.load.set(runner, this.load.get(runner)! - 1); // gone from the pool: nothing to count
       owners.delete(runner);
       if (!owners.size && this.owners.get(id) === owners) this.owners.delete(id);
     }
@@ -112,11 +123,20 @@ export class RunnerPool {
     await Promise.all(this.runners.map((runner) => runner.stop(graceMs)));
   }
 
+  private reserve(runner: PoolRunner): PoolRunner {
+    this.load.set(runner, (this.load.get(runner) ?? 0) + 1);
+    return runner;
+  }
+
+  private room(runner: PoolRunner): number {
+    return runner.capacity - Math.max(runner.pending, this.load.get(runner) ?? 0);
+  }
+
   private eligible(exclude?: ReadonlySet<string>): PoolRunner | undefined {
     let best: PoolRunner | undefined;
     for (const runner of this.runners) {
       if (exclude?.has(workerOf(runner))) continue;
-      if (!best || runner.capacity - runner.pending > best.capacity - best.pending) best = runner;
+      if (!best || this.room(runner) > this.room(best)) best = runner;
     }
     return best;
   }

@@ -46,3 +46,14 @@ describe('RunnerPool', () => {
     await b;
   });
 });
+
+describe('RunnerPool.pick', () => {
+  it('spreads a burst of picks made before any job starts, and skips excluded workers', () => {
+    const a = { ...fakeRunner('a'), worker: 'a' };
+    const b = { ...fakeRunner('b'), worker: 'b' };
+    const pool = new RunnerPool([a, b] as unknown as Runner[]);
+    const picked = [pool.pick(), pool.pick(), pool.pick(), pool.pick()].map((r) => (r as unknown as { worker: string }).worker);
+    expect(picked.sort()).toEqual(['a', 'a', 'b', 'b']);
+    expect((pool.pick({ exclude: new Set(['a']) }) as unknown as { worker: string }).worker).toBe('b');
+  });
+});
