@@ -74,6 +74,19 @@ export const JobView = z
     finished_at: z.string().nullable().openapi({ example: null }),
     attempts: z.number().int().openapi({ example: 1 }),
     cancel_requested: z.boolean().openapi({ example: false }),
+    worker: z.string().nullable().openapi({ description: 'Who computed the result: `local`, or a remote worker id (GET /api/workers)', example: null }),
+    verification: z
+      .object({
+        policy: z.string(),
+        state: z.enum(['waiting_for_workers', 'single', 'verified']),
+        workers: z.array(z.string()),
+        outvoted: z.array(z.string()),
+      })
+      .nullable()
+      .openapi({
+        description: "How the result was checked (verify= of the model): `waiting_for_workers` while the check waits for enough distinct workers",
+        example: null,
+      }),
   })
   .extend(JobLinks.shape)
   .openapi('Job');

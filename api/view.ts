@@ -27,6 +27,8 @@ export function jobView(record: JobRecord, base: string): JobView {
     finished_at,
     attempts,
     cancel_requested,
+    worker: record.worker ?? null,
+    verification: record.verification ?? null,
     ...jobLinks(base, id),
   };
 }

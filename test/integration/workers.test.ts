@@ -131,3 +131,35 @@ describe('spot:0.2 with two honest workers and one liar', () => {
     expect(await liar!.process.exited()).toBe(3);
   }, 600_000);
 });
+
+describe('all:2 with fewer workers than the check needs', () => {
+  let api: TestApi;
+  let consumer: Consumer;
+  let workers: Awaited<ReturnType<typeof startWorkers>> = [];
+  beforeAll(async () => {
+    api = await startTestApi();
+    consumer = await startTestConsumer(gatewayConfig(api), 'tiny verify=all:2\n');
+  }, 180_000);
+  afterAll(async () => {
+    for (const w of workers) w.process.kill();
+    await consumer?.stop();
+    await api?.close();
+  });
+
+  it('waits, and says so in the job status, until a second worker connects', async () => {
+    workers = await startWorkers(api, consumer, ['first']);
+    await workers[0]!.process.connected();
+    const id = await submit(api);
+    const waiting = await waitFor(async () => {
+      const view = await json(await fetch(`${api.url}/api/jobs/${id}`));
+      return view.verification?.state === 'waiting_for_workers' ? view : undefined;
+    }, 60_000, 'the job to say it waits for workers');
+    expect(waiting).toMatchObject({ status: 'running', verification: { policy: 'all:2', state: 'waiting_for_workers' } });
+    workers.push(...(await startWorkers(api, consumer, ['second'])));
+    await waitForStatus(api.services.records, id, ENDED, 120_000);
+    const view = await json(await fetch(`${api.url}/api/jobs/${id}`));
+    expect(view).toMatchObject({ status: 'succeeded', verification: { state: 'verified' } });
+    expect(workers.map((w) => w.id)).toContain(view.worker);
+    expect([...view.verification.workers].sort()).toEqual(workers.map((w) => w.id).sort());
+  }, 240_000);
+});
