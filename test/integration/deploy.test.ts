@@ -132,10 +132,10 @@ describe('Dockerfiles and Prometheus configs', () => {
   const stages = (dockerfile: string) => readFileSync(dockerfile, 'utf8').split('\n').filter((line) => /^FROM\s/i.test(line));
   const instructions = (dockerfile: string) => readFileSync(dockerfile, 'utf8').replace(/^\s*#.*$/gm, '');
 
-  it('api/Dockerfile: multi-stage on Node 22, non-root, no Python or torch', () => {
+  it('api/Dockerfile: multi-stage on Node 24, non-root, no Python or torch', () => {
     const text = instructions('api/Dockerfile');
     expect(stages('api/Dockerfile').length).toBeGreaterThanOrEqual(2);
-    expect(text).toMatch(/ARG NODE_IMAGE=node:22[-\w.]*/);
+    expect(text).toMatch(/ARG NODE_IMAGE=node:24[-\w.]*/);
     expect(text).toMatch(/^USER node$/m);
     expect(text).not.toMatch(/python|pip |torch|requirements\.txt/i);
     expect(text).toMatch(/npm ci --omit=dev/);
@@ -144,7 +144,7 @@ describe('Dockerfiles and Prometheus configs', () => {
   it('consumer/Dockerfile: multi-stage, non-root, Node plus a venv from diffusion-py/requirements.txt', () => {
     const text = instructions('consumer/Dockerfile');
     expect(stages('consumer/Dockerfile').length).toBeGreaterThanOrEqual(3);
-    expect(text).toMatch(/ARG NODE_IMAGE=node:22[-\w.]*/);
+    expect(text).toMatch(/ARG NODE_IMAGE=node:24[-\w.]*/);
     expect(text).toMatch(/^USER node$/m);
     expect(text).toMatch(/COPY diffusion-py\/requirements\.txt/);
     expect(text).toMatch(/python3 -m venv \/opt\/venv/);
