@@ -3,14 +3,16 @@
 // (consumer/gateway.ts). Jobs are leased: each has a deadline that every frame from the worker
 // renews. A closed connection or a missed deadline loses the worker's jobs as a shared,
 // retryable crash: they run again elsewhere as the same attempt (consumer/job.ts), since a
-// network or a machine we do not run is no proof against a job.
+// network or a machine we do not run is no proof against a job. The second time, the job runs
+// alone (solo, as on a local runner): lost again alone, it spends an attempt, so a job that
+// kills every worker it reaches fails after MAX_ATTEMPTS instead of going round for ever.
 import type { WebSocket } from 'ws';
 import { encodeFrame, FrameDecoder } from '../common/frames.js';
 import type { JobParams } from '../common/jobs.js';
 import type { Logger } from '../common/logger.js';
 import { readRunnerFrame, type FromRunner, type ReadyFrame, type ToRunner } from '../common/protocol.js';
 import type { PoolRunner } from './pool.js';
-import type { JobCallbacks, RunnerOutcome } from './runner.js';
+import type { JobCallbacks, RunnerOutcome, RunOptions } from './runner.js';
 
 interface Lease {
   callbacks: JobCallbacks;
@@ -36,6 +38,10 @@ export class RemoteRunner implements PoolRunner {
   private readonly decoder = new FrameDecoder();
   private readonly timer: NodeJS.Timeout;
   private closed = false;
+  /** Jobs running alone; while one runs, or one waits for the runner to empty, nothing joins. */
+  private readonly soloJobs = new Set<string>();
+  private soloWaiting = 0;
+  private readonly gateWaiters: (() => void)[] = [];
 
   constructor(
     private readonly socket: WebSocket,
@@ -65,14 +71,35 @@ export class RemoteRunner implements PoolRunner {
     return this.options.ready;
   }
 
-  /** Solo runs are not needed here: a remote loss never spends an attempt, so no culprit is sought. */
-  run(id: string, params: JobParams, image: Uint8Array, callbacks: JobCallbacks = {}): Promise<RunnerOutcome> {
-    if (this.closed) return Promise.resolve(lost('worker connection closed before the job was sent'));
+  async run(id: string, params: JobParams, image: Uint8Array, callbacks: JobCallbacks = {}, options: RunOptions = {}): Promise<RunnerOutcome> {
+    // A solo job waits for an empty runner, and nothing joins a solo one (as consumer/runner.ts
+    // does). Leaving the wait and taking the lease happen in one synchronous step, so two jobs
+    // woken together cannot both think the runner is theirs.
+    const solo = Boolean(options.solo);
+    if (solo) this.soloWaiting++;
+    while (this.blocked(solo)) await new Promise<void>((resolve) => this.gateWaiters.push(resolve));
+    if (solo) {
+      this.soloWaiting--;
+      this.soloJobs.add(id);
+    }
+    if (this.closed) {
+      this.release(solo, id);
+      return lost('worker connection closed before the job was sent', true);
+    }
     const outcome = new Promise<RunnerOutcome>((resolve) => {
       this.leases.set(id, { callbacks, resolve, deadline: Date.now() + this.options.leaseMs });
     });
     this.send({ v: 1, type: 'job', id, params }, image);
-    return outcome;
+    return outcome.finally(() => this.release(solo, id));
+  }
+
+  private blocked(solo: boolean): boolean {
+    return !this.closed && (this.soloJobs.size > 0 || (solo ? this.leases.size > 0 : this.soloWaiting > 0));
+  }
+
+  private release(solo: boolean, id: string): void {
+    if (solo) this.soloJobs.delete(id);
+    for (const wake of this.gateWaiters.splice(0)) wake();
   }
 
   cancel(id: string): void {
@@ -146,9 +173,10 @@ export class RemoteRunner implements PoolRunner {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.timer);
-    for (const id of [...this.leases.keys()]) this.settle(id, lost(reason));
+    for (const id of [...this.leases.keys()]) this.settle(id, lost(reason, !this.soloJobs.has(id)));
+    for (const wake of this.gateWaiters.splice(0)) wake();
     this.options.onClose();
   }
 }
 
-const lost = (message: string): RunnerOutcome => ({ ok: false, code: 'runner_crashed', retryable: true, message, shared: true });
+const lost = (message: string, shared: boolean): RunnerOutcome => ({ ok: false, code: 'runner_crashed', retryable: true, message, shared });
