@@ -24,8 +24,8 @@ export function webhookFields() {
       .openapi({
         description:
           'Where to POST this job’s events as signed webhooks (Standard Webhooks). http or https; the address must be public ' +
-          '(no loopback, private, link-local, CGNAT or metadata address) unless the deployment allows private ones',
-        example: 'https://example.com/hooks/img2img',
+          '(no loopback, private, link-local, CGNAT or metadata address) unless the deployment allows private ones. ' +
+          'For example https://example.com/hooks/img2img (no example value: Swagger UI would fill it in and send a real webhook)',
         pattern: '^[Hh][Tt][Tt][Pp][Ss]?://',
         maxLength: MAX_WEBHOOK_URL,
       }),
@@ -35,7 +35,6 @@ export function webhookFields() {
       .optional()
       .openapi({
         description: `Which events to deliver, comma-separated: ${WEBHOOK_EVENTS.join(', ')}. Default ${DEFAULT_WEBHOOK_EVENTS.join(',')}. Needs webhook_url (or a key with a default one)`,
-        example: 'succeeded,failed,canceled',
         pattern: EVENTS_PATTERN,
       }),
   };

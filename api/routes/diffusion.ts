@@ -30,8 +30,8 @@ const idempotencyHeader = z.object({
     .regex(/^[\x21-\x7E](?:[\x20-\x7E]*[\x21-\x7E])?$/, 'must be printable ASCII, without white space at either end')
     .optional()
     .openapi({
-      description: 'Retry-safe submission: the same key with the same request answers the same job; with a different request, 409',
-      example: 'c6d2a4a0-8e1f-4d53-9f3e-2f0c7b1d9e55',
+      // No example value: Swagger UI would send the same key with every try, and get 409 for a changed request.
+      description: 'Retry-safe submission: the same key with the same request answers the same job; with a different request, 409. For example a UUID',
     }),
 });
 

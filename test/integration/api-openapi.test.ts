@@ -70,10 +70,15 @@ describe('GET /openapi.json', () => {
     }
   });
 
-  it('gives every parameter an example', () => {
+  it('gives every parameter an example, except where Swagger UI would send it for real', () => {
+    // Try it out fills inputs with examples: a webhook to example.com, or one Idempotency-Key for every try.
+    const sideEffects = new Set(['webhook_url', 'webhook_events', 'idempotency-key']);
     for (const [path, methods] of Object.entries(document.paths)) {
       for (const operation of Object.values(methods)) {
-        for (const parameter of operation.parameters ?? []) expect(JSON.stringify(parameter), `${path} ${parameter.name}`).toMatch(/"example"/);
+        for (const parameter of operation.parameters ?? []) {
+          const hasExample = /"example"/.test(JSON.stringify(parameter));
+          expect(hasExample, `${path} ${parameter.name}`).toBe(!sideEffects.has(parameter.name.toLowerCase()));
+        }
       }
     }
   });
