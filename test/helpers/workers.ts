@@ -11,6 +11,11 @@ export async function newWorker(store: ObjectStore, name: string): Promise<{ id:
   return { id: worker.id, token };
 }
 
+/** Removes a test's worker token and status, so the shared bucket does not collect them. */
+export async function removeWorker(store: ObjectStore, id: string): Promise<void> {
+  await Promise.all([store.delete(`auth/workers/${id}.json`), store.delete(`workers/${id}.json`)]).catch(() => {});
+}
+
 export class WorkerProcess {
   child: ChildProcess | undefined;
   log = '';

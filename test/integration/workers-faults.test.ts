@@ -11,7 +11,7 @@ import { json, noisePng, postJob, startTestApi, type TestApi } from '../helpers/
 import { startTestConsumer, waitFor, waitForStatus } from '../helpers/consumer.js';
 import { uniqueName } from '../helpers/env.js';
 import { countOf, followEvents, report } from '../helpers/faults.js';
-import { newWorker, WorkerProcess } from '../helpers/workers.js';
+import { newWorker, removeWorker, WorkerProcess } from '../helpers/workers.js';
 
 const ENDED = ['succeeded', 'failed', 'canceled'];
 
@@ -65,6 +65,7 @@ describe('remote workers that fail', () => {
     for (const w of workers) {
       w.process.kill('SIGCONT');
       w.process.kill();
+      await removeWorker(api.services.store, w.id);
     }
     await consumer?.stop();
     await api?.close();

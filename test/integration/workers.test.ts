@@ -9,7 +9,7 @@ import type { Consumer } from '../../consumer/consumer.js';
 import { psnr } from '../../consumer/compare.js';
 import { json, pngImage, postJob, startTestApi, type TestApi } from '../helpers/api.js';
 import { startTestConsumer, waitFor, waitForStatus } from '../helpers/consumer.js';
-import { newWorker, WorkerProcess } from '../helpers/workers.js';
+import { newWorker, removeWorker, WorkerProcess } from '../helpers/workers.js';
 
 const ENDED = ['succeeded', 'failed', 'canceled'];
 
@@ -55,6 +55,7 @@ describe('all:2 with two honest workers and one liar', () => {
   }, 180_000);
   afterAll(async () => {
     for (const w of workers ?? []) w.process.kill();
+    for (const w of workers ?? []) await removeWorker(api.services.store, w.id);
     await consumer?.stop();
     await api?.close();
   });
@@ -103,6 +104,7 @@ describe('spot:0.2 with two honest workers and one liar', () => {
   }, 180_000);
   afterAll(async () => {
     for (const w of workers ?? []) w.process.kill();
+    for (const w of workers ?? []) await removeWorker(api.services.store, w.id);
     await consumer?.stop();
     await api?.close();
   });
@@ -142,6 +144,7 @@ describe('all:2 with fewer workers than the check needs', () => {
   }, 180_000);
   afterAll(async () => {
     for (const w of workers) w.process.kill();
+    for (const w of workers) await removeWorker(api.services.store, w.id);
     await consumer?.stop();
     await api?.close();
   });
