@@ -47,7 +47,9 @@ function route(models: readonly string[], fields: ReturnType<typeof submissionFi
     request: {
       query: fields,
       headers: idempotencyHeader,
-      body: { required: true, content: { 'multipart/form-data': { schema: fields.extend({ image: imageField }) } } },
+      // The webhook fields are documented as query parameters only (the form takes them too):
+      // Swagger UI sends every documented form field, an empty webhook_url included, which is refused.
+      body: { required: true, content: { 'multipart/form-data': { schema: fields.omit({ webhook_url: true, webhook_events: true }).extend({ image: imageField }) } } },
     },
     responses: {
       202: {
