@@ -1,6 +1,7 @@
 // The API's composition root: the only place that reads the environment. It builds the
 // clients, creates the topics and the bucket, serves the app, and shuts down on SIGTERM.
-import { ApiConfigSchema, ConfigError, loadConfig } from '../common/config.js';
+import { ApiConfigSchema, loadConfig } from '../common/config.js';
+import { runMain, stopOnSignals } from '../common/signals.js';
 import { createLogger } from '../common/logger.js';
 import { readModelNames } from '../common/models.js';
 import { createApp } from './app.js';
@@ -21,25 +22,7 @@ async function main(): Promise<void> {
   const { server, url } = await listen(createApp(services), config.API_HOST, config.API_PORT, config);
   log.info({ models, url }, `API listening; the web page at ${url}/, Swagger UI at ${url}/docs`);
 
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'shutting down');
-    shutdown(server, services).then(
-      () => process.exit(0),
-      (error: unknown) => {
-        log.error({ err: error }, 'unclean shutdown');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  stopOnSignals(log, 'shutting down', () => shutdown(server, services));
 }
 
-main().catch((error: unknown) => {
-  // A bad variable names itself; anything else (Kafka or storage down at start) is logged with its cause.
-  console.error(error instanceof ConfigError ? error.message : error);
-  process.exit(1);
-});
+runMain(main);

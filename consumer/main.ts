@@ -2,7 +2,8 @@
 // createConsumer, and stops it on SIGTERM.
 //   npm run consumer -- [--models tiny,other]
 import { parseArgs } from 'node:util';
-import { ConfigError, ConsumerConfigSchema, loadConfig } from '../common/config.js';
+import { ConsumerConfigSchema, loadConfig } from '../common/config.js';
+import { runMain, stopOnSignals } from '../common/signals.js';
 import { createLogger } from '../common/logger.js';
 import { readModelNames } from '../common/models.js';
 import { createConsumer } from './consumer.js';
@@ -28,27 +29,10 @@ async function main(): Promise<void> {
   const consumer = createConsumer(config, { models, listed, logger });
   await consumer.start();
 
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, 'stopping: finishing in-flight jobs');
-    consumer.stop().then(
-      () => {
-        logger.info('stopped');
-        process.exit(0);
-      },
-      (error: unknown) => {
-        logger.error({ err: error }, 'unclean shutdown');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  stopOnSignals(logger, 'stopping: finishing in-flight jobs', async () => {
+    await consumer.stop();
+    logger.info('stopped');
+  });
 }
 
-main().catch((error: unknown) => {
-  console.error(error instanceof ConfigError ? error.message : error);
-  process.exit(1);
-});
+runMain(main);
