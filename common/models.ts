@@ -1,5 +1,6 @@
 // model_names.txt: one model per line, `name` or `name source`, then optionally
-// `verify=off|spot:P|all:2` (how results of remote workers are checked); `#` starts a comment.
+// `tuning=NAME` (the runner's GPU tuning, e.g. the opt-in `fast`; the runner checks the name)
+// and `verify=off|spot:P|all:2` (how results of remote workers are checked); `#` starts a comment.
 import { readFile } from 'node:fs/promises';
 
 export const MODEL_NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
@@ -8,6 +9,8 @@ export interface ModelEntry {
   name: string;
   /** A local diffusers folder or a Hugging Face repo id from the offline cache; absent for built-ins. */
   source?: string;
+  /** The runner's GPU tuning (diffusion-py/img2img_runner/tuning.py TUNINGS); absent: the runner's default. */
+  tuning?: string;
   /** How results are verified on distinct workers; absent: off. */
   verify?: VerifyPolicy;
 }
@@ -23,6 +26,8 @@ export function parseVerifyPolicy(text: string): VerifyPolicy {
   throw new Error(`verify must be off, spot:P (0 <= P <= 1) or all:2, not "${text}"`);
 }
 
+const TUNING_NAME = /^[a-z0-9][a-z0-9-]{0,31}$/;
+
 export function parseModelNames(text: string, file = 'model_names.txt'): ModelEntry[] {
   const entries: ModelEntry[] = [];
   text.split(/\r?\n/).forEach((raw, index) => {
@@ -30,7 +35,15 @@ export function parseModelNames(text: string, file = 'model_names.txt'): ModelEn
     if (!line) return;
     const fields = line.split(/\s+/);
     const where = `${file}:${index + 1}`;
-    const verifyField = fields.at(-1)?.startsWith('verify=') ? fields.pop()!.slice('verify='.length) : undefined;
+    const take = (key: string) => {
+      const found = fields.filter((field) => field.startsWith(`${key}=`));
+      if (found.length > 1) throw new Error(`${where}: ${key}= is given twice`);
+      if (found.length) fields.splice(fields.indexOf(found[0]!), 1);
+      return found[0]?.slice(key.length + 1);
+    };
+    const verifyField = take('verify');
+    const tuning = take('tuning');
+    if (tuning !== undefined && !TUNING_NAME.test(tuning)) throw new Error(`${where}: tuning "${tuning}" must match ${TUNING_NAME.source}`);
     const [name = '', source, ...rest] = fields;
     let verify: VerifyPolicy | undefined;
     try {
@@ -39,9 +52,9 @@ export function parseModelNames(text: string, file = 'model_names.txt'): ModelEn
       throw new Error(`${where}: ${(error as Error).message}`);
     }
     if (!MODEL_NAME.test(name)) throw new Error(`${where}: model name "${name}" must match ${MODEL_NAME.source}`);
-    if (rest.length) throw new Error(`${where}: expected "name [source] [verify=policy]", got "${line}"`);
+    if (rest.length) throw new Error(`${where}: expected "name [source] [tuning=name] [verify=policy]", got "${line}"`);
     if (entries.some((entry) => entry.name === name)) throw new Error(`${where}: model "${name}" is listed twice`);
-    entries.push({ name, ...(source ? { source } : {}), ...(verify && verify.kind !== 'off' ? { verify } : {}) });
+    entries.push({ name, ...(source ? { source } : {}), ...(tuning ? { tuning } : {}), ...(verify && verify.kind !== 'off' ? { verify } : {}) });
   });
   if (!entries.length) throw new Error(`${file}: lists no models`);
   return entries;

@@ -51,6 +51,8 @@ STAGES = {
     "sd15-graphs": ("SD1.5 + torch.compile reduce-overhead (CUDA graphs)", 300, 150),
     "sd15-tinyvae": ("SD1.5 compiled + TAESD-size tiny VAE (quality trade: README)", 240, 90),
     "sd15-bf16": ("SD1.5 eager settings in bf16", 120, 45),
+    "sd15-fast": ("SD1.5 regional compile: exact, then feature caching, tiny VAE, both (the fast tuning): speed and deviation", 330, 200),
+    "sdxl-fast": ("SDXL regional compile: exact, then feature caching, tiny VAE, both: speed and deviation", 420, 260),
 }
 
 
@@ -153,6 +155,19 @@ def reference_path(model: str) -> pathlib.Path:
     return pathlib.Path("/tmp") / f"bench-ref-{model}.npy"
 
 
+def deviation(base, arrays) -> dict:
+    """Max / mean absolute pixel difference, share of pixels off by more than 8, PSNR."""
+    import numpy as np
+
+    diff = np.abs(arrays.astype(np.int16) - base.astype(np.int16))
+    return {
+        "max_abs": int(diff.max()),
+        "mean_abs": round(float(diff.mean()), 4),
+        "share_over_8": round(float((diff > 8).mean()), 6),
+        "psnr_db": round(float(10 * np.log10(255**2 / max(1e-12, (diff.astype(np.float64) ** 2).mean()))), 2),
+    }
+
+
 def compare(record, pipe, config: str, model: str, size, tensor_io: bool, batch: int = COMPARE_BATCH, save: bool = False):
     """Max / mean absolute pixel difference from the baseline's outputs (same inputs, seeds and batch size)."""
     import numpy as np
@@ -165,18 +180,7 @@ def compare(record, pipe, config: str, model: str, size, tensor_io: bool, batch:
     if not reference.exists():
         print(f"{config}: no baseline outputs to compare with", flush=True)
         return
-    base = np.load(reference).astype(np.int16)
-    diff = np.abs(arrays.astype(np.int16) - base)
-    record(
-        kind="compare",
-        config=config,
-        model=model,
-        batch=batch,
-        max_abs=int(diff.max()),
-        mean_abs=round(float(diff.mean()), 4),
-        share_over_8=round(float((diff > 8).mean()), 6),
-        psnr_db=round(float(10 * np.log10(255**2 / max(1e-12, (diff.astype(np.float64) ** 2).mean()))), 2),
-    )
+    record(kind="compare", config=config, model=model, batch=batch, **deviation(np.load(reference), arrays))
 
 
 def unet_inputs(pipe, batch: int, size):
@@ -562,6 +566,53 @@ def stage_sd15_bf16(record, out, deadline, args):
 
 def stage_sdxl_compile(record, out, deadline, args):
     _tuned(record, out, deadline, "sdxl-arch", (1024, 1024), args.xl_batches, _compile_tuning("default"), "compile", unet_batches=[1, max(args.xl_batches)], compare_batch=2)
+
+
+def _fast_variants(record, out, deadline, source, size, batches, compare_batch):
+    """One regionally compiled pipeline, timed exact, then with each of the fast tuning's trades and both.
+
+    The trades change no compiled block (feature caching skips whole blocks from eager
+    glue; the tiny VAE runs eagerly), so one compilation serves every variant. Each
+    variant's outputs are compared with the exact ones of this same pipeline (same
+    inputs, seeds and batch). With random weights the deviation says nothing about
+    visual quality: it only bounds how far the pixels move.
+    """
+    import numpy as np
+    import torch
+
+    from img2img_runner import deepcache
+    from img2img_runner.tuning import TUNINGS, tiny_vae_like
+
+    fast = TUNINGS["fast"]
+    pipe = _tuned(record, out, deadline, source, size, batches, dataclasses.replace(TUNINGS["regional"], background=False), "regional", compare_batch=compare_batch)
+    images = _inputs(compare_batch, size)
+    exact = np.stack(call_pipe(pipe, images, True))
+    cache = deepcache.install(pipe.unet, pipe.scheduler, fast.feature_cache)
+    kl_vae = pipe.vae
+    small_vae = tiny_vae_like(kl_vae, pipe.device, pipe.dtype).to(memory_format=torch.channels_last)
+
+    def variant(config, interval, vae):
+        cache.enabled, cache.interval = interval > 0, max(interval, 2)
+        pipe.vae = vae
+        pipe.register_modules(vae=vae)
+        if time.perf_counter() > deadline - 15:
+            return
+        measure(record, pipe, config, source, batches, size, tensor_io=True, deadline=deadline)
+        record(kind="compare_exact", config=config, model=source, batch=compare_batch, **deviation(exact, np.stack(call_pipe(pipe, images, True))))
+
+    variant(f"feature-cache-{fast.feature_cache}", fast.feature_cache, kl_vae)
+    variant("tiny-vae", 0, small_vae)
+    variant(f"fast (feature-cache-{fast.feature_cache} + tiny-vae)", fast.feature_cache, small_vae)
+    variant("feature-cache-2", 2, kl_vae)
+    variant("feature-cache-2 + tiny-vae", 2, small_vae)
+
+
+def stage_sd15_fast(record, out, deadline, args):
+    _fast_variants(record, out, deadline, "sd15-arch", (512, 512), [24], COMPARE_BATCH)
+
+
+def stage_sdxl_fast(record, out, deadline, args):
+    _fast_variants(record, out, deadline, "sdxl-arch", (1024, 1024), [8], 2)
 
 
 def stage_runner_sd15(record, out, deadline, args):

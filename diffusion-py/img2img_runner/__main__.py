@@ -25,6 +25,8 @@ def _take_stdout():
 
 
 def _parse_args(argv):
+    from .tuning import TUNINGS
+
     parser = argparse.ArgumentParser(prog="python -m img2img_runner", description=__doc__)
     parser.add_argument("--model", required=True, help="model name (tiny is built in)")
     parser.add_argument("--source", help="local diffusers folder or HF repo id in the offline cache")
@@ -40,10 +42,10 @@ def _parse_args(argv):
     parser.add_argument("--bench-log", help="append model;time_seconds;memory_mib per job to this CSV")
     parser.add_argument(
         "--tuning",
-        choices=["auto", "off", "eager", "compile", "regional", "autotune"],
+        choices=["auto", *TUNINGS],
         default="auto",
-        help="GPU speed-ups for full-size SD pipelines on cuda (auto: compile; off: the plain diffusers pipeline); "
-        "never applied on cpu or to tiny",
+        help="GPU speed-ups for full-size SD pipelines on cuda (auto: the model's `tuning=` in --model-names, else "
+        "compile; off: the plain diffusers pipeline; fast: not exact, see tuning.py); never applied on cpu or to tiny",
     )
     parser.add_argument("--connect", help="ws(s)://host/api/workers/connect: serve as a remote worker over a WebSocket")
     parser.add_argument("--token", help="worker token for --connect (default: $IMG2IMG_WORKER_TOKEN)")
@@ -58,36 +60,46 @@ def _parse_args(argv):
     return args
 
 
-def _resolve_source(args) -> str | None:
+def _resolve(args) -> tuple[str | None, str]:
+    """The model's source and tuning: the command line's, else model_names.txt's (--model-names), else the defaults."""
     from .models import parse_model_names
+    from .tuning import DEFAULT_TUNING
 
-    if args.model_names is None:
-        return args.source
-    entries = {entry.name: entry for entry in parse_model_names(args.model_names)}
-    if args.model not in entries:
-        raise ValueError(f"model {args.model!r} is not listed in {args.model_names}")
-    return args.source or entries[args.model].source
+    entry = None
+    if args.model_names is not None:
+        entries = {entry.name: entry for entry in parse_model_names(args.model_names)}
+        if args.model not in entries:
+            raise ValueError(f"model {args.model!r} is not listed in {args.model_names}")
+        entry = entries[args.model]
+    source = args.source or (entry.source if entry else None)
+    tuning = args.tuning if args.tuning != "auto" else (entry.tuning if entry and entry.tuning else DEFAULT_TUNING)
+    return source, tuning
 
 
-def _prepare(load, args, device, log):
-    """Load, tune (full-size SD pipelines on cuda) and warm the pipeline; return (pipe, tuned, max_batch).
+def _prepare(load, args, device, log, tuning_name: str):
+    """Load, tune (full-size SD pipelines on cuda) and warm the pipeline; return (pipe, tuned, max_batch, background).
 
     A pipeline the tuning cannot handle (an unusual architecture, a compiler
-    error) is reloaded and served plain rather than not at all.
+    error) is reloaded and served plain rather than not at all. With a
+    background tuning the compilation continues after this returns
+    (background: the BackgroundCompile whose switch the runner asks for between batches).
     """
     from .runner import warm_up
-    from .tuning import DEFAULT_TUNING, TUNINGS, apply_tuning, wants_tuning, warm_up_tuned
+    from .tuning import TUNINGS, apply_tuning, wants_tuning, warm_up_background, warm_up_tuned
 
     pipe = load()
-    name = DEFAULT_TUNING if args.tuning == "auto" else args.tuning
-    if name != "off" and wants_tuning(args.model, device, pipe):
-        log.info("tuning %s: %s", name, TUNINGS[name])
+    if tuning_name != "off" and wants_tuning(args.model, device, pipe):
+        tuning = TUNINGS[tuning_name]
+        log.info("tuning %s: %s", tuning_name, tuning)
         try:
-            apply_tuning(pipe, TUNINGS[name])
+            apply_tuning(pipe, tuning, defer_compile=tuning.background)
+            if tuning.background:
+                batch, background = warm_up_background(pipe, device, args.max_batch)
+                return pipe, True, batch, background
             # Compiles at the model's native size and measures memory for the batch size.
-            return pipe, True, warm_up_tuned(pipe, device, args.max_batch)
+            return pipe, True, warm_up_tuned(pipe, device, args.max_batch), None
         except Exception:
-            log.exception("tuning %s failed: serving the plain pipeline", name)
+            log.exception("tuning %s failed: serving the plain pipeline", tuning_name)
             import torch
 
             del pipe
@@ -95,7 +107,7 @@ def _prepare(load, args, device, log):
             torch.cuda.empty_cache()
             pipe = load()
     warm_up(pipe, device)
-    return pipe, False, args.max_batch or (8 if device.type == "cuda" else 4)
+    return pipe, False, args.max_batch or (8 if device.type == "cuda" else 4), None
 
 
 @dataclass
@@ -109,17 +121,18 @@ class Serving:
     max_batch: int
     tuned: bool = False
     encoder: Callable | None = None  # None: the Runner's default, PNG of the output image
+    background: Any = None  # background.BackgroundCompile still compiling, or None
 
 
-def _load_model(args, source: str | None, log) -> Serving:
+def _load_model(args, source: str | None, tuning_name: str, log) -> Serving:
     from .models import load_pipeline, pick_device, pick_dtype
 
     device = pick_device(args.device)
     dtype = pick_dtype(device, args.dtype)
-    pipe, tuned, max_batch = _prepare(
-        lambda: load_pipeline(name=args.model, source=source, device=device, dtype=dtype), args, device, log
+    pipe, tuned, max_batch, background = _prepare(
+        lambda: load_pipeline(name=args.model, source=source, device=device, dtype=dtype), args, device, log, tuning_name
     )
-    return Serving(pipe, device, str(device), str(dtype).removeprefix("torch."), max_batch, tuned=tuned)
+    return Serving(pipe, device, str(device), str(dtype).removeprefix("torch."), max_batch, tuned=tuned, background=background)
 
 
 def _load_standin(args, spec: str, log) -> Serving:
@@ -161,11 +174,11 @@ def main(argv=None) -> int:
 
     started = time.perf_counter()
     try:
-        source = _resolve_source(args)
+        source, tuning_name = _resolve(args)
         if source is not None and source.startswith(STANDIN_PREFIX):
             serving = _load_standin(args, source.removeprefix(STANDIN_PREFIX), log)
         else:
-            serving = _load_model(args, source, log)
+            serving = _load_model(args, source, tuning_name, log)
     except Exception:
         log.exception("cannot load model %s", args.model)
         return 1
@@ -196,6 +209,7 @@ def main(argv=None) -> int:
             tensor_io=serving.tuned,
             encode_workers=ENCODE_WORKERS if serving.tuned else 0,
             encoder=_liar(serving.encoder) if args.lie else serving.encoder,
+            background=serving.background,
         )
 
     if args.connect:

@@ -20,14 +20,18 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 class ModelEntry:
     name: str
     source: str | None  # local diffusers folder or HF repo id in the offline cache; None for built-ins
+    tuning: str | None = None  # `tuning=NAME`: the GPU tuning (tuning.TUNINGS); None: the default
 
 
 def parse_model_names(path: str) -> list[ModelEntry]:
     """Read model_names.txt: one `name` or `name source` per line, `#` starts a comment.
 
-    A trailing `verify=POLICY` field is the service's verification policy (common/models.ts
-    checks it); the runner has no use for it and skips it.
+    Trailing `key=value` fields: `tuning=NAME` picks the model's GPU tuning (tuning.TUNINGS,
+    e.g. the opt-in `fast`); `verify=POLICY` is the service's verification policy
+    (common/models.ts checks it), which the runner skips.
     """
+    from .tuning import TUNINGS
+
     entries: list[ModelEntry] = []
     seen: set[str] = set()
     with open(path, encoding="utf-8") as handle:
@@ -37,6 +41,10 @@ def parse_model_names(path: str) -> list[ModelEntry]:
                 continue
             where = f"{path}:{number}: {raw.rstrip()!r}"
             fields = [field for field in line.split() if not field.startswith("verify=")]
+            tunings = [field.removeprefix("tuning=") for field in fields if field.startswith("tuning=")]
+            fields = [field for field in fields if not field.startswith("tuning=")]
+            if len(tunings) > 1 or (tunings and tunings[0] not in TUNINGS):
+                raise ValueError(f"{where}: tuning must be one of {', '.join(TUNINGS)}")
             if len(fields) > 2:
                 raise ValueError(f"{where}: expected `name` or `name source`, got {len(fields)} fields")
             name = fields[0]
@@ -45,7 +53,7 @@ def parse_model_names(path: str) -> list[ModelEntry]:
             if name in seen:
                 raise ValueError(f"{where}: model name {name!r} is listed twice")
             seen.add(name)
-            entries.append(ModelEntry(name=name, source=fields[1] if len(fields) == 2 else None))
+            entries.append(ModelEntry(name=name, source=fields[1] if len(fields) == 2 else None, tuning=tunings[0] if tunings else None))
     return entries
 
 

@@ -110,6 +110,8 @@ class Runner:
     round(x*255) out), so the bytes are the same. encode_workers: threads that
     PNG-encode and send results while the next batch runs (0: inline).
     encoder: turns (job, output image) into the result's PNG bytes (default: encode_png).
+    background: a background.BackgroundCompile whose compiled forwards are switched in
+    between two batches once ready (never inside a pipeline call).
     """
 
     def __init__(
@@ -123,8 +125,10 @@ class Runner:
         tensor_io: bool = False,
         encode_workers: int = 0,
         encoder=None,
+        background=None,
     ):
         self.pipe = pipe
+        self.background = background
         self.model = model
         self.device = device
         self.max_batch = max_batch
@@ -262,6 +266,8 @@ class Runner:
                         self._encode_pool.shutdown(wait=True)  # every result is sent before exit
                     return self._exit_code
                 batch = self._take_batch()
+            if self.background is not None and self.background.switch_if_ready():
+                self.background = None
             self._run_group(batch)
 
     def _take_batch(self) -> list[Job]:

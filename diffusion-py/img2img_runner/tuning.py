@@ -51,7 +51,14 @@ class Tuning:
     # Regional compilation: compile the repeated blocks (REGION_CLASSES) one by one instead of
     # the whole UNet and VAE; identical blocks share one compiled graph, so less is compiled.
     regional: bool = False
+    # Report ready after an eager warm-up and compile in a background thread (background.py).
+    background: bool = False
+    # DeepCache interval (deepcache.py): every Nth denoising step runs the whole UNet; 0: off.
+    feature_cache: int = 0
+    compile_backend: str = "inductor"  # tests use "eager" (Dynamo alone) on CPU
 
+
+EXACT = dict(fuse_qkv=True, channels_last=True, compile_mode="default", cudnn_benchmark=True, cudnn_attention=True)
 
 TUNINGS = {
     # The pipeline as diffusers builds it (fp16, SDPA): the baseline.
@@ -59,14 +66,17 @@ TUNINGS = {
     # No compiler: starts in seconds. NCHW: in eager mode channels_last made the
     # UNet step 12% and the VAE 25% slower on the H100 (bench/gpu, sd15-ref).
     "eager": Tuning("eager", fuse_qkv=True, cudnn_benchmark=True, cudnn_attention=True),
-    # The default on CUDA: the best measured settings.
-    "compile": Tuning("compile", fuse_qkv=True, channels_last=True, compile_mode="default", cudnn_benchmark=True, cudnn_attention=True),
+    # The default on CUDA: the best measured settings, ready after an eager warm-up, compiled behind it.
+    "compile": Tuning("compile", **EXACT, background=True),
+    # The same, compiled before the ready frame (the runner's behaviour until issue 13; benchmarks).
+    "compile-first": Tuning("compile-first", **EXACT),
     # The same settings, compiling the repeated blocks instead of whole networks (a shorter cold compile).
-    "regional": Tuning("regional", fuse_qkv=True, channels_last=True, compile_mode="default", cudnn_benchmark=True, cudnn_attention=True, regional=True),
-    # Inductor also benchmarks Triton matmul templates against cuBLAS: minutes more to start.
-    "autotune": Tuning(
-        "autotune", fuse_qkv=True, channels_last=True, compile_mode="max-autotune-no-cudagraphs", cudnn_benchmark=True, cudnn_attention=True
-    ),
+    "regional": Tuning("regional", **EXACT, regional=True, background=True),
+    # Inductor also benchmarks Triton matmul templates against cuBLAS: minutes more of compilation.
+    "autotune": Tuning("autotune", **{**EXACT, "compile_mode": "max-autotune-no-cudagraphs"}, background=True),
+    # Opt-in per model (model_names.txt `tuning=fast`): not exact. Deep features reused for two
+    # steps of three, and a TAESD-sized tiny VAE; bench/gpu measures the speed-up and the deviation.
+    "fast": Tuning("fast", **EXACT, regional=True, background=True, feature_cache=3, tiny_vae=True),
 }
 DEFAULT_TUNING = "compile"
 
@@ -74,25 +84,6 @@ DEFAULT_TUNING = "compile"
 def wants_tuning(model: str, device: torch.device, pipe) -> bool:
     """Only full-size UNet pipelines on CUDA are tuned; the tiny model and the CPU path never are."""
     return device.type == "cuda" and model != "tiny" and hasattr(pipe, "unet") and hasattr(pipe, "vae")
-
-
-def _mark_batch_dynamic(*tensors) -> None:
-    for tensor in tensors:
-        if torch.is_tensor(tensor) and tensor.dim() > 0 and tensor.shape[0] > 1:
-            torch._dynamo.maybe_mark_dynamic(tensor, 0)
-
-
-def _compile_unet(unet, mode: str) -> None:
-    """Compile the UNet's forward with a dynamic batch dimension (one compilation, every batch size)."""
-    compiled = torch.compile(unet.forward, mode=mode, fullgraph=False)
-
-    def forward(sample, timestep, encoder_hidden_states, *args, **kwargs):
-        added = kwargs.get("added_cond_kwargs") or {}
-        _mark_batch_dynamic(sample, timestep, encoder_hidden_states, *added.values())
-        return compiled(sample, timestep, encoder_hidden_states, *args, **kwargs)
-
-    # An instance attribute: the class, its config and save_pretrained stay stock.
-    unet.forward = forward
 
 
 # Blocks compiled one by one under the `regional` tuning. In SD 1.5's UNet the 16
@@ -106,23 +97,17 @@ REGION_CLASSES = ("Transformer2DModel", "ResnetBlock2D")
 REGION_RECOMPILE_LIMIT = 128
 
 
-def _batch_dynamic(compiled):
-    def forward(*args, **kwargs):
-        _mark_batch_dynamic(*args, *kwargs.values())
-        return compiled(*args, **kwargs)
+def compile_targets(pipe, tuning: Tuning) -> list:
+    """The modules whose forwards are compiled: the UNet and the VAE halves, or their repeated blocks."""
+    if not tuning.regional:
+        targets = [pipe.unet]
+        if hasattr(pipe.vae, "encoder"):
+            targets += [pipe.vae.encoder, pipe.vae.decoder]
+        return targets
+    return [module for root in (pipe.unet, pipe.vae) for module in root.modules() if type(module).__name__ in REGION_CLASSES]
 
-    return forward
 
-
-def compile_regions(root, mode: str | None, class_names=REGION_CLASSES, **compile_kwargs) -> int:
-    """Compile every submodule of root whose class is in class_names; return how many.
-
-    Each block's forward is compiled with a dynamic batch dimension (marked on
-    its inputs before the call, as for the whole UNet); other dimensions stay
-    static, so blocks of different widths or resolutions get graphs of their
-    own and identical blocks share one (Dynamo caches by code object and
-    guards on shapes, not on the module instance).
-    """
+def _regional_dynamo_config() -> None:
     import torch._dynamo.config as dynamo_config
 
     # Only the marked batch dimension is dynamic: a block of another width
@@ -131,12 +116,6 @@ def compile_regions(root, mode: str | None, class_names=REGION_CLASSES, **compil
     for name in ("recompile_limit", "cache_size_limit"):
         if hasattr(dynamo_config, name):
             setattr(dynamo_config, name, max(getattr(dynamo_config, name), REGION_RECOMPILE_LIMIT))
-    count = 0
-    for module in list(root.modules()):
-        if type(module).__name__ in class_names:
-            module.forward = _batch_dynamic(torch.compile(module.forward, mode=mode, **compile_kwargs))
-            count += 1
-    return count
 
 
 def tiny_vae_like(vae, device: torch.device, dtype: torch.dtype):
@@ -164,12 +143,16 @@ def prefer_cudnn_attention() -> bool:
     return True
 
 
-def apply_tuning(pipe, tuning: Tuning):
+def apply_tuning(pipe, tuning: Tuning, defer_compile: bool = False):
     """Apply a Tuning to a loaded pipeline in place (weights stay as they are).
 
-    cudnn_benchmark and cudnn_attention are process-wide switches: the runner
-    serves one pipeline a process.
+    Compiled modules get a background.Switch as their forward: compiled at once
+    (their first call compiles), or, with defer_compile, eager until
+    warm_up_background's thread has compiled them. cudnn_benchmark and
+    cudnn_attention are process-wide switches: the runner serves one pipeline a process.
     """
+    from .background import Switch
+
     if tuning.cudnn_benchmark:
         torch.backends.cudnn.benchmark = True
     if tuning.cudnn_attention and not prefer_cudnn_attention():
@@ -183,6 +166,7 @@ def apply_tuning(pipe, tuning: Tuning):
     if tuning.channels_last:
         pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
+    switches = []
     if tuning.compile_mode:
         import torch._inductor.config as inductor_config
 
@@ -190,13 +174,19 @@ def apply_tuning(pipe, tuning: Tuning):
         inductor_config.conv_1x1_as_mm = True
         inductor_config.layout_optimization = tuning.inductor_layout_optimization
         if tuning.regional:
-            blocks = compile_regions(pipe.unet, tuning.compile_mode) + compile_regions(pipe.vae, tuning.compile_mode)
-            log.info("regional compilation: %d blocks", blocks)
-        else:
-            _compile_unet(pipe.unet, tuning.compile_mode)
-            for part in (pipe.vae.encoder, pipe.vae.decoder):
-                part.compile(mode=tuning.compile_mode)
-    # Read by warm_up_tuned: the tuning is part of the compile cache's key.
+            _regional_dynamo_config()
+        switches = [Switch(module, tuning.compile_mode, tuning.compile_backend) for module in compile_targets(pipe, tuning)]
+        log.info("compiling %d modules%s", len(switches), " in the background" if defer_compile else "")
+        if not defer_compile:
+            for switch in switches:
+                switch.use_compiled()
+    if tuning.feature_cache:
+        from . import deepcache
+
+        # Outside the compiled forwards: the step counter must not be traced.
+        deepcache.install(pipe.unet, pipe.scheduler, tuning.feature_cache)
+    pipe._img2img_switches = switches
+    # Read by the warm-ups: the tuning is part of the compile cache's key.
     pipe._img2img_tuning = tuning
     return pipe
 
@@ -267,6 +257,15 @@ def _warm_up(pipe, device: torch.device, max_batch: int | None, size: tuple[int,
     return max_batch
 
 
+def _open_cache(pipe, device, max_batch, size, cache_dir):
+    from . import compile_cache
+
+    tuning = getattr(pipe, "_img2img_tuning", None)
+    if tuning is None or not tuning.compile_mode:
+        return None
+    return compile_cache.open_cache(pipe, device, tuning, max_batch, size, directory=cache_dir)
+
+
 def warm_up_tuned(pipe, device: torch.device, max_batch: int | None, cache_dir: str | None = None) -> int:
     """Compile and warm every path a job of the native size takes; return the max batch to serve.
 
@@ -283,10 +282,7 @@ def warm_up_tuned(pipe, device: torch.device, max_batch: int | None, cache_dir: 
     from . import compile_cache
 
     size = native_size(pipe)
-    tuning = getattr(pipe, "_img2img_tuning", None)
-    cache = None
-    if tuning is not None and tuning.compile_mode:
-        cache = compile_cache.open_cache(pipe, device, tuning, max_batch, size, directory=cache_dir)
+    cache = _open_cache(pipe, device, max_batch, size, cache_dir)
     if cache is not None:
         cache.load()
     started = time.perf_counter()
@@ -308,6 +304,26 @@ def warm_up_tuned(pipe, device: torch.device, max_batch: int | None, cache_dir: 
     if cache is not None:
         cache.save(compile_seconds=seconds)
     return batch
+
+
+def warm_up_background(pipe, device: torch.device, max_batch: int | None, cache_dir: str | None = None):
+    """Warm up eagerly (recording the compiled modules' inputs), start the compile thread; return (max batch, thread).
+
+    For a pipeline tuned with defer_compile. The eager warm-up picks the batch
+    size (eager activations take more memory than compiled ones, so the choice
+    is on the safe side); the thread compiles what the warm-up recorded, with
+    the compile cache loaded first and saved after (background.py).
+    """
+    from .background import BackgroundCompile, switches_of
+
+    size = native_size(pipe)
+    cache = _open_cache(pipe, device, max_batch, size, cache_dir)
+    started = time.perf_counter()
+    for switch in switches_of(pipe):
+        switch.recording = True
+    batch = _warm_up(pipe, device, max_batch, size)
+    log.info("eager warm-up took %.1fs", time.perf_counter() - started)
+    return batch, BackgroundCompile(pipe, device, cache).start()
 
 
 def compile_stats() -> dict:

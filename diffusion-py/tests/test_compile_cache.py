@@ -362,7 +362,7 @@ def test_regional_compilation_shares_graphs_between_identical_blocks():
     from torch._dynamo.utils import counters
 
     from img2img_runner.runner import images_to_tensor, tensor_to_arrays
-    from img2img_runner.tuning import REGION_CLASSES, compile_regions
+    from img2img_runner.tuning import REGION_CLASSES, Tuning, apply_tuning
     from tests.helpers import sample_image
 
     pipe = load_pipeline("tiny", device=torch.device("cpu"))
@@ -380,7 +380,8 @@ def test_regional_compilation_shares_graphs_between_identical_blocks():
     counters.clear()
     # Dynamo alone (backend "eager"): the same arithmetic, so the same bytes; what is counted is graphs.
     with torch._dynamo.config.patch(automatic_dynamic_shapes=True, recompile_limit=8):
-        compiled = compile_regions(pipe.unet, None, backend="eager") + compile_regions(pipe.vae, None, backend="eager")
+        apply_tuning(pipe, Tuning("regional-test", compile_mode="default", compile_backend="eager", regional=True))
+        compiled = len(pipe._img2img_switches)
         after = call()
         graphs = counters["stats"]["unique_graphs"]
     torch._dynamo.reset()

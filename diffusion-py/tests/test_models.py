@@ -35,6 +35,17 @@ def test_bad_line_names_the_line(tmp_path, bad):
     assert f"{path}:3:" in str(error.value)
 
 
+def test_tuning_field_picks_a_known_tuning(tmp_path):
+    path = write(tmp_path, "tiny\nsd15 sd15-arch tuning=fast verify=spot:0.1\nsdxl sdxl-arch tuning=compile-first\n")
+    assert parse_model_names(path) == [
+        ModelEntry(name="tiny", source=None),
+        ModelEntry(name="sd15", source="sd15-arch", tuning="fast"),
+        ModelEntry(name="sdxl", source="sdxl-arch", tuning="compile-first"),
+    ]
+    with pytest.raises(ValueError, match=r":1: .*tuning must be one of"):
+        parse_model_names(write(tmp_path, "sd15 sd15-arch tuning=fastest\n"))
+
+
 def test_duplicate_name_is_an_error(tmp_path):
     path = write(tmp_path, "tiny\ntiny other\n")
     with pytest.raises(ValueError, match=r":2: .*listed twice"):

@@ -1,5 +1,7 @@
 """The GPU path's CPU-checkable parts: when tuning applies, and tensor I/O giving PIL's bytes."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -24,6 +26,14 @@ def test_never_tunes_cpu_or_tiny(tiny):
 def test_default_is_compiled_and_off_is_plain():
     assert DEFAULT_TUNING == "compile" and TUNINGS["compile"].compile_mode
     assert TUNINGS["off"] == Tuning("off")
+
+
+def test_exact_tunings_differ_from_the_default_only_in_how_they_compile():
+    exact = TUNINGS["compile"]
+    assert exact.background and not exact.feature_cache and not exact.tiny_vae
+    assert dataclasses.replace(TUNINGS["compile-first"], name="compile", background=True) == exact
+    fast = TUNINGS["fast"]
+    assert fast.feature_cache >= 2 and fast.tiny_vae  # the opt-in trade
 
 
 def test_native_size(tiny):
@@ -70,7 +80,7 @@ def test_failed_tuning_serves_the_plain_pipeline(monkeypatch):
     import img2img_runner.tuning as tuning
     from img2img_runner.__main__ import _prepare
 
-    def broken(pipe, tuning):
+    def broken(pipe, tuning, defer_compile=False):
         raise RuntimeError("compiler failed")
 
     monkeypatch.setattr(tuning, "wants_tuning", lambda *args: True)
@@ -82,6 +92,6 @@ def test_failed_tuning_serves_the_plain_pipeline(monkeypatch):
         return load_pipeline("tiny", device=torch.device("cpu"))
 
     args = argparse.Namespace(tuning="auto", model="sd15", max_batch=None)
-    pipe, tuned, max_batch = _prepare(load, args, torch.device("cpu"), logging.getLogger("test"))
-    assert (tuned, max_batch, len(loads)) == (False, 4, 2)
+    pipe, tuned, max_batch, background = _prepare(load, args, torch.device("cpu"), logging.getLogger("test"), "compile")
+    assert (tuned, max_batch, len(loads), background) == (False, 4, 2, None)
     assert pipe is not None

@@ -26,6 +26,15 @@ describe('parseModelNames', () => {
     expect(() => parseModelNames('tiny verify=spot:1.5\n')).toThrow(/verify must be/);
   });
 
+  it('reads a tuning in any order with the verification policy', () => {
+    expect(parseModelNames('sd15 sd15-arch tuning=fast\nsdxl sdxl-arch verify=all:2 tuning=compile-first\n')).toEqual([
+      { name: 'sd15', source: 'sd15-arch', tuning: 'fast' },
+      { name: 'sdxl', source: 'sdxl-arch', tuning: 'compile-first', verify: { kind: 'all' } },
+    ]);
+    expect(() => parseModelNames('sd15 x tuning=Fast!\n')).toThrow(/model_names\.txt:1: tuning "Fast!" must match/);
+    expect(() => parseModelNames('sd15 x tuning=fast tuning=off\n')).toThrow(/tuning= is given twice/);
+  });
+
   it('refuses duplicates and empty files', () => {
     expect(() => parseModelNames('tiny\ntiny\n')).toThrow(/twice/);
     expect(() => parseModelNames('# nothing\n')).toThrow(/no models/);

@@ -1,0 +1,171 @@
+"""Serve at once, compile in the background (issue 13: a runner ready in seconds, not minutes).
+
+Every module the tuning compiles (the whole UNet and VAE halves, or the
+repeated blocks under regional compilation) gets a Switch as its forward. The
+switch runs the module eagerly until its compiled forward is ready. The runner
+warms up and measures its batch size eagerly (seconds), reports ready and
+serves jobs eagerly, while a thread compiles: it loads the compile cache's
+artifacts, then drives each compiled forward with the inputs its switch
+recorded during the eager warm-up (one call per distinct shape class: batch 1
+and batch > 1, which the dynamic batch dimension covers), saves what it
+compiled, and marks itself done. The runner flips every switch to the
+compiled forward between two batches, never inside a pipeline call.
+
+Only the warm-up's gray images are recorded; recording stops before the first
+job. A compilation that fails leaves the runner serving eagerly (and moves a
+cache entry that was loaded aside), never stops it.
+"""
+
+import logging
+import threading
+import time
+
+import torch
+
+log = logging.getLogger("img2img_runner")
+
+
+def _mark_batch_dynamic(*values) -> None:
+    for value in values:
+        if isinstance(value, dict):
+            _mark_batch_dynamic(*value.values())
+        elif torch.is_tensor(value) and value.dim() > 0 and value.shape[0] > 1:
+            torch._dynamo.maybe_mark_dynamic(value, 0)
+
+
+def _shape_class(args, kwargs) -> tuple:
+    """Shapes of the tensor inputs with the batch dimension as '1' or 'N': one compiled graph each."""
+
+    def shape(value):
+        if isinstance(value, dict):
+            return tuple(sorted((key, shape(item)) for key, item in value.items()))
+        if torch.is_tensor(value):
+            if value.dim() == 0:
+                return ()
+            return ("1" if value.shape[0] == 1 else "N", *value.shape[1:])
+        return None
+
+    return tuple(shape(value) for value in args), tuple(sorted((key, shape(value)) for key, value in kwargs.items()))
+
+
+class Switch:
+    """A module's forward: eager until switched to its compiled forward."""
+
+    def __init__(self, module, mode: str, backend: str = "inductor"):
+        self.eager = module.forward
+        self.mode = mode
+        self.backend = backend
+        self.compiled = None
+        self.active = self.eager
+        self.recording = False
+        self.recorded: dict[tuple, tuple] = {}
+        module.forward = self
+
+    def __call__(self, *args, **kwargs):
+        if self.recording:
+            self.recorded.setdefault(_shape_class(args, kwargs), (args, kwargs))
+        return self.active(*args, **kwargs)
+
+    def compile(self) -> None:
+        """Build the compiled forward (compilation itself happens at its first call)."""
+        if self.compiled is None:
+            compiled = torch.compile(self.eager, mode=self.mode, backend=self.backend, fullgraph=False)
+
+            def forward(*args, **kwargs):
+                # One graph serves every batch size > 1.
+                _mark_batch_dynamic(*args, *kwargs.values())
+                return compiled(*args, **kwargs)
+
+            self.compiled = forward
+
+    def use_compiled(self) -> None:
+        self.compile()
+        self.active = self.compiled
+
+    def replay(self) -> int:
+        """Run the compiled forward on the recorded inputs (compiling it); return how many calls."""
+        self.compile()
+        for args, kwargs in self.recorded.values():
+            self.compiled(*args, **kwargs)
+        return len(self.recorded)
+
+
+def switches_of(pipe) -> list[Switch]:
+    return getattr(pipe, "_img2img_switches", [])
+
+
+class BackgroundCompile:
+    """The compile thread, and the flip to compiled forwards when the runner asks between batches."""
+
+    def __init__(self, pipe, device: torch.device, cache):
+        self.switches = switches_of(pipe)
+        self.device = device
+        self.cache = cache  # compile_cache.CompileCache or None
+        self.done = threading.Event()
+        self.failed = False
+        self.switched = False
+        self.seconds = None
+        self._thread = threading.Thread(target=self._run, name="background-compile", daemon=True)
+
+    def start(self) -> "BackgroundCompile":
+        for switch in self.switches:
+            switch.recording = False
+        self._thread.start()
+        return self
+
+    def _compile_all(self) -> int:
+        calls = 0
+        with torch.inference_mode():
+            for switch in self.switches:
+                calls += switch.replay()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return calls
+
+    def _run(self) -> None:
+        from . import compile_cache
+        from .tuning import compile_stats
+
+        started = time.perf_counter()
+        try:
+            if self.cache is not None:
+                self.cache.load()
+            try:
+                calls = self._compile_all()
+            except Exception:
+                if self.cache is None or self.cache.status != compile_cache.HIT:
+                    raise
+                log.exception("background compile failed with the cached artifacts: moving them aside, compiling from scratch")
+                self.cache.quarantine("the background compile failed with these artifacts loaded")
+                import torch._inductor.config as inductor_config
+
+                torch._dynamo.reset()
+                inductor_config.force_disable_caches = True
+                for switch in self.switches:
+                    switch.compiled = None
+                self.cache = None
+                calls = self._compile_all()
+            self.seconds = time.perf_counter() - started
+            log.info("background compile took %.1fs (%d recorded calls); compiler: %s", self.seconds, calls, compile_stats())
+            if self.cache is not None:
+                self.cache.save(compile_seconds=self.seconds)
+        except Exception:
+            self.failed = True
+            log.exception("background compile failed: serving eagerly")
+        finally:
+            for switch in self.switches:
+                switch.recorded.clear()  # the warm-up's tensors are not needed any more
+            self.done.set()
+
+    def switch_if_ready(self) -> bool:
+        """Called by the runner between batches: flip to the compiled forwards once they are built."""
+        if self.switched or self.failed or not self.done.is_set():
+            return False
+        for switch in self.switches:
+            switch.active = switch.compiled
+        self.switched = True
+        log.info("compiled path in service (background compile %.1fs)", self.seconds)
+        return True
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.done.wait(timeout)

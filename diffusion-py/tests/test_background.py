@@ -1,0 +1,160 @@
+"""Serve at once, compile behind (background.py), on CPU with the tiny pipeline and Dynamo alone (backend "eager")."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+from img2img_runner import background as background_module
+from img2img_runner.frames import encode_frame, read_frame
+from img2img_runner.models import load_pipeline
+from img2img_runner.runner import FrameWriter, Runner, images_to_tensor, tensor_to_arrays
+from img2img_runner.tuning import Tuning, apply_tuning, warm_up_background
+from tests.helpers import job_header, png_bytes, sample_image
+
+CPU = torch.device("cpu")
+# Dynamo traces and guards as under Inductor, but runs the captured graphs eagerly: same bytes, seconds to compile.
+DEFERRED = Tuning("test-deferred", compile_mode="default", compile_backend="eager", background=True)
+
+
+def call(pipe, batch=2, steps=4):
+    images = [sample_image(seed, (64, 64)) for seed in range(batch)]
+    generators = [torch.Generator().manual_seed(seed) for seed in range(batch)]
+    with torch.inference_mode():
+        out = pipe(
+            prompt=["a"] * batch,
+            negative_prompt=[""] * batch,
+            image=images_to_tensor(images, CPU),
+            strength=0.6,
+            num_inference_steps=steps,
+            guidance_scale=7.5,
+            generator=generators,
+            output_type="pt",
+        )
+    return np.stack(tensor_to_arrays(out.images))
+
+
+@pytest.fixture
+def fresh_dynamo():
+    torch._dynamo.reset()
+    counters.clear()
+    yield
+    torch._dynamo.reset()
+
+
+def test_serves_eagerly_then_switches_to_the_compiled_forwards_between_calls(fresh_dynamo):
+    pipe = load_pipeline("tiny", device=CPU)
+    # The stock UNet forward, as full-size models have (tiny's runs sample by sample: a loop Dynamo unrolls per batch size).
+    del pipe.unet.forward
+    before = call(pipe)
+    apply_tuning(pipe, DEFERRED, defer_compile=True)
+    switches = background_module.switches_of(pipe)
+    assert len(switches) == 3  # the UNet, the VAE's encoder and decoder
+    batch, compile_thread = warm_up_background(pipe, CPU, max_batch=2)
+    assert batch == 2
+    assert all(not switch.recording for switch in switches)  # no job's tensors are ever kept
+    assert compile_thread.wait(timeout=300) and not compile_thread.failed
+    # Built, but not in service until the runner asks between two calls.
+    assert all(switch.active is switch.eager for switch in switches)
+    assert all(not switch.recorded for switch in switches)
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs > 0
+    assert np.array_equal(call(pipe), before)
+    assert counters["stats"]["unique_graphs"] == graphs  # eager calls compile nothing
+    assert compile_thread.switch_if_ready()
+    assert all(switch.active is switch.compiled for switch in switches)
+    assert not compile_thread.switch_if_ready()  # once
+    # The recorded warm-up covered what jobs at the native size need: no compilation while serving.
+    assert np.array_equal(call(pipe, batch=2), before)
+    call(pipe, batch=1)
+    call(pipe, batch=3)
+    assert counters["stats"]["unique_graphs"] == graphs
+
+
+def test_a_failed_background_compile_keeps_serving_eagerly(monkeypatch, fresh_dynamo):
+    pipe = load_pipeline("tiny", device=CPU)
+    before = call(pipe)
+    apply_tuning(pipe, DEFERRED, defer_compile=True)
+
+    def broken(self):
+        raise RuntimeError("the compiler fell over")
+
+    monkeypatch.setattr(background_module.Switch, "replay", broken)
+    _batch, compile_thread = warm_up_background(pipe, CPU, max_batch=2)
+    assert compile_thread.wait(timeout=60) and compile_thread.failed
+    assert not compile_thread.switch_if_ready()
+    assert np.array_equal(call(pipe), before)
+
+
+def test_compiled_at_once_without_defer(fresh_dynamo):
+    pipe = load_pipeline("tiny", device=CPU)
+    apply_tuning(pipe, DEFERRED)
+    assert all(switch.active is switch.compiled for switch in background_module.switches_of(pipe))
+
+
+class FakeBackground:
+    """Ready after the first batch: the runner must switch before the second, never during one."""
+
+    def __init__(self, log):
+        self.log = log
+        self.asked = 0
+
+    def switch_if_ready(self):
+        self.asked += 1
+        self.log.append(f"asked-{self.asked}")
+        return self.asked == 2
+
+
+def test_the_runner_switches_between_batches():
+    pipe = load_pipeline("tiny", device=CPU)
+    log = []
+    original = type(pipe).__call__
+
+    class Recording(type(pipe)):
+        def __call__(self, *args, **kwargs):
+            log.append("batch")
+            return original(self, *args, **kwargs)
+
+    pipe.__class__ = Recording
+    stream = io.BytesIO()
+    for index in range(3):
+        stream.write(encode_frame(job_header(f"job-{index}", seed=index, steps=4), png_bytes(sample_image(index))))
+    stream.seek(0)
+    out = io.BytesIO()
+    fake = FakeBackground(log)
+    runner = Runner(pipe, "tiny", CPU, max_batch=1, writer=FrameWriter(out), background=fake)
+    # Jobs are decoded off the reader thread: wait for all three before serving, so batches follow each other.
+    assert runner.serve(stream) == 0
+    out.seek(0)
+    results = []
+    while (frame := read_frame(out)) is not None:
+        results += [frame[0]["id"]] if frame[0]["type"] == "result" else []
+    assert sorted(results) == ["job-0", "job-1", "job-2"]
+    # Asked before each batch until it switched, then never again.
+    assert log[:4] == ["asked-1", "batch", "asked-2", "batch"] and log.count("batch") == 3 and fake.asked == 2
+
+
+def test_the_fast_tuning_compiles_its_blocks_behind_feature_caching(fresh_dynamo):
+    # `fast` as the runner applies it (regional blocks, feature caching, tiny VAE, background), Dynamo alone.
+    import dataclasses
+
+    from img2img_runner.tuning import TUNINGS
+
+    pipe = load_pipeline("tiny", device=CPU)
+    del pipe.unet.forward  # the stock UNet forward, as full-size models have
+    tuning = dataclasses.replace(TUNINGS["fast"], compile_backend="eager", fuse_qkv=False, cudnn_attention=False, cudnn_benchmark=False)
+    with torch._dynamo.config.patch(recompile_limit=64):
+        apply_tuning(pipe, tuning, defer_compile=True)
+        assert type(pipe.vae).__name__ == "AutoencoderTiny"
+        _batch, compile_thread = warm_up_background(pipe, CPU, max_batch=2)
+        assert compile_thread.wait(timeout=300) and not compile_thread.failed
+        eager = call(pipe)
+        graphs = counters["stats"]["unique_graphs"]
+        assert graphs > 0
+        assert compile_thread.switch_if_ready()
+        assert np.array_equal(call(pipe), eager)
+        call(pipe, batch=1)
+        call(pipe, batch=3)
+        assert counters["stats"]["unique_graphs"] == graphs
