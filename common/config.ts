@@ -140,6 +140,14 @@ export const ConsumerConfigSchema = z.object({
   WORKER_MAX_STRIKES: integer(3, 1),
   /** Two outputs of a verified job agree at this PSNR (dB) or above. */
   VERIFY_PSNR_DB: z.coerce.number().min(0).default(40),
+  /** on: a runner's torch.compile artifacts are shared through the object store (consumer/compilecache.ts). */
+  COMPILE_CACHE: z.enum(['on', 'off']).default('on'),
+  /** Local directory of the compile caches, one folder per model (and GPU). Unset: <OS temp dir>/img2img-compile-cache. */
+  COMPILE_CACHE_DIR: z.string().optional(),
+  /** Part of the cache's key in the object store, e.g. the GPU kind or the image tag; unset: none. */
+  COMPILE_CACHE_TAG: z.string().optional(),
+  /** How long the download before a runner's spawn may take; then the runner starts with what it has. */
+  COMPILE_CACHE_TIMEOUT_MS: integer(60_000, 100),
 });
 
 /** The webhook dispatcher (dispatcher/main.ts). */

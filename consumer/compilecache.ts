@@ -13,9 +13,14 @@
 // download: after a cold compile, the new entry; after a warm start, nothing). Artifact
 // files go up before their manifest, so a reader never sees a manifest whose files are
 // missing. Nothing here throws: the cache only saves time, and a failure costs a compile.
+// consumer/consumer.ts builds each runner's setup from the config (compileCacheSetup) and
+// consumer/process.ts calls prepareCompileCache() before every spawn.
 import { createHash } from 'node:crypto';
 import { mkdir, readdir, rename, stat, writeFile, readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
+import type { ConsumerConfig } from '../common/config.js';
+import type { ModelEntry } from '../common/models.js';
 
 /** What the runner reads: the local directory it loads from and saves to. */
 export const COMPILE_CACHE_ENV = 'IMG2IMG_COMPILE_CACHE';
@@ -173,10 +178,66 @@ export async function fetchCompileCache(
           bytes += body.length;
         }
         if (uploaded.length) log?.info({ prefix, files: uploaded.length, bytes }, 'compile cache uploaded');
+        else log?.info({ prefix }, 'compile cache: nothing new to upload');
       } catch (error) {
         log?.warn({ prefix, err: error }, 'compile cache upload failed; the next cold runner compiles again');
       }
       return { uploaded, bytes, seconds: (performance.now() - begun) / 1000 };
+    },
+  };
+}
+
+/** What one runner needs to share its cache: the store, the key there, its local directory, the download's bound. */
+export interface CompileCacheSetup {
+  store: CompileCacheStore;
+  key: string;
+  dir: string;
+  /** The download may take this long; then the runner starts with what dir holds. */
+  timeoutMs: number;
+}
+
+type CacheConfig = Pick<ConsumerConfig, 'COMPILE_CACHE' | 'COMPILE_CACHE_DIR' | 'COMPILE_CACHE_TAG' | 'COMPILE_CACHE_TIMEOUT_MS' | 'RUNNER_MAX_BATCH'>;
+
+/**
+ * The setup of a model's runner from the consumer's config; undefined when COMPILE_CACHE is off.
+ * Tuning and dtype are the runner's own defaults (the consumer passes neither), so they are not
+ * part of this key; the runner's key inside covers them. Each GPU's runner gets a directory of
+ * its own: two runners never write the same files at once.
+ */
+export function compileCacheSetup(config: CacheConfig, model: ModelEntry, store: CompileCacheStore, gpu?: string): CompileCacheSetup | undefined {
+  if (config.COMPILE_CACHE === 'off') return undefined;
+  const key = compileCacheKey({ model: model.name, source: model.source, maxBatch: config.RUNNER_MAX_BATCH || null, tag: config.COMPILE_CACHE_TAG });
+  const root = path.resolve(config.COMPILE_CACHE_DIR ?? path.join(tmpdir(), 'img2img-compile-cache'));
+  return { store, key, dir: path.join(root, gpu === undefined ? key : `${key}.gpu${gpu}`), timeoutMs: config.COMPILE_CACHE_TIMEOUT_MS };
+}
+
+export interface PreparedCompileCache {
+  /** The runner's environment: IMG2IMG_COMPILE_CACHE=dir. */
+  env: Record<string, string>;
+  /** Call with the ready frame: uploads what the runner added, in the background; never throws. */
+  ready(): void;
+}
+
+/**
+ * Before a spawn: the download, bounded by setup.timeoutMs (a slow or unreachable store costs
+ * the cache, never the runner), and what to do once the runner is ready.
+ */
+export async function prepareCompileCache(setup: CompileCacheSetup, log: CompileCacheLog): Promise<PreparedCompileCache> {
+  const env = { [COMPILE_CACHE_ENV]: setup.dir };
+  let sync: CompileCacheSync;
+  try {
+    sync = await fetchCompileCache(setup.store, setup.key, setup.dir, { signal: AbortSignal.timeout(setup.timeoutMs), log });
+  } catch (error) {
+    // Only the local directory can get here (the store's errors are caught inside).
+    log.warn({ dir: setup.dir, err: error }, 'compile cache unusable; the runner compiles');
+    return { env, ready() {} };
+  }
+  return {
+    env,
+    ready() {
+      // In the background, so it may take longer than the download; but a hung store must not hold the files' bytes forever.
+      // upload() logs what it sent or why it failed, and never rejects.
+      void sync.upload(AbortSignal.timeout(10 * setup.timeoutMs));
     },
   };
 }

@@ -17,6 +17,7 @@ import { ObjectStore } from '../common/storage.js';
 import { allTopics } from '../common/topics.js';
 import { WorkerStore } from '../common/workers.js';
 import { CancelListener } from './cancels.js';
+import { compileCacheSetup } from './compilecache.js';
 import { Gateway } from './gateway.js';
 import { consumerMetrics, type WorkerMetrics } from './metrics.js';
 import { RunnerPool } from './pool.js';
@@ -43,7 +44,7 @@ export interface Consumer {
   gatewayUrl(): string | undefined;
 }
 
-function runnerPool(config: ConsumerConfig, model: ModelEntry, logger: Logger, metrics: WorkerMetrics): RunnerPool {
+function runnerPool(config: ConsumerConfig, model: ModelEntry, store: ObjectStore, logger: Logger, metrics: WorkerMetrics): RunnerPool {
   const extraArgs = [
     ...(config.RUNNER_MAX_BATCH ? ['--max-batch', String(config.RUNNER_MAX_BATCH)] : []),
     ...(config.RUNNER_BENCH_LOG ? ['--bench-log', resolve(config.RUNNER_BENCH_LOG)] : []),
@@ -63,6 +64,7 @@ function runnerPool(config: ConsumerConfig, model: ModelEntry, logger: Logger, m
         logger: gpu === undefined ? logger : logger.child({ gpu }),
         extraArgs,
         env: gpu === undefined ? {} : { CUDA_VISIBLE_DEVICES: gpu },
+        compileCache: compileCacheSetup(config, model, store, gpu),
         onReady: (info) => metrics.runnerStarted?.(model.name, info.start_seconds),
         onRestart: () => metrics.runnerRestarted?.(model.name),
       }),
@@ -79,7 +81,7 @@ export function createConsumer(config: ConsumerConfig, { models, listed, logger 
   const registry = createRegistry('consumer');
   const depth = new QueueDepth(admin, config.TOPIC_PREFIX, models.map((m) => m.name));
   const metrics = consumerMetrics(registry, () => depth.get());
-  const pools = new Map(models.map((model) => [model.name, runnerPool(config, model, logger.child({ model: model.name }), metrics)]));
+  const pools = new Map(models.map((model) => [model.name, runnerPool(config, model, store, logger.child({ model: model.name }), metrics)]));
   const gateway =
     config.WORKER_GATEWAY === 'on'
       ? new Gateway({

@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { encodeFrame, FrameDecoder } from '../common/frames.js';
 import type { Logger } from '../common/logger.js';
 import { readRunnerFrame, type FromRunner, type ReadyFrame, type ToRunner } from '../common/protocol.js';
+import { prepareCompileCache, type CompileCacheSetup } from './compilecache.js';
 
 export type ProcessState = 'stopped' | 'starting' | 'ready' | 'stopping';
 
@@ -23,10 +24,12 @@ export interface ProcessOptions {
   logger: Logger;
   extraArgs?: string[];
   env?: Record<string, string>;
+  /** Shares the runner's torch.compile artifacts through the object store; absent: no cache. */
+  compileCache?: CompileCacheSetup;
 }
 
 export interface ReadyInfo extends Omit<ReadyFrame, 'v' | 'type'> {
-  /** Spawn to ready, as the consumer saw it: the cold-start cost. */
+  /** Spawn to ready, as the consumer saw it (the compile cache's download included): the cold-start cost. */
   start_seconds: number;
 }
 
@@ -45,6 +48,8 @@ export class RunnerProcess {
   private lastFrameAt = 0;
   private watchdog: NodeJS.Timeout | undefined;
   private failures = 0;
+  /** stop() came while the start was still fetching the compile cache: do not spawn. */
+  private startCanceled = false;
   state: ProcessState = 'stopped';
   info: ReadyInfo | undefined;
 
@@ -72,7 +77,10 @@ export class RunnerProcess {
   /** Asks the runner to finish its work and exit; kills it after graceMs. */
   async stop(graceMs: number): Promise<void> {
     const child = this.child;
-    if (!child) return;
+    if (!child) {
+      if (this.state === 'starting') this.startCanceled = true;
+      return;
+    }
     this.state = 'stopping';
     this.send({ v: 1, type: 'shutdown' });
     const exited = once(child, 'exit');
@@ -88,8 +96,14 @@ export class RunnerProcess {
       await sleep(backoff);
     }
     this.state = 'starting';
+    this.startCanceled = false;
     const startedAt = Date.now();
-    const child = this.spawn();
+    const cache = this.options.compileCache && (await prepareCompileCache(this.options.compileCache, this.options.logger));
+    if (this.startCanceled) {
+      this.state = 'stopped';
+      throw new Error(`runner for ${this.options.model} was stopped before it started`);
+    }
+    const child = this.spawn(cache?.env);
     const ready = this.wire(child);
     try {
       const frame = await Promise.race([
@@ -103,6 +117,7 @@ export class RunnerProcess {
       this.failures = 0;
       this.state = 'ready';
       this.options.logger.info(this.info, 'runner ready');
+      cache?.ready();
       this.events.onReady?.(this.info);
       return this.info;
     } catch (error) {
@@ -116,7 +131,7 @@ export class RunnerProcess {
     }
   }
 
-  private spawn(): ChildProcess {
+  private spawn(cacheEnv: Record<string, string> = {}): ChildProcess {
     const { model, source, python, cwd, device } = this.options;
     const args = ['-m', 'img2img_runner', '--model', model, ...(source ? ['--source', source] : [])];
     if (device !== 'auto') args.push('--device', device);
@@ -124,7 +139,7 @@ export class RunnerProcess {
     const child = spawn(python, args, {
       cwd,
       stdio: ['pipe', 'pipe', 'pipe'],
-      env: { ...process.env, HF_HUB_OFFLINE: '1', PYTHONUNBUFFERED: '1', ...this.options.env },
+      env: { ...process.env, HF_HUB_OFFLINE: '1', PYTHONUNBUFFERED: '1', ...cacheEnv, ...this.options.env },
     });
     this.child = child;
     this.options.logger.info({ runner_pid: child.pid }, 'runner spawned');

@@ -1,15 +1,22 @@
 // consumer/compilecache.ts against an in-memory object store: download before the spawn,
-// upload of what the runner wrote (artifacts before manifests), never a throw.
+// upload of what the runner wrote (artifacts before manifests), never a throw; the setup a
+// runner gets from the config, and the bounded wait before its spawn.
 import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   compileCacheKey,
   compileCachePrefix,
+  compileCacheSetup,
+  COMPILE_CACHE_ENV,
   fetchCompileCache,
+  prepareCompileCache,
   type CompileCacheStore,
 } from '../../consumer/compilecache.js';
+import { ConsumerConfigSchema, loadConfig } from '../../common/config.js';
+import { RunnerProcess } from '../../consumer/process.js';
 import type { ObjectStore } from '../../common/storage.js';
 
 // The project's ObjectStore is what the consumer will pass (a type check, nothing runs).
@@ -144,5 +151,87 @@ describe('compile cache sync', () => {
     // The store is back: what was not sent goes up on the next call.
     store.failPut = false;
     expect((await sync.upload()).uploaded).toHaveLength(2);
+  });
+});
+
+describe('compile cache setup of a runner', () => {
+  const config = (env: Record<string, string> = {}) => loadConfig(env, ConsumerConfigSchema);
+  const store = new MemoryStore();
+
+  it('on by default, in a folder of the OS temp dir; off when COMPILE_CACHE=off', () => {
+    const setup = compileCacheSetup(config(), { name: 'sd15', source: 'sd15-arch' }, store)!;
+    expect(setup.dir).toBe(path.join(tmpdir(), 'img2img-compile-cache', setup.key));
+    expect(setup.timeoutMs).toBe(60_000);
+    expect(compileCacheSetup(config({ COMPILE_CACHE: 'off' }), { name: 'sd15' }, store)).toBeUndefined();
+  });
+
+  it('the key follows the model, its source, RUNNER_MAX_BATCH and COMPILE_CACHE_TAG; each GPU gets its own directory', () => {
+    const model = { name: 'sd15', source: 'sd15-arch' };
+    const base = compileCacheSetup(config({ COMPILE_CACHE_DIR: 'rel/cc' }), model, store)!;
+    expect(base.dir).toBe(path.resolve('rel/cc', base.key)); // absolute: the runner runs in RUNNER_DIR
+    const keys = [
+      base.key,
+      compileCacheSetup(config(), { name: 'sd15', source: 'other' }, store)!.key,
+      compileCacheSetup(config({ RUNNER_MAX_BATCH: '8' }), model, store)!.key,
+      compileCacheSetup(config({ COMPILE_CACHE_TAG: 'h200' }), model, store)!.key,
+    ];
+    expect(new Set(keys).size).toBe(4);
+    const gpus = ['0', '1'].map((gpu) => compileCacheSetup(config(), model, store, gpu)!);
+    expect(gpus.map((setup) => setup.key)).toEqual([base.key, base.key]);
+    expect(new Set([base.dir, ...gpus.map((setup) => setup.dir)]).size).toBe(3);
+  });
+
+  /** A store that answers nothing until the signal aborts. */
+  const hanging: CompileCacheStore = {
+    list: (_prefix, signal) => ({
+      [Symbol.asyncIterator]: () => ({
+        next: () => new Promise((_, reject) => signal!.addEventListener('abort', () => reject(signal!.reason))),
+      }),
+    }),
+    getBytes: async () => undefined,
+    put: async () => 'etag',
+  };
+
+  it('prepareCompileCache: a store that never answers costs COMPILE_CACHE_TIMEOUT_MS, then the runner gets its directory', async () => {
+    const dir = path.join(tmpdir(), `compilecache-hang-${process.pid}`);
+    const warnings: string[] = [];
+    const log = { info: () => {}, warn: (_: object, message: string) => void warnings.push(message) };
+    const started = performance.now();
+    const prepared = await prepareCompileCache({ store: hanging, key: 'k', dir, timeoutMs: 200 }, log);
+    expect(performance.now() - started).toBeGreaterThanOrEqual(190);
+    expect(prepared.env).toEqual({ [COMPILE_CACHE_ENV]: dir });
+    expect(warnings).toHaveLength(1);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('prepareCompileCache: ready() uploads in the background what the runner wrote', async () => {
+    const memory = new MemoryStore();
+    const dir = path.join(tmpdir(), `compilecache-ready-${process.pid}`);
+    const prepared = await prepareCompileCache({ store: memory, key: 'k', dir, timeoutMs: 1000 }, { info: () => {}, warn: () => {} });
+    await runnerWritesEntry(dir, 'v1-key');
+    prepared.ready();
+    for (let i = 0; i < 100 && memory.puts.length < 2; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(memory.puts).toEqual(['compile-cache/k/v1-key/artifacts-0123456789abcdef.bin', 'compile-cache/k/v1-key/manifest.json']);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('a runner stopped while its cache downloads is never spawned', async () => {
+    const dir = path.join(tmpdir(), `compilecache-stop-${process.pid}`);
+    const spawned: string[] = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void spawned.push(JSON.parse(line).msg) });
+    const runner = new RunnerProcess(
+      {
+        model: 'm', python: '/nonexistent/python', cwd: tmpdir(), device: 'cpu', stallMs: 10_000, startTimeoutMs: 10_000, logger,
+        compileCache: { store: hanging, key: 'k', dir, timeoutMs: 300 },
+      },
+      { onMessage: () => {}, onExit: () => {}, busy: () => false },
+    );
+    const starting = runner.ensureStarted();
+    expect(runner.state).toBe('starting');
+    await runner.stop(1000);
+    await expect(starting).rejects.toThrow('stopped before it started');
+    expect(runner.state).toBe('stopped');
+    expect(spawned).not.toContain('runner spawned');
+    await rm(dir, { recursive: true, force: true });
   });
 });
