@@ -90,6 +90,23 @@ class Switch:
         return len(self.recorded)
 
 
+def _trace_fx_once() -> None:
+    """Run, on this (the serving) thread, the one FX symbolic trace Inductor makes per process.
+
+    torch.fx's Tracer patches torch.nn.Module.__call__ process-wide while it traces;
+    Inductor traces a dummy module once (torch._inductor.loop_body, cached), and an
+    eager call on the serving thread at that moment went into the tracer and failed
+    ("module is not installed as a submodule", seen on the H200). Done here, the
+    compile thread never traces with FX.
+    """
+    try:
+        from torch._inductor.loop_body import InterpreterShim
+
+        InterpreterShim._dummy_gm()
+    except Exception:  # another torch: nothing to warm
+        log.warning("could not pre-trace Inductor's FX dummy module", exc_info=True)
+
+
 def switches_of(pipe) -> list[Switch]:
     return getattr(pipe, "_img2img_switches", [])
 
@@ -98,6 +115,7 @@ class BackgroundCompile:
     """The compile thread, and the flip to compiled forwards when the runner asks between batches."""
 
     def __init__(self, pipe, device: torch.device, cache):
+        _trace_fx_once()
         self.switches = switches_of(pipe)
         self.device = device
         self.cache = cache  # compile_cache.CompileCache or None

@@ -54,6 +54,9 @@ MANIFEST = "manifest.json"
 # holding everything this process saw.
 MAX_FILES = 4
 
+# Tuning fields that leave the compiled code as it is (`compile` and `compile-first` share entries).
+KEY_IGNORES = ("name", "background")
+
 # Statuses of CompileCache.load()
 OFF, MISS, HIT, CORRUPT = "off", "miss", "hit", "corrupt"
 
@@ -106,7 +109,8 @@ def pipeline_fields(pipe, tuning, max_batch: int | None, size: tuple[int, int], 
         "vae": _config(getattr(pipe, "vae", None)),
         "vae_class": type(getattr(pipe, "vae", None)).__name__,
         "dtype": str(getattr(pipe, "dtype", None)).removeprefix("torch."),
-        "tuning": dataclasses.asdict(tuning) if dataclasses.is_dataclass(tuning) else tuning,
+        # What changes the compiled code: not the tuning's name, nor whether it compiles before or after the ready frame.
+        "tuning": {k: v for k, v in dataclasses.asdict(tuning).items() if k not in KEY_IGNORES} if dataclasses.is_dataclass(tuning) else tuning,
         "size": list(size),
         # None: the runner measures the largest batch that fits (at most tuning.BATCH_CAP).
         "max_batch": max_batch,
@@ -387,7 +391,7 @@ def main(argv=None) -> int:
         except CacheError as exc:
             state, bad = f"BAD: {exc}", bad + 1
         fields = manifest.get("fields", {})
-        print(f"{name}: {fields.get('gpu')} torch {fields.get('torch')} {fields.get('dtype')} tuning {fields.get('tuning', {}).get('name')}: {state}")
+        print(f"{name}: {fields.get('gpu')} torch {fields.get('torch')} {fields.get('dtype')} compile {fields.get('tuning', {}).get('compile_mode')}{' regional' if fields.get('tuning', {}).get('regional') else ''}: {state}")
     return 1 if bad else 0
 
 

@@ -221,7 +221,7 @@ def _peak_bytes(pipe, device: torch.device, batch: int, size: tuple[int, int]) -
     return torch.cuda.max_memory_allocated(device)
 
 
-def fit_batch(pipe, device: torch.device, size: tuple[int, int], cap: int = BATCH_CAP) -> int:
+def fit_batch(pipe, device: torch.device, size: tuple[int, int], cap: int = BATCH_CAP, check: bool = True) -> int:
     """The largest batch (<= cap) whose measured memory fits in MEMORY_SHARE of the free GPU memory.
 
     Peak memory grows linearly with the batch (the UNet's activations and the
@@ -235,7 +235,7 @@ def fit_batch(pipe, device: torch.device, size: tuple[int, int], cap: int = BATC
     budget = torch.cuda.memory_allocated(device) + MEMORY_SHARE * (free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
     batch = int(max(1, min(cap, (budget - fixed) // per_image)))
     log.info("memory: %.0f MiB fixed + %.0f MiB per image, budget %.0f MiB: batch %d", fixed / 2**20, per_image / 2**20, budget / 2**20, batch)
-    while batch > 1:
+    while check and batch > 1:
         try:
             run_batch(pipe, device, batch, size)
             return batch
@@ -243,16 +243,22 @@ def fit_batch(pipe, device: torch.device, size: tuple[int, int], cap: int = BATC
             torch.cuda.empty_cache()
             batch //= 2
             log.warning("out of memory while checking the batch size: trying %d", batch)
-    return 1
+    return batch
 
 
-def _warm_up(pipe, device: torch.device, max_batch: int | None, size: tuple[int, int]) -> int:
+def _warm_up(pipe, device: torch.device, max_batch: int | None, size: tuple[int, int], run_largest: bool = True) -> int:
+    """Batch 1, then 2 (and 4 to measure memory), then, with run_largest, the chosen batch; return it.
+
+    The eager warm-up of a background compile skips the largest batch (seconds of cuDNN
+    benchmarking before the ready frame); the first full batch pays them, and an
+    out-of-memory there halves the batch (Runner._run_group).
+    """
     started = time.perf_counter()
     run_batch(pipe, device, 1, size)
     log.info("first call at %dx%d (compilation included) took %.1fs", *size, time.perf_counter() - started)
     if max_batch is None:
-        return fit_batch(pipe, device, size)
-    for batch in sorted({1, 2, max_batch}):
+        return fit_batch(pipe, device, size, check=run_largest)
+    for batch in sorted({1, 2, max_batch} if run_largest else {1, min(2, max_batch)}):
         run_batch(pipe, device, batch, size)
     return max_batch
 
@@ -321,7 +327,7 @@ def warm_up_background(pipe, device: torch.device, max_batch: int | None, cache_
     started = time.perf_counter()
     for switch in switches_of(pipe):
         switch.recording = True
-    batch = _warm_up(pipe, device, max_batch, size)
+    batch = _warm_up(pipe, device, max_batch, size, run_largest=False)
     log.info("eager warm-up took %.1fs", time.perf_counter() - started)
     return batch, BackgroundCompile(pipe, device, cache).start()
 

@@ -97,6 +97,8 @@ def test_pipeline_fields_of_the_tiny_pipeline_ignore_provenance():
     fields = pipeline_fields(pipe, TUNINGS["compile"], None, (64, 64))
     assert fields["pipeline"] == "StableDiffusionImg2ImgPipeline"
     assert fields["tuning"]["compile_mode"] == "default" and fields["dtype"] == "float32"
+    # Compiling before or after the ready frame makes the same code: one entry for both.
+    assert pipeline_fields(pipe, TUNINGS["compile-first"], None, (64, 64)) == fields
     assert not any(name.startswith("_") for name in fields["unet"])
     assert fields["unet"]["block_out_channels"] in ([32, 64], (32, 64))
     # JSON-safe and stable: the same pipeline gives the same key.
