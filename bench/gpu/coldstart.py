@@ -121,6 +121,8 @@ def one_runner(out, name: str, tuning: str, work: pathlib.Path, rounds: int, png
         "IMG2IMG_COMPILE_CACHE": str(work / "cc"),
         "TORCHINDUCTOR_CACHE_DIR": str(work / "inductor"),
         "TRITON_CACHE_DIR": str(work / "triton"),
+        # Any recompilation (a job that compiles while serving) is named in the log.
+        "TORCH_LOGS": "recompiles",
     }
     log_path = out / "runners.log"
     since = log_path.stat().st_size if log_path.exists() else 0

@@ -33,6 +33,18 @@ def _mark_batch_dynamic(*values) -> None:
             torch._dynamo.maybe_mark_dynamic(value, 0)
 
 
+def _repeat_batch(values, times: int):
+    """values (a tuple, list or dict, nested) with every batched tensor repeated `times` along dim 0, layout kept."""
+    if isinstance(values, dict):
+        return {key: _repeat_batch(value, times) for key, value in values.items()}
+    if isinstance(values, (tuple, list)):
+        return type(values)(_repeat_batch(value, times) for value in values)
+    if torch.is_tensor(values) and values.dim() > 0 and values.shape[0] > 1:
+        layout = torch.channels_last if values.dim() == 4 and values.is_contiguous(memory_format=torch.channels_last) and not values.is_contiguous() else torch.contiguous_format
+        return torch.cat([values] * times).contiguous(memory_format=layout)
+    return values
+
+
 def _shape_class(args, kwargs) -> tuple:
     """Shapes of the tensor inputs with the batch dimension as '1' or 'N': one compiled graph each."""
 
@@ -82,12 +94,22 @@ class Switch:
         self.compile()
         self.active = self.compiled
 
-    def replay(self) -> int:
-        """Run the compiled forward on the recorded inputs (compiling it); return how many calls."""
+    def replay(self, largest: int = 1) -> int:
+        """Run the compiled forward on the recorded inputs (compiling it); return how many calls.
+
+        A batch > 1 call is also run with its batch made `largest` times larger (the warm-up's
+        first such call comes from a one-image job, so that is the largest batch's size):
+        a size the first compilation's guards exclude recompiles here, not in a job.
+        """
         self.compile()
-        for args, kwargs in self.recorded.values():
+        calls = 0
+        for shape_class, (args, kwargs) in self.recorded.items():
             self.compiled(*args, **kwargs)
-        return len(self.recorded)
+            calls += 1
+            if largest > 1 and "N" in repr(shape_class):
+                self.compiled(*_repeat_batch(args, largest), **_repeat_batch(kwargs, largest))
+                calls += 1
+        return calls
 
 
 def _trace_fx_once() -> None:
@@ -114,9 +136,10 @@ def switches_of(pipe) -> list[Switch]:
 class BackgroundCompile:
     """The compile thread, and the flip to compiled forwards when the runner asks between batches."""
 
-    def __init__(self, pipe, device: torch.device, cache):
+    def __init__(self, pipe, device: torch.device, cache, max_batch: int = 1):
         _trace_fx_once()
         self.switches = switches_of(pipe)
+        self.max_batch = max_batch
         self.device = device
         self.cache = cache  # compile_cache.CompileCache or None
         self.done = threading.Event()
@@ -135,7 +158,7 @@ class BackgroundCompile:
         calls = 0
         with torch.inference_mode():
             for switch in self.switches:
-                calls += switch.replay()
+                calls += switch.replay(self.max_batch)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return calls

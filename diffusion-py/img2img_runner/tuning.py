@@ -329,7 +329,7 @@ def warm_up_background(pipe, device: torch.device, max_batch: int | None, cache_
         switch.recording = True
     batch = _warm_up(pipe, device, max_batch, size, run_largest=False)
     log.info("eager warm-up took %.1fs", time.perf_counter() - started)
-    return batch, BackgroundCompile(pipe, device, cache).start()
+    return batch, BackgroundCompile(pipe, device, cache, max_batch=batch).start()
 
 
 def compile_stats() -> dict:

@@ -158,3 +158,16 @@ def test_the_fast_tuning_compiles_its_blocks_behind_feature_caching(fresh_dynamo
         call(pipe, batch=1)
         call(pipe, batch=3)
         assert counters["stats"]["unique_graphs"] == graphs
+
+
+def test_the_largest_batch_is_compiled_in_the_background_too(fresh_dynamo):
+    # The first compilation's guards bound the batch (here convolution backend choices cap it
+    # below 32 UNet rows): the compile thread runs the largest batch too, so no job compiles.
+    pipe = load_pipeline("tiny", device=CPU)
+    del pipe.unet.forward
+    apply_tuning(pipe, DEFERRED, defer_compile=True)
+    _batch, compile_thread = warm_up_background(pipe, CPU, max_batch=16)
+    assert compile_thread.wait(timeout=300) and compile_thread.switch_if_ready()
+    graphs = counters["stats"]["unique_graphs"]
+    call(pipe, batch=16, steps=2)
+    assert counters["stats"]["unique_graphs"] == graphs
