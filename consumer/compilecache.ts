@@ -206,7 +206,13 @@ type CacheConfig = Pick<ConsumerConfig, 'COMPILE_CACHE' | 'COMPILE_CACHE_DIR' | 
  */
 export function compileCacheSetup(config: CacheConfig, model: ModelEntry, store: CompileCacheStore, gpu?: string): CompileCacheSetup | undefined {
   if (config.COMPILE_CACHE === 'off') return undefined;
-  const key = compileCacheKey({ model: model.name, source: model.source, maxBatch: config.RUNNER_MAX_BATCH || null, tag: config.COMPILE_CACHE_TAG });
+  const key = compileCacheKey({
+    model: model.name,
+    source: model.source,
+    tuning: model.tuning,
+    maxBatch: config.RUNNER_MAX_BATCH || null,
+    tag: config.COMPILE_CACHE_TAG,
+  });
   const root = path.resolve(config.COMPILE_CACHE_DIR ?? path.join(tmpdir(), 'img2img-compile-cache'));
   return { store, key, dir: path.join(root, gpu === undefined ? key : `${key}.gpu${gpu}`), timeoutMs: config.COMPILE_CACHE_TIMEOUT_MS };
 }

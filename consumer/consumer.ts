@@ -56,6 +56,7 @@ function runnerPool(config: ConsumerConfig, model: ModelEntry, store: ObjectStor
       new Runner({
         model: model.name,
         source: model.source,
+        tuning: model.tuning,
         python: resolve(config.RUNNER_PYTHON),
         cwd: resolve(config.RUNNER_DIR),
         device: config.RUNNER_DEVICE,

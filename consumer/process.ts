@@ -15,6 +15,8 @@ export type ProcessState = 'stopped' | 'starting' | 'ready' | 'stopping';
 export interface ProcessOptions {
   model: string;
   source?: string;
+  /** The runner's GPU tuning from model_names.txt (`tuning=`); absent: the runner's default. */
+  tuning?: string;
   python: string;
   cwd: string;
   device: 'auto' | 'cpu' | 'cuda';
@@ -132,8 +134,8 @@ export class RunnerProcess {
   }
 
   private spawn(cacheEnv: Record<string, string> = {}): ChildProcess {
-    const { model, source, python, cwd, device } = this.options;
-    const args = ['-m', 'img2img_runner', '--model', model, ...(source ? ['--source', source] : [])];
+    const { model, source, tuning, python, cwd, device } = this.options;
+    const args = ['-m', 'img2img_runner', '--model', model, ...(source ? ['--source', source] : []), ...(tuning ? ['--tuning', tuning] : [])];
     if (device !== 'auto') args.push('--device', device);
     args.push(...(this.options.extraArgs ?? []));
     const child = spawn(python, args, {

@@ -13,6 +13,7 @@ import { join, resolve } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Config } from '../../common/config.js';
+import type { ModelEntry } from '../../common/models.js';
 import { createKafka } from '../../common/kafka.js';
 import { RecordStore } from '../../common/records.js';
 import { ObjectStore } from '../../common/storage.js';
@@ -30,6 +31,7 @@ writeFileSync(
   `#!/bin/sh
 dir="$IMG2IMG_COMPILE_CACHE"
 echo "spawn $dir" >> '${spawnLog}'
+echo "args $*" >> '${spawnLog}'
 if [ -n "$dir" ]; then
   (cd "$dir" && find . -type f | sort | while read -r f; do echo "file \${f#./} $(cat "$f")"; done) >> '${spawnLog}'
   if [ ! -e "$dir/cold/manifest.json" ]; then
@@ -44,6 +46,7 @@ chmodSync(python, 0o755);
 interface Spawn {
   dir: string;
   files: Record<string, string>;
+  args?: string;
 }
 
 /** What each runner saw at its spawn, in order. */
@@ -52,6 +55,7 @@ function spawns(): Spawn[] {
   const seen: Spawn[] = [];
   for (const line of readFileSync(spawnLog, 'utf8').split('\n')) {
     if (line.startsWith('spawn ')) seen.push({ dir: line.slice('spawn '.length), files: {} });
+    else if (line.startsWith('args ')) seen.at(-1)!.args = line.slice('args '.length);
     else if (line.startsWith('file ')) {
       const [, name = '', ...content] = line.split(' ');
       seen.at(-1)!.files[name] = content.join(' ');
@@ -87,11 +91,11 @@ async function listed(): Promise<Map<string, Date>> {
   return found;
 }
 
-async function startConsumer(overrides: Partial<Config>) {
+async function startConsumer(overrides: Partial<Config>, model: ModelEntry = tiny) {
   const log = capturedLogger();
   const consumer: Consumer = createConsumer(
     { ...config, CONSUMER_METRICS_PORT: 0, ...overrides },
-    { models: [tiny], listed: [tiny], logger: log.logger },
+    { models: [model], listed: [model], logger: log.logger },
   );
   await consumer.start();
   return { consumer, ...log };
@@ -160,13 +164,14 @@ describe('compile cache in the consumer', () => {
     }
   }, 180_000);
 
-  it('COMPILE_CACHE=off: the runner gets no cache directory', async () => {
+  it('COMPILE_CACHE=off: the runner gets no cache directory; a tuning= of model_names.txt reaches the runner', async () => {
     const before = spawns().length;
-    const { consumer } = await startConsumer({ COMPILE_CACHE: 'off', COMPILE_CACHE_DIR: join(work, 'machine-off') });
+    // The runner refuses a tuning it does not know; on a CPU it then serves tiny untuned.
+    const { consumer } = await startConsumer({ COMPILE_CACHE: 'off', COMPILE_CACHE_DIR: join(work, 'machine-off') }, { ...tiny, tuning: 'fast' });
     try {
       const id = await enqueue(kafka, config, store, records);
       expect((await waitForStatus(records, id, ['succeeded', 'failed'])).status).toBe('succeeded');
-      expect(spawns().slice(before)).toEqual([{ dir: '', files: {} }]);
+      expect(spawns().slice(before)).toEqual([{ dir: '', files: {}, args: '-m img2img_runner --model tiny --tuning fast --device cpu' }]);
     } finally {
       await consumer.stop();
     }

@@ -165,7 +165,7 @@ describe('compile cache setup of a runner', () => {
     expect(compileCacheSetup(config({ COMPILE_CACHE: 'off' }), { name: 'sd15' }, store)).toBeUndefined();
   });
 
-  it('the key follows the model, its source, RUNNER_MAX_BATCH and COMPILE_CACHE_TAG; each GPU gets its own directory', () => {
+  it('the key follows the model, its source and tuning, RUNNER_MAX_BATCH and COMPILE_CACHE_TAG; each GPU gets its own directory', () => {
     const model = { name: 'sd15', source: 'sd15-arch' };
     const base = compileCacheSetup(config({ COMPILE_CACHE_DIR: 'rel/cc' }), model, store)!;
     expect(base.dir).toBe(path.resolve('rel/cc', base.key)); // absolute: the runner runs in RUNNER_DIR
@@ -174,8 +174,9 @@ describe('compile cache setup of a runner', () => {
       compileCacheSetup(config(), { name: 'sd15', source: 'other' }, store)!.key,
       compileCacheSetup(config({ RUNNER_MAX_BATCH: '8' }), model, store)!.key,
       compileCacheSetup(config({ COMPILE_CACHE_TAG: 'h200' }), model, store)!.key,
+      compileCacheSetup(config(), { ...model, tuning: 'fast' }, store)!.key,
     ];
-    expect(new Set(keys).size).toBe(4);
+    expect(new Set(keys).size).toBe(5);
     const gpus = ['0', '1'].map((gpu) => compileCacheSetup(config(), model, store, gpu)!);
     expect(gpus.map((setup) => setup.key)).toEqual([base.key, base.key]);
     expect(new Set([base.dir, ...gpus.map((setup) => setup.dir)]).size).toBe(3);
