@@ -49,10 +49,13 @@ export const ErrorFrame = z.object({
   message: z.string(),
 });
 export const PongFrame = z.object({ ...base, type: z.literal('pong') });
-export const FromRunner = z.discriminatedUnion('type', [ReadyFrame, StartedFrame, ProgressFrame, ResultFrame, ErrorFrame, PongFrame]);
+/** The runner's background compile ended: compiled from its next batch (ok), or eager for good; its compile cache is saved. */
+export const CompiledFrame = z.object({ ...base, type: z.literal('compiled'), ok: z.boolean(), seconds: z.number() });
+export const FromRunner = z.discriminatedUnion('type', [ReadyFrame, StartedFrame, ProgressFrame, ResultFrame, ErrorFrame, PongFrame, CompiledFrame]);
 export type FromRunner = z.infer<typeof FromRunner>;
 
 export type ReadyFrame = z.infer<typeof ReadyFrame>;
+export type CompiledFrame = z.infer<typeof CompiledFrame>;
 export type ResultFrame = z.infer<typeof ResultFrame>;
 
 const FROM_RUNNER_TYPES: ReadonlySet<unknown> = new Set(FromRunner.options.map((option) => option.shape.type.value));

@@ -7,7 +7,7 @@ import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { encodeFrame, FrameDecoder } from '../common/frames.js';
 import type { Logger } from '../common/logger.js';
-import { readRunnerFrame, type FromRunner, type ReadyFrame, type ToRunner } from '../common/protocol.js';
+import { readRunnerFrame, type CompiledFrame, type FromRunner, type ReadyFrame, type ToRunner } from '../common/protocol.js';
 import { prepareCompileCache, type CompileCacheSetup } from './compilecache.js';
 
 export type ProcessState = 'stopped' | 'starting' | 'ready' | 'stopping';
@@ -36,7 +36,7 @@ export interface ReadyInfo extends Omit<ReadyFrame, 'v' | 'type'> {
 }
 
 export interface ProcessEvents {
-  onMessage(message: Exclude<FromRunner, ReadyFrame>, payload: Buffer): void;
+  onMessage(message: Exclude<FromRunner, ReadyFrame | CompiledFrame>, payload: Buffer): void;
   /** The process is gone; `expected` when it was asked to stop and held no work. */
   onExit(reason: string, expected: boolean): void;
   /** Whether the Runner holds work: only then does silence count as a stall. */
@@ -106,7 +106,12 @@ export class RunnerProcess {
       throw new Error(`runner for ${this.options.model} was stopped before it started`);
     }
     const child = this.spawn(cache?.env);
-    const ready = this.wire(child);
+    const ready = this.wire(child, (frame) => {
+      // A runner that compiles in the background saves its compile cache only now: upload again.
+      if (frame.ok) this.options.logger.info({ compile_seconds: frame.seconds }, 'runner compiled path in service');
+      else this.options.logger.warn({ compile_seconds: frame.seconds }, 'runner background compile failed; it serves uncompiled');
+      cache?.ready();
+    });
     try {
       const frame = await Promise.race([
         ready,
@@ -149,7 +154,7 @@ export class RunnerProcess {
   }
 
   /** Connects the process' pipes; resolves with its ready frame. */
-  private wire(child: ChildProcess): Promise<ReadyFrame> {
+  private wire(child: ChildProcess, onCompiled: (frame: CompiledFrame) => void): Promise<ReadyFrame> {
     const decoder = new FrameDecoder();
     let onReady!: (frame: ReadyFrame) => void;
     let onEarlyExit!: (error: Error) => void;
@@ -163,6 +168,7 @@ export class RunnerProcess {
           const read = readRunnerFrame(frame);
           if (!read) continue; // a frame type this side does not know yet
           if (read.message.type === 'ready') onReady(read.message);
+          else if (read.message.type === 'compiled') onCompiled(read.message);
           else this.events.onMessage(read.message, read.payload);
         }
       } catch (error) {

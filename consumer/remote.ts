@@ -138,6 +138,10 @@ export class RemoteRunner implements PoolRunner {
     // Any frame shows the worker alive and working: it renews every lease it holds.
     const deadline = Date.now() + this.options.leaseMs;
     for (const lease of this.leases.values()) lease.deadline = deadline;
+    if (message.type === 'compiled') {
+      this.options.logger.info({ worker: this.worker, ok: message.ok, compile_seconds: message.seconds }, 'worker background compile ended');
+      return;
+    }
     if (message.type === 'pong') return;
     const lease = message.id === null ? undefined : this.leases.get(message.id);
     if (!lease) return;

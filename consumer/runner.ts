@@ -116,7 +116,7 @@ export class Runner {
     return this.process.stop(graceMs);
   }
 
-  private onMessage(message: Exclude<FromRunner, { type: 'ready' }>, payload: Buffer): void {
+  private onMessage(message: Exclude<FromRunner, { type: 'ready' | 'compiled' }>, payload: Buffer): void {
     if (message.type === 'pong') return;
     const job = message.id === null ? undefined : this.inFlight.get(message.id);
     if (!job) {

@@ -169,7 +169,7 @@ def main(argv=None) -> int:
     args = _parse_args(argv)
 
     # Imported after HF_HUB_OFFLINE is set: huggingface_hub reads it once, at import.
-    from .protocol import ReadyFrame
+    from .protocol import CompiledFrame, ReadyFrame
     from .runner import FrameWriter, Runner
 
     started = time.perf_counter()
@@ -197,6 +197,9 @@ def main(argv=None) -> int:
     )
 
     def make_runner(writer):
+        if serving.background is not None:
+            # Once the background compile ends: a `compiled` frame (the consumer then uploads the cache's new entry).
+            serving.background.notify(lambda ok, seconds: writer.send(CompiledFrame(ok=ok, seconds=round(seconds or 0.0, 3))))
         return Runner(
             pipe=serving.pipe,
             model=args.model,

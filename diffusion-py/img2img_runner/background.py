@@ -146,6 +146,8 @@ class BackgroundCompile:
         self.failed = False
         self.switched = False
         self.seconds = None
+        self._notify = None
+        self._notify_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="background-compile", daemon=True)
 
     def start(self) -> "BackgroundCompile":
@@ -196,7 +198,22 @@ class BackgroundCompile:
         finally:
             for switch in self.switches:
                 switch.recorded.clear()  # the warm-up's tensors are not needed any more
-            self.done.set()
+            if self.seconds is None:
+                self.seconds = time.perf_counter() - started
+            with self._notify_lock:
+                self.done.set()
+                notify = self._notify
+            if notify is not None:
+                notify(not self.failed, self.seconds)
+
+    def notify(self, callback) -> None:
+        """callback(ok, seconds) once the compile has ended (at once if it has): the runner's
+        `compiled` frame, after which the consumer uploads the compile cache's new entry."""
+        with self._notify_lock:
+            self._notify = callback
+            ended = self.done.is_set()
+        if ended:
+            callback(not self.failed, self.seconds)
 
     def switch_if_ready(self) -> bool:
         """Called by the runner between batches: flip to the compiled forwards once they are built."""

@@ -128,6 +128,8 @@ def load_pipeline(name: str, source: str | None = None, device: torch.device | N
     # keeps each image's pixels independent of its batch-mates.
     pipe.vae.enable_slicing()
     pipe.set_progress_bar_config(disable=True)
+    # Where it came from: the fast tuning looks for the model's tiny VAE there.
+    pipe._img2img_source = source
     # Start-up cost, part by part (issue 13: spawn to ready).
     log.info("pipeline loaded in %.1fs (diffusers import %.1fs)", time.perf_counter() - started, imported - started)
     return pipe

@@ -144,8 +144,18 @@ class PongFrame(Message):
     TYPE = "pong"
 
 
+@dataclass(frozen=True)
+class CompiledFrame(Message):
+    """The background compile ended (background.py): the compiled path serves from the next batch
+    (ok), or the runner stays eager (not ok); the compile cache holds what it saved."""
+
+    TYPE = "compiled"
+    ok: bool
+    seconds: float
+
+
 TO_RUNNER = {cls.TYPE: cls for cls in (JobFrame, CancelFrame, PingFrame, ShutdownFrame)}
-FROM_RUNNER = {cls.TYPE: cls for cls in (ReadyFrame, StartedFrame, ProgressFrame, ResultFrame, ErrorFrame, PongFrame)}
+FROM_RUNNER = {cls.TYPE: cls for cls in (ReadyFrame, StartedFrame, ProgressFrame, ResultFrame, ErrorFrame, PongFrame, CompiledFrame)}
 ALL = TO_RUNNER | FROM_RUNNER
 
 

@@ -21,6 +21,7 @@ as models.load_pipeline makes them.
 """
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 
@@ -119,7 +120,7 @@ def _regional_dynamo_config() -> None:
 
 
 def tiny_vae_like(vae, device: torch.device, dtype: torch.dtype):
-    """A TAESD-architecture AutoencoderTiny with seeded random weights (benchmark only: see bench/gpu/README.md)."""
+    """A TAESD-architecture AutoencoderTiny with seeded random weights (the benchmark models' tiny VAE)."""
     from diffusers import AutoencoderTiny
 
     from .arch import rng_devices
@@ -128,6 +129,29 @@ def tiny_vae_like(vae, device: torch.device, dtype: torch.dtype):
         torch.manual_seed(0)
         tiny = AutoencoderTiny(latent_channels=vae.config.latent_channels).to(dtype=dtype).eval()
     return tiny
+
+
+# A model folder's tiny VAE (TAESD weights for its latent space, e.g. madebyollin/taesd for SD 1.5).
+TINY_VAE_FOLDER = "vae_tiny"
+
+
+def tiny_vae_for(pipe, source: str | None):
+    """The tiny VAE of the `fast` tuning, or None: the model's own (SOURCE/vae_tiny), random for the benchmark models.
+
+    A random tiny VAE on a real model would turn its images into noise, so a model
+    without TAESD weights keeps its full VAE.
+    """
+    from .models import ARCH_SOURCES
+
+    if source in ARCH_SOURCES:
+        return tiny_vae_like(pipe.vae, pipe.device, pipe.dtype)
+    folder = os.path.join(source, TINY_VAE_FOLDER) if source else None
+    if folder is None or not os.path.isfile(os.path.join(folder, "config.json")):
+        log.warning("no %s/ in the model's folder (%s): keeping the full VAE", TINY_VAE_FOLDER, source)
+        return None
+    from diffusers import AutoencoderTiny
+
+    return AutoencoderTiny.from_pretrained(folder, torch_dtype=pipe.dtype, local_files_only=True).to(pipe.device).eval()
 
 
 def prefer_cudnn_attention() -> bool:
@@ -157,12 +181,13 @@ def apply_tuning(pipe, tuning: Tuning, defer_compile: bool = False):
         torch.backends.cudnn.benchmark = True
     if tuning.cudnn_attention and not prefer_cudnn_attention():
         log.warning("this torch cannot set the SDPA priority order: cuDNN attention not preferred")
-    if tuning.tiny_vae:
-        pipe.vae = tiny_vae_like(pipe.vae, pipe.device, pipe.dtype)
-        pipe.register_modules(vae=pipe.vae)
+    tiny_vae = tiny_vae_for(pipe, getattr(pipe, "_img2img_source", None)) if tuning.tiny_vae else None
+    if tiny_vae is not None:
+        pipe.vae = tiny_vae
+        pipe.register_modules(vae=tiny_vae)
     if tuning.fuse_qkv:
         # Also sets FusedAttnProcessor2_0 (SDPA) on the UNet and the KL VAE.
-        pipe.fuse_qkv_projections(vae=not tuning.tiny_vae)
+        pipe.fuse_qkv_projections(vae=tiny_vae is None)
     if tuning.channels_last:
         pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)

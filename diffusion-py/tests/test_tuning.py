@@ -95,3 +95,22 @@ def test_failed_tuning_serves_the_plain_pipeline(monkeypatch):
     pipe, tuned, max_batch, background = _prepare(load, args, torch.device("cpu"), logging.getLogger("test"), "compile")
     assert (tuned, max_batch, len(loads), background) == (False, 4, 2, None)
     assert pipe is not None
+
+
+def test_the_fast_tuning_takes_the_models_own_tiny_vae_or_none(tmp_path):
+    from diffusers import AutoencoderTiny
+
+    from img2img_runner.tuning import TINY_VAE_FOLDER, tiny_vae_for, tiny_vae_like
+
+    pipe = load_pipeline("tiny", device=torch.device("cpu"))
+    # Benchmark models (random weights anyway): a random TAESD-sized one.
+    assert isinstance(tiny_vae_for(pipe, "sd15-arch"), AutoencoderTiny)
+    # A real model without TAESD weights keeps its full VAE (a random one would make noise).
+    assert tiny_vae_for(pipe, None) is None
+    assert tiny_vae_for(pipe, str(tmp_path)) is None
+    # A real model with SOURCE/vae_tiny gets exactly those weights.
+    saved = tiny_vae_like(pipe.vae, torch.device("cpu"), torch.float32)
+    saved.save_pretrained(tmp_path / TINY_VAE_FOLDER)
+    loaded = tiny_vae_for(pipe, str(tmp_path))
+    assert isinstance(loaded, AutoencoderTiny)
+    assert all(torch.equal(a, b) for a, b in zip(saved.state_dict().values(), loaded.state_dict().values()))

@@ -110,6 +110,7 @@ VECTORS = [
         b"",
     ),
     ("cancel_unicode_id", {"v": 1, "type": "cancel", "id": "job-猫"}, b""),
+    ("compiled", {"v": 1, "type": "compiled", "ok": True, "seconds": 22.2}, b""),
 ]
 
 

@@ -245,3 +245,65 @@ describe('compile cache with the store down', () => {
     }
   }, 120_000);
 });
+
+describe('compile cache of a runner that compiles in the background', () => {
+  // Ready first, compiled later: the runner saves its entry only when the compile ends, and
+  // says so with a `compiled` frame. A GPU runner's stand-in: it speaks the real protocol
+  // (diffusion-py's frames and protocol modules), writes the entry a compile would, then sends the frame.
+  const lateRunner = join(work, 'late-runner');
+  writeFileSync(
+    lateRunner,
+    `#!${resolve('diffusion-py/.venv/bin/python')}
+import os, sys, time
+sys.path.insert(0, ${JSON.stringify(resolve('diffusion-py'))})
+from img2img_runner.frames import encode_frame
+from img2img_runner.protocol import CompiledFrame, ReadyFrame
+out = sys.stdout.buffer
+out.write(encode_frame(ReadyFrame(model="tiny", device="cuda:0", dtype="float16", max_batch=2, load_seconds=0.1).header()))
+out.flush()
+time.sleep(1)
+entry = os.path.join(os.environ["IMG2IMG_COMPILE_CACHE"], "late")
+os.makedirs(entry, exist_ok=True)
+open(os.path.join(entry, "artifacts-cccc.bin"), "wb").write(b"compiled-in-the-background")
+open(os.path.join(entry, "manifest.json"), "w").write('{"format":1,"key":"late"}')
+out.write(encode_frame(CompiledFrame(ok=True, seconds=1.0).header()))
+out.flush()
+sys.stdin.buffer.read()
+`,
+  );
+  chmodSync(lateRunner, 0o755);
+
+  it('uploads the entry when the compiled frame comes, not only at ready', async () => {
+    const log = capturedLogger();
+    const lateConfig = { ...config, COMPILE_CACHE_DIR: join(work, 'late'), COMPILE_CACHE_TAG: uniqueName('late') };
+    const setup = compileCacheSetup(lateConfig, tiny, store)!;
+    const runner = new Runner({
+      model: 'tiny',
+      python: lateRunner,
+      cwd: resolve(config.RUNNER_DIR),
+      device: 'cpu',
+      stallMs: 20_000,
+      startTimeoutMs: 60_000,
+      logger: log.logger,
+      compileCache: setup,
+    });
+    const latePrefix = compileCachePrefix(setup.key);
+    try {
+      await runner.ensureStarted();
+      // At ready the directory held nothing new: nothing to upload yet.
+      await waitFor(async () => log.find('compile cache: nothing new to upload')[0], 20_000, 'the upload at ready');
+      await waitFor(async () => log.find('runner compiled path in service')[0], 20_000, 'the compiled frame');
+      const keys = async () => {
+        const found: string[] = [];
+        for await (const object of store.list(latePrefix)) found.push(object.key.slice(latePrefix.length));
+        return found.sort();
+      };
+      await waitFor(async () => ((await keys()).length === 2 ? true : undefined), 20_000, 'the late entry in the store');
+      expect(await keys()).toEqual(['late/artifacts-cccc.bin', 'late/manifest.json']);
+      expect((await store.getBytes(`${latePrefix}late/artifacts-cccc.bin`))?.toString()).toBe('compiled-in-the-background');
+    } finally {
+      await runner.stop(5000);
+      for await (const object of store.list(latePrefix)) await store.delete(object.key);
+    }
+  }, 60_000);
+});
