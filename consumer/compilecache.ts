@@ -9,7 +9,7 @@
 //
 // This side only mirrors that directory with `compile-cache/<key>/` in the object store:
 // fetchCompileCache() before the spawn (download everything under the prefix), then
-// upload() once the runner is ready (send the files that are new or changed since the
+// upload() once the runner is ready and again at its `compiled` frame (send the files that are new or changed since the
 // download: after a cold compile, the new entry; after a warm start, nothing). Artifact
 // files go up before their manifest, so a reader never sees a manifest whose files are
 // missing. Nothing here throws: the cache only saves time, and a failure costs a compile.
@@ -200,9 +200,9 @@ type CacheConfig = Pick<ConsumerConfig, 'COMPILE_CACHE' | 'COMPILE_CACHE_DIR' | 
 
 /**
  * The setup of a model's runner from the consumer's config; undefined when COMPILE_CACHE is off.
- * Tuning and dtype are the runner's own defaults (the consumer passes neither), so they are not
- * part of this key; the runner's key inside covers them. Each GPU's runner gets a directory of
- * its own: two runners never write the same files at once.
+ * The key follows what the consumer passes the runner (source, tuning=, max batch) and the tag;
+ * the runner's key inside covers the rest (torch, GPU, dtype, architecture). Each GPU's runner
+ * gets a directory of its own: two runners never write the same files at once.
  */
 export function compileCacheSetup(config: CacheConfig, model: ModelEntry, store: CompileCacheStore, gpu?: string): CompileCacheSetup | undefined {
   if (config.COMPILE_CACHE === 'off') return undefined;
@@ -220,7 +220,7 @@ export function compileCacheSetup(config: CacheConfig, model: ModelEntry, store:
 export interface PreparedCompileCache {
   /** The runner's environment: IMG2IMG_COMPILE_CACHE=dir. */
   env: Record<string, string>;
-  /** Call with the ready frame: uploads what the runner added, in the background; never throws. */
+  /** Call with the ready frame and the compiled frame: uploads what the runner added, in the background; never throws. */
   ready(): void;
 }
 

@@ -33,6 +33,15 @@ def _mark_batch_dynamic(*values) -> None:
             torch._dynamo.maybe_mark_dynamic(value, 0)
 
 
+def _batched(values) -> bool:
+    """Whether any tensor in values (nested) has a batch dimension over 1."""
+    if isinstance(values, dict):
+        return any(_batched(value) for value in values.values())
+    if isinstance(values, (tuple, list)):
+        return any(_batched(value) for value in values)
+    return torch.is_tensor(values) and values.dim() > 0 and values.shape[0] > 1
+
+
 def _repeat_batch(values, times: int):
     """values (a tuple, list or dict, nested) with every batched tensor repeated `times` along dim 0, layout kept."""
     if isinstance(values, dict):
@@ -97,17 +106,21 @@ class Switch:
     def replay(self, largest: int = 1) -> int:
         """Run the compiled forward on the recorded inputs (compiling it); return how many calls.
 
-        A batch > 1 call is also run with its batch made `largest` times larger (the warm-up's
-        first such call comes from a one-image job, so that is the largest batch's size):
-        a size the first compilation's guards exclude recompiles here, not in a job.
+        A batch > 1 call is also run at the size the largest batch gives this module (a
+        size the first compilation's guards exclude recompiles here, not in a job). The
+        warm-up runs 1 image, then 2: a module that saw a batch of 1 (the VAE) got its
+        first batch > 1 from the 2-image call; one that never did (the guided UNet: two
+        rows an image) got it from the 1-image call.
         """
         self.compile()
         calls = 0
-        for shape_class, (args, kwargs) in self.recorded.items():
+        saw_single = any(not _batched(call) for call in self.recorded.values())
+        times = -(-largest // 2) if saw_single else largest
+        for args, kwargs in self.recorded.values():
             self.compiled(*args, **kwargs)
             calls += 1
-            if largest > 1 and "N" in repr(shape_class):
-                self.compiled(*_repeat_batch(args, largest), **_repeat_batch(kwargs, largest))
+            if times > 1 and _batched((args, kwargs)):
+                self.compiled(*_repeat_batch(args, times), **_repeat_batch(kwargs, times))
                 calls += 1
         return calls
 

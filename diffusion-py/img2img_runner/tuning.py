@@ -11,10 +11,13 @@ BENCHMARKS.md "## GPU (issue 6)"), SD 1.5 img2img 512x512, 15 steps:
   fused QKV projections, cuDNN attention first, cudnn.benchmark,
   channels_last under the compiler (in eager mode channels_last was slower,
   so the `eager` tuning leaves it out);
-- not the default: max-autotune (minutes of compilation at every start), the
-  tiny VAE (a quality trade: bench/gpu/README.md).
+- not the default: max-autotune (minutes of compilation), and the trades of the
+  opt-in `fast` tuning (feature caching, the tiny VAE: not exact, BENCHMARKS.md issue 13).
 The UNet's batch dimension is compiled dynamic, so one compilation serves
-batch sizes 1 to 31; a new image size compiles again on its first job.
+batch sizes 1 to 31; a new image size compiles again on its first job. By
+default the compilation runs in a background thread behind an eager warm-up
+(background.py): the runner takes jobs in seconds and switches to the compiled
+path when it is ready.
 
 Nothing here runs for the CPU path or for the `tiny` model: they stay exactly
 as models.load_pipeline makes them.
@@ -280,7 +283,7 @@ def _warm_up(pipe, device: torch.device, max_batch: int | None, size: tuple[int,
     """
     started = time.perf_counter()
     run_batch(pipe, device, 1, size)
-    log.info("first call at %dx%d (compilation included) took %.1fs", *size, time.perf_counter() - started)
+    log.info("first call at %dx%d took %.1fs", *size, time.perf_counter() - started)
     if max_batch is None:
         return fit_batch(pipe, device, size, check=run_largest)
     for batch in sorted({1, 2, max_batch} if run_largest else {1, min(2, max_batch)}):
