@@ -213,6 +213,7 @@ def main(argv=None) -> int:
             encode_workers=ENCODE_WORKERS if serving.tuned else 0,
             encoder=_liar(serving.encoder) if args.lie else serving.encoder,
             background=serving.background,
+            buckets=getattr(getattr(serving.pipe, "_img2img_tuning", None), "buckets", ()),
         )
 
     if args.connect:

@@ -112,6 +112,8 @@ class Runner:
     encoder: turns (job, output image) into the result's PNG bytes (default: encode_png).
     background: a background.BackgroundCompile whose compiled forwards are switched in
     between two batches once ready (never inside a pipeline call).
+    buckets: batch sizes a pipeline call is padded up to (the tuning's; CUDA graphs record
+    one graph per size): the pad rows repeat the last job and their outputs are dropped.
     """
 
     def __init__(
@@ -126,9 +128,11 @@ class Runner:
         encode_workers: int = 0,
         encoder=None,
         background=None,
+        buckets: tuple[int, ...] = (),
     ):
         self.pipe = pipe
         self.background = background
+        self.buckets = tuple(sorted(buckets))
         self.model = model
         self.device = device
         self.max_batch = max_batch
@@ -339,16 +343,20 @@ class Runner:
         for job in jobs:
             self.writer.send(StartedFrame(id=job.id, batch_size=len(jobs)))
         _reset_peak_memory(self.device)
+        # Rows of the call: the jobs, then copies of the last one up to the bucket's size.
+        # (Not past max_batch, which an out-of-memory may have lowered below a bucket.)
+        size = bucket_for(len(jobs), self.buckets)
+        rows = jobs + [jobs[-1]] * ((size if size <= self.max_batch else len(jobs)) - len(jobs))
         # One generator per job, seeded by the job: its noise never depends on batch-mates.
-        generators = [torch.Generator(device=self.device).manual_seed(job.seed) for job in jobs]
+        generators = [torch.Generator(device=self.device).manual_seed(job.seed) for job in rows]
         started = time.perf_counter()
         tensor_io = self._can_use_tensors(head)
         with torch.inference_mode():
             output = self.pipe(
-                prompt=[job.prompt for job in jobs],
+                prompt=[job.prompt for job in rows],
                 # None and "" give the same unconditional embedding; a list must be all strings.
-                negative_prompt=[job.negative_prompt or "" for job in jobs],
-                image=self._input_tensor(jobs) if tensor_io else [job.image for job in jobs],
+                negative_prompt=[job.negative_prompt or "" for job in rows],
+                image=self._input_tensor(rows) if tensor_io else [job.image for job in rows],
                 strength=head.strength,
                 num_inference_steps=head.steps,
                 guidance_scale=head.guidance_scale,
@@ -356,7 +364,7 @@ class Runner:
                 output_type="pt" if tensor_io else "pil",
                 callback_on_step_end=self._progress_callback(jobs),
             )
-            images = tensor_to_arrays(output.images) if tensor_io else output.images
+            images = tensor_to_arrays(output.images[: len(jobs)]) if tensor_io else output.images[: len(jobs)]
         compute_s = time.perf_counter() - started
         peak = _peak_memory_bytes(self.device)
         for job, image in zip(jobs, images):
@@ -410,6 +418,11 @@ class Runner:
             except OSError as exc:
                 log.error("cannot append to bench log %s: %s", self.bench_log, exc)
         self.writer.send(result, payload)
+
+
+def bucket_for(count: int, buckets: tuple[int, ...]) -> int:
+    """The smallest bucket that holds count rows; count itself past the largest bucket or without buckets."""
+    return next((size for size in sorted(buckets) if size >= count), count)
 
 
 def images_to_tensor(images: list[Image.Image], device: torch.device) -> torch.Tensor:

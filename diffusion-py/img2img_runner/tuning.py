@@ -60,6 +60,8 @@ class Tuning:
     # DeepCache interval (deepcache.py): every Nth denoising step runs the whole UNet; 0: off.
     feature_cache: int = 0
     compile_backend: str = "inductor"  # tests use "eager" (Dynamo alone) on CPU
+    # Batch sizes every pipeline call is padded up to (Runner): CUDA graphs record one graph per size.
+    buckets: tuple[int, ...] = ()
 
 
 EXACT = dict(fuse_qkv=True, channels_last=True, compile_mode="default", cudnn_benchmark=True, cudnn_attention=True)
@@ -78,6 +80,9 @@ TUNINGS = {
     "regional": Tuning("regional", **EXACT, regional=True, background=True),
     # Inductor also benchmarks Triton matmul templates against cuBLAS: minutes more of compilation.
     "autotune": Tuning("autotune", **{**EXACT, "compile_mode": "max-autotune-no-cudagraphs"}, background=True),
+    # CUDA graphs (Inductor's reduce-overhead) over padded batch buckets: launch overhead gone, one
+    # graph per bucket recorded in the warm-up. Compiled first: a capture must not race eager work.
+    "graphs": Tuning("graphs", **{**EXACT, "compile_mode": "reduce-overhead"}, buckets=(1, 2, 4, 8, 16, 24)),
     # Opt-in per model (model_names.txt `tuning=fast`): not exact. Deep features reused for two
     # steps of three, and a TAESD-sized tiny VAE; bench/gpu measures the speed-up and the deviation.
     "fast": Tuning("fast", **EXACT, regional=True, background=True, feature_cache=3, tiny_vae=True),
@@ -285,10 +290,18 @@ def _warm_up(pipe, device: torch.device, max_batch: int | None, size: tuple[int,
     run_batch(pipe, device, 1, size)
     log.info("first call at %dx%d took %.1fs", *size, time.perf_counter() - started)
     if max_batch is None:
-        return fit_batch(pipe, device, size, check=run_largest)
-    for batch in sorted({1, 2, max_batch} if run_largest else {1, min(2, max_batch)}):
-        run_batch(pipe, device, batch, size)
-    return max_batch
+        batch = fit_batch(pipe, device, size, check=run_largest)
+    else:
+        for batch in sorted({1, 2, max_batch} if run_largest else {1, min(2, max_batch)}):
+            run_batch(pipe, device, batch, size)
+        batch = max_batch
+    buckets = getattr(getattr(pipe, "_img2img_tuning", None), "buckets", ())
+    if buckets:
+        # The largest batch is a bucket, and every bucket's graph is recorded before the first job.
+        batch = max([bucket for bucket in buckets if bucket <= batch] or [1])
+        for bucket in sorted(bucket for bucket in buckets if bucket <= batch):
+            run_batch(pipe, device, bucket, size)
+    return batch
 
 
 def _open_cache(pipe, device, max_batch, size, cache_dir):
