@@ -39,6 +39,40 @@ def job_header(job_id: str, seed: int = 1, prompt: str = "a cat", steps: int = 1
     return {"v": 1, "type": "job", "id": job_id, "params": params}
 
 
+def call_tiny(pipe, batch: int = 2, steps: int = 4, strength: float = 0.6) -> np.ndarray:
+    """One seeded call of a (tiny) pipeline on CPU with tensor I/O, as the runner makes it; uint8 NHWC."""
+    import torch
+
+    from img2img_runner.runner import images_to_tensor, tensor_to_arrays
+
+    images = [sample_image(seed, (64, 64)) for seed in range(batch)]
+    generators = [torch.Generator().manual_seed(seed) for seed in range(batch)]
+    with torch.inference_mode():
+        out = pipe(
+            prompt=["a"] * batch,
+            negative_prompt=[""] * batch,
+            image=images_to_tensor(images, torch.device("cpu")),
+            strength=strength,
+            num_inference_steps=steps,
+            guidance_scale=7.5,
+            generator=generators,
+            output_type="pt",
+        )
+    return np.stack(tensor_to_arrays(out.images))
+
+
+def on_each_call(pipe, hook) -> None:
+    """Make pipe call hook(kwargs) before each of its calls (a subclass: __call__ is looked up on the type)."""
+    original = type(pipe).__call__
+
+    class Hooked(type(pipe)):
+        def __call__(self, *args, **kwargs):
+            hook(kwargs)
+            return original(self, *args, **kwargs)
+
+    pipe.__class__ = Hooked
+
+
 class RunnerProcess:
     """`python -m img2img_runner --model tiny` run from diffusion-py/, spoken to in frames."""
 

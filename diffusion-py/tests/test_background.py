@@ -10,9 +10,9 @@ from torch._dynamo.utils import counters
 from img2img_runner import background as background_module
 from img2img_runner.frames import encode_frame, read_frame
 from img2img_runner.models import load_pipeline
-from img2img_runner.runner import FrameWriter, Runner, images_to_tensor, tensor_to_arrays
+from img2img_runner.runner import FrameWriter, Runner
 from img2img_runner.tuning import Tuning, apply_tuning, warm_up_background
-from tests.helpers import job_header, png_bytes, sample_image
+from tests.helpers import call_tiny, job_header, on_each_call, png_bytes, sample_image
 
 CPU = torch.device("cpu")
 # Dynamo traces and guards as under Inductor, but runs the captured graphs eagerly: same bytes, seconds to compile.
@@ -20,20 +20,7 @@ DEFERRED = Tuning("test-deferred", compile_mode="default", compile_backend="eage
 
 
 def call(pipe, batch=2, steps=4):
-    images = [sample_image(seed, (64, 64)) for seed in range(batch)]
-    generators = [torch.Generator().manual_seed(seed) for seed in range(batch)]
-    with torch.inference_mode():
-        out = pipe(
-            prompt=["a"] * batch,
-            negative_prompt=[""] * batch,
-            image=images_to_tensor(images, CPU),
-            strength=0.6,
-            num_inference_steps=steps,
-            guidance_scale=7.5,
-            generator=generators,
-            output_type="pt",
-        )
-    return np.stack(tensor_to_arrays(out.images))
+    return call_tiny(pipe, batch=batch, steps=steps)
 
 
 @pytest.fixture
@@ -116,14 +103,7 @@ class FakeBackground:
 def test_the_runner_switches_between_batches():
     pipe = load_pipeline("tiny", device=CPU)
     log = []
-    original = type(pipe).__call__
-
-    class Recording(type(pipe)):
-        def __call__(self, *args, **kwargs):
-            log.append("batch")
-            return original(self, *args, **kwargs)
-
-    pipe.__class__ = Recording
+    on_each_call(pipe, lambda kwargs: log.append("batch"))
     stream = io.BytesIO()
     for index in range(3):
         stream.write(encode_frame(job_header(f"job-{index}", seed=index, steps=4), png_bytes(sample_image(index))))

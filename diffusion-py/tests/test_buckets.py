@@ -11,7 +11,7 @@ from img2img_runner.models import load_pipeline
 from img2img_runner.protocol import TO_RUNNER, parse
 from img2img_runner.runner import FrameWriter, Runner, bucket_for
 from img2img_runner.tuning import BATCH_CAP, TUNINGS, Tuning, _warm_up
-from tests.helpers import job_header, png_bytes, sample_image
+from tests.helpers import job_header, on_each_call, png_bytes, sample_image
 
 CPU = torch.device("cpu")
 
@@ -28,14 +28,7 @@ def test_bucket_for(count, buckets, expected):
 def pipe():
     pipe = load_pipeline("tiny", device=CPU)
     rows = []
-    original = type(pipe).__call__
-
-    class Counting(type(pipe)):
-        def __call__(self, *args, **kwargs):
-            rows.append(len(kwargs["prompt"]))
-            return original(self, *args, **kwargs)
-
-    pipe.__class__ = Counting
+    on_each_call(pipe, lambda kwargs: rows.append(len(kwargs["prompt"])))
     pipe.rows = rows
     return pipe
 

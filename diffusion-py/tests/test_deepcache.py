@@ -6,8 +6,7 @@ import torch
 
 from img2img_runner import deepcache
 from img2img_runner.models import load_pipeline
-from img2img_runner.runner import images_to_tensor, tensor_to_arrays
-from tests.helpers import sample_image
+from tests.helpers import call_tiny
 
 CPU = torch.device("cpu")
 
@@ -33,20 +32,7 @@ def count_full_steps(unet):
 
 
 def call(pipe, steps=6, batch=2):
-    images = [sample_image(seed, (64, 64)) for seed in range(batch)]
-    generators = [torch.Generator().manual_seed(seed) for seed in range(batch)]
-    with torch.inference_mode():
-        out = pipe(
-            prompt=["a"] * batch,
-            negative_prompt=[""] * batch,
-            image=images_to_tensor(images, CPU),
-            strength=1.0,
-            num_inference_steps=steps,
-            guidance_scale=7.5,
-            generator=generators,
-            output_type="pt",
-        )
-    return np.stack(tensor_to_arrays(out.images))
+    return call_tiny(pipe, batch=batch, steps=steps, strength=1.0)
 
 
 def test_every_third_step_is_full_and_each_call_starts_full():
