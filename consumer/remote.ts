@@ -12,7 +12,7 @@ import type { JobParams } from '../common/jobs.js';
 import type { Logger } from '../common/logger.js';
 import { readRunnerFrame, type FromRunner, type ReadyFrame, type ToRunner } from '../common/protocol.js';
 import type { PoolRunner } from './pool.js';
-import type { JobCallbacks, RunnerOutcome, RunOptions } from './runner.js';
+import { deliverJobFrame, type JobCallbacks, type RunnerOutcome, type RunOptions } from './runner.js';
 
 interface Lease {
   callbacks: JobCallbacks;
@@ -145,16 +145,7 @@ export class RemoteRunner implements PoolRunner {
     if (message.type === 'pong') return;
     const lease = message.id === null ? undefined : this.leases.get(message.id);
     if (!lease) return;
-    switch (message.type) {
-      case 'started':
-        return lease.callbacks.onStarted?.(message.batch_size);
-      case 'progress':
-        return lease.callbacks.onProgress?.(message.step, message.total);
-      case 'result':
-        return this.settle(message.id, { ok: true, image: payload, result: message });
-      case 'error':
-        return this.settle(message.id!, { ok: false, code: message.code, retryable: message.retryable, message: message.message });
-    }
+    deliverJobFrame(message, payload, lease.callbacks, (outcome) => this.settle(message.id!, outcome));
   }
 
   private settle(id: string, outcome: RunnerOutcome): void {

@@ -38,6 +38,25 @@ interface InFlight {
   resolve(outcome: RunnerOutcome): void;
 }
 
+/** A frame about one job (the runner's or a remote worker's): what it means for the job's callbacks or its one outcome. */
+export function deliverJobFrame(
+  message: Extract<FromRunner, { type: 'started' | 'progress' | 'result' | 'error' }>,
+  payload: Buffer,
+  callbacks: JobCallbacks,
+  settle: (outcome: RunnerOutcome) => void,
+): void {
+  switch (message.type) {
+    case 'started':
+      return callbacks.onStarted?.(message.batch_size);
+    case 'progress':
+      return callbacks.onProgress?.(message.step, message.total);
+    case 'result':
+      return settle({ ok: true, image: payload, result: message });
+    case 'error':
+      return settle({ ok: false, code: message.code, retryable: message.retryable, message: message.message });
+  }
+}
+
 export class Runner {
   private readonly process: RunnerProcess;
   private readonly inFlight = new Map<string, InFlight>();
@@ -123,16 +142,7 @@ export class Runner {
       if (message.type === 'error') this.options.logger.warn({ frame: message }, 'runner error without a job');
       return;
     }
-    switch (message.type) {
-      case 'started':
-        return job.callbacks.onStarted?.(message.batch_size);
-      case 'progress':
-        return job.callbacks.onProgress?.(message.step, message.total);
-      case 'result':
-        return this.settle(message.id, { ok: true, image: payload, result: message });
-      case 'error':
-        return this.settle(message.id!, { ok: false, code: message.code, retryable: message.retryable, message: message.message });
-    }
+    deliverJobFrame(message, payload, job.callbacks, (outcome) => this.settle(message.id!, outcome));
   }
 
   private settle(id: string, outcome: RunnerOutcome): void {

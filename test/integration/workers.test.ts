@@ -43,24 +43,29 @@ const gatewayConfig = (api: TestApi, overrides: Record<string, unknown> = {}) =>
   ...overrides,
 });
 
-describe('all:2 with two honest workers and one liar', () => {
-  let api: TestApi;
-  let consumer: Consumer;
-  let workers: Awaited<ReturnType<typeof startWorkers>>;
+/** For one describe: an API, a consumer serving `tiny verify=<policy>`, and workers honest-1, honest-2 and liar. */
+function withALiar(policy: string) {
+  const setup = {} as { api: TestApi; consumer: Consumer; workers: Awaited<ReturnType<typeof startWorkers>> };
   beforeAll(async () => {
-    api = await startTestApi();
-    consumer = await startTestConsumer(gatewayConfig(api, { WORKER_MAX_STRIKES: 2 }), 'tiny verify=all:2\n');
-    workers = await startWorkers(api, consumer, ['honest-1', 'honest-2', 'liar'], ['liar']);
-    await Promise.all(workers.map((w) => w.process.connected()));
+    setup.api = await startTestApi();
+    setup.consumer = await startTestConsumer(gatewayConfig(setup.api, { WORKER_MAX_STRIKES: 2 }), `tiny verify=${policy}\n`);
+    setup.workers = await startWorkers(setup.api, setup.consumer, ['honest-1', 'honest-2', 'liar'], ['liar']);
+    await Promise.all(setup.workers.map((w) => w.process.connected()));
   }, 180_000);
   afterAll(async () => {
-    for (const w of workers ?? []) w.process.kill();
-    for (const w of workers ?? []) await removeWorker(api.services.store, w.id);
-    await consumer?.stop();
-    await api?.close();
+    for (const w of setup.workers ?? []) w.process.kill();
+    for (const w of setup.workers ?? []) await removeWorker(setup.api.services.store, w.id);
+    await setup.consumer?.stop();
+    await setup.api?.close();
   });
+  return setup;
+}
+
+describe('all:2 with two honest workers and one liar', () => {
+  const setup = withALiar('all:2');
 
   it('shows only honest results, evicts the liar after its strikes, and redoes what it touched', async () => {
+    const { api, workers } = setup;
     const [honest1, honest2, liar] = workers;
     const ids = await Promise.all(Array.from({ length: 12 }, () => submit(api)));
     const records: JobRecord[] = [];
@@ -93,26 +98,13 @@ describe('all:2 with two honest workers and one liar', () => {
 });
 
 describe('spot:0.2 with two honest workers and one liar', () => {
-  let api: TestApi;
-  let consumer: Consumer;
-  let workers: Awaited<ReturnType<typeof startWorkers>>;
-  beforeAll(async () => {
-    api = await startTestApi();
-    consumer = await startTestConsumer(gatewayConfig(api, { WORKER_MAX_STRIKES: 2 }), 'tiny verify=spot:0.2\n');
-    workers = await startWorkers(api, consumer, ['honest-1', 'honest-2', 'liar'], ['liar']);
-    await Promise.all(workers.map((w) => w.process.connected()));
-  }, 180_000);
-  afterAll(async () => {
-    for (const w of workers ?? []) w.process.kill();
-    for (const w of workers ?? []) await removeWorker(api.services.store, w.id);
-    await consumer?.stop();
-    await api?.close();
-  });
+  const setup = withALiar('spot:0.2');
 
   // A job is checked with probability 0.2, and a check involves the liar when it is one of the
   // two workers picked (about 2 in 3): a strike every 1 / (0.2 * 2/3) = 7.5 jobs, so 2 strikes
   // in about 15 jobs. 150 jobs without 2 strikes has a probability below 1e-7.
   it('catches the liar within a bounded number of jobs and lists its unchecked results', async () => {
+    const { api, workers } = setup;
     const [, , liar] = workers;
     const store = new WorkerStore(api.services.store);
     let jobs = 0;
