@@ -50,8 +50,9 @@ STAGES = {
     "sd15-autotune": ("SD1.5 + torch.compile max-autotune-no-cudagraphs", 420, 200),
     "sd15-graphs": ("SD1.5, the graphs tuning: torch.compile reduce-overhead (CUDA graphs) at bucket sizes", 300, 150),
     "sd15-tinyvae": ("SD1.5 compiled + TAESD-size tiny VAE (quality trade: README)", 240, 90),
-    "sd15-bf16": ("SD1.5 eager settings in bf16", 120, 45),
+    "sd15-bf16": ("SD1.5 eager settings in fp16, then bf16: speed and deviation", 150, 60),
     "sd15-fast": ("SD1.5 regional compile: exact, then feature caching, tiny VAE, both (the fast tuning): speed and deviation", 330, 200),
+    "sd15-fp8": ("SD1.5 regional compile: exact, then FP8 transformer linears (torchao), alone and with the fast trades", 330, 200),
     "sdxl-fast": ("SDXL regional compile: exact, then feature caching, tiny VAE, both: speed and deviation", 420, 260),
 }
 
@@ -564,32 +565,54 @@ def stage_sd15_tinyvae(record, out, deadline, args):
 
 
 def stage_sd15_bf16(record, out, deadline, args):
-    _tuned(record, out, deadline, "sd15-arch", (512, 512), [1, 16], "eager", "eager-bf16", dtype="bfloat16")
+    """The eager tuning in fp16, then in bf16 (no compile: seconds): pipeline and UNet at batch 24, outputs compared."""
+    import gc
+
+    import numpy as np
+    import torch
+
+    images, outputs = _inputs(COMPARE_BATCH, (512, 512)), {}
+    for dtype in ("float16", "bfloat16"):
+        config = f"eager-{dtype}"
+        pipe = _tuned(record, out, deadline, "sd15-arch", (512, 512), [24], "eager", config, dtype=dtype, compare_batch=COMPARE_BATCH)
+        record(kind="unet", config=config, model="sd15-arch", batch=24, unet_rows=48, step_ms=round(time_unet(pipe, 24, (512, 512)) * 1000, 3))
+        outputs[dtype] = np.stack(call_pipe(pipe, images, True))
+        del pipe
+        gc.collect()
+        torch.cuda.empty_cache()
+    record(kind="compare_dtype", config="bfloat16 vs float16", model="sd15-arch", batch=COMPARE_BATCH, **deviation(outputs["float16"], outputs["bfloat16"]))
 
 
 def stage_sdxl_compile(record, out, deadline, args):
     _tuned(record, out, deadline, "sdxl-arch", (1024, 1024), args.xl_batches, _compile_tuning("default"), "compile", unet_batches=[1, max(args.xl_batches)], compare_batch=2)
 
 
-def _fast_variants(record, out, deadline, source, size, batches, compare_batch):
+def _fast_variants(record, out, deadline, source, size, batches, compare_batch, fp8: bool = False):
     """One regionally compiled pipeline, timed exact, then with each of the fast tuning's trades and both.
 
     The trades change no compiled block (feature caching skips whole blocks from eager
-    glue; the tiny VAE runs eagerly), so one compilation serves every variant. Each
-    variant's outputs are compared with the exact ones of this same pipeline (same
-    inputs, seeds and batch). With random weights the deviation says nothing about
-    visual quality: it only bounds how far the pixels move.
+    glue; the tiny VAE runs eagerly), so one compilation serves every variant. With fp8
+    the transformer blocks' linear layers are quantized first (their blocks compile again)
+    and the variants run on that. Each variant's outputs are compared with the exact ones
+    of this same pipeline (same inputs, seeds and batch). With random weights the
+    deviation says nothing about visual quality: it only bounds how far the pixels move.
     """
     import numpy as np
     import torch
 
     from img2img_runner import deepcache
-    from img2img_runner.tuning import TUNINGS, tiny_vae_like
+    from img2img_runner.tuning import TUNINGS, quantize_fp8, tiny_vae_like
 
     fast = TUNINGS["fast"]
     pipe = _tuned(record, out, deadline, source, size, batches, dataclasses.replace(TUNINGS["regional"], background=False), "regional", compare_batch=compare_batch)
     images = _inputs(compare_batch, size)
     exact = np.stack(call_pipe(pipe, images, True))
+    if fp8:
+        record(kind="fp8", model=source, linears=quantize_fp8(pipe.unet))
+        started = time.perf_counter()
+        call_pipe(pipe, _inputs(1, size), True)
+        _sync()
+        record(kind="first_call", config="fp8", model=source, seconds=round(time.perf_counter() - started, 2))
     cache = deepcache.install(pipe.unet, pipe.scheduler, fast.feature_cache)
     kl_vae = pipe.vae
     small_vae = tiny_vae_like(kl_vae, pipe.device, pipe.dtype).to(memory_format=torch.channels_last)
@@ -603,11 +626,22 @@ def _fast_variants(record, out, deadline, source, size, batches, compare_batch):
         measure(record, pipe, config, source, batches, size, tensor_io=True, deadline=deadline)
         record(kind="compare_exact", config=config, model=source, batch=compare_batch, **deviation(exact, np.stack(call_pipe(pipe, images, True))))
 
+    if fp8:
+        variant("fp8", 0, kl_vae)
+        variant(f"fp8 + fast (feature-cache-{fast.feature_cache} + tiny-vae)", fast.feature_cache, small_vae)
+        variant(f"fp8 + feature-cache-{fast.feature_cache}", fast.feature_cache, kl_vae)
+        variant("fp8 + feature-cache-5 + tiny-vae", 5, small_vae)
+        return
     variant(f"feature-cache-{fast.feature_cache}", fast.feature_cache, kl_vae)
     variant("tiny-vae", 0, small_vae)
     variant(f"fast (feature-cache-{fast.feature_cache} + tiny-vae)", fast.feature_cache, small_vae)
     variant("feature-cache-2", 2, kl_vae)
     variant("feature-cache-2 + tiny-vae", 2, small_vae)
+    variant("feature-cache-5 + tiny-vae", 5, small_vae)
+
+
+def stage_sd15_fp8(record, out, deadline, args):
+    _fast_variants(record, out, deadline, "sd15-arch", (512, 512), [24], COMPARE_BATCH, fp8=True)
 
 
 def stage_sd15_fast(record, out, deadline, args):

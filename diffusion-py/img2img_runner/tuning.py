@@ -62,6 +62,9 @@ class Tuning:
     compile_backend: str = "inductor"  # tests use "eager" (Dynamo alone) on CPU
     # Batch sizes every pipeline call is padded up to (Runner): CUDA graphs record one graph per size.
     buckets: tuple[int, ...] = ()
+    # Not exact: FP8 (e4m3) weights and per-row scaled activations for the UNet's transformer
+    # linear layers (torchao; compute capability 8.9 and up, else left in the pipeline's dtype).
+    fp8: bool = False
 
 
 EXACT = dict(fuse_qkv=True, channels_last=True, compile_mode="default", cudnn_benchmark=True, cudnn_attention=True)
@@ -162,6 +165,43 @@ def tiny_vae_for(pipe, source: str | None):
     return AutoencoderTiny.from_pretrained(folder, torch_dtype=pipe.dtype, local_files_only=True).to(pipe.device).eval()
 
 
+# The blocks whose linear layers FP8 takes: attention projections and feed-forward, the
+# bulk of the UNet's matmuls (its convolutions stay in the pipeline's dtype).
+FP8_BLOCKS = ("Transformer2DModel",)
+
+
+def fp8_linears(unet) -> list:
+    """The linear layers quantize_fp8 converts: inside FP8_BLOCKS, both sides multiples of 16 (FP8 GEMMs need it)."""
+    return [
+        module
+        for block in unet.modules()
+        if type(block).__name__ in FP8_BLOCKS
+        for module in block.modules()
+        if isinstance(module, torch.nn.Linear) and module.in_features % 16 == 0 and module.out_features % 16 == 0
+    ]
+
+
+def quantize_fp8(unet) -> int:
+    """FP8 weights and dynamically scaled FP8 activations for fp8_linears(unet); return how many were converted.
+
+    Needs torchao and a GPU of compute capability 8.9 or more (Ada, Hopper); elsewhere it
+    logs why and leaves the UNet as it is, so the tuning still serves.
+    """
+    device = unet.device
+    if device.type != "cuda" or torch.cuda.get_device_capability(device) < (8, 9):
+        log.warning("fp8: needs a CUDA GPU of compute capability 8.9 or more, this is %s: not quantized", device)
+        return 0
+    try:
+        from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
+    except ImportError as exc:
+        log.warning("fp8: torchao is not importable (%s): not quantized", exc)
+        return 0
+    chosen = {id(module) for module in fp8_linears(unet)}
+    quantize_(unet, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()), filter_fn=lambda module, _name: id(module) in chosen)
+    log.info("fp8: %d linear layers quantized", len(chosen))
+    return len(chosen)
+
+
 def prefer_cudnn_attention() -> bool:
     """SDPA priority: cuDNN first, then the default order; shapes cuDNN refuses (the VAE's) fall through."""
     from torch.nn.attention import SDPBackend
@@ -199,6 +239,9 @@ def apply_tuning(pipe, tuning: Tuning, defer_compile: bool = False):
     if tuning.channels_last:
         pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
+    if tuning.fp8:
+        # After the layout change: Module.to would visit the FP8 weights too.
+        quantize_fp8(pipe.unet)
     switches = []
     if tuning.compile_mode:
         import torch._inductor.config as inductor_config
