@@ -152,6 +152,7 @@ class BackgroundCompile:
     def __init__(self, pipe, device: torch.device, cache, max_batch: int = 1):
         _trace_fx_once()
         self.switches = switches_of(pipe)
+        self.cudnn_benchmark = getattr(getattr(pipe, "_img2img_tuning", None), "cudnn_benchmark", False)
         self.max_batch = max_batch
         self.device = device
         self.cache = cache  # compile_cache.CompileCache or None
@@ -183,6 +184,8 @@ class BackgroundCompile:
         from .tuning import compile_stats
 
         started = time.perf_counter()
+        if self.cudnn_benchmark:
+            torch.backends.cudnn.benchmark = True  # left off by apply_tuning(defer_compile=True): the compiled path's setting
         try:
             if self.cache is not None:
                 self.cache.load()

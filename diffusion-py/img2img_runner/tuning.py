@@ -225,7 +225,8 @@ def apply_tuning(pipe, tuning: Tuning, defer_compile: bool = False):
     """
     from .background import Switch
 
-    if tuning.cudnn_benchmark:
+    # Deferred: the compile thread switches it on (background.py); the eager warm-up skips seconds of benchmarking.
+    if tuning.cudnn_benchmark and not defer_compile:
         torch.backends.cudnn.benchmark = True
     if tuning.cudnn_attention and not prefer_cudnn_attention():
         log.warning("this torch cannot set the SDPA priority order: cuDNN attention not preferred")

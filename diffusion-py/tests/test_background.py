@@ -158,3 +158,24 @@ def test_the_largest_batch_is_compiled_in_the_background_too(fresh_dynamo):
     graphs = counters["stats"]["unique_graphs"]
     call(pipe, batch=16, steps=2)
     assert counters["stats"]["unique_graphs"] == graphs
+
+
+def test_cudnn_benchmark_is_left_off_for_the_eager_warm_up_and_switched_on_by_the_compile_thread(fresh_dynamo):
+    # A process-wide flag: benchmarking each new convolution shape of the eager warm-up would delay the
+    # ready frame; the compiled path gets it as measured. (On CPU the flag only records the setting.)
+    import dataclasses
+
+    original = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = False
+    try:
+        pipe = load_pipeline("tiny", device=CPU)
+        apply_tuning(pipe, dataclasses.replace(DEFERRED, cudnn_benchmark=True), defer_compile=True)
+        assert torch.backends.cudnn.benchmark is False
+        during_warm_up = []
+        on_each_call(pipe, lambda kwargs: during_warm_up.append(torch.backends.cudnn.benchmark))
+        _batch, compile_thread = warm_up_background(pipe, CPU, max_batch=2)
+        assert compile_thread.wait(timeout=300) and not compile_thread.failed
+        assert during_warm_up and not any(during_warm_up)  # the warm-up's calls, all before the thread started
+        assert torch.backends.cudnn.benchmark is True
+    finally:
+        torch.backends.cudnn.benchmark = original
