@@ -52,6 +52,7 @@ STAGES = {
     "sd15-tinyvae": ("SD1.5 compiled + TAESD-size tiny VAE (quality trade: README)", 240, 90),
     "sd15-bf16": ("SD1.5 eager settings in fp16, then bf16: speed and deviation", 150, 60),
     "sd15-fast": ("SD1.5 regional compile: exact, then feature caching, tiny VAE, both (the fast tuning): speed and deviation", 330, 200),
+    "sd15-fp8-eager": ("SD1.5 eager, then FP8 transformer linears (eager, then each compiled), then convolutions too: speed, deviation", 200, 60),
     "sd15-fp8": ("SD1.5 regional compile: exact, then FP8 transformer linears (torchao), alone and with the fast trades", 330, 200),
     "sdxl-fast": ("SDXL regional compile: exact, then feature caching, tiny VAE, both: speed and deviation", 420, 260),
 }
@@ -631,6 +632,13 @@ def _fast_variants(record, out, deadline, source, size, batches, compare_batch, 
         variant(f"fp8 + fast (feature-cache-{fast.feature_cache} + tiny-vae)", fast.feature_cache, small_vae)
         variant(f"fp8 + feature-cache-{fast.feature_cache}", fast.feature_cache, kl_vae)
         variant("fp8 + feature-cache-5 + tiny-vae", 5, small_vae)
+        # The resnet blocks' convolutions too (per-tensor scales): their blocks compile again.
+        try:
+            record(kind="fp8", model=source, convolutions=quantize_fp8(pipe.unet, convolutions=True))
+            variant("fp8 linears + convolutions", 0, kl_vae)
+            variant(f"fp8 linears + convolutions + fast (feature-cache-{fast.feature_cache} + tiny-vae)", fast.feature_cache, small_vae)
+        except Exception as exc:
+            record(kind="fp8", model=source, convolutions_error=f"{type(exc).__name__}: {str(exc)[:300]}")
         return
     variant(f"feature-cache-{fast.feature_cache}", fast.feature_cache, kl_vae)
     variant("tiny-vae", 0, small_vae)
@@ -638,6 +646,46 @@ def _fast_variants(record, out, deadline, source, size, batches, compare_batch, 
     variant("feature-cache-2", 2, kl_vae)
     variant("feature-cache-2 + tiny-vae", 2, small_vae)
     variant("feature-cache-5 + tiny-vae", 5, small_vae)
+
+
+def stage_sd15_fp8_eager(record, out, deadline, args):
+    """The eager tuning, then its transformer linears in FP8, then the convolutions too (no compile: seconds).
+
+    Eager FP8 runs torchao's scaling and casting as separate kernels, which a compiled
+    pipeline would fuse: a floor for what FP8 gives, not its compiled speed.
+    """
+    import numpy as np
+
+    from img2img_runner.tuning import fp8_linears, quantize_fp8
+
+    size, images = (512, 512), _inputs(COMPARE_BATCH, (512, 512))
+    pipe = _tuned(record, out, deadline, "sd15-arch", size, [24], "eager", "eager", compare_batch=COMPARE_BATCH)
+    exact = np.stack(call_pipe(pipe, images, True))
+
+    def timed(config):
+        record(kind="unet", config=config, model="sd15-arch", batch=24, unet_rows=48, step_ms=round(time_unet(pipe, 24, size) * 1000, 3))
+        measure(record, pipe, config, "sd15-arch", [24], size, tensor_io=True, deadline=deadline)
+        record(kind="compare_exact", config=config, model="sd15-arch", batch=COMPARE_BATCH, **deviation(exact, np.stack(call_pipe(pipe, images, True))))
+
+    record(kind="unet", config="eager", model="sd15-arch", batch=24, unet_rows=48, step_ms=round(time_unet(pipe, 24, size) * 1000, 3))
+    record(kind="fp8", model="sd15-arch", linears=quantize_fp8(pipe.unet))
+    timed("eager + fp8 linears")
+    # Each FP8 linear layer compiled on its own: scaling and casting fused, the rest eager.
+    import torch._dynamo.config as dynamo_config
+
+    for name in ("recompile_limit", "cache_size_limit"):  # one code object (Linear.forward), many shapes
+        if hasattr(dynamo_config, name):
+            setattr(dynamo_config, name, 256)
+    started = time.perf_counter()
+    for module in fp8_linears(pipe.unet):
+        module.compile()
+    timed("eager + compiled fp8 linears")
+    record(kind="first_call", config="eager + compiled fp8 linears", model="sd15-arch", seconds_with_timing=round(time.perf_counter() - started, 2))
+    try:
+        record(kind="fp8", model="sd15-arch", convolutions=quantize_fp8(pipe.unet, convolutions=True))
+        timed("eager + compiled fp8 linears + fp8 convolutions")
+    except Exception as exc:
+        record(kind="fp8", model="sd15-arch", convolutions_error=f"{type(exc).__name__}: {str(exc)[:300]}")
 
 
 def stage_sd15_fp8(record, out, deadline, args):
@@ -794,8 +842,9 @@ def summarize(out: pathlib.Path) -> str:
     if unet:
         lines += ["", "### UNet step (one guided call) vs FLOP floor", "", "| model | config | images | ms | TFLOP | TFLOP/s | floor ms | % of peak |", "|---|---|---|---|---|---|---|---|"]
         for item in unet:
-            lines.append(f"| {item['model']} | {item['config']} | {item['batch']} | {item['step_ms']} | {item['tflop_per_step']} | {item['achieved_tflops']} | {item['floor_ms']} | {item['pct_of_peak']} |")
-    other = [item for item in items if item.get("kind") in ("compare", "first_call", "build", "sdpa", "runner_ready", "runner", "status", "copy", "flops", "components", "ablation", "profile")]
+            cells = [item.get(key, "") for key in ("model", "config", "batch", "step_ms", "tflop_per_step", "achieved_tflops", "floor_ms", "pct_of_peak")]
+            lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
+    other = [item for item in items if item.get("kind") in ("compare", "compare_exact", "compare_dtype", "fp8", "first_call", "build", "sdpa", "runner_ready", "runner", "status", "copy", "flops", "components", "ablation", "profile")]
     if other:
         lines += ["", "### Other records", ""]
         lines += [f"- {json.dumps(item)}" for item in other]

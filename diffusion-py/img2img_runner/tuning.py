@@ -62,9 +62,6 @@ class Tuning:
     compile_backend: str = "inductor"  # tests use "eager" (Dynamo alone) on CPU
     # Batch sizes every pipeline call is padded up to (Runner): CUDA graphs record one graph per size.
     buckets: tuple[int, ...] = ()
-    # Not exact: FP8 (e4m3) weights and per-row scaled activations for the UNet's transformer
-    # linear layers (torchao; compute capability 8.9 and up, else left in the pipeline's dtype).
-    fp8: bool = False
 
 
 EXACT = dict(fuse_qkv=True, channels_last=True, compile_mode="default", cudnn_benchmark=True, cudnn_attention=True)
@@ -165,8 +162,10 @@ def tiny_vae_for(pipe, source: str | None):
     return AutoencoderTiny.from_pretrained(folder, torch_dtype=pipe.dtype, local_files_only=True).to(pipe.device).eval()
 
 
-# The blocks whose linear layers FP8 takes: attention projections and feed-forward, the
-# bulk of the UNet's matmuls (its convolutions stay in the pipeline's dtype).
+# FP8 matmuls (benchmarks only, bench/gpu sd15-fp8*): not part of any tuning. On the H200 with
+# torch 2.11 and torchao 0.18 the eager UNet got slower (separate scaling and cast kernels)
+# and Dynamo could not trace torchao's FP8 tensors, so nothing compiled (BENCHMARKS.md).
+# The blocks whose linear layers FP8 takes: attention projections and feed-forward.
 FP8_BLOCKS = ("Transformer2DModel",)
 
 
@@ -181,24 +180,39 @@ def fp8_linears(unet) -> list:
     ]
 
 
-def quantize_fp8(unet) -> int:
+def fp8_convolutions(unet) -> list:
+    """The resnet blocks' convolutions with both channel counts multiples of 16 (quantize_fp8's convolutions)."""
+    return [
+        module
+        for block in unet.modules()
+        if type(block).__name__ == "ResnetBlock2D"
+        for module in block.modules()
+        if isinstance(module, torch.nn.Conv2d) and module.in_channels % 16 == 0 and module.out_channels % 16 == 0
+    ]
+
+
+def quantize_fp8(unet, convolutions: bool = False) -> int:
     """FP8 weights and dynamically scaled FP8 activations for fp8_linears(unet); return how many were converted.
 
-    Needs torchao and a GPU of compute capability 8.9 or more (Ada, Hopper); elsewhere it
-    logs why and leaves the UNet as it is, so the tuning still serves.
+    With convolutions, fp8_convolutions(unet) too (benchmarks). Needs torchao and a GPU of
+    compute capability 8.9 or more (Ada, Hopper); elsewhere it logs why and leaves the
+    UNet as it is, so the tuning still serves.
     """
     device = unet.device
     if device.type != "cuda" or torch.cuda.get_device_capability(device) < (8, 9):
         log.warning("fp8: needs a CUDA GPU of compute capability 8.9 or more, this is %s: not quantized", device)
         return 0
     try:
-        from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
+        from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, PerTensor, quantize_
     except ImportError as exc:
         log.warning("fp8: torchao is not importable (%s): not quantized", exc)
         return 0
-    chosen = {id(module) for module in fp8_linears(unet)}
-    quantize_(unet, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()), filter_fn=lambda module, _name: id(module) in chosen)
-    log.info("fp8: %d linear layers quantized", len(chosen))
+    modules = fp8_convolutions(unet) if convolutions else fp8_linears(unet)
+    chosen = {id(module) for module in modules}
+    # torchao scales per row only bf16 weights (and convolutions only per tensor).
+    granularity = PerRow() if unet.dtype == torch.bfloat16 and not convolutions else PerTensor()
+    quantize_(unet, Float8DynamicActivationFloat8WeightConfig(granularity=granularity), filter_fn=lambda module, _name: id(module) in chosen)
+    log.info("fp8: %d %s quantized (%s)", len(chosen), "convolutions" if convolutions else "linear layers", type(granularity).__name__)
     return len(chosen)
 
 
@@ -240,9 +254,6 @@ def apply_tuning(pipe, tuning: Tuning, defer_compile: bool = False):
     if tuning.channels_last:
         pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
-    if tuning.fp8:
-        # After the layout change: Module.to would visit the FP8 weights too.
-        quantize_fp8(pipe.unet)
     switches = []
     if tuning.compile_mode:
         import torch._inductor.config as inductor_config
