@@ -11,8 +11,10 @@ BENCHMARKS.md "## GPU (issue 6)"), SD 1.5 img2img 512x512, 15 steps:
   fused QKV projections, cuDNN attention first, cudnn.benchmark,
   channels_last under the compiler (in eager mode channels_last was slower,
   so the `eager` tuning leaves it out);
-- not the default: max-autotune (minutes of compilation), and the trades of the
-  opt-in `fast` tuning (feature caching, the tiny VAE: not exact, BENCHMARKS.md issue 13).
+- not the default: max-autotune (minutes of compilation), CUDA graphs (the
+  `graphs` tuning: no gain at batch 24 on the H200), bf16 (+2% on the H200, but
+  pixels up to 14 off fp16's: not exact), and the trades of the opt-in `fast`
+  tuning (feature caching, the tiny VAE: not exact, BENCHMARKS.md issue 13).
 The UNet's batch dimension is compiled dynamic, so one compilation serves
 batch sizes 1 to 31; a new image size compiles again on its first job. By
 default the compilation runs in a background thread behind an eager warm-up
@@ -82,6 +84,7 @@ TUNINGS = {
     "autotune": Tuning("autotune", **{**EXACT, "compile_mode": "max-autotune-no-cudagraphs"}, background=True),
     # CUDA graphs (Inductor's reduce-overhead) over padded batch buckets: launch overhead gone, one
     # graph per bucket recorded in the warm-up. Compiled first: a capture must not race eager work.
+    # H200: 0.99x the compiled throughput at batch 24 (launches were not the limit there).
     "graphs": Tuning("graphs", **{**EXACT, "compile_mode": "reduce-overhead"}, buckets=(1, 2, 4, 8, 16, 24)),
     # Opt-in per model (model_names.txt `tuning=fast`): not exact. Deep features reused for two
     # steps of three, and a TAESD-sized tiny VAE; bench/gpu measures the speed-up and the deviation.
