@@ -10,7 +10,8 @@
 // This side only mirrors that directory with `compile-cache/<key>/` in the object store:
 // fetchCompileCache() before the spawn (download everything under the prefix), then
 // upload() once the runner is ready and again at its `compiled` frame (send the files that are new or changed since the
-// download: after a cold compile, the new entry; after a warm start, nothing). Artifact
+// download, or were there but not in the store: after a cold compile, the new entry; after a warm start, nothing;
+// after a restart in a directory whose upload failed, that entry). Artifact
 // files go up before their manifest, so a reader never sees a manifest whose files are
 // missing. Nothing here throws: the cache only saves time, and a failure costs a compile.
 // consumer/consumer.ts builds each runner's setup from the config (compileCacheSetup) and
@@ -129,6 +130,7 @@ export async function fetchCompileCache(
   const started = performance.now();
   let downloaded = 0;
   let downloadedBytes = 0;
+  const inStore = new Set<string>();
   try {
     await mkdir(dir, { recursive: true });
     for await (const object of store.list(prefix, signal)) {
@@ -136,6 +138,7 @@ export async function fetchCompileCache(
       if (!relative) continue;
       const bytes = await store.getBytes(object.key, signal);
       if (!bytes) continue; // deleted since the listing
+      inStore.add(relative);
       const target = path.join(dir, ...relative.split('/'));
       await mkdir(path.dirname(target), { recursive: true });
       const temporary = `${target}.tmp-${process.pid}`;
@@ -149,7 +152,9 @@ export async function fetchCompileCache(
     log?.warn({ prefix, err: error }, 'compile cache download failed; the runner compiles what it lacks');
   }
   const downloadSeconds = (performance.now() - started) / 1000;
-  const snapshot = await walk(dir);
+  // What the store holds as it is here; any other local file (one whose upload failed before a
+  // restart in this directory) counts as new and goes up.
+  const snapshot = new Map([...(await walk(dir))].filter(([relative]) => inStore.has(relative)));
 
   return {
     dir,

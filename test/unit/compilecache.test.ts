@@ -152,6 +152,22 @@ describe('compile cache sync', () => {
     store.failPut = false;
     expect((await sync.upload()).uploaded).toHaveLength(2);
   });
+
+  it('a runner restarted in the directory of a failed upload sends that entry, though it wrote nothing new', async () => {
+    const store = new MemoryStore();
+    const dir = path.join(work, 'cc');
+    const first = await fetchCompileCache(store, 'm', dir);
+    await runnerWritesEntry(dir, 'v1-key');
+    store.failPut = true;
+    expect((await first.upload()).uploaded).toEqual([]);
+    store.failPut = false;
+
+    const restarted = await fetchCompileCache(store, 'm', dir);
+    expect(restarted.downloaded).toBe(0);
+    expect((await restarted.upload()).uploaded).toEqual(['compile-cache/m/v1-key/artifacts-0123456789abcdef.bin', 'compile-cache/m/v1-key/manifest.json']);
+    // Once the store has it, a further restart sends nothing.
+    expect((await (await fetchCompileCache(store, 'm', dir)).upload()).uploaded).toEqual([]);
+  });
 });
 
 describe('compile cache setup of a runner', () => {
