@@ -42,6 +42,8 @@ type ConsumerFact struct {
 	Partitions                    int64             `json:"partitions"`
 	Replicas                      *int32            `json:"replicas"`
 	HasPDB                        bool              `json:"hasPdb"`
+	Gateway                       string            `json:"gateway"`
+	GatewayService                string            `json:"gatewayService"`
 }
 
 type ScaledFact struct {
@@ -390,7 +392,11 @@ func (c *checker) scaledObject(o Object, so *kedav1alpha1.ScaledObject) {
 	if so.Spec.MaxReplicaCount == nil || int64(*so.Spec.MaxReplicaCount) > partitions {
 		c.errorf(o, "maxReplicaCount must be set and at most TOPIC_PARTITIONS (%d): a consumer beyond the partition count gets no work", partitions)
 	}
-	if so.Spec.MinReplicaCount == nil || *so.Spec.MinReplicaCount != 0 {
+	if envOf(pod, "WORKER_GATEWAY") == "on" {
+		if so.Spec.MinReplicaCount == nil || *so.Spec.MinReplicaCount < 1 {
+			c.errorf(o, "minReplicaCount must be at least 1: its consumers run the worker gateway, and at zero pods remote workers have none to dial into")
+		}
+	} else if so.Spec.MinReplicaCount == nil || *so.Spec.MinReplicaCount != 0 {
 		c.errorf(o, "minReplicaCount must be 0: a model without work scales to zero")
 	}
 	fact := ScaledFact{Name: so.Name, Target: target.Name, MaxReplicas: so.GetHPAMaxReplicas()}
@@ -499,6 +505,9 @@ func (c *checker) facts() {
 			if !fact.HasPDB {
 				c.errorf(d.Object, "no PodDisruptionBudget covers its pods")
 			}
+			if fact.Gateway = envOf(pod, "WORKER_GATEWAY"); fact.Gateway == "on" {
+				fact.GatewayService = c.gateway(d.Object, d.V)
+			}
 			c.report.Consumers = append(c.report.Consumers, fact)
 		}
 		if strings.HasSuffix(d.V.Name, "-api") {
@@ -527,6 +536,38 @@ func (c *checker) facts() {
 			c.report.API = api
 		}
 	}
+}
+
+// gateway checks that remote workers can reach a consumer's worker gateway: it listens beyond the
+// pod's loopback, and a Service routes to its port. It returns that Service's name.
+func (c *checker) gateway(o Object, d *appsv1.Deployment) string {
+	pod := d.Spec.Template.Spec
+	if host := envOf(pod, "WORKER_GATEWAY_HOST"); host == "" || host == "127.0.0.1" || host == "localhost" || host == "::1" {
+		c.errorf(o, "WORKER_GATEWAY_HOST %q: the gateway would listen on the pod's loopback only, out of the workers' reach", host)
+	}
+	port, _ := strconv.ParseInt(envOf(pod, "WORKER_GATEWAY_PORT"), 10, 32)
+	named := map[string]int32{}
+	for _, container := range pod.Containers {
+		for _, p := range container.Ports {
+			named[p.Name] = p.ContainerPort
+		}
+	}
+	for _, s := range each[corev1.Service](c.objects) {
+		if !labels.SelectorFromSet(s.V.Spec.Selector).Matches(labels.Set(d.Spec.Template.Labels)) {
+			continue
+		}
+		for _, p := range s.V.Spec.Ports {
+			target := p.TargetPort.IntVal
+			if p.TargetPort.StrVal != "" {
+				target = named[p.TargetPort.StrVal]
+			}
+			if int64(target) == port {
+				return s.V.Name
+			}
+		}
+	}
+	c.errorf(o, "WORKER_GATEWAY is on but no Service routes to its port %d", port)
+	return ""
 }
 
 func gpuList(n int64) string {

@@ -27,6 +27,8 @@ interface Report {
     partitions: number;
     replicas: number | null;
     hasPdb: boolean;
+    gateway: string;
+    gatewayService: string;
   }[];
   scaledObjects: { name: string; minReplicas: number; maxReplicas: number; lagThreshold: number; activationLagThreshold: number; topics: string[]; consumerGroup: string; formula: string }[];
   api: { hpaMin: number; hpaMax: number; readinessPath: string; livenessPath: string; servicePort: number; hasPdb: boolean; replicasUnset: boolean };
@@ -129,6 +131,25 @@ describe.each([
   });
 });
 
+describe('the chart with the worker gateway for remote GPU workers', () => {
+  const values = [`${CHART}/ci/worker-gateway-values.yaml`];
+
+  it('passes helm lint --strict', () => {
+    expect(lint(values)).toContain('1 chart(s) linted, 0 chart(s) failed');
+  });
+
+  it('gives each model a Service to its consumers\' gateway port, listening beyond loopback, and keeps a pod up for the workers', () => {
+    const { status, report } = validate(render(values));
+    expect(report.errors).toEqual([]);
+    expect(status).toBe(0);
+    expect(report.consumers.map((c) => [c.model, c.gateway, c.gatewayService]).sort()).toEqual([
+      ['sd15', 'on', 'img2img-consumer-sd15-gateway'],
+      ['sdxl', 'on', 'img2img-consumer-sdxl-gateway'],
+    ]);
+    expect(report.scaledObjects.map((s) => s.minReplicas)).toEqual([1, 1]);
+  });
+});
+
 describe('what the validation refuses', () => {
   it('a field the API types do not have (strict decoding)', () => {
     const manifests = render([]).replace(/^ {2}minReplicaCount: 0$/m, '  minReplicaCount: 0\n  minReplicaCont: 1');
@@ -150,6 +171,25 @@ describe('what the validation refuses', () => {
     const result = spawnSync(helm, ['template', 'img2img', CHART, '--kube-version', KUBE_VERSION, '--set', 'kafka.partitions=4'], { encoding: 'utf8' });
     expect(result.status).not.toBe(0);
     expect(result.stderr).toContain('above kafka.partitions (4)');
+  });
+
+  it('the worker gateway on models that scale to zero (the chart itself refuses to render)', () => {
+    const result = spawnSync(helm, ['template', 'img2img', CHART, '--kube-version', KUBE_VERSION, '--set', 'workerGateway.enabled=true'], { encoding: 'utf8' });
+    expect(result.status).not.toBe(0);
+    expect(result.stderr).toContain('workerGateway.enabled needs keda.minReplicas >= 1');
+  });
+
+  it('a worker gateway on the pod\'s loopback, without a Service to its port, or whose model may scale to zero', () => {
+    const manifests = render([`${CHART}/ci/worker-gateway-values.yaml`])
+      .replace(/(name: WORKER_GATEWAY_HOST\n\s+value: )0\.0\.0\.0/, '$1127.0.0.1')
+      .replace(/^ {6}targetPort: gateway$/m, '      targetPort: metrics')
+      .replace(/^ {2}minReplicaCount: 1$/m, '  minReplicaCount: 0');
+    const { status, report } = validate(manifests);
+    expect(status).toBe(1);
+    const errors = report.errors.join('\n');
+    expect(errors).toContain('WORKER_GATEWAY_HOST "127.0.0.1": the gateway would listen on the pod\'s loopback only');
+    expect(errors).toContain('WORKER_GATEWAY is on but no Service routes to its port 8091');
+    expect(errors).toContain('minReplicaCount must be at least 1');
   });
 
   it('a credential given as a plain value instead of a Secret reference', () => {

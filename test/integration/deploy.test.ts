@@ -108,6 +108,8 @@ describe.skipIf(!dockerCompose)('docker-compose files (validated by docker-compo
     expect(mounts(consumer!)['/models']?.read_only).toBe(true);
     expect(mounts(consumer!)['/app/model_names.txt']).toMatchObject({ source: expect.stringMatching(/\/model_names\.txt$/), read_only: true });
     expect(consumer!.environment?.CONSUMER_METRICS_HOST, 'the metrics server must listen beyond the container').toBe('0.0.0.0');
+    expect(consumer!.environment?.WORKER_GATEWAY_HOST, 'remote workers reach the gateway from outside the container').toBe('0.0.0.0');
+    expect(consumer!.environment?.WORKER_GATEWAY, 'the gateway is opt-in').toBe('off');
 
     for (const service of [api!, consumer!]) {
       expect(service.depends_on?.kafka?.condition).toBe('service_healthy');
