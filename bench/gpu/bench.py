@@ -655,6 +655,7 @@ def stage_sd15_fp8_eager(record, out, deadline, args):
     pipeline would fuse: a floor for what FP8 gives, not its compiled speed.
     """
     import numpy as np
+    import torch._dynamo.config as dynamo_config
 
     from img2img_runner.tuning import fp8_linears, quantize_fp8
 
@@ -671,8 +672,6 @@ def stage_sd15_fp8_eager(record, out, deadline, args):
     record(kind="fp8", model="sd15-arch", linears=quantize_fp8(pipe.unet))
     timed("eager + fp8 linears")
     # Each FP8 linear layer compiled on its own: scaling and casting fused, the rest eager.
-    import torch._dynamo.config as dynamo_config
-
     for name in ("recompile_limit", "cache_size_limit"):  # one code object (Linear.forward), many shapes
         if hasattr(dynamo_config, name):
             setattr(dynamo_config, name, 256)
@@ -680,7 +679,7 @@ def stage_sd15_fp8_eager(record, out, deadline, args):
     for module in fp8_linears(pipe.unet):
         module.compile()
     timed("eager + compiled fp8 linears")
-    record(kind="first_call", config="eager + compiled fp8 linears", model="sd15-arch", seconds_with_timing=round(time.perf_counter() - started, 2))
+    record(kind="first_call", config="eager + compiled fp8 linears", model="sd15-arch", seconds_including_timing=round(time.perf_counter() - started, 2))
     try:
         record(kind="fp8", model="sd15-arch", convolutions=quantize_fp8(pipe.unet, convolutions=True))
         timed("eager + compiled fp8 linears + fp8 convolutions")

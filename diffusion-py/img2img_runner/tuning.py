@@ -197,9 +197,9 @@ def fp8_convolutions(unet) -> list:
 def quantize_fp8(unet, convolutions: bool = False) -> int:
     """FP8 weights and dynamically scaled FP8 activations for fp8_linears(unet); return how many were converted.
 
-    With convolutions, fp8_convolutions(unet) too (benchmarks). Needs torchao and a GPU of
-    compute capability 8.9 or more (Ada, Hopper); elsewhere it logs why and leaves the
-    UNet as it is, so the tuning still serves.
+    With convolutions, fp8_convolutions(unet) instead. Needs torchao and a GPU of compute
+    capability 8.9 or more (Ada, Hopper); elsewhere it logs why and leaves the UNet as it
+    is, so the caller goes on in the pipeline's dtype.
     """
     device = unet.device
     if device.type != "cuda" or torch.cuda.get_device_capability(device) < (8, 9):
