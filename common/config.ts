@@ -162,6 +162,9 @@ export const DispatcherConfigSchema = z.object({
   WEBHOOK_RETRY_BASE_MS: integer(5000, 1),
   /** Deliveries the dispatcher sends at once. */
   WEBHOOK_CONCURRENCY: integer(16, 1),
+  /** Address of the dispatcher's metrics server (GET /metrics); port 0: any free port. */
+  DISPATCHER_METRICS_HOST: z.string().min(1).default('127.0.0.1'),
+  DISPATCHER_METRICS_PORT: integer(9465),
 });
 
 /** The keys CLI: the object store and the pepper. */

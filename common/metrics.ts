@@ -1,6 +1,7 @@
 // Prometheus metrics: one registry per process, with Node's process metrics, served
 // as text at /metrics (the API mounts it on its app; consumers on their own port).
 import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 
 export function createRegistry(component: string): Registry {
@@ -28,4 +29,10 @@ export function serveMetrics(registry: Registry, host: string, port: number): Pr
     server.once('error', reject);
     server.listen(port, host, () => resolve(server));
   });
+}
+
+/** http://host:port/metrics of a metrics server once it listens (port 0 picks a free one). */
+export function metricsUrlOf(server: Server | undefined, host: string): string | undefined {
+  const address = server?.address() as AddressInfo | null | undefined;
+  return address ? `http://${host}:${address.port}/metrics` : undefined;
 }

@@ -3,13 +3,12 @@
 // I/O; start() connects and begins, stop() finishes in-flight jobs and lets go, so tests run
 // a consumer in-process as they run the API.
 import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { resolve } from 'node:path';
 import type { ConsumerConfig } from '../common/config.js';
 import { QueueDepth } from '../common/depth.js';
 import { createKafka, ensureTopics } from '../common/kafka.js';
 import type { Logger } from '../common/logger.js';
-import { createRegistry, serveMetrics } from '../common/metrics.js';
+import { createRegistry, metricsUrlOf, serveMetrics } from '../common/metrics.js';
 import type { ModelEntry } from '../common/models.js';
 import { Publisher } from '../common/publisher.js';
 import { RecordStore } from '../common/records.js';
@@ -127,8 +126,7 @@ export function createConsumer(config: ConsumerConfig, { models, listed, logger 
       return gateway && started ? gateway.url() : undefined;
     },
     metricsUrl() {
-      const address = metricsServer?.address() as AddressInfo | null | undefined;
-      return address ? `http://${config.CONSUMER_METRICS_HOST}:${address.port}/metrics` : undefined;
+      return metricsUrlOf(metricsServer, config.CONSUMER_METRICS_HOST);
     },
   };
 }

@@ -10,6 +10,7 @@ import type { TenantStore } from '../common/tenants.js';
 import { WEBHOOK_RETRY_LEVELS } from '../common/topics.js';
 import { deliveryId, isWebhookEvent, type Attempt, type DeliveryLog, type DeliveryMessage, type DeliveryStatus } from '../common/webhooks.js';
 import { DeliveryError, type WebhookClient } from './client.js';
+import type { DeliveryMetrics } from './metrics.js';
 import { webhookHeaders } from './signature.js';
 
 /** Progress deliveries of one job are at least this far apart (by the events' own times). */
@@ -30,6 +31,7 @@ export interface CourierDeps {
   logger: Logger;
   /** For the jitter; tests may fix it. */
   random?: () => number;
+  metrics?: DeliveryMetrics;
 }
 
 interface Outcome {
@@ -91,6 +93,7 @@ export class Courier {
     const next = status === 'pending' ? new Date(Date.now() + wait).toISOString() : null;
     const attempt: Attempt = { at: new Date(started).toISOString(), status_code: outcome.status_code, error: outcome.error, duration_ms: Date.now() - started };
     await this.deps.deliveries.update(delivery.job_id, delivery.url, (current) => withAttempt(current, delivery, attempt, status, next));
+    this.deps.metrics?.attempted(delivery.event, delivery.event_at, status, attempt.duration_ms / 1000);
     const line = { job: delivery.job_id, webhook_id: delivery.id, event: delivery.event, attempt: attempts, status_code: outcome.status_code, error: outcome.error, status };
     if (status === 'succeeded') this.deps.logger.debug(line, 'webhook delivered');
     else this.deps.logger.info({ ...line, next_attempt_at: next }, 'webhook attempt failed');

@@ -8,6 +8,7 @@
 // next retry topic (acks=all). A retry topic is read in order; a delivery not yet due pauses
 // its partition and seeks back to itself, so it is read again when due, by whichever member
 // owns the partition then. A SIGKILL therefore loses nothing: what was not committed is read again.
+import type { Server } from 'node:http';
 import type { Admin, EachBatchPayload, KafkaMessage } from 'kafkajs';
 import pLimit from 'p-limit';
 import type { DispatcherConfig } from '../common/config.js';
@@ -15,6 +16,7 @@ import { DeliveryLogStore } from '../common/deliveries.js';
 import { JobEvent, parseValue } from '../common/jobs.js';
 import { createKafka, ensureTopics } from '../common/kafka.js';
 import type { Logger } from '../common/logger.js';
+import { createRegistry, metricsUrlOf, serveMetrics } from '../common/metrics.js';
 import { Publisher } from '../common/publisher.js';
 import { RecordStore } from '../common/records.js';
 import { ObjectStore } from '../common/storage.js';
@@ -23,6 +25,7 @@ import { eventsTopic, webhookRetryTopic, webhookRetryTopics } from '../common/to
 import { DeliveryMessage } from '../common/webhooks.js';
 import { WebhookClient, type Resolver } from './client.js';
 import { Courier } from './courier.js';
+import { dispatcherMetrics } from './metrics.js';
 
 /** A paused retry partition is looked at again at least this often (a long wait is cut in pieces). */
 const MAX_PAUSE_MS = 60_000;
@@ -38,6 +41,8 @@ export interface DispatcherOptions {
 export interface Dispatcher {
   start(): Promise<void>;
   stop(): Promise<void>;
+  /** http://host:port/metrics once started. */
+  metricsUrl(): string | undefined;
 }
 
 type Work = { kind: 'event'; event: JobEvent } | { kind: 'delivery'; delivery: DeliveryMessage };
@@ -64,6 +69,8 @@ export function createDispatcher(config: DispatcherConfig, { logger, resolve, ra
   const store = new ObjectStore(config);
   const admin = kafka.admin();
   const publisher = new Publisher(kafka, prefix);
+  const registry = createRegistry('dispatcher');
+  let metricsServer: Server | undefined;
   const courier = new Courier({
     records: new RecordStore(store),
     deliveries: new DeliveryLogStore(store),
@@ -73,6 +80,7 @@ export function createDispatcher(config: DispatcherConfig, { logger, resolve, ra
     retryBaseMs: config.WEBHOOK_RETRY_BASE_MS,
     logger,
     random,
+    metrics: dispatcherMetrics(registry),
   });
   const consumer = kafka.consumer({ groupId, sessionTimeout: config.KAFKA_SESSION_TIMEOUT_MS, heartbeatInterval: 1000, maxWaitTimeInMs: 250 });
   const limit = pLimit(config.WEBHOOK_CONCURRENCY);
@@ -139,6 +147,8 @@ export function createDispatcher(config: DispatcherConfig, { logger, resolve, ra
     }
   }
 
+  const metricsUrl = () => metricsUrlOf(metricsServer, config.DISPATCHER_METRICS_HOST);
+
   return {
     async start() {
       await store.ensureBucket();
@@ -149,8 +159,9 @@ export function createDispatcher(config: DispatcherConfig, { logger, resolve, ra
       await consumer.connect();
       await consumer.subscribe({ topics: [events], fromBeginning: false });
       await consumer.subscribe({ topics: webhookRetryTopics(prefix), fromBeginning: true });
+      metricsServer = await serveMetrics(registry, config.DISPATCHER_METRICS_HOST, config.DISPATCHER_METRICS_PORT);
       await consumer.run({ partitionsConsumedConcurrently: 8, eachBatchAutoResolve: false, eachBatch });
-      logger.info({ group: groupId, allow_private: config.WEBHOOK_ALLOW_PRIVATE }, 'webhook dispatcher running');
+      logger.info({ group: groupId, allow_private: config.WEBHOOK_ALLOW_PRIVATE, metrics: metricsUrl() }, 'webhook dispatcher running');
     },
     async stop() {
       for (const timer of timers) clearTimeout(timer);
@@ -159,6 +170,8 @@ export function createDispatcher(config: DispatcherConfig, { logger, resolve, ra
       await publisher.disconnect();
       await admin.disconnect();
       store.close();
+      metricsServer?.close();
     },
+    metricsUrl,
   };
 }

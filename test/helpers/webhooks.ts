@@ -70,14 +70,14 @@ export class Receiver {
 export const FAST_RETRIES = { WEBHOOK_RETRY_BASE_MS: 100, WEBHOOK_ALLOW_PRIVATE: true } as const;
 
 export async function startTestDispatcher(config: Config, overrides: Partial<Config> = {}): Promise<Dispatcher> {
-  const dispatcher = createDispatcher({ ...config, ...FAST_RETRIES, ...overrides }, { logger: createLogger('dispatcher-test', config.LOG_LEVEL) });
+  const dispatcher = createDispatcher({ ...config, ...FAST_RETRIES, DISPATCHER_METRICS_PORT: 0, ...overrides }, { logger: createLogger('dispatcher-test', config.LOG_LEVEL) });
   await dispatcher.start();
   return dispatcher;
 }
 
 /** dispatcher/main.ts as its own process, for tests that kill it. */
 export function dispatcherProcess(config: Config, env: Record<string, string> = {}): ChildService {
-  const settings = { TOPIC_PREFIX: config.TOPIC_PREFIX, WEBHOOK_ALLOW_PRIVATE: '1', WEBHOOK_RETRY_BASE_MS: '100', LOG_LEVEL: 'info' };
+  const settings = { TOPIC_PREFIX: config.TOPIC_PREFIX, WEBHOOK_ALLOW_PRIVATE: '1', WEBHOOK_RETRY_BASE_MS: '100', LOG_LEVEL: 'info', DISPATCHER_METRICS_PORT: '0' };
   // node --import tsx: the pid is the dispatcher's own, so SIGKILL reaches it and not a wrapper.
   return new ChildService('dispatcher', process.execPath, ['--import', 'tsx', 'dispatcher/main.ts'], { env: { ...settings, ...env } });
 }

@@ -1,18 +1,20 @@
 // The Grafana dashboards against real data: the API and a consumer run as processes, the
 // real Prometheus scrapes them every second with the repo's prometheus.yml (ports swapped),
 // the test makes every kind of event a panel shows happen (jobs, a runner crash, a poison
-// message, an idle unload, refused requests), then asks Prometheus every query of every panel.
+// message, an idle unload, refused requests, a webhook retried then delivered by a dispatcher
+// process), then asks Prometheus every query of every panel.
 // A panel that queries a metric the code does not export finds no data, and fails here.
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKafka } from '../../common/kafka.js';
-import { allTopics, jobTopic } from '../../common/topics.js';
+import { allTopics, jobTopic, webhookRetryTopics } from '../../common/topics.js';
 import { json, pngImage, postJob } from '../helpers/api.js';
 import { ConsumerProcess, waitFor } from '../helpers/consumer.js';
 import { testConfig, uniqueName } from '../helpers/env.js';
 import { answers, ChildService, ensureBinary, freePort, startApiProcess, type ApiProcess } from '../helpers/processes.js';
+import { dispatcherProcess, Receiver } from '../helpers/webhooks.js';
 
 const DASHBOARDS = 'grafana/dashboards';
 const DATASOURCE_UID = /^\s*uid:\s*(\S+)/m.exec(readFileSync('grafana/provisioning/datasources/prometheus.yaml', 'utf8'))?.[1];
@@ -106,6 +108,9 @@ describe('dashboard files', () => {
       expect(text('overview.json')).toContain(metric);
     }
     expect(text('overview.json')).toMatch(/histogram_quantile\(0\.95, sum by \(le, model\) \(rate\(img2img_end_to_end_seconds_bucket/);
+    for (const metric of ['img2img_webhook_attempts_total', 'img2img_webhook_delivery_lag_seconds_bucket', 'img2img_webhook_attempt_seconds_bucket']) {
+      expect(text('overview.json')).toContain(metric);
+    }
     for (const metric of ['img2img_run_seconds', 'img2img_runner_peak_memory_bytes', 'img2img_runner_batch_size', 'img2img_runner_restarts_total', 'img2img_idle_unloads_total', 'img2img_runner_start_seconds']) {
       expect(text('models.json')).toContain(metric);
     }
@@ -123,12 +128,13 @@ interface PromResponse {
 }
 
 /** The repo's prometheus.yml with this test's ports and a 1 s scrape; each swap must find its text. */
-function prometheusConfig(ports: { api: number; consumer: number; prometheus: number }): string {
+function prometheusConfig(ports: { api: number; consumer: number; dispatcher: number; prometheus: number }): string {
   let text = readFileSync('prometheus.yml', 'utf8');
   const swaps: [RegExp, string][] = [
     [/(^\s*scrape_interval:\s*)\S+/m, '$11s'],
     [/127\.0\.0\.1:8000/, `127.0.0.1:${ports.api}`],
     [/127\.0\.0\.1:9464/, `127.0.0.1:${ports.consumer}`],
+    [/127\.0\.0\.1:9465/, `127.0.0.1:${ports.dispatcher}`],
     [/127\.0\.0\.1:9090/, `127.0.0.1:${ports.prometheus}`],
   ];
   for (const [pattern, replacement] of swaps) {
@@ -147,6 +153,9 @@ describe.skipIf(!prometheusBinary)('dashboards against a real Prometheus scrapin
   let prometheus: ChildService | undefined;
   let api: ApiProcess | undefined;
   let consumer: ConsumerProcess | undefined;
+  let dispatcher: ChildService | undefined;
+  // Answers 500 to the first delivery and 200 to the retry: both kinds of attempt are counted.
+  const hooks = new Receiver((_request, index) => ({ status: index === 0 ? 500 : 200 }));
 
   const query = async (path: string, params: Record<string, string> = {}): Promise<PromResponse> => {
     const response = await fetch(`${prometheusUrl}${path}?${new URLSearchParams(params)}`);
@@ -154,9 +163,12 @@ describe.skipIf(!prometheusBinary)('dashboards against a real Prometheus scrapin
   };
 
   beforeAll(async () => {
-    const [apiPort, consumerPort, prometheusPort] = [await freePort(), await freePort(), await freePort()];
+    const [apiPort, consumerPort, dispatcherPort, prometheusPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
     dir = mkdtempSync(join(tmpdir(), 'prometheus-'));
-    writeFileSync(join(dir, 'prometheus.yml'), prometheusConfig({ api: apiPort, consumer: consumerPort, prometheus: prometheusPort }));
+    writeFileSync(join(dir, 'prometheus.yml'), prometheusConfig({ api: apiPort, consumer: consumerPort, dispatcher: dispatcherPort, prometheus: prometheusPort }));
+    await hooks.start();
+    // Its metrics answer once it has chosen where its group starts on the events topic.
+    dispatcher = dispatcherProcess(config, { DISPATCHER_METRICS_PORT: String(dispatcherPort) });
     prometheus = new ChildService('prometheus', prometheusBinary!, [
       `--config.file=${join(dir, 'prometheus.yml')}`,
       `--storage.tsdb.path=${join(dir, 'data')}`,
@@ -168,7 +180,8 @@ describe.skipIf(!prometheusBinary)('dashboards against a real Prometheus scrapin
       TOPIC_PREFIX: config.TOPIC_PREFIX, CONSUMER_METRICS_PORT: String(consumerPort), IDLE_UNLOAD_MS: '1000', SHUTDOWN_GRACE_MS: '1000',
     }).start();
     await Promise.all([
-      startApiProcess({ TOPIC_PREFIX: config.TOPIC_PREFIX, API_PORT: String(apiPort) }).then((started) => (api = started)),
+      startApiProcess({ TOPIC_PREFIX: config.TOPIC_PREFIX, API_PORT: String(apiPort), WEBHOOK_ALLOW_PRIVATE: '1' }).then((started) => (api = started)),
+      dispatcher.until(() => answers(`http://127.0.0.1:${dispatcherPort}/metrics`), 60_000, 'serve its metrics'),
       consumer.ready(),
       prometheus.until(() => answers(`${prometheusUrl}/-/ready`), 30_000, 'answer on /-/ready'),
       producer.connect(),
@@ -176,11 +189,11 @@ describe.skipIf(!prometheusBinary)('dashboards against a real Prometheus scrapin
   }, 90_000);
 
   afterAll(async () => {
-    await Promise.allSettled([consumer?.stop('SIGTERM'), api?.service.stop('SIGTERM'), prometheus?.stop('SIGTERM'), producer.disconnect()]);
+    await Promise.allSettled([consumer?.stop('SIGTERM'), api?.service.stop('SIGTERM'), dispatcher?.stop('SIGTERM'), prometheus?.stop('SIGTERM'), producer.disconnect(), hooks.close()]);
     if (dir) rmSync(dir, { recursive: true, force: true });
     const admin = kafka.admin();
     await admin.connect();
-    await admin.deleteTopics({ topics: allTopics(config.TOPIC_PREFIX, ['tiny']) }).catch(() => {});
+    await admin.deleteTopics({ topics: [...allTopics(config.TOPIC_PREFIX, ['tiny']), ...webhookRetryTopics(config.TOPIC_PREFIX)] }).catch(() => {});
     await admin.disconnect();
   }, 30_000);
 
@@ -196,7 +209,7 @@ describe.skipIf(!prometheusBinary)('dashboards against a real Prometheus scrapin
   /** The events every panel shows: jobs, a runner crash with retries, a poison message, an idle unload, refused requests. */
   async function exercise(): Promise<void> {
     const slow = await submit({ priority: 'high', steps: '40', strength: '1' }, await pngImage(256, 256));
-    const quick = await submit({ priority: 'normal', steps: '4' }, await pngImage(64, 64));
+    const quick = await submit({ priority: 'normal', steps: '4', webhook_url: hooks.url() }, await pngImage(64, 64));
     // A message no consumer can parse: failed and dead-lettered.
     await producer.send({ topic: jobTopic(config.TOPIC_PREFIX, 'tiny', 'low'), messages: [{ key: 'poison', value: '{not json' }] });
     // Requests the API refuses: an unknown model (400) and an unknown job (404).
@@ -217,6 +230,7 @@ describe.skipIf(!prometheusBinary)('dashboards against a real Prometheus scrapin
       expect(done.status, JSON.stringify(done.error)).toBe('succeeded');
     }
     await waitFor(async () => (consumer!.log.includes('idle: stopping the runner') ? true : undefined), 15_000, 'the idle unload');
+    await waitFor(async () => (hooks.about(quick).some((request) => request.status === 200) ? true : undefined), 30_000, 'the webhook delivered after a retry');
   }
 
   /** Each query's result, asked again until all have data or time runs out (counters need two scrapes for rate()). */

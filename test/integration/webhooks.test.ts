@@ -52,6 +52,15 @@ const submit = async (fields: Record<string, string>) => {
 };
 const deliveriesOf = async (id: string) => json(await fetch(`${api.url}/api/jobs/${id}/webhooks`));
 const typeOf = (request: Received) => (JSON.parse(request.body) as { type: string }).type;
+/** The dispatcher's samples of `name` whose labels include `labels`, summed (Prometheus text format). */
+async function sampled(name: string, labels: Record<string, string>): Promise<number> {
+  const text = await (await fetch(dispatcher.metricsUrl()!)).text();
+  const wanted = Object.entries(labels).map(([key, value]) => `${key}="${value}"`);
+  return text
+    .split('\n')
+    .filter((line) => line.startsWith(`${name}{`) && wanted.every((pair) => line.includes(pair)))
+    .reduce((sum, line) => sum + Number(line.split(' ').at(-1)), 0);
+}
 
 describe('signed webhooks', () => {
   it('delivers the chosen events, signed, with the job as GET /api/jobs/{id} shows it; progress at most once a second', async () => {
@@ -81,6 +90,8 @@ describe('signed webhooks', () => {
 
   it('a receiver that answers 500 three times, then 200, gets one successful delivery per event; GET /webhooks lists every attempt', async () => {
     const hooks = await receiver((_request, index) => ({ status: index < 3 ? 500 : 200 }));
+    const count = (status: string) => sampled('img2img_webhook_attempts_total', { event: 'succeeded', status });
+    const before = { pending: await count('pending'), succeeded: await count('succeeded'), lag: await sampled('img2img_webhook_delivery_lag_seconds_count', { event: 'succeeded' }) };
     const id = await submit({ webhook_url: hooks.url() });
     await waitFor(async () => ((await deliveriesOf(id)).deliveries[0]?.status === 'succeeded' ? true : undefined), 60_000, 'the delivery to succeed');
 
@@ -100,6 +111,10 @@ describe('signed webhooks', () => {
 
     await dispatcherCaughtUp(api.services.admin, api.config);
     expect(hooks.about(id)).toHaveLength(4);
+    // The dispatcher's metrics count the same: three attempts that left a retry pending, one that delivered.
+    expect(await count('pending')).toBe(before.pending + 3);
+    expect(await count('succeeded')).toBe(before.succeeded + 1);
+    expect(await sampled('img2img_webhook_delivery_lag_seconds_count', { event: 'succeeded' })).toBe(before.lag + 1);
   });
 
   it('a 410 Gone stops every later delivery of the job', async () => {
