@@ -1,5 +1,5 @@
 // Prometheus metrics: one registry per process, with Node's process metrics, served
-// as text at /metrics (the API mounts it on its app; consumers on their own port).
+// as text at /metrics (the API mounts it on its app; consumers and dispatchers on their own port).
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { collectDefaultMetrics, Registry } from 'prom-client';
