@@ -225,8 +225,8 @@ export function compileCacheSetup(config: CacheConfig, model: ModelEntry, store:
 export interface PreparedCompileCache {
   /** The runner's environment: IMG2IMG_COMPILE_CACHE=dir. */
   env: Record<string, string>;
-  /** Call with the ready frame and the compiled frame: uploads what the runner added, in the background; never throws. */
-  ready(): void;
+  /** Call at the ready frame and at the compiled frame: uploads what the runner added, in the background; never throws. */
+  upload(): void;
 }
 
 /**
@@ -241,11 +241,11 @@ export async function prepareCompileCache(setup: CompileCacheSetup, log: Compile
   } catch (error) {
     // Only the local directory can get here (the store's errors are caught inside).
     log.warn({ dir: setup.dir, err: error }, 'compile cache unusable; the runner compiles');
-    return { env, ready() {} };
+    return { env, upload() {} };
   }
   return {
     env,
-    ready() {
+    upload() {
       // In the background, so it may take longer than the download; but a hung store must not hold the files' bytes forever.
       // upload() logs what it sent or why it failed, and never rejects.
       void sync.upload(AbortSignal.timeout(10 * setup.timeoutMs));

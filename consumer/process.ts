@@ -110,7 +110,7 @@ export class RunnerProcess {
       // A runner that compiles in the background saves its compile cache only now: upload again.
       if (frame.ok) this.options.logger.info({ compile_seconds: frame.seconds }, 'runner compiled path in service');
       else this.options.logger.warn({ compile_seconds: frame.seconds }, 'runner background compile failed; it serves uncompiled');
-      cache?.ready();
+      cache?.upload();
     });
     try {
       const frame = await Promise.race([
@@ -124,7 +124,7 @@ export class RunnerProcess {
       this.failures = 0;
       this.state = 'ready';
       this.options.logger.info(this.info, 'runner ready');
-      cache?.ready();
+      cache?.upload();
       this.events.onReady?.(this.info);
       return this.info;
     } catch (error) {

@@ -255,6 +255,11 @@ def record_unet(record, pipe, config: str, model: str, size, batches, flops: flo
         )
 
 
+def record_step(record, pipe, config: str, size, batch: int = 24) -> None:
+    """One guided UNet call's median time at `batch` (no FLOP count: for ratios within a stage)."""
+    record(kind="unet", config=config, model="sd15-arch", batch=batch, unet_rows=2 * batch, step_ms=round(time_unet(pipe, batch, size) * 1000, 3))
+
+
 def _peak_tflops(out: pathlib.Path) -> float | None:
     """The fp16 matmul rate measured by the peak stage (the dtype the benchmark runs in)."""
     path = out / "results.jsonl"
@@ -576,7 +581,7 @@ def stage_sd15_bf16(record, out, deadline, args):
     for dtype in ("float16", "bfloat16"):
         config = f"eager-{dtype}"
         pipe = _tuned(record, out, deadline, "sd15-arch", (512, 512), [24], "eager", config, dtype=dtype, compare_batch=COMPARE_BATCH)
-        record(kind="unet", config=config, model="sd15-arch", batch=24, unet_rows=48, step_ms=round(time_unet(pipe, 24, (512, 512)) * 1000, 3))
+        record_step(record, pipe, config, (512, 512))
         outputs[dtype] = np.stack(call_pipe(pipe, images, True))
         del pipe
         gc.collect()
@@ -664,11 +669,11 @@ def stage_sd15_fp8_eager(record, out, deadline, args):
     exact = np.stack(call_pipe(pipe, images, True))
 
     def timed(config):
-        record(kind="unet", config=config, model="sd15-arch", batch=24, unet_rows=48, step_ms=round(time_unet(pipe, 24, size) * 1000, 3))
+        record_step(record, pipe, config, size)
         measure(record, pipe, config, "sd15-arch", [24], size, tensor_io=True, deadline=deadline)
         record(kind="compare_exact", config=config, model="sd15-arch", batch=COMPARE_BATCH, **deviation(exact, np.stack(call_pipe(pipe, images, True))))
 
-    record(kind="unet", config="eager", model="sd15-arch", batch=24, unet_rows=48, step_ms=round(time_unet(pipe, 24, size) * 1000, 3))
+    record_step(record, pipe, "eager", size)
     record(kind="fp8", model="sd15-arch", linears=quantize_fp8(pipe.unet))
     timed("eager + fp8 linears")
     # Each FP8 linear layer compiled on its own: scaling and casting fused, the rest eager.

@@ -171,6 +171,7 @@ def main(argv=None) -> int:
     # Imported after HF_HUB_OFFLINE is set: huggingface_hub reads it once, at import.
     from .protocol import CompiledFrame, ReadyFrame
     from .runner import FrameWriter, Runner
+    from .tuning import tuning_of
 
     started = time.perf_counter()
     try:
@@ -213,7 +214,7 @@ def main(argv=None) -> int:
             encode_workers=ENCODE_WORKERS if serving.tuned else 0,
             encoder=_liar(serving.encoder) if args.lie else serving.encoder,
             background=serving.background,
-            buckets=getattr(getattr(serving.pipe, "_img2img_tuning", None), "buckets", ()),
+            buckets=tuning_of(serving.pipe).buckets,
         )
 
     if args.connect:

@@ -152,7 +152,9 @@ class BackgroundCompile:
     def __init__(self, pipe, device: torch.device, cache, max_batch: int = 1):
         _trace_fx_once()
         self.switches = switches_of(pipe)
-        self.cudnn_benchmark = getattr(getattr(pipe, "_img2img_tuning", None), "cudnn_benchmark", False)
+        from .tuning import tuning_of
+
+        self.cudnn_benchmark = tuning_of(pipe).cudnn_benchmark
         self.max_batch = max_batch
         self.device = device
         self.cache = cache  # compile_cache.CompileCache or None

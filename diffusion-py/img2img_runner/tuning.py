@@ -93,6 +93,11 @@ TUNINGS = {
 DEFAULT_TUNING = "compile"
 
 
+def tuning_of(pipe) -> Tuning:
+    """The Tuning apply_tuning gave this pipeline; TUNINGS["off"] for one it never tuned."""
+    return getattr(pipe, "_img2img_tuning", None) or TUNINGS["off"]
+
+
 def wants_tuning(model: str, device: torch.device, pipe) -> bool:
     """Only full-size UNet pipelines on CUDA are tuned; the tiny model and the CPU path never are."""
     return device.type == "cuda" and model != "tiny" and hasattr(pipe, "unet") and hasattr(pipe, "vae")
@@ -353,7 +358,7 @@ def _warm_up(pipe, device: torch.device, max_batch: int | None, size: tuple[int,
         for batch in sorted({1, 2, max_batch} if run_largest else {1, min(2, max_batch)}):
             run_batch(pipe, device, batch, size)
         batch = max_batch
-    buckets = getattr(getattr(pipe, "_img2img_tuning", None), "buckets", ())
+    buckets = tuning_of(pipe).buckets
     if buckets:
         # The largest batch is a bucket, and every bucket's graph is recorded before the first job.
         batch = max([bucket for bucket in buckets if bucket <= batch] or [1])
@@ -365,8 +370,8 @@ def _warm_up(pipe, device: torch.device, max_batch: int | None, size: tuple[int,
 def _open_cache(pipe, device, max_batch, size, cache_dir):
     from . import compile_cache
 
-    tuning = getattr(pipe, "_img2img_tuning", None)
-    if tuning is None or not tuning.compile_mode:
+    tuning = tuning_of(pipe)
+    if not tuning.compile_mode:
         return None
     return compile_cache.open_cache(pipe, device, tuning, max_batch, size, directory=cache_dir)
 

@@ -221,12 +221,12 @@ describe('compile cache setup of a runner', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('prepareCompileCache: ready() uploads in the background what the runner wrote', async () => {
+  it('prepareCompileCache: upload() sends in the background what the runner wrote', async () => {
     const memory = new MemoryStore();
     const dir = path.join(tmpdir(), `compilecache-ready-${process.pid}`);
     const prepared = await prepareCompileCache({ store: memory, key: 'k', dir, timeoutMs: 1000 }, { info: () => {}, warn: () => {} });
     await runnerWritesEntry(dir, 'v1-key');
-    prepared.ready();
+    prepared.upload();
     for (let i = 0; i < 100 && memory.puts.length < 2; i++) await new Promise((resolve) => setTimeout(resolve, 10));
     expect(memory.puts).toEqual(['compile-cache/k/v1-key/artifacts-0123456789abcdef.bin', 'compile-cache/k/v1-key/manifest.json']);
     await rm(dir, { recursive: true, force: true });
