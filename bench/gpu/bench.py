@@ -593,7 +593,7 @@ def stage_sdxl_compile(record, out, deadline, args):
     _tuned(record, out, deadline, "sdxl-arch", (1024, 1024), args.xl_batches, _compile_tuning("default"), "compile", unet_batches=[1, max(args.xl_batches)], compare_batch=2)
 
 
-def _fast_variants(record, out, deadline, source, size, batches, compare_batch, fp8: bool = False):
+def _fast_variants(record, out, deadline, source, size, batches, compare_batch, fp8: bool = False, profile: bool = False):
     """One regionally compiled pipeline, timed exact, then with each of the fast tuning's trades and both.
 
     The trades change no compiled block (feature caching skips whole blocks from eager
@@ -619,12 +619,12 @@ def _fast_variants(record, out, deadline, source, size, batches, compare_batch, 
         call_pipe(pipe, _inputs(1, size), True)
         _sync()
         record(kind="first_call", config="fp8", model=source, seconds=round(time.perf_counter() - started, 2))
-    cache = deepcache.install(pipe.unet, pipe.scheduler, fast.feature_cache)
+    cache = deepcache.install(pipe.unet, pipe.scheduler, fast.feature_cache, fast.feature_cache_layers)
     kl_vae = pipe.vae
     small_vae = tiny_vae_like(kl_vae, pipe.device, pipe.dtype).to(memory_format=torch.channels_last)
 
-    def variant(config, interval, vae):
-        cache.enabled, cache.interval = interval > 0, max(interval, 2)
+    def variant(config, interval, vae, layers=fast.feature_cache_layers):
+        cache.enabled, cache.interval, cache.layers = interval > 0, max(interval, 2), layers
         pipe.vae = vae
         pipe.register_modules(vae=vae)
         if time.perf_counter() > deadline - 15:
@@ -632,25 +632,33 @@ def _fast_variants(record, out, deadline, source, size, batches, compare_batch, 
         measure(record, pipe, config, source, batches, size, tensor_io=True, deadline=deadline)
         record(kind="compare_exact", config=config, model=source, batch=compare_batch, **deviation(exact, np.stack(call_pipe(pipe, images, True))))
 
+    fc = f"feature-cache-{fast.feature_cache}"
     if fp8:
         variant("fp8", 0, kl_vae)
-        variant(f"fp8 + fast (feature-cache-{fast.feature_cache} + tiny-vae)", fast.feature_cache, small_vae)
-        variant(f"fp8 + feature-cache-{fast.feature_cache}", fast.feature_cache, kl_vae)
+        variant(f"fp8 + fast ({fc} + tiny-vae)", fast.feature_cache, small_vae)
+        variant(f"fp8 + {fc}", fast.feature_cache, kl_vae)
         variant("fp8 + feature-cache-5 + tiny-vae", 5, small_vae)
         # The resnet blocks' convolutions too (per-tensor scales): their blocks compile again.
         try:
             record(kind="fp8", model=source, convolutions=quantize_fp8(pipe.unet, convolutions=True))
             variant("fp8 linears + convolutions", 0, kl_vae)
-            variant(f"fp8 linears + convolutions + fast (feature-cache-{fast.feature_cache} + tiny-vae)", fast.feature_cache, small_vae)
+            variant(f"fp8 linears + convolutions + fast ({fc} + tiny-vae)", fast.feature_cache, small_vae)
         except Exception as exc:
             record(kind="fp8", model=source, convolutions_error=f"{type(exc).__name__}: {str(exc)[:300]}")
         return
-    variant(f"feature-cache-{fast.feature_cache}", fast.feature_cache, kl_vae)
+    # Where the exact pipeline's GPU time goes (no compile of its own: the regional one serves).
+    if profile and time.perf_counter() < deadline - 60:
+        cache.enabled = False
+        kernel_profile(record, pipe, "regional", source, size, batch=16)
+    # "layers N": a cached step runs N shallow layers (deepcache.py); the first down block's depth is the whole block.
+    depth = len(pipe.unet.down_blocks[0].resnets)
+    for layers in sorted({fast.feature_cache_layers, depth}):
+        variant(f"{fc} layers {layers}", fast.feature_cache, kl_vae, layers)
     variant("tiny-vae", 0, small_vae)
-    variant(f"fast (feature-cache-{fast.feature_cache} + tiny-vae)", fast.feature_cache, small_vae)
-    variant("feature-cache-2", 2, kl_vae)
-    variant("feature-cache-2 + tiny-vae", 2, small_vae)
-    variant("feature-cache-5 + tiny-vae", 5, small_vae)
+    variant(f"fast ({fc} layers {fast.feature_cache_layers} + tiny-vae)", fast.feature_cache, small_vae)
+    for interval, layers in ((3, 1), (3, depth), (2, 1), (4, 1), (5, 1), (2, depth), (5, depth)):
+        if (interval, layers) != (fast.feature_cache, fast.feature_cache_layers):
+            variant(f"feature-cache-{interval} layers {layers} + tiny-vae", interval, small_vae, layers)
 
 
 def stage_sd15_fp8_eager(record, out, deadline, args):
@@ -697,7 +705,7 @@ def stage_sd15_fp8(record, out, deadline, args):
 
 
 def stage_sd15_fast(record, out, deadline, args):
-    _fast_variants(record, out, deadline, "sd15-arch", (512, 512), [24], COMPARE_BATCH)
+    _fast_variants(record, out, deadline, "sd15-arch", (512, 512), [24], COMPARE_BATCH, profile=True)
 
 
 def stage_sdxl_fast(record, out, deadline, args):

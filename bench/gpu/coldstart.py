@@ -30,6 +30,7 @@ import io
 import json
 import os
 import pathlib
+import queue
 import shutil
 import subprocess
 import sys
@@ -144,10 +145,19 @@ def one_runner(out, name: str, tuning: str, work: pathlib.Path, rounds: int, png
         run = collect(client, ids, timeout=max(30, deadline - time.perf_counter()), keep=set(ids[:4]))
         item.update(errors=len(run["errors"]), jobs=len(ids), compute_s=run["compute_s"][:3], **throughput(run, first_batch=min(max_batch, len(ids))))
         arrays = {job_id.split("-")[-1]: np.asarray(Image.open(io.BytesIO(data)).convert("RGB")) for job_id, data in run["kept"].items()}
+    except (queue.Empty, RuntimeError, TimeoutError) as exc:
+        # Out of time or the runner died: keep what was measured, and let the next tuning run.
+        item["failed"] = f"{type(exc).__name__}: {exc}"[:300]
     finally:
         client.close()
         item.update(compiler_line(log_path, since))
     return item, arrays
+
+
+def fresh(directory: pathlib.Path) -> pathlib.Path:
+    """directory, emptied: what an earlier call left on a machine still held must not make a cold run warm."""
+    shutil.rmtree(directory, ignore_errors=True)
+    return directory
 
 
 def deviation(reference: dict, arrays: dict) -> dict:
@@ -240,8 +250,12 @@ def main() -> None:
             if deadline - time.perf_counter() < args.cold_need:
                 record(out, run="cold", tuning=tuning, skipped="budget")
                 continue
-            item, cold_arrays = one_runner(out, f"{args.source}-{tuning}-cold", args.cold_tuning or tuning, work / f"{args.source}-{tuning}-cold", args.rounds, png, deadline - time.perf_counter(), extra, args.source)
-            item["upload_s"] = copy_tree(work / f"{args.source}-{tuning}-cold" / "cc", prefix)
+            cold_dir = fresh(work / f"{args.source}-{tuning}-cold")
+            item, cold_arrays = one_runner(out, f"{args.source}-{tuning}-cold", args.cold_tuning or tuning, cold_dir, args.rounds, png, deadline - time.perf_counter(), extra, args.source)
+            if "failed" in item:
+                record(out, **item)
+                continue
+            item["upload_s"] = copy_tree(cold_dir / "cc", prefix)
             if reference and tuning != tunings[0]:
                 item[f"vs_{tunings[0]}"] = deviation(reference, cold_arrays)
             reference = reference or cold_arrays
@@ -249,10 +263,13 @@ def main() -> None:
         if deadline - time.perf_counter() < args.warm_need:
             record(out, run="warm", tuning=tuning, skipped="budget")
             continue
-        warm_dir = work / f"{args.source}-{tuning}-warm"
+        warm_dir = fresh(work / f"{args.source}-{tuning}-warm")
         download_s = copy_tree(prefix, warm_dir / "cc")
         item, warm_arrays = one_runner(out, f"{args.source}-{tuning}-warm", tuning, warm_dir, args.rounds, png, deadline - time.perf_counter(), extra, args.source)
         item["download_s"] = download_s
+        if "failed" in item:
+            record(out, **item)
+            continue
         item["store_mib"] = round(sum(tree_files(prefix).values()) / 2**20, 1)
         if cold_arrays:
             item["vs_cold"] = deviation(cold_arrays, warm_arrays)

@@ -61,12 +61,16 @@ class Tuning:
     background: bool = False
     # DeepCache interval (deepcache.py): every Nth denoising step runs the whole UNet; 0: off.
     feature_cache: int = 0
+    # Shallow layers a cached step still runs (deepcache.py): 1 is DeepCache's shallowest branch.
+    feature_cache_layers: int = 1
     compile_backend: str = "inductor"  # tests use "eager" (Dynamo alone) on CPU
     # Batch sizes every pipeline call is padded up to (Runner): CUDA graphs record one graph per size.
     buckets: tuple[int, ...] = ()
 
 
 EXACT = dict(fuse_qkv=True, channels_last=True, compile_mode="default", cudnn_benchmark=True, cudnn_attention=True)
+
+FAST = dict(EXACT, regional=True, background=True, feature_cache=3, feature_cache_layers=1, tiny_vae=True)
 
 TUNINGS = {
     # The pipeline as diffusers builds it (fp16, SDPA): the baseline.
@@ -87,8 +91,11 @@ TUNINGS = {
     # H200: 0.99x the compiled throughput at batch 24 (launches were not the limit there).
     "graphs": Tuning("graphs", **{**EXACT, "compile_mode": "reduce-overhead"}, buckets=(1, 2, 4, 8, 16, 24)),
     # Opt-in per model (model_names.txt `tuning=fast`): not exact. Deep features reused for two
-    # steps of three, and a TAESD-sized tiny VAE; bench/gpu measures the speed-up and the deviation.
-    "fast": Tuning("fast", **EXACT, regional=True, background=True, feature_cache=3, tiny_vae=True),
+    # steps of three (DeepCache's shallowest branch), and a TAESD-sized tiny VAE; bench/gpu
+    # measures the speed-up and the deviation (BENCHMARKS.md, issue 13).
+    "fast": Tuning("fast", **FAST),
+    # The same trade pushed further: one full step in five (3 of 15 denoising steps).
+    "faster": Tuning("faster", **{**FAST, "feature_cache": 5}),
 }
 DEFAULT_TUNING = "compile"
 
@@ -107,8 +114,9 @@ def wants_tuning(model: str, device: torch.device, pipe) -> bool:
 # Transformer2DModel and 22 ResnetBlock2D instances come in about 4 and 14
 # distinct shapes; the VAE's encoder and decoder repeat ResnetBlock2D too.
 # The glue between them (conv_in/out, down/upsamplers, skip concatenations,
-# time embedding) stays eager.
-REGION_CLASSES = ("Transformer2DModel", "ResnetBlock2D")
+# time embedding) stays eager. A tiny VAE's two halves (plain convolutions
+# and ReLUs, a few seconds to compile) are compiled whole.
+REGION_CLASSES = ("Transformer2DModel", "ResnetBlock2D", "EncoderTiny", "DecoderTiny")
 # Distinct shapes per compiled code object (ResnetBlock2D: UNet and VAE together)
 # before Dynamo would give up and run a block eagerly.
 REGION_RECOMPILE_LIMIT = 128
@@ -280,7 +288,7 @@ def apply_tuning(pipe, tuning: Tuning, defer_compile: bool = False):
         from . import deepcache
 
         # Outside the compiled forwards: the step counter must not be traced.
-        deepcache.install(pipe.unet, pipe.scheduler, tuning.feature_cache)
+        deepcache.install(pipe.unet, pipe.scheduler, tuning.feature_cache, tuning.feature_cache_layers)
     pipe._img2img_switches = switches
     # Read by the warm-ups: the tuning is part of the compile cache's key.
     pipe._img2img_tuning = tuning
