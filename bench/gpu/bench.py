@@ -593,15 +593,17 @@ def stage_sdxl_compile(record, out, deadline, args):
     _tuned(record, out, deadline, "sdxl-arch", (1024, 1024), args.xl_batches, _compile_tuning("default"), "compile", unet_batches=[1, max(args.xl_batches)], compare_batch=2)
 
 
-def _fast_variants(record, out, deadline, source, size, batches, compare_batch, fp8: bool = False, profile: bool = False):
+def _fast_variants(record, out, deadline, source, size, batches, compare_batch, fp8: bool = False, profile: bool = False, only=None):
     """One regionally compiled pipeline, timed exact, then with each of the fast tuning's trades and both.
 
-    The trades change no compiled block (feature caching skips whole blocks from eager
-    glue; the tiny VAE runs eagerly), so one compilation serves every variant. With fp8
-    the transformer blocks' linear layers are quantized first (their blocks compile again)
-    and the variants run on that. Each variant's outputs are compared with the exact ones
-    of this same pipeline (same inputs, seeds and batch). With random weights the
-    deviation says nothing about visual quality: it only bounds how far the pixels move.
+    The trades change no compiled block (feature caching skips blocks and layers from
+    eager glue; the tiny VAE runs eagerly here, where the runner compiles its halves), so
+    one compilation serves every variant. With fp8 the transformer blocks' linear layers
+    are quantized first (their blocks compile again) and the variants run on that. Each
+    variant's outputs are compared with the exact ones of this same pipeline (same inputs,
+    seeds and batch); feature caching behind the tiny VAE with the tiny VAE's own exact
+    outputs. With random weights the deviation says nothing about visual quality: it
+    only bounds how far the pixels move.
     """
     import numpy as np
     import torch
@@ -623,14 +625,16 @@ def _fast_variants(record, out, deadline, source, size, batches, compare_batch, 
     kl_vae = pipe.vae
     small_vae = tiny_vae_like(kl_vae, pipe.device, pipe.dtype).to(memory_format=torch.channels_last)
 
-    def variant(config, interval, vae, layers=fast.feature_cache_layers):
+    def variant(config, interval, vae, layers=fast.feature_cache_layers, reference=None):
         cache.enabled, cache.interval, cache.layers = interval > 0, max(interval, 2), layers
         pipe.vae = vae
         pipe.register_modules(vae=vae)
         if time.perf_counter() > deadline - 15:
             return
         measure(record, pipe, config, source, batches, size, tensor_io=True, deadline=deadline)
-        record(kind="compare_exact", config=config, model=source, batch=compare_batch, **deviation(exact, np.stack(call_pipe(pipe, images, True))))
+        against = "exact" if reference is None else "tiny-vae"
+        outputs = np.stack(call_pipe(pipe, images, True))
+        record(kind="compare_exact", config=config, model=source, batch=compare_batch, against=against, **deviation(exact if reference is None else reference, outputs))
 
     fc = f"feature-cache-{fast.feature_cache}"
     if fp8:
@@ -647,18 +651,31 @@ def _fast_variants(record, out, deadline, source, size, batches, compare_batch, 
             record(kind="fp8", model=source, convolutions_error=f"{type(exc).__name__}: {str(exc)[:300]}")
         return
     # Where the exact pipeline's GPU time goes (no compile of its own: the regional one serves).
-    if profile and time.perf_counter() < deadline - 60:
+    if profile and not only and time.perf_counter() < deadline - 60:
         cache.enabled = False
         kernel_profile(record, pipe, "regional", source, size, batch=16)
-    # "layers N": a cached step runs N shallow layers (deepcache.py); the first down block's depth is the whole block.
+    # (interval, layers, tiny VAE): a cached step runs `layers` shallow layers (deepcache.py); the
+    # first down block's depth is the whole block (the fast tuning before 2026-11-30's fourth session).
     depth = len(pipe.unet.down_blocks[0].resnets)
-    for layers in sorted({fast.feature_cache_layers, depth}):
-        variant(f"{fc} layers {layers}", fast.feature_cache, kl_vae, layers)
-    variant("tiny-vae", 0, small_vae)
-    variant(f"fast ({fc} layers {fast.feature_cache_layers} + tiny-vae)", fast.feature_cache, small_vae)
-    for interval, layers in ((3, 1), (3, depth), (2, 1), (4, 1), (5, 1), (2, depth), (5, depth)):
-        if (interval, layers) != (fast.feature_cache, fast.feature_cache_layers):
-            variant(f"feature-cache-{interval} layers {layers} + tiny-vae", interval, small_vae, layers)
+    chosen = only or [
+        *((interval, layers, False) for interval, layers in ((3, 1), (3, depth), (5, 1), (4, 1), (2, 1))),
+        (0, 1, True),
+        *((interval, layers, True) for interval, layers in ((3, 1), (3, depth), (2, 1), (4, 1), (5, 1), (2, depth), (5, depth))),
+    ]
+    tunings = {(tuning.feature_cache, tuning.feature_cache_layers): tuning.name for tuning in TUNINGS.values() if tuning.feature_cache and tuning.tiny_vae}
+    exact_tiny = None
+    for interval, layers, tiny in chosen:
+        if not tiny:
+            variant(f"feature-cache-{interval} layers {layers}", interval, kl_vae, layers)
+            continue
+        if exact_tiny is None:
+            # The tiny VAE's own exact outputs: what feature caching changes behind it (a random tiny
+            # VAE against the KL VAE would only compare two unrelated decoders).
+            variant("tiny-vae", 0, small_vae)
+            exact_tiny = np.stack(call_pipe(pipe, images, True))
+        if interval:
+            name = tunings.get((interval, layers))
+            variant(f"feature-cache-{interval} layers {layers} + tiny-vae" + (f" (the {name} tuning)" if name else ""), interval, small_vae, layers, reference=exact_tiny)
 
 
 def stage_sd15_fp8_eager(record, out, deadline, args):
@@ -705,11 +722,18 @@ def stage_sd15_fp8(record, out, deadline, args):
 
 
 def stage_sd15_fast(record, out, deadline, args):
-    _fast_variants(record, out, deadline, "sd15-arch", (512, 512), [24], COMPARE_BATCH, profile=True)
+    _fast_variants(record, out, deadline, "sd15-arch", (512, 512), [24], COMPARE_BATCH, profile=True, only=_variants(args.fast_variants))
 
 
 def stage_sdxl_fast(record, out, deadline, args):
-    _fast_variants(record, out, deadline, "sdxl-arch", (1024, 1024), [8], 2)
+    _fast_variants(record, out, deadline, "sdxl-arch", (1024, 1024), [8], 2, only=_variants(args.fast_variants))
+
+
+def _variants(text: str | None):
+    """--fast-variants "3:1,5:1:tiny": (interval, layers, tiny VAE) triples; None: the stage's whole list."""
+    if not text:
+        return None
+    return [(int(part.split(":")[0]), int(part.split(":")[1]), part.endswith(":tiny")) for part in text.split(",")]
 
 
 def stage_runner_sd15(record, out, deadline, args):
@@ -872,6 +896,7 @@ def main() -> None:
     parser.add_argument("--xl-batches", default="1,4,8")
     parser.add_argument("--autotune-batches", default="1,16,32")
     parser.add_argument("--graph-batches", default="1,8,24")
+    parser.add_argument("--fast-variants", help='sd15-fast / sdxl-fast: only these, e.g. "5:1,4:1,3:1:tiny" (interval:layers[:tiny])')
     parser.add_argument("--profile-batches", default="1,4,8,16,24")
     parser.add_argument("--ablation", action="store_true", help="sd15-ref: also time the eager UNet under each switch")
     parser.add_argument("--runner-rounds", type=int, default=4, help="saturated run: this many max batches of jobs")
@@ -907,6 +932,7 @@ def main() -> None:
         "--runner-args=" + " ".join(args.runner_args),
         "--cache-dir", args.cache_dir,
         *(["--ablation"] if args.ablation else []),
+        *(["--fast-variants", args.fast_variants] if args.fast_variants else []),
     ]  # fmt: skip
     run_stages(args)
 

@@ -11,10 +11,11 @@ BENCHMARKS.md "## GPU (issue 6)"), SD 1.5 img2img 512x512, 15 steps:
   fused QKV projections, cuDNN attention first, cudnn.benchmark,
   channels_last under the compiler (in eager mode channels_last was slower,
   so the `eager` tuning leaves it out);
-- not the default: max-autotune (minutes of compilation), CUDA graphs (the
-  `graphs` tuning: no gain at batch 24 on the H200), bf16 (+2% on the H200, but
-  pixels up to 14 off fp16's: not exact), and the trades of the opt-in `fast`
-  tuning (feature caching, the tiny VAE: not exact, BENCHMARKS.md issue 13).
+- not the default: max-autotune (its first call compiled for over 400 s on
+  the H200), CUDA graphs (the `graphs` tuning: no gain at batch 24 on the
+  H200), bf16 (+2% on the H200, but pixels up to 14 off fp16's: not exact),
+  and the trades of the opt-in `fast` and `faster` tunings (feature caching,
+  the tiny VAE: not exact, BENCHMARKS.md issue 13).
 The UNet's batch dimension is compiled dynamic, so one compilation serves
 batch sizes 1 to 31; a new image size compiles again on its first job. By
 default the compilation runs in a background thread behind an eager warm-up
