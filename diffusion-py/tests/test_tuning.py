@@ -34,6 +34,10 @@ def test_exact_tunings_differ_from_the_default_only_in_how_they_compile():
     assert dataclasses.replace(TUNINGS["compile-first"], name="compile", background=True) == exact
     fast = TUNINGS["fast"]
     assert fast.feature_cache >= 2 and fast.tiny_vae  # the opt-in trade
+    # faster: the same trade with fewer full steps, nothing else changed.
+    faster = TUNINGS["faster"]
+    assert faster.feature_cache > fast.feature_cache
+    assert dataclasses.replace(faster, name="fast", feature_cache=fast.feature_cache) == fast
 
 
 def test_native_size(tiny):
