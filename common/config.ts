@@ -146,7 +146,7 @@ export const ConsumerConfigSchema = z.object({
   COMPILE_CACHE_DIR: z.string().optional(),
   /** Part of the cache's key in the object store, e.g. the GPU kind or the image tag; unset: none. */
   COMPILE_CACHE_TAG: z.string().optional(),
-  /** How long the download before a runner's spawn may take; then the runner starts with what it has. */
+  /** How long the download beside a runner's start may take; then the runner compiles with what it has. */
   COMPILE_CACHE_TIMEOUT_MS: integer(60_000, 100),
 });
 

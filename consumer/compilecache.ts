@@ -8,7 +8,9 @@
 // damaged entry is never loaded there: it is recompiled and rewritten.
 //
 // This side only mirrors that directory with `compile-cache/<key>/` in the object store:
-// fetchCompileCache() before the spawn (download everything under the prefix), then
+// fetchCompileCache() beside the spawn (download everything under the prefix; the runner
+// waits for DOWNLOAD_MARKER to go before it reads the directory, so a slow store holds its
+// compile, not its ready frame), then
 // upload() once the runner is ready and again at its `compiled` frame (send the files that are new or changed since the
 // download, or were there but not in the store: after a cold compile, the new entry; after a warm start, nothing;
 // after a restart in a directory whose upload failed, that entry). Artifact
@@ -17,7 +19,7 @@
 // consumer/consumer.ts builds each runner's setup from the config (compileCacheSetup) and
 // consumer/process.ts calls prepareCompileCache() before every spawn.
 import { createHash } from 'node:crypto';
-import { mkdir, readdir, rename, stat, writeFile, readFile } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm, stat, writeFile, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { ConsumerConfig } from '../common/config.js';
@@ -25,6 +27,10 @@ import type { ModelEntry } from '../common/models.js';
 
 /** What the runner reads: the local directory it loads from and saves to. */
 export const COMPILE_CACHE_ENV = 'IMG2IMG_COMPILE_CACHE';
+/** What the runner reads too: how many seconds it may wait for DOWNLOAD_MARKER to go. */
+export const COMPILE_CACHE_WAIT_ENV = 'IMG2IMG_COMPILE_CACHE_WAIT';
+/** In the local directory while the download fills it (compile_cache.py waits for it to go). */
+export const DOWNLOAD_MARKER = '.downloading';
 const ROOT = 'compile-cache';
 
 /** The object-store operations this needs (common/storage.ts's ObjectStore has them). */
@@ -98,7 +104,7 @@ async function walk(dir: string): Promise<Map<string, Seen>> {
     }
     for (const entry of entries) {
       const rel = relative ? `${relative}/${entry.name}` : entry.name;
-      if (entry.name.includes('.bad-') || entry.name.includes('.tmp-')) continue;
+      if (entry.name.includes('.bad-') || entry.name.includes('.tmp-') || entry.name === DOWNLOAD_MARKER) continue;
       const full = path.join(current, entry.name);
       if (entry.isDirectory()) await visit(full, rel);
       else if (entry.isFile()) {
@@ -223,32 +229,52 @@ export function compileCacheSetup(config: CacheConfig, model: ModelEntry, store:
 }
 
 export interface PreparedCompileCache {
-  /** The runner's environment: IMG2IMG_COMPILE_CACHE=dir. */
+  /** The runner's environment: IMG2IMG_COMPILE_CACHE=dir, and how long it may wait for the download. */
   env: Record<string, string>;
-  /** Call at the ready frame and at the compiled frame: uploads what the runner added, in the background; never throws. */
+  /** Settles when the download has ended (done, failed or timed out) and the marker is gone; never rejects. */
+  downloaded: Promise<void>;
+  /** Call at the ready frame and at the compiled frame: uploads what the runner added, in the background, after the download; never throws. */
   upload(): void;
 }
 
+/** Downloads in flight by directory: a runner restarted meanwhile shares one, never two writing the same files. */
+const downloads = new Map<string, Promise<CompileCacheSync | undefined>>();
+
 /**
- * Before a spawn: the download, bounded by setup.timeoutMs (a slow or unreachable store costs
- * the cache, never the runner), and what to do once the runner is ready.
+ * Before a spawn: puts the marker in the directory and starts the download, bounded by
+ * setup.timeoutMs, without waiting for it: the runner loads the directory only once the marker
+ * is gone (or after its own bound, a little longer), so a slow or unreachable store costs the
+ * cache, never the runner's start.
  */
 export async function prepareCompileCache(setup: CompileCacheSetup, log: CompileCacheLog): Promise<PreparedCompileCache> {
-  const env = { [COMPILE_CACHE_ENV]: setup.dir };
-  let sync: CompileCacheSync;
-  try {
-    sync = await fetchCompileCache(setup.store, setup.key, setup.dir, { signal: AbortSignal.timeout(setup.timeoutMs), log });
-  } catch (error) {
-    // Only the local directory can get here (the store's errors are caught inside).
-    log.warn({ dir: setup.dir, err: error }, 'compile cache unusable; the runner compiles');
-    return { env, upload() {} };
+  const env = { [COMPILE_CACHE_ENV]: setup.dir, [COMPILE_CACHE_WAIT_ENV]: String(Math.ceil(setup.timeoutMs / 1000) + 5) };
+  let download = downloads.get(setup.dir);
+  if (!download) {
+    const marker = path.join(setup.dir, DOWNLOAD_MARKER);
+    try {
+      await mkdir(setup.dir, { recursive: true });
+      await writeFile(marker, `${process.pid}\n`);
+    } catch (error) {
+      log.warn({ dir: setup.dir, err: error }, 'compile cache unusable; the runner compiles');
+      return { env: { [COMPILE_CACHE_ENV]: setup.dir }, downloaded: Promise.resolve(), upload() {} };
+    }
+    download = fetchCompileCache(setup.store, setup.key, setup.dir, { signal: AbortSignal.timeout(setup.timeoutMs), log })
+      // Only the local directory can get here (the store's errors are caught inside).
+      .catch((error: unknown) => void log.warn({ dir: setup.dir, err: error }, 'compile cache unusable; the runner compiles'))
+      .finally(async () => {
+        await rm(marker, { force: true }).catch(() => {});
+        downloads.delete(setup.dir);
+      });
+    downloads.set(setup.dir, download);
   }
+  const synced = download;
   return {
     env,
+    downloaded: synced.then(() => {}),
     upload() {
       // In the background, so it may take longer than the download; but a hung store must not hold the files' bytes forever.
       // upload() logs what it sent or why it failed, and never rejects.
-      void sync.upload(AbortSignal.timeout(10 * setup.timeoutMs));
+      void synced.then((sync) => sync?.upload(AbortSignal.timeout(10 * setup.timeoutMs)));
     },
   };
 }

@@ -15,8 +15,11 @@ one subdirectory per cache key:
     DIR/<key>/artifacts-<sha>.bin  torch.compiler.save_cache_artifacts() bytes (one or more)
 
 The consumer mirrors DIR with the object store (consumer/compilecache.ts:
-download `compile-cache/<prefix>/...` before the spawn, upload what is new
-after the ready frame); this module never talks to the network.
+download `compile-cache/<prefix>/...` beside the spawn, upload what is new
+after the ready frame); this module never talks to the network. While the
+download runs, DIR holds DOWNLOAD_MARKER: load() waits for it to go, at most
+IMG2IMG_COMPILE_CACHE_WAIT seconds, so a slow store delays the compile (in the
+background thread, by default) rather than the ready frame.
 
 The key is a hash of everything that makes compiled code valid or invalid:
 torch, Triton, CUDA, cuDNN, Python and diffusers versions, the GPU's name and
@@ -47,6 +50,8 @@ from dataclasses import dataclass, field
 log = logging.getLogger("img2img_runner")
 
 ENV_DIR = "IMG2IMG_COMPILE_CACHE"
+ENV_WAIT = "IMG2IMG_COMPILE_CACHE_WAIT"  # seconds load() may wait for the consumer's download; unset: none
+DOWNLOAD_MARKER = ".downloading"  # the consumer's: in DIR while its download fills it
 FORMAT = 1  # bump when the layout or what a key covers changes
 MANIFEST = "manifest.json"
 # At most this many artifact files per key: each warm start that compiled
@@ -255,8 +260,26 @@ class CompileCache:
                 continue
         return found
 
+    def wait_for_download(self) -> float:
+        """Wait while the consumer's download fills root, at most ENV_WAIT seconds; return the seconds waited."""
+        marker = os.path.join(self.root, DOWNLOAD_MARKER)
+        try:
+            bound = float(os.environ.get(ENV_WAIT) or 0)
+        except ValueError:
+            bound = 0.0
+        started = time.perf_counter()
+        while os.path.exists(marker) and time.perf_counter() - started < bound:
+            time.sleep(0.05)
+        waited = time.perf_counter() - started
+        if os.path.exists(marker) and bound:
+            log.warning("compile cache %s: the download still runs after %.0fs: going on with what %s holds", self.key, waited, self.root)
+        elif waited >= 0.05:
+            log.info("compile cache %s: waited %.1fs for the download", self.key, waited)
+        return waited
+
     def load(self) -> str:
-        """Load this key's artifacts into torch's caches; return hit, miss or corrupt. Never raises."""
+        """Load this key's artifacts into torch's caches (after the download); return hit, miss or corrupt. Never raises."""
+        self.wait_for_download()
         started = time.perf_counter()
         try:
             self.status = self._load()

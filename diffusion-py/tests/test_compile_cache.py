@@ -141,6 +141,43 @@ def test_miss_then_save_then_hit(tmp_path):
     assert warm.save() is False
 
 
+def test_load_waits_for_the_consumers_download_to_end(tmp_path, monkeypatch):
+    # The consumer downloads beside the spawn: the entry lands while the runner is already up.
+    cold = entry(tmp_path)
+    cold.load()
+    cold.save()
+    moved = tmp_path.parent / f"{tmp_path.name}-download"
+    shutil.move(str(tmp_path / cold.key), moved)
+    marker = tmp_path / compile_cache.DOWNLOAD_MARKER
+    marker.write_text("1\n")
+    monkeypatch.setenv(compile_cache.ENV_WAIT, "30")
+    import threading
+
+    def consumer_download():
+        shutil.move(str(moved), tmp_path / cold.key)
+        marker.unlink()
+
+    timer = threading.Timer(0.3, consumer_download)
+    timer.start()
+    warm = entry(tmp_path, backend=FakeBackend(compiled=False))
+    assert warm.load() == HIT  # a load that did not wait would have found nothing: a miss
+    timer.join()
+
+
+def test_a_download_that_outlasts_the_bound_is_not_waited_for(tmp_path, monkeypatch, caplog):
+    (tmp_path / compile_cache.DOWNLOAD_MARKER).write_text("1\n")
+    monkeypatch.setenv(compile_cache.ENV_WAIT, "0.2")
+    with caplog.at_level(logging.WARNING, logger="img2img_runner"):
+        assert entry(tmp_path).load() == MISS
+    assert "the download still runs" in caplog.text
+    # Without the consumer's bound (a runner started by hand) a marker is not waited for, nor warned about.
+    monkeypatch.delenv(compile_cache.ENV_WAIT)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="img2img_runner"):
+        assert entry(tmp_path).load() == MISS
+    assert "still runs" not in caplog.text and "waited" not in caplog.text
+
+
 def test_warm_start_that_compiled_more_appends_a_file(tmp_path):
     cold = entry(tmp_path)
     cold.load()
