@@ -125,6 +125,8 @@ export const ConsumerConfigSchema = z.object({
   SHUTDOWN_GRACE_MS: integer(60_000, 0),
   /** A model's runner stops after this long without work, freeing GPU memory (0: never). */
   IDLE_UNLOAD_MS: integer(600_000),
+  /** on: after an idle unload a standby runner waits with its imports done (no model, no GPU memory), so the next start skips them. */
+  RUNNER_STANDBY: z.enum(['on', 'off']).default('on'),
   /** Address of the consumer's metrics server (GET /metrics). */
   CONSUMER_METRICS_HOST: z.string().min(1).default('127.0.0.1'),
   CONSUMER_METRICS_PORT: integer(9464),

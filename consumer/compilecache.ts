@@ -237,6 +237,11 @@ export interface PreparedCompileCache {
   upload(): void;
 }
 
+/** The runner's environment for this setup (the same at every start, so a standby process can be given it ahead). */
+export function compileCacheEnv(setup: CompileCacheSetup): Record<string, string> {
+  return { [COMPILE_CACHE_ENV]: setup.dir, [COMPILE_CACHE_WAIT_ENV]: String(Math.ceil(setup.timeoutMs / 1000) + 5) };
+}
+
 /** Downloads in flight by directory: a runner restarted meanwhile shares one, never two writing the same files. */
 const downloads = new Map<string, Promise<CompileCacheSync | undefined>>();
 
@@ -247,7 +252,7 @@ const downloads = new Map<string, Promise<CompileCacheSync | undefined>>();
  * cache, never the runner's start.
  */
 export async function prepareCompileCache(setup: CompileCacheSetup, log: CompileCacheLog): Promise<PreparedCompileCache> {
-  const env = { [COMPILE_CACHE_ENV]: setup.dir, [COMPILE_CACHE_WAIT_ENV]: String(Math.ceil(setup.timeoutMs / 1000) + 5) };
+  const env = compileCacheEnv(setup);
   let download = downloads.get(setup.dir);
   if (!download) {
     const marker = path.join(setup.dir, DOWNLOAD_MARKER);

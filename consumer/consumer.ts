@@ -65,6 +65,7 @@ function runnerPool(config: ConsumerConfig, model: ModelEntry, store: ObjectStor
         extraArgs,
         env: gpu === undefined ? {} : { CUDA_VISIBLE_DEVICES: gpu },
         compileCache: compileCacheSetup(config, model, store, gpu),
+        standby: config.RUNNER_STANDBY === 'on',
         onReady: (info) => metrics.runnerStarted?.(model.name, info.start_seconds),
         onRestart: () => metrics.runnerRestarted?.(model.name),
       }),

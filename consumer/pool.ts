@@ -15,7 +15,8 @@ export interface PoolRunner {
   ensureStarted?(): Promise<unknown>;
   run(id: string, params: JobParams, image: Uint8Array, callbacks?: JobCallbacks, options?: RunOptions): Promise<RunnerOutcome>;
   cancel(id: string): void;
-  stop(graceMs: number): Promise<void>;
+  /** standby: an idle unload (a local runner may keep a standby process for its next start). */
+  stop(graceMs: number, options?: { standby?: boolean }): Promise<void>;
 }
 
 export interface PickOptions {
@@ -119,8 +120,8 @@ export class RunnerPool {
     for (const runner of this.owners.get(id) ?? []) runner.cancel(id);
   }
 
-  async stop(graceMs: number): Promise<void> {
-    await Promise.all(this.runners.map((runner) => runner.stop(graceMs)));
+  async stop(graceMs: number, options?: { standby?: boolean }): Promise<void> {
+    await Promise.all(this.runners.map((runner) => runner.stop(graceMs, options)));
   }
 
   private reserve(runner: PoolRunner): PoolRunner {

@@ -2,13 +2,15 @@
 // stall watchdog and exit. Its state is explicit (stopped -> starting -> ready -> stopping
 // -> stopped); frames in both directions are the declared protocol (common/protocol.ts).
 // Which job a frame belongs to is the Runner's business (consumer/runner.ts), not this one's.
+// After an idle unload it can keep a standby process (`--standby`: torch and diffusers imported,
+// no model loaded, no GPU memory) that the next start takes over with a `start` line.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { encodeFrame, FrameDecoder } from '../common/frames.js';
 import type { Logger } from '../common/logger.js';
 import { readRunnerFrame, type CompiledFrame, type FromRunner, type ReadyFrame, type ToRunner } from '../common/protocol.js';
-import { prepareCompileCache, type CompileCacheSetup } from './compilecache.js';
+import { compileCacheEnv, prepareCompileCache, type CompileCacheSetup } from './compilecache.js';
 
 export type ProcessState = 'stopped' | 'starting' | 'ready' | 'stopping';
 
@@ -28,6 +30,8 @@ export interface ProcessOptions {
   env?: Record<string, string>;
   /** Shares the runner's torch.compile artifacts through the object store; absent: no cache. */
   compileCache?: CompileCacheSetup;
+  /** stop(…, { standby: true }) leaves a standby process for the next start (RUNNER_STANDBY). */
+  standby?: boolean;
 }
 
 export interface ReadyInfo extends Omit<ReadyFrame, 'v' | 'type'> {
@@ -46,6 +50,8 @@ export interface ProcessEvents {
 
 export class RunnerProcess {
   private child: ChildProcess | undefined;
+  /** Imports done, waiting for its `start` line; killed by a stop() without standby. */
+  private standbyChild: ChildProcess | undefined;
   private starting: Promise<ReadyInfo> | undefined;
   private lastFrameAt = 0;
   private watchdog: NodeJS.Timeout | undefined;
@@ -76,8 +82,13 @@ export class RunnerProcess {
     this.child?.stdin?.write(encodeFrame(message, payload));
   }
 
-  /** Asks the runner to finish its work and exit; kills it after graceMs. */
-  async stop(graceMs: number): Promise<void> {
+  /**
+   * Asks the runner to finish its work and exit; kills it after graceMs. With standby (an idle
+   * unload, when the options allow it) a standby process is started for the next start;
+   * without (a shutdown) any standby goes too.
+   */
+  async stop(graceMs: number, { standby = false } = {}): Promise<void> {
+    if (!standby || !this.options.standby) this.dropStandby();
     const child = this.child;
     if (!child) {
       if (this.state === 'starting') this.startCanceled = true;
@@ -89,6 +100,34 @@ export class RunnerProcess {
     const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
     await exited;
     clearTimeout(timer);
+    if (standby && this.options.standby && !this.standbyChild && (this.state as ProcessState) === 'stopped') this.spawnStandby();
+  }
+
+  private spawnStandby(): void {
+    const child = this.launch(this.options.compileCache && compileCacheEnv(this.options.compileCache), true);
+    this.standbyChild = child;
+    child.on('error', () => {}); // a standby that cannot start is simply not used
+    child.stdin!.on('error', () => {});
+    child.once('exit', () => {
+      if (this.standbyChild === child) this.standbyChild = undefined;
+    });
+    this.options.logger.info({ runner_pid: child.pid }, 'runner standby spawned');
+  }
+
+  /** The standby, told to start, as the runner; undefined when there is none alive. */
+  private takeStandby(): ChildProcess | undefined {
+    const child = this.standbyChild;
+    this.standbyChild = undefined;
+    if (!child || child.exitCode !== null || child.signalCode !== null || !child.stdin?.writable) return undefined;
+    child.stdin.write('start\n');
+    this.child = child;
+    this.options.logger.info({ runner_pid: child.pid }, 'runner started from its standby');
+    return child;
+  }
+
+  private dropStandby(): void {
+    this.standbyChild?.kill('SIGKILL');
+    this.standbyChild = undefined;
   }
 
   private async start(): Promise<ReadyInfo> {
@@ -105,7 +144,7 @@ export class RunnerProcess {
       this.state = 'stopped';
       throw new Error(`runner for ${this.options.model} was stopped before it started`);
     }
-    const child = this.spawn(cache?.env);
+    const child = this.takeStandby() ?? this.spawn(cache?.env);
     const ready = this.wire(child, (frame) => {
       // A runner that compiles in the background saves its compile cache only now: upload again.
       if (frame.ok) this.options.logger.info({ compile_seconds: frame.seconds }, 'runner compiled path in service');
@@ -139,17 +178,26 @@ export class RunnerProcess {
   }
 
   private spawn(cacheEnv: Record<string, string> = {}): ChildProcess {
+    const child = this.launch(cacheEnv, false);
+    this.child = child;
+    this.options.logger.info({ runner_pid: child.pid }, 'runner spawned');
+    return child;
+  }
+
+  private launch(cacheEnv: Record<string, string> = {}, standby: boolean): ChildProcess {
     const { model, source, tuning, python, cwd, device } = this.options;
     const args = ['-m', 'img2img_runner', '--model', model, ...(source ? ['--source', source] : []), ...(tuning ? ['--tuning', tuning] : [])];
     if (device !== 'auto') args.push('--device', device);
-    args.push(...(this.options.extraArgs ?? []));
+    args.push(...(this.options.extraArgs ?? []), ...(standby ? ['--standby'] : []));
     const child = spawn(python, args, {
       cwd,
       stdio: ['pipe', 'pipe', 'pipe'],
       env: { ...process.env, HF_HUB_OFFLINE: '1', PYTHONUNBUFFERED: '1', ...cacheEnv, ...this.options.env },
     });
-    this.child = child;
-    this.options.logger.info({ runner_pid: child.pid }, 'runner spawned');
+    // From the spawn on, also for a standby that waits: a full pipe would block the runner.
+    child.stderr!.setEncoding('utf8').on('data', (text: string) => {
+      for (const line of text.split('\n')) if (line.trim()) this.options.logger.debug({ runner: this.options.model }, line);
+    });
     return child;
   }
 
@@ -175,9 +223,6 @@ export class RunnerProcess {
         this.options.logger.error({ err: error }, 'runner broke the frame protocol; killing it');
         child.kill('SIGKILL');
       }
-    });
-    child.stderr!.setEncoding('utf8').on('data', (text: string) => {
-      for (const line of text.split('\n')) if (line.trim()) this.options.logger.debug({ runner: this.options.model }, line);
     });
     child.stdin!.on('error', () => {}); // EPIPE after a crash is reported by 'exit'
     child.on('error', (error) => onEarlyExit(error));

@@ -131,8 +131,8 @@ export class Runner {
   }
 
   /** Asks the runner to finish its work and exit; kills it after graceMs. */
-  stop(graceMs: number): Promise<void> {
-    return this.process.stop(graceMs);
+  stop(graceMs: number, options?: { standby?: boolean }): Promise<void> {
+    return this.process.stop(graceMs, options);
   }
 
   private onMessage(message: Exclude<FromRunner, { type: 'ready' | 'compiled' }>, payload: Buffer): void {

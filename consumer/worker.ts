@@ -183,7 +183,7 @@ export class ModelWorker {
       if (this.active.size || this.buffers.size()) return;
       this.deps.logger.info({ model: this.name, idle_ms: idleMs }, 'idle: stopping the runner to free its memory');
       this.deps.metrics?.idleUnloaded?.(this.name);
-      void this.deps.pool.stop(30_000);
+      void this.deps.pool.stop(30_000, { standby: true });
     }, idleMs).unref();
   }
 }

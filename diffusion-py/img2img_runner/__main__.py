@@ -49,6 +49,12 @@ def _parse_args(argv):
     )
     parser.add_argument("--connect", help="ws(s)://host/api/workers/connect: serve as a remote worker over a WebSocket")
     parser.add_argument("--token", help="worker token for --connect (default: $IMG2IMG_WORKER_TOKEN)")
+    parser.add_argument(
+        "--standby",
+        action="store_true",
+        help="import what loading needs, then wait for a `start` line on stdin before loading (EOF: exit); "
+        "the consumer keeps one ready after an idle unload, so the next start skips the imports",
+    )
     # Test-only: a worker that lies (inverts its images), so the verification can be shown to catch it.
     parser.add_argument("--lie", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -160,6 +166,29 @@ def _liar(encoder):
     return lie
 
 
+def _preload(log) -> None:
+    """What loading a model imports (torch, diffusers' pipelines, this package), done ahead of the start."""
+    started = time.perf_counter()
+    from diffusers import AutoPipelineForImage2Image  # noqa: F401 - resolves diffusers' lazy imports (and torch._dynamo)
+
+    from . import arch, background, compile_cache, deepcache, models, tiny, tuning  # noqa: F401
+
+    log.info("standby: imports took %.1fs; waiting for the start line", time.perf_counter() - started)
+
+
+def _wait_for_start() -> bool:
+    """Read stdin up to the first newline, a byte at a time (the frames that follow stay unread); False at EOF."""
+    line = b""
+    while not line.endswith(b"\n"):
+        byte = os.read(0, 1)
+        if not byte:
+            return False
+        line += byte
+    if line.strip() != b"start":
+        raise SystemExit(f"standby: expected a `start` line on stdin, got {line[:40]!r}")
+    return True
+
+
 def main(argv=None) -> int:
     frames_out = _take_stdout()
     # Never download weights: models come from local folders or the offline HF cache.
@@ -173,6 +202,11 @@ def main(argv=None) -> int:
     from .runner import FrameWriter, Runner
     from .tuning import tuning_of
 
+    if args.standby:
+        _preload(log)
+        if not _wait_for_start():
+            log.info("standby: stdin closed before the start line: exiting")
+            return 0
     started = time.perf_counter()
     try:
         source, tuning_name = _resolve(args)

@@ -178,3 +178,31 @@ def test_small_image_is_enlarged_to_compute_and_answered_at_its_size(runner):
     assert header["type"] == "result", header
     assert (header["width"], header["height"]) == (16, 40)
     assert Image.open(io.BytesIO(payload)).size == (16, 40)
+
+
+def wait_for_log(process, text: str, timeout: float = 120) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while text not in process.log():
+        assert time.monotonic() < deadline, f"no {text!r} in the runner's log:\n{process.log()}"
+        time.sleep(0.1)
+
+
+def test_a_standby_loads_nothing_before_its_start_line_then_serves(start_runner):
+    process = start_runner("--standby")
+    wait_for_log(process, "waiting for the start line")
+    assert "pipeline loaded" not in process.log()  # imported, not loaded: no model in memory yet
+    process.send_raw(b"start\n")
+    ready = process.next(timeout=120)[0]
+    assert ready["type"] == "ready" and ready["model"] == "tiny"
+    process.send(job_header("after-standby"), IMAGE)
+    assert final(process.collect(["after-standby"])["after-standby"])[0]["type"] == "result"
+
+
+def test_a_standby_whose_stdin_closes_exits_zero_without_loading(start_runner):
+    process = start_runner("--standby")
+    wait_for_log(process, "waiting for the start line")
+    process.proc.stdin.close()
+    assert process.proc.wait(timeout=30) == 0
+    assert "pipeline loaded" not in process.log()

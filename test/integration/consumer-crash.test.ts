@@ -1,6 +1,6 @@
 // A consumer killed with SIGKILL mid-job: after a restart the job succeeds exactly
-// once (one output, one succeeded event); SIGTERM exits cleanly; an idle runner stops
-// and comes back for the next job.
+// once (one output, one succeeded event); SIGTERM exits cleanly; an idle runner stops,
+// leaves a standby, and the next job runs on that standby.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKafka } from '../../common/kafka.js';
 import { RecordStore } from '../../common/records.js';
@@ -51,7 +51,7 @@ describe('consumer crash', () => {
     expect(await second.stop('SIGTERM')).toBe(0);
   });
 
-  it('stops an idle runner and starts it again for the next job', async () => {
+  it('stops an idle runner, keeps a standby, and starts the next job on it; a shutdown takes the standby too', async () => {
     const consumer = new ConsumerProcess({ ...env, IDLE_UNLOAD_MS: '1500' }).start();
     consumers.push(consumer);
     await consumer.ready();
@@ -60,14 +60,25 @@ describe('consumer crash', () => {
     const pid = consumer.runnerPid()!;
     await waitFor(async () => (processGone(pid) ? true : undefined), 20_000, 'the idle runner to exit');
     expect(consumer.log).toContain('idle: stopping the runner');
+    // RUNNER_STANDBY is on by default: a standby (imports done, no model) waits for the next start.
+    await waitFor(async () => (consumer.log.includes('runner standby spawned') ? true : undefined), 10_000, 'the standby');
+    const standby = consumer.runnerPid()!;
+    expect(standby).not.toBe(pid);
+    expect(processGone(standby)).toBe(false);
 
     const second = await enqueue(kafka, config, store, records);
     const record = await waitForStatus(records, second, ['succeeded', 'failed'], 60_000);
     expect(record.status).toBe('succeeded');
-    expect(consumer.runnerPid()).not.toBe(pid);
+    expect(consumer.log).toContain('runner started from its standby');
+    expect(consumer.runnerPid()).toBe(standby); // the job ran on the standby, not on a new spawn
     // The cold start is measured and logged with the runner's ready line.
     expect(consumer.log).toMatch(/"start_seconds":\d/);
+
+    // Idle again: another standby; SIGTERM ends it with the consumer.
+    await waitFor(async () => (processGone(standby) && consumer.runnerPid() !== standby ? true : undefined), 20_000, 'the second unload and standby');
+    const last = consumer.runnerPid()!;
     expect(await consumer.stop('SIGTERM')).toBe(0);
+    await waitFor(async () => (processGone(last) ? true : undefined), 10_000, 'the standby to go with the consumer');
   });
 });
 
