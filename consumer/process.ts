@@ -52,6 +52,7 @@ export class RunnerProcess {
   private child: ChildProcess | undefined;
   /** Imports done, waiting for its `start` line; killed by a stop() without standby. */
   private standbyChild: ChildProcess | undefined;
+  private stopCalls = 0;
   private starting: Promise<ReadyInfo> | undefined;
   private lastFrameAt = 0;
   private watchdog: NodeJS.Timeout | undefined;
@@ -88,6 +89,7 @@ export class RunnerProcess {
    * without (a shutdown) any standby goes too.
    */
   async stop(graceMs: number, { standby = false } = {}): Promise<void> {
+    const call = ++this.stopCalls;
     if (!standby || !this.options.standby) this.dropStandby();
     const child = this.child;
     if (!child) {
@@ -100,7 +102,8 @@ export class RunnerProcess {
     const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
     await exited;
     clearTimeout(timer);
-    if (standby && this.options.standby && !this.standbyChild && (this.state as ProcessState) === 'stopped') this.spawnStandby();
+    // Not when a later stop (a shutdown during an idle unload) came meanwhile, nor a start.
+    if (standby && this.options.standby && call === this.stopCalls && !this.standbyChild && (this.state as ProcessState) === 'stopped') this.spawnStandby();
   }
 
   private spawnStandby(): void {
