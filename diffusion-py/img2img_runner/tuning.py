@@ -116,7 +116,7 @@ def wants_tuning(model: str, device: torch.device, pipe) -> bool:
 # distinct shapes; the VAE's encoder and decoder repeat ResnetBlock2D too.
 # The glue between them (conv_in/out, down/upsamplers, skip concatenations,
 # time embedding) stays eager. A tiny VAE's two halves (plain convolutions
-# and ReLUs, a few seconds to compile) are compiled whole.
+# and ReLUs, no repeated block worth sharing) are compiled whole.
 REGION_CLASSES = ("Transformer2DModel", "ResnetBlock2D", "EncoderTiny", "DecoderTiny")
 # Distinct shapes per compiled code object (ResnetBlock2D: UNet and VAE together)
 # before Dynamo would give up and run a block eagerly.
