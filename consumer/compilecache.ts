@@ -261,7 +261,7 @@ export async function prepareCompileCache(setup: CompileCacheSetup, log: Compile
       await writeFile(marker, `${process.pid}\n`);
     } catch (error) {
       log.warn({ dir: setup.dir, err: error }, 'compile cache unusable; the runner compiles');
-      return { env: { [COMPILE_CACHE_ENV]: setup.dir }, downloaded: Promise.resolve(), upload() {} };
+      return { env, downloaded: Promise.resolve(), upload() {} }; // no marker: the runner does not wait
     }
     download = fetchCompileCache(setup.store, setup.key, setup.dir, { signal: AbortSignal.timeout(setup.timeoutMs), log })
       // Only the local directory can get here (the store's errors are caught inside).

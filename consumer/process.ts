@@ -107,7 +107,7 @@ export class RunnerProcess {
   }
 
   private spawnStandby(): void {
-    const child = this.launch(this.options.compileCache && compileCacheEnv(this.options.compileCache), true);
+    const child = this.launch(true, this.options.compileCache && compileCacheEnv(this.options.compileCache));
     this.standbyChild = child;
     child.on('error', () => {}); // a standby that cannot start is simply not used
     child.stdin!.on('error', () => {});
@@ -181,13 +181,13 @@ export class RunnerProcess {
   }
 
   private spawn(cacheEnv: Record<string, string> = {}): ChildProcess {
-    const child = this.launch(cacheEnv, false);
+    const child = this.launch(false, cacheEnv);
     this.child = child;
     this.options.logger.info({ runner_pid: child.pid }, 'runner spawned');
     return child;
   }
 
-  private launch(cacheEnv: Record<string, string> = {}, standby: boolean): ChildProcess {
+  private launch(standby: boolean, cacheEnv: Record<string, string> = {}): ChildProcess {
     const { model, source, tuning, python, cwd, device } = this.options;
     const args = ['-m', 'img2img_runner', '--model', model, ...(source ? ['--source', source] : []), ...(tuning ? ['--tuning', tuning] : [])];
     if (device !== 'auto') args.push('--device', device);

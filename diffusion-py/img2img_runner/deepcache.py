@@ -29,15 +29,27 @@ import torch
 
 
 class DeepCache:
-    def __init__(self, interval: int, layers: int = 1):
+    def __init__(self, interval: int, layers: int = 1, depth: int = 1):
         if interval < 2:
             raise ValueError("a cache interval below 2 caches nothing")
         self.interval = interval
-        self.layers = layers  # shallow layers a cached step still runs (install checks the range)
+        self.depth = depth  # layers in the UNet's first down block: the most a cached step can run
+        self.layers = layers
         self.enabled = True  # benchmarks switch it off to time the same pipeline without it
         self.step = 0
         self.skip = False  # read by the patched modules: this UNet call reuses the cached feature
         self.feature = None  # the cache point's output at the last full step
+
+    @property
+    def layers(self) -> int:
+        """Shallow layers a cached step still runs; checked when set (benchmarks change it between calls)."""
+        return self._layers
+
+    @layers.setter
+    def layers(self, value: int) -> None:
+        if not 1 <= value <= self.depth:
+            raise ValueError(f"feature caching runs 1 to {self.depth} shallow layers, not {value}")
+        self._layers = value
 
     def restart(self) -> None:
         self.step = 0
@@ -84,14 +96,7 @@ def install(unet, scheduler, interval: int, layers: int = 1) -> DeepCache:
     depth = len(first.resnets)
     if len(last.resnets) != depth + 1:
         raise ValueError("feature caching needs the last up block to mirror the first down block")
-    cache = DeepCache(interval, layers)
-
-    def check(value: int) -> int:
-        if not 1 <= value <= depth:
-            raise ValueError(f"feature caching runs 1 to {depth} shallow layers, not {value}")
-        return value
-
-    check(layers)
+    cache = DeepCache(interval, layers, depth)
 
     def patch(module, role_of, placeholder):
         forward = module.forward
@@ -116,7 +121,7 @@ def install(unet, scheduler, interval: int, layers: int = 1) -> DeepCache:
     # The first down block: its layers from cache.layers on, and its downsampler (read by skipped blocks only).
     for index in range(depth):
         for module, placeholder in _layer(first, index):
-            patch(module, lambda index=index: SKIP if index >= check(cache.layers) else RUN, placeholder)
+            patch(module, lambda index=index: SKIP if index >= cache.layers else RUN, placeholder)
     for module in getattr(first, "downsamplers", None) or []:
         patch(module, lambda: SKIP, _same)
     for block in unet.down_blocks[1:]:
@@ -126,13 +131,13 @@ def install(unet, scheduler, interval: int, layers: int = 1) -> DeepCache:
     for block in unet.up_blocks[:-2]:
         patch(block, lambda: SKIP, _same)
     # The cache point: where the up path re-enters the shallow layers a cached step runs.
-    patch(unet.up_blocks[-2], lambda: CACHE if check(cache.layers) == depth else SKIP, _same)
+    patch(unet.up_blocks[-2], lambda: CACHE if cache.layers == depth else SKIP, _same)
     for index in range(depth + 1):
         modules = _layer(last, index)
         for module, placeholder in modules:
 
             def role(index=index, is_last=module is modules[-1][0]):
-                point = depth - check(cache.layers) - 1  # the last up layer whose shallow partner is skipped
+                point = depth - cache.layers - 1  # the last up layer whose shallow partner is skipped
                 if index < point or (index == point and not is_last):
                     return SKIP
                 return CACHE if index == point else RUN
