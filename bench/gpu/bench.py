@@ -92,7 +92,9 @@ def call_pipe(pipe, images, tensor_io: bool, seeds=None, same_prompt: bool = Fal
     import numpy as np
     import torch
 
+    from img2img_runner import guidance
     from img2img_runner.runner import images_to_tensor, tensor_to_arrays
+    from img2img_runner.tuning import tuning_of
 
     batch = len(images)
     seeds = seeds if seeds is not None else range(batch)
@@ -106,6 +108,7 @@ def call_pipe(pipe, images, tensor_io: bool, seeds=None, same_prompt: bool = Fal
             guidance_scale=GUIDANCE,
             generator=[torch.Generator(device=pipe.device).manual_seed(seed) for seed in seeds],
             output_type="pt" if tensor_io else "pil",
+            **guidance.call_kwargs(pipe, tuning_of(pipe).guidance_share),
         )
     return tensor_to_arrays(output.images) if tensor_io else [np.asarray(image) for image in output.images]
 
@@ -625,8 +628,11 @@ def _fast_variants(record, out, deadline, source, size, batches, compare_batch, 
     kl_vae = pipe.vae
     small_vae = tiny_vae_like(kl_vae, pipe.device, pipe.dtype).to(memory_format=torch.channels_last)
 
-    def variant(config, interval, vae, layers=fast.feature_cache_layers, reference=None):
+    tuning = pipe._img2img_tuning
+
+    def variant(config, interval, vae, layers=fast.feature_cache_layers, reference=None, share=1.0):
         cache.enabled, cache.interval, cache.layers = interval > 0, max(interval, 2), layers
+        pipe._img2img_tuning = dataclasses.replace(tuning, guidance_share=share)  # read by call_pipe
         pipe.vae = vae
         pipe.register_modules(vae=vae)
         if time.perf_counter() > deadline - 15:
@@ -654,28 +660,31 @@ def _fast_variants(record, out, deadline, source, size, batches, compare_batch, 
     if profile and not only and time.perf_counter() < deadline - 60:
         cache.enabled = False
         kernel_profile(record, pipe, "regional", source, size, batch=16)
-    # (interval, layers, tiny VAE): a cached step runs `layers` shallow layers (deepcache.py); the
-    # first down block's depth is the whole block (the fast tuning before 2026-11-30's fourth session).
+    # (interval, layers, tiny VAE, guidance share): a cached step runs `layers` shallow layers
+    # (deepcache.py); the first down block's depth is the whole block (the fast tuning before
+    # 2026-11-30's fourth session); guidance in that share of the steps only (guidance.py).
     depth = len(pipe.unet.down_blocks[0].resnets)
     chosen = only or [
-        *((interval, layers, False) for interval, layers in ((3, 1), (3, depth), (5, 1), (4, 1), (2, 1))),
-        (0, 1, True),
-        *((interval, layers, True) for interval, layers in ((3, 1), (3, depth), (2, 1), (4, 1), (5, 1), (2, depth), (5, depth))),
+        *((interval, layers, False, 1.0) for interval, layers in ((3, 1), (3, depth), (5, 1), (4, 1), (2, 1))),
+        (0, 1, True, 1.0),
+        *((interval, layers, True, 1.0) for interval, layers in ((3, 1), (3, depth), (2, 1), (4, 1), (5, 1), (2, depth), (5, depth))),
     ]
-    tunings = {(tuning.feature_cache, tuning.feature_cache_layers): tuning.name for tuning in TUNINGS.values() if tuning.feature_cache and tuning.tiny_vae}
+    tunings = {(t.feature_cache, t.feature_cache_layers, round(t.guidance_share, 2)): t.name for t in TUNINGS.values() if t.feature_cache and t.tiny_vae}
     exact_tiny = None
-    for interval, layers, tiny in chosen:
+    for interval, layers, tiny, share in chosen:
+        label = (f"feature-cache-{interval} layers {layers}" if interval else "") + (f" + guidance {share:.2f}" if share < 1 else "")
+        label = label.lstrip(" +") or "exact"
         if not tiny:
-            variant(f"feature-cache-{interval} layers {layers}", interval, kl_vae, layers)
+            variant(label, interval, kl_vae, layers, share=share)
             continue
         if exact_tiny is None:
-            # The tiny VAE's own exact outputs: what feature caching changes behind it (a random tiny
+            # The tiny VAE's own exact outputs: what the other trades change behind it (a random tiny
             # VAE against the KL VAE would only compare two unrelated decoders).
             variant("tiny-vae", 0, small_vae)
             exact_tiny = np.stack(call_pipe(pipe, images, True))
-        if interval:
-            name = tunings.get((interval, layers))
-            variant(f"feature-cache-{interval} layers {layers} + tiny-vae" + (f" (the {name} tuning)" if name else ""), interval, small_vae, layers, reference=exact_tiny)
+        if interval or share < 1:
+            name = tunings.get((interval, layers, round(share, 2)))
+            variant(f"{label} + tiny-vae" + (f" (the {name} tuning)" if name else ""), interval, small_vae, layers, reference=exact_tiny, share=share)
 
 
 def stage_sd15_fp8_eager(record, out, deadline, args):
@@ -730,10 +739,15 @@ def stage_sdxl_fast(record, out, deadline, args):
 
 
 def _variants(text: str | None):
-    """--fast-variants "3:1,5:1:tiny": (interval, layers, tiny VAE) triples; None: the stage's whole list."""
+    """--fast-variants "3:1,5:1:tiny,5:1:tiny:g0.67": (interval, layers, tiny VAE, guidance share); None: the whole list."""
     if not text:
         return None
-    return [(int(part.split(":")[0]), int(part.split(":")[1]), part.endswith(":tiny")) for part in text.split(",")]
+    chosen = []
+    for part in text.split(","):
+        interval, layers, *flags = part.split(":")
+        shares = [float(flag[1:]) for flag in flags if flag.startswith("g")]
+        chosen.append((int(interval), int(layers), "tiny" in flags, shares[0] if shares else 1.0))
+    return chosen
 
 
 def stage_runner_sd15(record, out, deadline, args):
@@ -896,7 +910,7 @@ def main() -> None:
     parser.add_argument("--xl-batches", default="1,4,8")
     parser.add_argument("--autotune-batches", default="1,16,32")
     parser.add_argument("--graph-batches", default="1,8,24")
-    parser.add_argument("--fast-variants", help='sd15-fast / sdxl-fast: only these, e.g. "5:1,4:1,3:1:tiny" (interval:layers[:tiny])')
+    parser.add_argument("--fast-variants", help='sd15-fast / sdxl-fast: only these, e.g. "5:1,3:1:tiny,5:1:tiny:g0.67" (interval:layers[:tiny][:gSHARE]; interval 0: no feature caching)')
     parser.add_argument("--profile-batches", default="1,4,8,16,24")
     parser.add_argument("--ablation", action="store_true", help="sd15-ref: also time the eager UNet under each switch")
     parser.add_argument("--runner-rounds", type=int, default=4, help="saturated run: this many max batches of jobs")

@@ -32,6 +32,7 @@ import os
 import pathlib
 import queue
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -124,6 +125,8 @@ def one_runner(out, name: str, tuning: str, work: pathlib.Path, rounds: int, png
         "TRITON_CACHE_DIR": str(work / "triton"),
         # Any recompilation (a job that compiles while serving) is named in the log.
         "TORCH_LOGS": "recompiles",
+        # A runner that stops answering is sent SIGABRT: every thread's stack goes to the log.
+        "PYTHONFAULTHANDLER": "1",
     }
     log_path = out / "runners.log"
     since = log_path.stat().st_size if log_path.exists() else 0
@@ -148,6 +151,9 @@ def one_runner(out, name: str, tuning: str, work: pathlib.Path, rounds: int, png
     except (queue.Empty, RuntimeError, TimeoutError) as exc:
         # Out of time or the runner died: keep what was measured, and let the next tuning run.
         item["failed"] = f"{type(exc).__name__}: {exc}"[:300]
+        if client.proc.poll() is None:
+            client.proc.send_signal(signal.SIGABRT)
+            client.proc.wait(timeout=30)
     finally:
         client.close()
         item.update(compiler_line(log_path, since))

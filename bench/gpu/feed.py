@@ -49,6 +49,9 @@ class RunnerClient:
             env={**os.environ, **(env or {})},
         )
         self.frames: queue.Queue = queue.Queue()
+        # Final frames (result, error) of jobs that no collect was waiting for yet: a runner batches
+        # whatever is pending, so the next batch's jobs can finish while the current one is collected.
+        self.early: list[tuple[float, tuple]] = []
         self._lock = threading.Lock()
         threading.Thread(target=self._pump, daemon=True).start()
 
@@ -108,12 +111,19 @@ def collect(client: RunnerClient, ids: list[str], timeout: float, keep: set | No
     compute_s: dict[float, int] = {}  # one compute_s per batch: value -> batch size
     pixels: list[tuple[float, float]] = []  # mean and std of the first results' pixels
     deadline = sent + timeout
+    early = [item for item in client.early if item[1][0].get("id") in waiting]
+    client.early = [item for item in client.early if item[1][0].get("id") not in waiting]
     while waiting:
-        arrived, frame = client.frames.get(timeout=max(0.1, deadline - time.perf_counter()))
+        if early:
+            arrived, frame = early.pop(0)
+        else:
+            arrived, frame = client.frames.get(timeout=max(0.1, deadline - time.perf_counter()))
         if frame is None:
             raise RuntimeError("runner exited before finishing its jobs")
         header, payload = frame
         if header.get("id") not in waiting:
+            if header["type"] in ("result", "error") and header.get("id") is not None:
+                client.early.append((arrived, frame))
             continue
         if header["type"] == "result":
             finished.append(arrived)

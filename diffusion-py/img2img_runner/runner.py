@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from . import guidance
 from .benchlog import append_bench_line
 from .frames import BadHeader, FrameError, encode_frame, read_frame
 from .jobs import Job, JobError, parse_job
@@ -38,6 +39,7 @@ from .protocol import (
     Timings,
     parse,
 )
+from .tuning import tuning_of
 
 log = logging.getLogger("img2img_runner")
 
@@ -325,8 +327,9 @@ class Runner:
         for start in range(0, len(jobs), half):
             self._run_group(jobs[start : start + half])
 
-    def _progress_callback(self, jobs: list[Job]):
-        def on_step_end(pipe, step_index, timestep, callback_kwargs):
+    def _step_callback(self, jobs: list[Job]) -> dict:
+        """The pipeline call's step-end callback: the tuning's guidance cut, then progress frames."""
+        def on_step(pipe, step_index):
             # num_timesteps is the loop length (int(steps*strength) for DDIM/Euler).
             total = pipe.num_timesteps
             live = [job for job in jobs if not self._is_canceled(job.id)]
@@ -334,9 +337,8 @@ class Runner:
                 self.writer.send(ProgressFrame(id=job.id, step=step_index + 1, total=total))
             if not live:
                 pipe._interrupt = True  # every job is canceled: skip the remaining steps
-            return {}
 
-        return on_step_end
+        return guidance.call_kwargs(self.pipe, tuning_of(self.pipe).guidance_share, on_step)
 
     def _run_batch(self, jobs: list[Job]) -> None:
         head = jobs[0]
@@ -362,7 +364,7 @@ class Runner:
                 guidance_scale=head.guidance_scale,
                 generator=generators,
                 output_type="pt" if tensor_io else "pil",
-                callback_on_step_end=self._progress_callback(jobs),
+                **self._step_callback(jobs),
             )
             images = tensor_to_arrays(output.images[: len(jobs)]) if tensor_io else output.images[: len(jobs)]
         compute_s = time.perf_counter() - started
