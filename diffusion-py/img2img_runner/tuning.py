@@ -14,8 +14,9 @@ BENCHMARKS.md "## GPU (issue 6)"), SD 1.5 img2img 512x512, 15 steps:
 - not the default: max-autotune (its first call compiled for over 400 s on
   the H200), CUDA graphs (the `graphs` tuning: no gain at batch 24 on the
   H200), bf16 (+2% on the H200, but pixels up to 14 off fp16's: not exact),
-  and the trades of the opt-in `fast` and `faster` tunings (feature caching,
-  the tiny VAE: not exact, BENCHMARKS.md issue 13).
+  and the trades of the opt-in `fast`, `faster` and `fastest` tunings (feature
+  caching, the tiny VAE, guidance in the first steps only: not exact,
+  BENCHMARKS.md issue 13).
 The UNet's batch dimension is compiled dynamic, so one compilation serves
 batch sizes 1 to 31; a new image size compiles again on its first job. By
 default the compilation runs in a background thread behind an eager warm-up
