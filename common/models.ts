@@ -1,6 +1,7 @@
 // model_names.txt: one model per line, `name` or `name source`, then optionally
-// `tuning=NAME` (the runner's GPU tuning, e.g. the opt-in `fast`; the runner checks the name)
+// `tuning=NAME` (the runner's GPU tuning, e.g. the opt-in `fast`: one of common/tunings.json)
 // and `verify=off|spot:P|all:2` (how results of remote workers are checked); `#` starts a comment.
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 
 export const MODEL_NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
@@ -26,7 +27,8 @@ export function parseVerifyPolicy(text: string): VerifyPolicy {
   throw new Error(`verify must be off, spot:P (0 <= P <= 1) or all:2, not "${text}"`);
 }
 
-const TUNING_NAME = /^[a-z0-9][a-z0-9-]{0,31}$/;
+/** The runner's tunings (diffusion-py/img2img_runner/tuning.py TUNINGS; a runner test keeps the two equal). */
+export const TUNINGS: readonly string[] = JSON.parse(readFileSync(new URL('./tunings.json', import.meta.url), 'utf8')).tunings;
 
 export function parseModelNames(text: string, file = 'model_names.txt'): ModelEntry[] {
   const entries: ModelEntry[] = [];
@@ -43,7 +45,8 @@ export function parseModelNames(text: string, file = 'model_names.txt'): ModelEn
     };
     const verifyField = take('verify');
     const tuning = take('tuning');
-    if (tuning !== undefined && !TUNING_NAME.test(tuning)) throw new Error(`${where}: tuning "${tuning}" must match ${TUNING_NAME.source}`);
+    // Checked here, not only by the runner: a runner refusing its tuning would be restarted with backoff forever.
+    if (tuning !== undefined && !TUNINGS.includes(tuning)) throw new Error(`${where}: tuning "${tuning}" must be one of ${TUNINGS.join(', ')}`);
     const [name = '', source, ...rest] = fields;
     let verify: VerifyPolicy | undefined;
     try {

@@ -99,3 +99,13 @@ def test_local_diffusers_folder_loads_and_runs(tmp_path):
         ).images[0]
     assert image.size == (64, 64)
     assert png_bytes(image)
+
+
+def test_the_tuning_list_the_consumer_checks_is_this_one():
+    # common/tunings.json: the names model_names.txt may give (common/models.ts refuses the others).
+    import json
+
+    from img2img_runner.tuning import TUNINGS
+
+    listed = json.loads((REPO_MODEL_NAMES.parent / "common" / "tunings.json").read_text(encoding="utf-8"))["tunings"]
+    assert sorted(listed) == sorted(TUNINGS)

@@ -31,7 +31,10 @@ describe('parseModelNames', () => {
       { name: 'sd15', source: 'sd15-arch', tuning: 'fast' },
       { name: 'sdxl', source: 'sdxl-arch', tuning: 'compile-first', verify: { kind: 'all' } },
     ]);
-    expect(() => parseModelNames('sd15 x tuning=Fast!\n')).toThrow(/model_names\.txt:1: tuning "Fast!" must match/);
+    expect(() => parseModelNames('sd15 x tuning=Fast!\n')).toThrow(/model_names\.txt:1: tuning "Fast!" must be one of off, eager, compile, /);
+    // A name of the right shape that the runner does not know is refused too (the runner would exit at every restart).
+    expect(() => parseModelNames('sd15 x tuning=fastst\n')).toThrow(/model_names\.txt:1: tuning "fastst" must be one of .*fastest/);
+    expect(parseModelNames('sd15 x tuning=fastest\n')).toEqual([{ name: 'sd15', source: 'x', tuning: 'fastest' }]);
     expect(() => parseModelNames('sd15 x tuning=fast tuning=off\n')).toThrow(/tuning= is given twice/);
   });
 
