@@ -255,14 +255,27 @@ def main(argv=None) -> int:
         from .remote import serve_remote
 
         frames_out.close()
-        return serve_remote(args.connect, args.token, ready.header(), make_runner)
+        return _leave(serve_remote(args.connect, args.token, ready.header(), make_runner), serving.background, log)
     writer = FrameWriter(frames_out)
     writer.send(ready)
     runner = make_runner(writer)
     # Unbuffered, no Python-level lock: the daemon reader thread may still be
     # blocked in read() when the interpreter exits.
     stdin = open(0, "rb", buffering=0, closefd=False)
-    return runner.serve(stdin)
+    return _leave(runner.serve(stdin), serving.background, log)
+
+
+def _leave(code: int, background, log) -> int:
+    """The exit code; a shutdown during the background compile leaves at once, abandoning it.
+
+    Every job is answered by then. Interpreter teardown under a compile thread still inside
+    Inductor crashed the process (SIGSEGV) on an H200, and a crash is not how a shutdown ends.
+    """
+    if background is None or background.done.is_set():
+        return code
+    log.info("exiting during the background compile: abandoning it")
+    logging.shutdown()
+    os._exit(code)
 
 
 if __name__ == "__main__":

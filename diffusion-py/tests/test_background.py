@@ -179,3 +179,24 @@ def test_cudnn_benchmark_is_left_off_for_the_eager_warm_up_and_switched_on_by_th
         assert torch.backends.cudnn.benchmark is True
     finally:
         torch.backends.cudnn.benchmark = original
+
+
+def test_a_shutdown_during_the_background_compile_leaves_at_once(monkeypatch):
+    # Interpreter teardown under a compile thread still in Inductor crashed the runner (SIGSEGV) on an H200.
+    import logging
+    import threading
+    import types
+
+    from img2img_runner import __main__ as entry
+
+    exits = []
+    monkeypatch.setattr(entry.os, "_exit", exits.append)
+    monkeypatch.setattr(entry.logging, "shutdown", lambda: exits.append("logs flushed"))
+    log = logging.getLogger("img2img_runner")
+    compiling = types.SimpleNamespace(done=threading.Event())
+    entry._leave(0, compiling, log)
+    assert exits == ["logs flushed", 0]
+    compiling.done.set()
+    assert entry._leave(3, compiling, log) == 3
+    assert entry._leave(0, None, log) == 0
+    assert exits == ["logs flushed", 0]
