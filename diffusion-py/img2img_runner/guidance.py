@@ -35,20 +35,26 @@ def steps_reaching_the_cut(share: float) -> int:
 
 
 def step_inputs(pipe, share: float) -> list[str]:
-    """The tensors the cut needs from the pipeline's step-end callback; none when guidance is never cut."""
-    if share >= 1:
+    """The tensors the cut needs from the pipeline's step-end callback; none when guidance is never cut.
+
+    A pipeline that does not hand its prompt embeddings to the callback is never cut: the
+    loop would go on with guided conditioning and unguided latents.
+    """
+    offered = getattr(pipe, "_callback_tensor_inputs", ())
+    if share >= 1 or "prompt_embeds" not in offered:
         return []
-    return [name for name in CONDITIONING if name in getattr(pipe, "_callback_tensor_inputs", ())]
+    return [name for name in CONDITIONING if name in offered]
 
 
 def after_step(pipe, share: float, step_index: int, tensors: dict) -> dict:
     """The conditioning the loop goes on with: its conditional half after the last guided step."""
-    if share >= 1 or not pipe.do_classifier_free_guidance or step_index + 1 != guided_steps(pipe.num_timesteps, share):
+    names = step_inputs(pipe, share)
+    if not names or not pipe.do_classifier_free_guidance or step_index + 1 != guided_steps(pipe.num_timesteps, share):
         return {}
     # do_classifier_free_guidance turns False for the rest of this call; the next call sets its own scale.
     pipe._guidance_scale = 0.0
     # Guided rows are [unconditional, conditional] (diffusers concatenates them in that order).
-    return {name: tensors[name].chunk(2)[1] for name in step_inputs(pipe, share)}
+    return {name: tensors[name].chunk(2)[1] for name in names}
 
 
 def call_kwargs(pipe, share: float, on_step=None) -> dict:

@@ -171,3 +171,12 @@ def test_the_runner_cuts_guidance_and_still_reports_every_step():
     for job in jobs:
         assert [f["step"] for f in frames if f["type"] == "progress" and f["id"] == job.id] == [1, 2, 3, 4]
         assert [f["type"] for f in frames if f["id"] == job.id][-1] == "result"
+
+
+def test_a_pipeline_that_does_not_offer_its_prompt_embeddings_is_never_cut():
+    pipe = load_pipeline("tiny", device=CPU)
+    pipe._callback_tensor_inputs = ["latents"]
+    calls = record_unet(pipe)
+    assert guidance.call_kwargs(pipe, 0.5) == {}
+    call(pipe, share=0.5)
+    assert [entry["rows"] for entry in calls] == [4] * 6
