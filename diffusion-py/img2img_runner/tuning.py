@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from . import guidance as guidance_cut
+from . import guidance
 
 log = logging.getLogger("img2img_runner")
 
@@ -314,7 +314,7 @@ def native_size(pipe) -> tuple[int, int]:
     return side, side
 
 
-def run_batch(pipe, device: torch.device, batch: int, size: tuple[int, int], guidance: float = 7.5):
+def run_batch(pipe, device: torch.device, batch: int, size: tuple[int, int]):
     """One pipeline call on gray images, as the runner makes it (seeded generators, PIL out).
 
     One denoising step, or as few as reach the tuning's unguided steps (the UNet on half the rows).
@@ -327,11 +327,11 @@ def run_batch(pipe, device: torch.device, batch: int, size: tuple[int, int], gui
             negative_prompt=[""] * batch,
             image=[image] * batch,
             strength=0.5,
-            num_inference_steps=2 * guidance_cut.steps_reaching_the_cut(share),
-            guidance_scale=guidance,
+            num_inference_steps=2 * guidance.steps_reaching_the_cut(share),
+            guidance_scale=7.5,
             generator=[torch.Generator(device=device).manual_seed(index) for index in range(batch)],
             output_type="pil",
-            **guidance_cut.call_kwargs(pipe, share),
+            **guidance.call_kwargs(pipe, share),
         )
 
 
