@@ -6,6 +6,7 @@
 // With the H100 stand-in runner (issue 6: it sleeps the measured per-batch latencies):
 //   npm run bench:pipeline -- --source standin:$PWD/bench/gpu/h100-sd15.json --sizes 512 --steps 30 --strength 0.5 \
 //     --jobs 240 --clients 96 --light 0
+// --cpu-prof DIR: where the API's and the consumer's CPU time goes (python3 bench/cpuprofile.py DIR/*.cpuprofile).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -30,6 +31,8 @@ const { values: flags } = parseArgs({
     source: { type: 'string' },
     /** Clients at saturation, each submitting a job and waiting for it: at least twice the runner's batch. */
     clients: { type: 'string', default: '16' },
+    /** A directory for V8 CPU profiles of the API and the consumer, written as they exit (bench/cpuprofile.py sums them). */
+    'cpu-prof': { type: 'string' },
   },
 });
 const JOBS = Number(flags.jobs);
@@ -68,7 +71,8 @@ async function runnerAlone(size: number): Promise<number> {
 
 function startProcess(script: string, env: Record<string, string>): ChildProcess {
   // kafkajs#1751 sets a negative timer delay, which Node reports and clamps to 1 ms (as scripts/start does).
-  const child = spawn(process.execPath, ['--disable-warning=TimeoutNegativeWarning', '--import', 'tsx', script], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
+  const profile = flags['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${resolve(flags['cpu-prof'])}`, `--cpu-prof-name=${script.split('/')[0]}.${Date.now()}.cpuprofile`] : [];
+  const child = spawn(process.execPath, ['--disable-warning=TimeoutNegativeWarning', ...profile, '--import', 'tsx', script], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
   return child;
 }
 
