@@ -38,6 +38,11 @@ def test_exact_tunings_differ_from_the_default_only_in_how_they_compile():
     faster = TUNINGS["faster"]
     assert faster.feature_cache > fast.feature_cache
     assert dataclasses.replace(faster, name="fast", feature_cache=fast.feature_cache) == fast
+    # fastest: faster with guidance in the first steps only; no other tuning drops guidance.
+    fastest = TUNINGS["fastest"]
+    assert 0 < fastest.guidance_share < 1
+    assert dataclasses.replace(fastest, name="faster", guidance_share=1.0) == faster
+    assert [name for name, tuning in TUNINGS.items() if tuning.guidance_share < 1] == ["fastest"]
 
 
 def test_native_size(tiny):
