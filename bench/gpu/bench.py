@@ -397,15 +397,22 @@ def components(record, pipe, config: str, model: str, size, batch: int = 16):
 
 
 def kernel_profile(record, pipe, config: str, model: str, size, batch: int, top: int = 30):
-    """Where the GPU time of one pipeline call goes: the top kernels by self time."""
+    """Where the GPU time of one pipeline call goes: the top kernels by self time.
+
+    Also the call's wall time under the profiler: kernels that fill much less than it leave the
+    GPU waiting on the CPU (the profiler adds some CPU time of its own, so that share is a floor).
+    """
     import torch
     from torch.profiler import ProfilerActivity, profile
 
     images = _inputs(batch, size)
     call_pipe(pipe, images, True)
+    _sync()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        started = time.perf_counter()
         call_pipe(pipe, images, True)
         _sync()
+        wall_ms = (time.perf_counter() - started) * 1000
     rows = []
     for event in prof.key_averages():
         self_time = getattr(event, "self_device_time_total", None)
@@ -424,6 +431,8 @@ def kernel_profile(record, pipe, config: str, model: str, size, batch: int, top:
         model=model,
         batch=batch,
         gpu_ms=round(total, 1),
+        wall_ms=round(wall_ms, 1),
+        kernel_share_of_wall=round(total / wall_ms, 3),
         groups_ms={key: round(value, 1) for key, value in sorted(groups.items(), key=lambda item: -item[1])},
         top=[[name[:110], round(ms, 2), count] for name, ms, count in rows[:top]],
     )
@@ -596,7 +605,7 @@ def stage_sdxl_compile(record, out, deadline, args):
     _tuned(record, out, deadline, "sdxl-arch", (1024, 1024), args.xl_batches, _compile_tuning("default"), "compile", unet_batches=[1, max(args.xl_batches)], compare_batch=2)
 
 
-def _fast_variants(record, out, deadline, source, size, batches, compare_batch, fp8: bool = False, profile: bool = False, only=None):
+def _fast_variants(record, out, deadline, source, size, batches, compare_batch, fp8: bool = False, profile: bool = False, only=None, profile_each: bool = False):
     """One regionally compiled pipeline, timed exact, then with each of the fast tuning's trades and both.
 
     The trades change no compiled block (feature caching skips blocks and layers from
@@ -638,6 +647,8 @@ def _fast_variants(record, out, deadline, source, size, batches, compare_batch, 
         if time.perf_counter() > deadline - 15:
             return
         measure(record, pipe, config, source, batches, size, tensor_io=True, deadline=deadline)
+        if profile_each:
+            kernel_profile(record, pipe, config, source, size, batch=max(batches), top=10)
         against = "exact" if reference is None else "tiny-vae"
         outputs = np.stack(call_pipe(pipe, images, True))
         record(kind="compare_exact", config=config, model=source, batch=compare_batch, against=against, **deviation(exact if reference is None else reference, outputs))
@@ -731,11 +742,11 @@ def stage_sd15_fp8(record, out, deadline, args):
 
 
 def stage_sd15_fast(record, out, deadline, args):
-    _fast_variants(record, out, deadline, "sd15-arch", (512, 512), [24], COMPARE_BATCH, profile=True, only=_variants(args.fast_variants))
+    _fast_variants(record, out, deadline, "sd15-arch", (512, 512), [24], COMPARE_BATCH, profile=True, only=_variants(args.fast_variants), profile_each=args.profile_variants)
 
 
 def stage_sdxl_fast(record, out, deadline, args):
-    _fast_variants(record, out, deadline, "sdxl-arch", (1024, 1024), [8], 2, only=_variants(args.fast_variants))
+    _fast_variants(record, out, deadline, "sdxl-arch", (1024, 1024), [8], 2, only=_variants(args.fast_variants), profile_each=args.profile_variants)
 
 
 def _variants(text: str | None):
@@ -911,6 +922,7 @@ def main() -> None:
     parser.add_argument("--autotune-batches", default="1,16,32")
     parser.add_argument("--graph-batches", default="1,8,24")
     parser.add_argument("--fast-variants", help='sd15-fast / sdxl-fast: only these, e.g. "5:1,3:1:tiny,5:1:tiny:g0.67" (interval:layers[:tiny][:gSHARE]; interval 0: no feature caching)')
+    parser.add_argument("--profile-variants", action="store_true", help="sd15-fast / sdxl-fast: a kernel profile of each variant at its batch (GPU time against wall time)")
     parser.add_argument("--profile-batches", default="1,4,8,16,24")
     parser.add_argument("--ablation", action="store_true", help="sd15-ref: also time the eager UNet under each switch")
     parser.add_argument("--runner-rounds", type=int, default=4, help="saturated run: this many max batches of jobs")
@@ -947,6 +959,7 @@ def main() -> None:
         "--cache-dir", args.cache_dir,
         *(["--ablation"] if args.ablation else []),
         *(["--fast-variants", args.fast_variants] if args.fast_variants else []),
+        *(["--profile-variants"] if args.profile_variants else []),
     ]  # fmt: skip
     run_stages(args)
 
