@@ -46,9 +46,8 @@ def step_inputs(pipe, share: float) -> list[str]:
     return [name for name in CONDITIONING if name in offered]
 
 
-def after_step(pipe, share: float, step_index: int, tensors: dict) -> dict:
-    """The conditioning the loop goes on with: its conditional half after the last guided step."""
-    names = step_inputs(pipe, share)
+def _after_step(pipe, names: list[str], share: float, step_index: int, tensors: dict) -> dict:
+    """The conditioning (names, from step_inputs) the loop goes on with: its conditional half after the last guided step."""
     if not names or not pipe.do_classifier_free_guidance or step_index + 1 != guided_steps(pipe.num_timesteps, share):
         return {}
     # do_classifier_free_guidance turns False for the rest of this call; the next call sets its own scale.
@@ -64,7 +63,7 @@ def call_kwargs(pipe, share: float, on_step=None) -> dict:
         return {}
 
     def on_step_end(pipe, step_index, timestep, tensors):
-        changed = after_step(pipe, share, step_index, tensors)
+        changed = _after_step(pipe, inputs, share, step_index, tensors)
         if on_step is not None:
             on_step(pipe, step_index)
         return changed

@@ -81,6 +81,7 @@ class Tuning:
 EXACT = dict(fuse_qkv=True, channels_last=True, compile_mode="default", cudnn_benchmark=True, cudnn_attention=True)
 
 FAST = dict(EXACT, regional=True, background=True, feature_cache=3, feature_cache_layers=1, tiny_vae=True)
+FASTER = dict(FAST, feature_cache=5)
 
 TUNINGS = {
     # The pipeline as diffusers builds it (fp16, SDPA): the baseline.
@@ -105,10 +106,10 @@ TUNINGS = {
     # measures the speed-up and the deviation (BENCHMARKS.md, issue 13).
     "fast": Tuning("fast", **FAST),
     # The same trade pushed further: one full step in five (3 of 15 denoising steps).
-    "faster": Tuning("faster", **{**FAST, "feature_cache": 5}),
+    "faster": Tuning("faster", **FASTER),
     # And guidance in the first third of the steps only (guidance.py): the last ten of 15 run the
     # conditional branch alone, on half the UNet rows (in the last third only, it gained nothing).
-    "fastest": Tuning("fastest", **{**FAST, "feature_cache": 5}, guidance_share=1 / 3),
+    "fastest": Tuning("fastest", **FASTER, guidance_share=1 / 3),
 }
 DEFAULT_TUNING = "compile"
 

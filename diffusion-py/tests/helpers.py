@@ -39,8 +39,11 @@ def job_header(job_id: str, seed: int = 1, prompt: str = "a cat", steps: int = 1
     return {"v": 1, "type": "job", "id": job_id, "params": params}
 
 
-def call_tiny(pipe, batch: int = 2, steps: int = 4, strength: float = 0.6) -> np.ndarray:
-    """One seeded call of a (tiny) pipeline on CPU with tensor I/O, as the runner makes it; uint8 NHWC."""
+def call_tiny(pipe, batch: int = 2, steps: int = 4, strength: float = 0.6, guidance_scale: float = 7.5, raw: bool = False, **extra):
+    """One seeded call of a (tiny) pipeline on CPU with tensor I/O, as the runner makes it; uint8 NHWC.
+
+    raw: the pipeline's float output instead (before rounding to 8 bits); extra: more pipeline arguments.
+    """
     import torch
 
     from img2img_runner.runner import images_to_tensor, tensor_to_arrays
@@ -54,11 +57,31 @@ def call_tiny(pipe, batch: int = 2, steps: int = 4, strength: float = 0.6) -> np
             image=images_to_tensor(images, torch.device("cpu")),
             strength=strength,
             num_inference_steps=steps,
-            guidance_scale=7.5,
+            guidance_scale=guidance_scale,
             generator=generators,
             output_type="pt",
+            **extra,
         )
-    return np.stack(tensor_to_arrays(out.images))
+    return out.images.float() if raw else np.stack(tensor_to_arrays(out.images))
+
+
+def run_one_batch(pipe, jobs, **options) -> list[tuple[dict, bytes]]:
+    """Run jobs as one batch through Runner._run_batch on CPU; return every frame it sent."""
+    import io
+
+    import torch
+
+    from img2img_runner.runner import FrameWriter, Runner
+
+    out = io.BytesIO()
+    runner = Runner(pipe, "tiny", torch.device("cpu"), writer=FrameWriter(out), **options)
+    runner._running.update(job.id for job in jobs)
+    runner._run_batch(jobs)
+    out.seek(0)
+    frames = []
+    while (frame := read_frame(out)) is not None:
+        frames.append(frame)
+    return frames
 
 
 def on_each_call(pipe, hook) -> None:

@@ -1,17 +1,14 @@
 """Padded batch buckets (the `graphs` tuning's CUDA graphs need few distinct batch sizes), on CPU with tiny."""
 
-import io
-
 import pytest
 import torch
 
-from img2img_runner.frames import read_frame
 from img2img_runner.jobs import parse_job
 from img2img_runner.models import load_pipeline
 from img2img_runner.protocol import TO_RUNNER, parse
-from img2img_runner.runner import FrameWriter, Runner, bucket_for
+from img2img_runner.runner import bucket_for
 from img2img_runner.tuning import BATCH_CAP, TUNINGS, Tuning, _warm_up
-from tests.helpers import job_header, on_each_call, png_bytes, sample_image
+from tests.helpers import job_header, on_each_call, png_bytes, run_one_batch, sample_image
 
 CPU = torch.device("cpu")
 
@@ -42,17 +39,8 @@ def jobs(count):
 
 def results(runner_jobs, pipe, **options):
     """Run one batch through Runner._run_batch; return {job id: PNG bytes} and the frames' batch sizes."""
-    out = io.BytesIO()
-    runner = Runner(pipe, "tiny", CPU, writer=FrameWriter(out), **options)
-    runner._running.update(job.id for job in runner_jobs)
-    runner._run_batch(runner_jobs)
-    out.seek(0)
-    found = {}
-    while (frame := read_frame(out)) is not None:
-        header, payload = frame
-        if header["type"] == "result":
-            found[header["id"]] = (payload, header["batch_size"])
-    return found
+    frames = run_one_batch(pipe, runner_jobs, **options)
+    return {header["id"]: (payload, header["batch_size"]) for header, payload in frames if header["type"] == "result"}
 
 
 def test_a_batch_is_padded_to_its_bucket_and_the_pad_rows_are_dropped(pipe):

@@ -1,18 +1,14 @@
 """Guidance in a call's first steps only (guidance.py, the `fastest` tuning), on CPU with small real pipelines."""
 
-import io
-
 import pytest
 import torch
 
 from img2img_runner import guidance
-from img2img_runner.frames import read_frame
 from img2img_runner.jobs import parse_job
 from img2img_runner.models import load_pipeline
 from img2img_runner.protocol import TO_RUNNER, parse
-from img2img_runner.runner import FrameWriter, Runner, images_to_tensor
 from img2img_runner.tuning import TUNINGS, Tuning, run_batch
-from tests.helpers import job_header, png_bytes, sample_image
+from tests.helpers import call_tiny, job_header, png_bytes, run_one_batch, sample_image
 
 CPU = torch.device("cpu")
 
@@ -49,21 +45,9 @@ def record_unet(pipe):
     return calls
 
 
-def call(pipe, share=1.0, batch=2, steps=6, guidance_scale=7.5):
-    images = [sample_image(seed, (64, 64)) for seed in range(batch)]
-    with torch.inference_mode():
-        out = pipe(
-            prompt=[f"prompt {index}" for index in range(batch)],
-            negative_prompt=[""] * batch,
-            image=images_to_tensor(images, CPU),
-            strength=1.0,
-            num_inference_steps=steps,
-            guidance_scale=guidance_scale,
-            generator=[torch.Generator().manual_seed(seed) for seed in range(batch)],
-            output_type="pt",
-            **guidance.call_kwargs(pipe, share),
-        )
-    return out.images.float()  # before rounding to 8 bits: the last, least noisy steps move little
+def call(pipe, share=1.0, guidance_scale=7.5):
+    """Two jobs of six denoising steps, guidance cut at share; the float output."""
+    return call_tiny(pipe, steps=6, strength=1.0, guidance_scale=guidance_scale, raw=True, **guidance.call_kwargs(pipe, share))
 
 
 def check_the_cut(pipe, conditioning):
@@ -159,14 +143,7 @@ def test_the_runner_cuts_guidance_and_still_reports_every_step():
     pipe._img2img_tuning = Tuning("cut", guidance_share=0.5)
     calls = record_unet(pipe)
     jobs = [parse_job(parse(job_header(f"job-{i}", seed=i, steps=4, strength=1.0), TO_RUNNER), png_bytes(sample_image(i)), "tiny") for i in range(2)]
-    out = io.BytesIO()
-    runner = Runner(pipe, "tiny", CPU, writer=FrameWriter(out), max_batch=2)
-    runner._running.update(job.id for job in jobs)
-    runner._run_batch(jobs)
-    out.seek(0)
-    frames = []
-    while (frame := read_frame(out)) is not None:
-        frames.append(frame[0])
+    frames = [header for header, _payload in run_one_batch(pipe, jobs, max_batch=2)]
     assert [entry["rows"] for entry in calls] == [4, 4, 2, 2]
     for job in jobs:
         assert [f["step"] for f in frames if f["type"] == "progress" and f["id"] == job.id] == [1, 2, 3, 4]
