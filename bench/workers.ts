@@ -134,7 +134,7 @@ async function transport(image: Buffer): Promise<void> {
 async function verification(image: Buffer): Promise<void> {
   const { pool, gateway, children } = await remotePool(2);
   const runs = { count: 0 };
-  const ledger: WorkerLedger = { accepted: () => {}, strike: async () => {} };
+  const ledger: WorkerLedger = { accepted: () => {}, strike: async () => {}, evicted: () => false };
   const policies: [string, VerifyPolicy][] = [['off', { kind: 'off' }], ['spot:0.1', { kind: 'spot', fraction: 0.1 }], ['all:2', { kind: 'all' }]];
   const jobs = Number(flags['verify-jobs']);
   const originalRunOn = pool.runOn.bind(pool);

@@ -97,6 +97,10 @@ export class Gateway implements WorkerLedger {
     if (ledger.unverified.length > UNVERIFIED_KEPT) ledger.unverified.shift();
   }
 
+  evicted(worker: string): boolean {
+    return this.ledgers.get(worker)?.evicted ?? false;
+  }
+
   async strike(worker: string, job: string): Promise<void> {
     const ledger = this.ledgers.get(worker);
     if (!ledger) {

@@ -16,6 +16,8 @@ export interface WorkerLedger {
   accepted(worker: string, job: string, verified: boolean): void;
   /** A worker was outvoted on a job. */
   strike(worker: string, job: string): Promise<void>;
+  /** Whether the worker has been evicted (its results are no longer kept). */
+  evicted(worker: string): boolean;
 }
 
 export type VerifiedOutcome = RunnerOutcome & { worker?: string; verification?: Verification };
@@ -42,11 +44,7 @@ export class Verifier {
   async run(id: string, params: JobParams, image: Uint8Array, callbacks: JobCallbacks, options: VerifyOptions = {}): Promise<VerifiedOutcome> {
     const policy = describePolicy(this.policy);
     const first = await this.pick(new Set(), options);
-    if (!this.checks()) {
-      const outcome = await this.pool.runOn(first, id, params, image, callbacks, options);
-      if (outcome.ok) this.ledger?.accepted(workerOf(first), id, false);
-      return { ...outcome, worker: workerOf(first), verification: { policy, state: 'single', workers: [workerOf(first)], outvoted: [] } };
-    }
+    if (!this.checks()) return this.single(first, id, params, image, callbacks, options, policy);
     const second = await this.pick(new Set([workerOf(first)]), options);
     const runs = [first, second].map((runner, i) => this.pool.runOn(runner, id, params, image, i === 0 ? callbacks : {}, options));
     const [a, b] = await Promise.all(runs);
@@ -55,6 +53,33 @@ export class Verifier {
     const named = [{ runner: first, outcome: a! }, { runner: second, outcome: b! }];
     if ((await psnr(a!.image, b!.image)) >= this.thresholdDb) return this.keep(named[0]!, [first, second], [], policy);
     return this.tieBreak(id, params, image, named, options, policy);
+  }
+
+  /**
+   * One unchecked run. A worker evicted while it ran (outvoted on another job) is a known liar:
+   * its result is not kept, and the job runs on another worker.
+   */
+  private async single(
+    first: PoolRunner,
+    id: string,
+    params: JobParams,
+    image: Uint8Array,
+    callbacks: JobCallbacks,
+    options: VerifyOptions,
+    policy: string,
+  ): Promise<VerifiedOutcome> {
+    const evicted = new Set<string>();
+    for (let runner = first; ; runner = await this.pick(evicted, options)) {
+      const outcome = await this.pool.runOn(runner, id, params, image, callbacks, options);
+      const worker = workerOf(runner);
+      if (outcome.ok && this.ledger?.evicted(worker)) {
+        this.logger.warn({ job: id, worker }, 'the worker was evicted while it ran this job: its result is dropped, the job runs elsewhere');
+        evicted.add(worker);
+        continue;
+      }
+      if (outcome.ok) this.ledger?.accepted(worker, id, false);
+      return { ...outcome, worker, verification: { policy, state: 'single', workers: [worker], outvoted: [] } };
+    }
   }
 
   /** Whether this job runs twice. */

@@ -29,11 +29,13 @@ function fakeWorker(worker: string, value: number): PoolRunner & { ran: string[]
 function ledger() {
   const strikes: string[] = [];
   const unverified: string[] = [];
+  const evicted = new Set<string>();
   const value: WorkerLedger = {
     accepted: (worker, job, verified) => void (verified || unverified.push(`${worker}:${job}`)),
     strike: async (worker) => void strikes.push(worker),
+    evicted: (worker) => evicted.has(worker),
   };
-  return { value, strikes, unverified };
+  return { value, strikes, unverified, evicted };
 }
 
 const verifier = (pool: RunnerPool, policy: VerifyPolicy, l: WorkerLedger, random = Math.random) =>
@@ -83,6 +85,25 @@ describe('Verifier', () => {
     expect((await v.run('checked', params, new Uint8Array(), {})).verification?.state).toBe('verified');
     expect((await v.run('single', params, new Uint8Array(), {})).verification?.state).toBe('single');
     expect(l.unverified).toHaveLength(1);
+  });
+
+  it('spot:P drops an unchecked result of a worker evicted while it ran, and runs the job elsewhere', async () => {
+    const [liar, honest] = [fakeWorker('liar', 0), fakeWorker('honest', 100)];
+    const l = ledger();
+    // Outvoted on another job while this one runs: evicted before its result comes back.
+    const run = liar.run.bind(liar);
+    liar.run = async (...args) => {
+      const outcome = await run(...args);
+      l.evicted.add('liar');
+      return outcome;
+    };
+    const pool = new RunnerPool([liar, honest]);
+    const v = verifier(pool, { kind: 'spot', fraction: 0.1 }, l.value, () => 0.5);
+    const outcome = await v.run('j1', params, new Uint8Array(), {});
+    expect(liar.ran).toEqual(['j1']);
+    expect(honest.ran).toEqual(['j1']);
+    expect(outcome).toMatchObject({ ok: true, worker: 'honest', verification: { state: 'single', workers: ['honest'] } });
+    expect(l.unverified).toEqual(['honest:j1']);
   });
 
   it('fails the attempt (retryable) when no two of three agree', async () => {
