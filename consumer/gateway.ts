@@ -108,7 +108,12 @@ export class Gateway implements WorkerLedger {
       return;
     }
     this.metrics.strikes.inc({ worker });
-    const token = await this.options.workers.strike(worker, job, this.options.maxStrikes, () => [...ledger.unverified]);
+    const token = await this.options.workers.strike(worker, job, this.options.maxStrikes, () => {
+      // The list is taken now: from here on the worker counts as evicted here, so no unchecked
+      // result of it is kept while the eviction is being written (Verifier drops them).
+      ledger.evicted = true;
+      return [...ledger.unverified];
+    });
     ledger.strikes = token?.strikes.length ?? ledger.strikes + 1;
     this.options.logger.warn({ worker, job, strikes: ledger.strikes }, 'worker outvoted: strike');
     if (token?.evicted) this.evict(ledger, token);
@@ -116,7 +121,7 @@ export class Gateway implements WorkerLedger {
   }
 
   private evict(ledger: Ledger, token: WorkerToken): void {
-    if (ledger.evicted) return;
+    if (ledger.token.evicted) return; // a racing strike evicted it already
     ledger.evicted = true;
     ledger.token = token;
     this.options.logger.error({ worker: token.id, name: token.name, unverified_jobs: token.evicted?.unverified_jobs }, 'worker evicted: its token is refused from now on');
