@@ -47,7 +47,7 @@ STAGES = {
     "sdxl-base": ("SDXL 1024 out of the box", 150, 70),
     "sdxl-compile": ("SDXL eager settings + torch.compile (default mode)", 330, 180),
     "runner-sd15": ("python -m img2img_runner --source sd15-arch (defaults), fed over frames", 300, 120),
-    "sd15-autotune": ("SD1.5 + torch.compile max-autotune-no-cudagraphs", 420, 200),
+    "sd15-autotune": ("SD1.5 regional max-autotune-no-cudagraphs (GEMMs only), then regional default: speed and deviation", 560, 200),
     "sd15-graphs": ("SD1.5, the graphs tuning: torch.compile reduce-overhead (CUDA graphs) at bucket sizes", 300, 150),
     "sd15-tinyvae": ("SD1.5 compiled + TAESD-size tiny VAE (quality trade: README)", 240, 90),
     "sd15-bf16": ("SD1.5 eager settings in fp16, then bf16: speed and deviation", 150, 60),
@@ -567,8 +567,35 @@ def stage_sd15_compile(record, out, deadline, args):
 
 
 def stage_sd15_autotune(record, out, deadline, args):
-    mode = "max-autotune-no-cudagraphs"
-    _tuned(record, out, deadline, "sd15-arch", (512, 512), args.autotune_batches, _compile_tuning(mode), "autotune", unet_batches=[1, max(args.autotune_batches)])
+    """Regional max-autotune (GEMMs only: cuBLAS against Triton's templates), then the regional default, same call.
+
+    Whole-UNet max-autotune with Triton convolution templates had not finished compiling after
+    408 s (BENCHMARKS.md, fourth session); regional compilation tunes each distinct block once,
+    and the convolutions stay cuDNN's (44% of the GPU time, already its Hopper kernels).
+    """
+    import gc
+
+    import numpy as np
+    import torch
+    import torch._inductor.config as inductor_config
+
+    from img2img_runner.tuning import TUNINGS
+
+    size, images, outputs = (512, 512), _inputs(COMPARE_BATCH, (512, 512)), {}
+    regional = dataclasses.replace(TUNINGS["regional"], background=False)
+    for config, mode in (("regional-autotune-gemm", "max-autotune-no-cudagraphs"), ("regional", "default")):
+        if time.perf_counter() > deadline - 120:
+            print(f"{config}: out of time", flush=True)
+            break
+        inductor_config.max_autotune_gemm_backends = "ATEN,TRITON"
+        inductor_config.max_autotune_conv_backends = "ATEN"
+        pipe = _tuned(record, out, deadline, "sd15-arch", size, args.autotune_batches, dataclasses.replace(regional, name=config, compile_mode=mode), config)
+        outputs[config] = np.stack(call_pipe(pipe, images, True))
+        del pipe
+        gc.collect()
+        torch.cuda.empty_cache()
+    if len(outputs) == 2:
+        record(kind="compare_exact", config="regional-autotune-gemm", model="sd15-arch", batch=COMPARE_BATCH, against="regional", **deviation(outputs["regional"], outputs["regional-autotune-gemm"]))
 
 
 def stage_sd15_graphs(record, out, deadline, args):
@@ -605,7 +632,7 @@ def stage_sdxl_compile(record, out, deadline, args):
     _tuned(record, out, deadline, "sdxl-arch", (1024, 1024), args.xl_batches, _compile_tuning("default"), "compile", unet_batches=[1, max(args.xl_batches)], compare_batch=2)
 
 
-def _fast_variants(record, out, deadline, source, size, batches, compare_batch, fp8: bool = False, profile: bool = False, only=None, profile_each: bool = False):
+def _fast_variants(record, out, deadline, source, size, batches, compare_batch, fp8: bool = False, profile: int = 0, only=None, profile_each: bool = False):
     """One regionally compiled pipeline, timed exact, then with each of the fast tuning's trades and both.
 
     The trades change no compiled block (feature caching skips blocks and layers from
@@ -615,7 +642,8 @@ def _fast_variants(record, out, deadline, source, size, batches, compare_batch, 
     variant's outputs are compared with the exact ones of this same pipeline (same inputs,
     seeds and batch); feature caching behind the tiny VAE with the tiny VAE's own exact
     outputs. With random weights the deviation says nothing about visual quality: it
-    only bounds how far the pixels move.
+    only bounds how far the pixels move. profile: a kernel profile of the exact pipeline at
+    that batch (0: none).
     """
     import numpy as np
     import torch
@@ -667,10 +695,14 @@ def _fast_variants(record, out, deadline, source, size, batches, compare_batch, 
         except Exception as exc:
             record(kind="fp8", model=source, convolutions_error=f"{type(exc).__name__}: {str(exc)[:300]}")
         return
-    # Where the exact pipeline's GPU time goes (no compile of its own: the regional one serves).
-    if profile and not only and time.perf_counter() < deadline - 60:
+    # Where the exact pipeline's GPU time goes (no compile of its own: the regional one serves),
+    # with the UNet's FLOPs to set it against the chip's rate.
+    if profile and time.perf_counter() < deadline - 60:
         cache.enabled = False
-        kernel_profile(record, pipe, "regional", source, size, batch=16)
+        if _flops_from_results(out, source) is None:
+            flops = unet_flops(pipe, size)
+            record(kind="flops", model=source, unet_flops_per_image_step=flops, tflop_per_image=round(flops * DENOISE / 1e12, 2))
+        kernel_profile(record, pipe, "regional", source, size, batch=profile)
     # (interval, layers, tiny VAE, guidance share): a cached step runs `layers` shallow layers
     # (deepcache.py); the first down block's depth is the whole block (the fast tuning before
     # 2026-11-30's fourth session); guidance in that share of the steps only (guidance.py).
@@ -742,11 +774,12 @@ def stage_sd15_fp8(record, out, deadline, args):
 
 
 def stage_sd15_fast(record, out, deadline, args):
-    _fast_variants(record, out, deadline, "sd15-arch", (512, 512), [24], COMPARE_BATCH, profile=True, only=_variants(args.fast_variants), profile_each=args.profile_variants)
+    only = _variants(args.fast_variants)
+    _fast_variants(record, out, deadline, "sd15-arch", (512, 512), [24], COMPARE_BATCH, profile=0 if only else 16, only=only, profile_each=args.profile_variants)
 
 
 def stage_sdxl_fast(record, out, deadline, args):
-    _fast_variants(record, out, deadline, "sdxl-arch", (1024, 1024), [8], 2, only=_variants(args.fast_variants), profile_each=args.profile_variants)
+    _fast_variants(record, out, deadline, "sdxl-arch", (1024, 1024), [8], 2, profile=8, only=_variants(args.fast_variants), profile_each=args.profile_variants)
 
 
 def _variants(text: str | None):
