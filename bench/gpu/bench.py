@@ -214,7 +214,9 @@ def unet_flops(pipe, size) -> float:
 
     sample, timestep, context, kwargs = unet_inputs(pipe, 1, size)
     counter = FlopCounterMode(display=False)
-    with torch.inference_mode(), counter:
+    # Compiled blocks run eagerly under the counter: in an SDXL stage that counted FLOPs with
+    # them compiled, every later call ran its blocks eagerly (2026-11-30, sixth session).
+    with torch.inference_mode(), torch.compiler.set_stance("force_eager"), counter:
         pipe.unet(sample, timestep, context, **kwargs)
     return float(counter.get_total_flops())
 
@@ -655,6 +657,9 @@ def _fast_variants(record, out, deadline, source, size, batches, compare_batch, 
     pipe = _tuned(record, out, deadline, source, size, batches, dataclasses.replace(TUNINGS["regional"], background=False), "regional", compare_batch=compare_batch)
     images = _inputs(compare_batch, size)
     exact = np.stack(call_pipe(pipe, images, True))
+    # Where the exact pipeline's GPU time goes (no compile of its own: the regional one serves).
+    if profile and not fp8 and time.perf_counter() < deadline - 60:
+        kernel_profile(record, pipe, "regional", source, size, batch=profile)
     if fp8:
         record(kind="fp8", model=source, linears=quantize_fp8(pipe.unet))
         started = time.perf_counter()
@@ -695,14 +700,6 @@ def _fast_variants(record, out, deadline, source, size, batches, compare_batch, 
         except Exception as exc:
             record(kind="fp8", model=source, convolutions_error=f"{type(exc).__name__}: {str(exc)[:300]}")
         return
-    # Where the exact pipeline's GPU time goes (no compile of its own: the regional one serves),
-    # with the UNet's FLOPs to set it against the chip's rate.
-    if profile and time.perf_counter() < deadline - 60:
-        cache.enabled = False
-        if _flops_from_results(out, source) is None:
-            flops = unet_flops(pipe, size)
-            record(kind="flops", model=source, unet_flops_per_image_step=flops, tflop_per_image=round(flops * DENOISE / 1e12, 2))
-        kernel_profile(record, pipe, "regional", source, size, batch=profile)
     # (interval, layers, tiny VAE, guidance share): a cached step runs `layers` shallow layers
     # (deepcache.py); the first down block's depth is the whole block (the fast tuning before
     # 2026-11-30's fourth session); guidance in that share of the steps only (guidance.py).
@@ -728,6 +725,10 @@ def _fast_variants(record, out, deadline, source, size, batches, compare_batch, 
         if interval or share < 1:
             name = tunings.get((interval, layers, round(share, 2)))
             variant(f"{label} + tiny-vae" + (f" (the {name} tuning)" if name else ""), interval, small_vae, layers, reference=exact_tiny, share=share)
+    # The UNet's FLOPs, to set the profile against the chip's rate: last, as no variant runs after it.
+    if profile and _flops_from_results(out, source) is None:
+        flops = unet_flops(pipe, size)
+        record(kind="flops", model=source, unet_flops_per_image_step=flops, tflop_per_image=round(flops * DENOISE / 1e12, 2))
 
 
 def stage_sd15_fp8_eager(record, out, deadline, args):
