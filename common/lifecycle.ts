@@ -110,6 +110,14 @@ export interface Outcome {
   output_key: string;
   peak_memory_bytes: number;
   compute_s: number;
+  /** The run's denoising steps, when the runner reported any: the record's progress ends there. */
+  total_steps?: number;
+}
+
+/** Every step done: of the run's own count, else of the last progress recorded; none when neither is known. */
+function progressDone(record: JobRecord, totalSteps: number | undefined): JobRecord['progress'] {
+  const total = totalSteps ?? record.progress?.total;
+  return total === undefined ? null : { step: total, total };
 }
 
 /** The output is stored: running -> succeeded. */
@@ -125,7 +133,7 @@ export function succeed(record: JobRecord, outcome: Outcome, clock: Clock = {}):
     output_key: outcome.output_key,
     finished_at: at,
     updated_at: at,
-    progress: record.progress ? { step: record.progress.total, total: record.progress.total } : null,
+    progress: progressDone(record, outcome.total_steps),
     error: null,
     peak_memory_bytes: outcome.peak_memory_bytes,
     timings: {

@@ -56,6 +56,7 @@ export interface JobDeps {
 
 /** How long a message may wait for its record: the API writes it right after producing. */
 const RECORD_WAIT_MS = 10_000;
+/** Progress goes to the record a second into a job and every second after: a shorter job's record gets none. */
 const PROGRESS_RECORD_INTERVAL_MS = 1000;
 /** Progress events at most this often per job (and always the last step): cheap for Kafka, smooth for a UI. */
 const PROGRESS_EVENT_INTERVAL_MS = 100;
@@ -96,6 +97,8 @@ export class JobRun {
   private startCancelGrace!: () => void;
   /** The attempt this run started, while an infrastructure error would leave it unfinished. */
   private startedAttempt: number | undefined;
+  /** The denoising steps the runner last reported for this run: the success write records them all done. */
+  private totalSteps: number | undefined;
 
   constructor(
     readonly delivery: Delivery,
@@ -204,7 +207,7 @@ export class JobRun {
     // The output key comes from the job id: a redelivered job overwrites the same object.
     await this.deps.store.put(output_key, outcome.image, 'image/png');
     const applied = await this.deps.records.apply(message.id, (r) => {
-      const next = lifecycle.succeed(r, { output_key, peak_memory_bytes: result.peak_memory_bytes, compute_s: result.timings.compute_s });
+      const next = lifecycle.succeed(r, { output_key, peak_memory_bytes: result.peak_memory_bytes, compute_s: result.timings.compute_s, total_steps: this.totalSteps });
       // Who computed it, and how it was checked, land in the same write as the result.
       return next && { ...next, record: { ...next.record, worker: outcome.worker ?? null, verification: outcome.verification ?? null } };
     });
@@ -250,19 +253,25 @@ export class JobRun {
     }
   }
 
-  /** Progress goes to the events topic every 100 ms and to the record every second (and at the last step). */
+  /**
+   * Progress goes to the events topic every 100 ms (and at the last step) and to the record every
+   * second, counted from the start. The record's start and success writes carry progress already
+   * (none, then all steps), so a job of a second or less writes no progress to it: at 40 jobs a
+   * second a write at the first and the last step were two of a job's eight storage requests.
+   */
   private progressReporter(running: JobRecord) {
-    let lastRecordWrite = 0;
+    let lastRecordWrite = Date.now();
     let lastEvent = 0;
     return {
       onProgress: (step: number, total: number) => {
+        this.totalSteps = total;
         const now = Date.now();
         if (now - lastEvent >= PROGRESS_EVENT_INTERVAL_MS || step >= total) {
           lastEvent = now;
           const event = lifecycle.progress(running, step, total)?.event;
           if (event) void this.publish(event);
         }
-        if (now - lastRecordWrite < PROGRESS_RECORD_INTERVAL_MS && step < total) return;
+        if (now - lastRecordWrite < PROGRESS_RECORD_INTERVAL_MS || step >= total) return;
         lastRecordWrite = now;
         void this.deps.records
           .apply(running.id, (r) => lifecycle.progress(r, step, total))

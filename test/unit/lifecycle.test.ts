@@ -72,6 +72,12 @@ describe('lifecycle', () => {
     expect(next.event).toMatchObject({ type: 'succeeded' });
   });
 
+  it('succeed: the step count of the run ends the progress, recorded or not', () => {
+    const running = lifecycle.start(newRecord(), at(2))!.record;
+    expect(lifecycle.succeed(running, { ...outcome, total_steps: 15 }, at(3))!.record.progress).toEqual({ step: 15, total: 15 });
+    expect(lifecycle.succeed(running, outcome, at(3))!.record.progress).toBeNull(); // no step ever reported
+  });
+
   it('cancel: from queued or running, keeping how far it got', () => {
     for (const status of ['queued', 'running'] as const) {
       const next = lifecycle.cancel(inState(status, { progress: { step: 1, total: 2 } }), at(1))!;

@@ -1,0 +1,86 @@
+// How often a job's progress reaches its record: a second into the run and every second
+// after, never at the last step (the success write records every step). Fakes stand in for
+// storage, Kafka and the runner: only the write pattern of JobRun is under test.
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import type { JobRecord } from '../../common/jobs.js';
+import * as lifecycle from '../../common/lifecycle.js';
+import type { Transition } from '../../common/lifecycle.js';
+import { JobRun, type Delivery, type JobDeps } from '../../consumer/job.js';
+import type { JobCallbacks } from '../../consumer/runner.js';
+
+const ID = 'q0vN3rJ8T6yWm1bXc2dEfA';
+const params = { prompt: 'p', negative_prompt: null, strength: 0.6, steps: 10, guidance_scale: 7.5, seed: 1 };
+const t0 = new Date('2026-01-01T00:00:00.000Z').getTime();
+
+/** Runs one job whose runner reports `steps` steps, one every `stepMs`; returns the record writes in order. */
+async function runJob(steps: number, stepMs: number): Promise<JobRecord[]> {
+  let record = lifecycle.queued({ id: ID, model_name: 'tiny', priority: 'high', params, width: 64, height: 64, input_key: `jobs/${ID}/input.png`, idempotency: null }).record;
+  const writes: JobRecord[] = [];
+  const records = {
+    get: async () => record,
+    apply: async (_id: string, transition: (current: JobRecord) => Transition | undefined) => {
+      const next = transition(structuredClone(record));
+      if (!next) return { record, event: undefined };
+      record = next.record;
+      writes.push(record);
+      return { record, event: next.event };
+    },
+  };
+  const verifier = {
+    run: async (_id: string, _params: unknown, _image: Uint8Array, callbacks: JobCallbacks) => {
+      for (let step = 1; step <= steps; step++) {
+        vi.setSystemTime(Date.now() + stepMs);
+        callbacks.onProgress!(step, steps);
+      }
+      const result = { v: 1, type: 'result', id: ID, batch_size: 1, peak_memory_bytes: 0, timings: { compute_s: (steps * stepMs) / 1000 } };
+      return { ok: true, image: Buffer.from('png'), result };
+    },
+  };
+  const quiet = { warn() {}, error() {}, info() {}, debug() {} };
+  const deps = {
+    publisher: { publishEvent: async () => {}, send: async () => {} },
+    config: { MAX_ATTEMPTS: 3 },
+    store: { getBytes: async () => Buffer.from('input'), put: async () => 'etag' },
+    records,
+    pool: { cancel() {} },
+    verifier,
+    model: { name: 'tiny' },
+    logger: quiet,
+    dlq: 'dlq',
+  } as unknown as JobDeps;
+  const delivery: Delivery = {
+    topic: 'jobs.tiny.high',
+    partition: 0,
+    offset: '0',
+    priority: 'high',
+    raw: null,
+    message: { v: 1, id: ID, model_name: 'tiny', priority: 'high', created_at: new Date(t0).toISOString() },
+    problem: undefined,
+    attempt: 0,
+  };
+  const verdict = await new JobRun(delivery, deps).execute();
+  expect(verdict).toMatchObject({ kind: 'done', status: 'succeeded' });
+  return writes;
+}
+
+const progressWrites = (writes: JobRecord[]) => writes.filter((r) => r.status === 'running' && r.progress).map((r) => r.progress!.step);
+
+describe('JobRun progress in the record', () => {
+  beforeEach(() => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(t0);
+  });
+  afterEach(() => vi.useRealTimers());
+
+  it('a job of under a second writes start, success and delivery only', async () => {
+    const writes = await runJob(15, 60); // 0.9 s
+    expect(writes.map((r) => r.status)).toEqual(['running', 'succeeded', 'succeeded']);
+    expect(writes[1]!.progress).toEqual({ step: 15, total: 15 }); // the success write records every step
+  });
+
+  it('a longer job writes its progress a second into the run and every second after, not at the last step', async () => {
+    const writes = await runJob(15, 250); // steps at 0.25 s, 0.5 s, ... 3.75 s
+    expect(progressWrites(writes)).toEqual([4, 8, 12]);
+    expect(writes.at(-1)).toMatchObject({ status: 'succeeded', progress: { step: 15, total: 15 } });
+  });
+});
