@@ -585,12 +585,12 @@ def stage_sd15_autotune(record, out, deadline, args):
 
     size, images, outputs = (512, 512), _inputs(COMPARE_BATCH, (512, 512)), {}
     regional = dataclasses.replace(TUNINGS["regional"], background=False)
+    inductor_config.max_autotune_gemm_backends = "ATEN,TRITON"
+    inductor_config.max_autotune_conv_backends = "ATEN"
     for config, mode in (("regional-autotune-gemm", "max-autotune-no-cudagraphs"), ("regional", "default")):
         if time.perf_counter() > deadline - 120:
             print(f"{config}: out of time", flush=True)
             break
-        inductor_config.max_autotune_gemm_backends = "ATEN,TRITON"
-        inductor_config.max_autotune_conv_backends = "ATEN"
         pipe = _tuned(record, out, deadline, "sd15-arch", size, args.autotune_batches, dataclasses.replace(regional, name=config, compile_mode=mode), config)
         outputs[config] = np.stack(call_pipe(pipe, images, True))
         del pipe
