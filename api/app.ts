@@ -48,6 +48,11 @@ export function createApp(services: Services) {
   let methodsOf: ReturnType<typeof methodsByPath> | undefined;
   app.notFound((c) => {
     const allow = (methodsOf ??= methodsByPath(app.routes))(c.req.path);
+    // The pattern router takes /path/ for /path, the app's routes do not: a method "allowed" here is a trailing slash.
+    if (allow.includes(c.req.method) && c.req.path.endsWith('/')) {
+      const hint = `no route for ${c.req.method} ${c.req.path}; did you mean ${c.req.path.replace(/\/+$/, '')}?`;
+      return toErrorResponse(new NotFound(hint, { code: 'route_not_found' }), services.log);
+    }
     if (!allow.length) return toErrorResponse(new NotFound(`no route for ${c.req.method} ${c.req.path}`, { code: 'route_not_found' }), services.log);
     // A known path: OPTIONS says what it takes, any other method is refused with the same list.
     if (c.req.method === 'OPTIONS') return c.body(null, 204, { Allow: allow.join(', ') });

@@ -4,12 +4,13 @@
 // unknown, revoked or wrong key gets the same 401.
 import type { MiddlewareHandler } from 'hono';
 import type { ApiConfig } from '../common/config.js';
-import type { ApiKey, KeyStore } from '../common/keys.js';
+import { keyIdOf, type ApiKey, type KeyStore } from '../common/keys.js';
 import type { Logger } from '../common/logger.js';
 import { call } from './dependency.js';
 import type { AppEnv } from './env.js';
 import { ConfigError } from '../common/config.js';
-import { Unauthorized } from './errors.js';
+import { TooManyRequests, Unauthorized } from './errors.js';
+import { RateLimiterMemory } from 'rate-limiter-flexible';
 import type { Limits } from './limits.js';
 
 const LOOPBACK = /^(127(?:\.\d{1,3}){3}|::1|localhost)$/i;
@@ -44,13 +45,24 @@ function needsKey(path: string, metricsOpen: boolean): boolean {
 export function authenticate(config: ApiConfig, keys: KeyStore | undefined, limits: Pick<Limits, 'peek'>): MiddlewareHandler<AppEnv> {
   const required = authRequired(config);
   const metricsOpen = config.METRICS_ACCESS === 'open';
+  // Failed key checks per client address: past the limit, a key this replica does not already
+  // know is refused without a storage read (a known key is never held back).
+  const failures = new RateLimiterMemory({ points: config.AUTH_FAILURES_PER_MINUTE, duration: 60 });
   return async (c, next) => {
     c.set('principal', undefined);
     if (!required || !needsKey(c.req.path, metricsOpen)) return next();
     const header = c.req.header('authorization') ?? '';
     const token = /^Bearer\s+(\S+)$/i.exec(header)?.[1];
-    const key: ApiKey | undefined = token && keys ? await call('storage', (signal) => keys.verify(token, signal), c.var.deadline()) : undefined;
-    if (!key) throw new Unauthorized();
+    const address = c.env.incoming.socket.remoteAddress ?? 'unknown';
+    if (!(token && keys?.isKnown(keyIdOf(token) ?? ''))) await refuseRepeatedFailures(failures, address);
+    // The key check has a deadline of its own: the request's starts after the upload is read,
+    // however long a slow client takes to send it.
+    const checkDeadline = AbortSignal.timeout(config.DEPENDENCY_TIMEOUT_MS);
+    const key: ApiKey | undefined = token && keys ? await call('storage', (signal) => keys.verify(token, signal), checkDeadline) : undefined;
+    if (!key) {
+      await failures.penalty(address).catch(() => {});
+      throw new Unauthorized();
+    }
     if (c.req.path === '/metrics' && key.role !== 'admin') throw new Unauthorized();
     c.set('principal', key);
     await next();
@@ -58,6 +70,17 @@ export function authenticate(config: ApiConfig, keys: KeyStore | undefined, limi
       for (const [name, value] of Object.entries((await limits.peek(key)) ?? {})) c.res.headers.set(name, value);
     }
   };
+}
+
+async function refuseRepeatedFailures(failures: RateLimiterMemory, address: string): Promise<void> {
+  const spent = await failures.get(address);
+  if (!spent || spent.remainingPoints > 0) return;
+  const retryAfter = Math.max(1, Math.ceil(spent.msBeforeNext / 1000));
+  throw new TooManyRequests(`too many requests without a valid API key from this address; retry in ${retryAfter} s`, {
+    code: 'auth_failures',
+    field: 'Authorization',
+    retryAfter,
+  });
 }
 
 /** The tenant a request acts for (null: no keys), and whether it may see every tenant's jobs. */

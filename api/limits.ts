@@ -37,7 +37,7 @@ export interface Admission {
 }
 
 export interface LimitsOptions {
-  config: Pick<ApiConfig, 'REDIS_URL' | 'LIMITS_WHEN_REDIS_DOWN' | 'MODEL_QUEUE_CEILING' | 'TOPIC_PREFIX'>;
+  config: Pick<ApiConfig, 'REDIS_URL' | 'REDIS_COMMAND_TIMEOUT_MS' | 'LIMITS_WHEN_REDIS_DOWN' | 'MODEL_QUEUE_CEILING' | 'TOPIC_PREFIX'>;
   depth: Pick<QueueDepth, 'get'>;
   log: Logger;
 }
@@ -55,8 +55,15 @@ export class Limits {
   private readonly failOpen: boolean;
 
   constructor(private readonly options: LimitsOptions) {
-    // Fail fast when Redis is away: a request must not wait on it.
-    this.redis = new Redis(options.config.REDIS_URL, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 1000 });
+    // Fail fast when Redis is away (a closed connection) or frozen (an open one that never
+    // answers): a request must not wait on it.
+    this.redis = new Redis(options.config.REDIS_URL, {
+      lazyConnect: true,
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 1,
+      connectTimeout: 1000,
+      commandTimeout: options.config.REDIS_COMMAND_TIMEOUT_MS,
+    });
     this.redis.on('error', (error) => options.log.debug({ err: error }, 'redis'));
     this.redis.defineCommand('takeSlot', { numberOfKeys: 1, lua: TAKE_SLOT });
     this.prefix = `${options.config.TOPIC_PREFIX}:limits`;
@@ -105,11 +112,11 @@ export class Limits {
     return headersOf(rate.points, res ?? new RateLimiterRes(rate.points, 0, 0));
   }
 
-  /** Throws 429 when the model's queue is past what this priority may join. */
+  /** Throws 429 when the model's queue is past what this priority may join; a failed depth lookup (Kafka away) throws too. */
   async checkCeiling(model: string, priority: Priority): Promise<void> {
     const ceiling = this.options.config.MODEL_QUEUE_CEILING;
     if (!ceiling) return;
-    const depth = (await this.options.depth.get().catch(() => undefined))?.get(model)?.total ?? 0;
+    const depth = (await this.options.depth.get()).get(model)?.total ?? 0;
     const limit = Math.round(ceiling * CEILING_SHARE[priority]);
     if (depth >= limit) {
       throw new TooManyRequests(`the queue of ${model} holds ${depth} jobs; ${priority} priority is taken below ${limit}`, {

@@ -6,7 +6,7 @@ import { getRequestListener } from '@hono/node-server';
 import type { ApiConfig } from '../common/config.js';
 import type { createApp } from './app.js';
 import { errorResponse, ValidationError } from './errors.js';
-import { stopServices, type Services } from './services.js';
+import { stopServices, stopStreams, type Services } from './services.js';
 
 export type HttpLimits = Pick<ApiConfig, 'MAX_BODY_BYTES' | 'HTTP_HEADERS_TIMEOUT_MS' | 'HTTP_REQUEST_TIMEOUT_MS' | 'HTTP_KEEP_ALIVE_TIMEOUT_MS'>;
 
@@ -60,12 +60,17 @@ export function listen(app: ReturnType<typeof createApp>, hostname: string, port
   });
 }
 
-/** Resolves when every connection is closed and every client disconnected; in-flight requests may finish first. */
+/**
+ * Resolves when every connection is closed and every client disconnected. In-flight requests
+ * finish first (up to `graceMs`), with Kafka and storage still connected: a submission being
+ * enqueued during a rolling deploy gets its 202, not a 503.
+ */
 export async function shutdown(server: Server, services: Services, graceMs = 10_000): Promise<void> {
   const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-  await stopServices(services); // ends the SSE streams, which would otherwise hold the server open
+  await stopStreams(services);
   server.closeIdleConnections();
   const timer = setTimeout(() => server.closeAllConnections(), graceMs);
   await closed;
   clearTimeout(timer);
+  await stopServices(services);
 }

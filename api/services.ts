@@ -18,6 +18,7 @@ import { TenantStore } from '../common/tenants.js';
 import { authRequired } from './auth.js';
 import { EndingsFollower } from './endings.js';
 import { Limits } from './limits.js';
+import { UploadBudget } from './upload.js';
 import { KeyStore } from '../common/keys.js';
 import { Publisher } from '../common/publisher.js';
 import { createRegistry } from '../common/metrics.js';
@@ -43,6 +44,8 @@ export interface Services {
   keys: KeyStore | undefined;
   limits: Limits;
   endings: EndingsFollower;
+  /** The memory that uploads in progress share. */
+  uploads: UploadBudget;
   registry: Registry;
   metrics: ApiMetrics;
 }
@@ -84,9 +87,10 @@ export function createServices(config: ApiConfig, models: string[], log: Logger)
   const keys = config.AUTH_PEPPER ? new KeyStore(store, config.AUTH_PEPPER) : undefined;
   const limits = new Limits({ config, depth, log });
   const endings = new EndingsFollower(kafka, config.TOPIC_PREFIX, limits);
+  const uploads = new UploadBudget(config.UPLOAD_MEMORY_BYTES);
   const registry = createRegistry('api');
   const metrics = apiMetrics(registry);
-  return { config, log, models, store, records, kafka, admin, publisher, hub, depth, images, intake, sweeper, tenants, keys, limits, endings, registry, metrics };
+  return { config, log, models, store, records, kafka, admin, publisher, hub, depth, images, intake, sweeper, tenants, keys, limits, endings, uploads, registry, metrics };
 }
 
 export async function prepareStorage(services: Services): Promise<void> {
@@ -120,10 +124,15 @@ export async function prepareKafka(services: Services): Promise<void> {
   }
 }
 
-/** Ends the SSE streams and disconnects; each step runs even if another fails. */
-export async function stopServices(services: Services): Promise<void> {
+/** Ends the SSE streams (which would otherwise hold the server open) and stops the sweeps. */
+export async function stopStreams(services: Services): Promise<void> {
   services.sweeper.stop();
-  const steps = [services.hub.close(), services.publisher.disconnect(), services.admin.disconnect(), services.endings.stop()];
+  await services.hub.close().catch((error: unknown) => services.log.warn({ err: error }, 'the events consumer did not stop cleanly'));
+}
+
+/** Disconnects from Kafka, storage and Redis, once no request needs them; each step runs even if another fails. */
+export async function stopServices(services: Services): Promise<void> {
+  const steps = [services.publisher.disconnect(), services.admin.disconnect(), services.endings.stop()];
   const failed = (await Promise.allSettled(steps)).filter((step) => step.status === 'rejected');
   if (failed.length) services.log.warn({ failures: failed.length }, 'some clients did not disconnect cleanly');
   services.store.close();

@@ -15,8 +15,11 @@ export const MAX_PROMPT = PARAMS.prompt.max_length;
 // them (ECMAScript here, Python's in schemathesis) agree on these escapes.
 /** Anything but C0 and C1 control characters and DEL; tab and line ends are allowed (multi-line prompts, CRLF from forms). */
 const ALLOWED = String.raw`[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]`;
-/** Neither a control character nor white space as String.prototype.trim removes it. */
-const VISIBLE = String.raw`[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\uFEFF]`;
+/**
+ * Neither a control character, nor white space as String.prototype.trim removes it, nor an
+ * invisible format character (soft hyphen, zero-width space and joiners, word joiner, bidi marks).
+ */
+const VISIBLE = String.raw`[^\x00-\x20\x7F-\xA0\xAD\u1680\u180E\u2000-\u200F\u2028-\u202F\u205F-\u206F\u3000\uFEFF]`;
 const TEXT = `^${ALLOWED}*$`;
 const NOT_BLANK = `^${ALLOWED}*${VISIBLE}${ALLOWED}*$`;
 
@@ -60,7 +63,7 @@ const text = (description: string, example: string, required: boolean) =>
     .string({ error: 'must be given once, as text' })
     .refine((value) => [...value].length <= MAX_PROMPT, `must be at most ${MAX_PROMPT} characters`)
     .regex(new RegExp(TEXT), 'must not contain control characters (tab and newline are allowed)')
-    .regex(new RegExp(required ? NOT_BLANK : TEXT), 'must not be empty or only white space')
+    .regex(new RegExp(required ? NOT_BLANK : TEXT), 'must not be empty or only white space and invisible characters')
     // Browsers send form text with CRLF line ends; the record keeps plain newlines.
     .overwrite((value) => value.replace(/\r\n?/g, '\n'))
     .trim()

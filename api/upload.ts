@@ -3,10 +3,11 @@
 // the generic form parser (whole body into memory, parsed, copied into a File, copied out
 // again) it keeps one copy of the image and half the CPU, and it enforces the body limit as
 // it goes: a declared Content-Length over the limit is refused before a byte is read, and a
-// chunked body is cut off as soon as it passes the limit.
+// chunked body is cut off as soon as it passes the limit. Memory is taken as bytes arrive,
+// from a budget shared by every upload of the process.
 import type { IncomingMessage } from 'node:http';
 import { Busboy, type BusboyFileStream } from '@fastify/busboy';
-import { PayloadTooLarge, UnsupportedMedia, ValidationError } from './errors.js';
+import { PayloadTooLarge, Unavailable, UnsupportedMedia, ValidationError } from './errors.js';
 
 export interface Upload {
   /** Text fields; a field sent twice becomes an array (and fails validation). */
@@ -29,19 +30,50 @@ const tooLarge = (maxBytes: number, declaredBytes?: number) =>
     closeConnection: !(declaredBytes !== undefined && declaredBytes <= 2 * maxBytes),
   });
 
-export function readUpload(incoming: IncomingMessage, maxBytes: number): Promise<Upload> {
+/**
+ * The bytes that uploads of this process may hold at once. A buffer grows as its bytes arrive
+ * (never to a declared Content-Length before they do), and takes its growth from here; past
+ * the budget the upload is refused with 503, so memory stays bounded however many clients
+ * upload at once.
+ */
+export class UploadBudget {
+  private used = 0;
+
+  constructor(readonly capacity: number) {}
+
+  get inUse(): number {
+    return this.used;
+  }
+
+  take(bytes: number): boolean {
+    if (this.used + bytes > this.capacity) return false;
+    this.used += bytes;
+    return true;
+  }
+
+  give(bytes: number): void {
+    this.used -= bytes;
+  }
+}
+
+const busy = () =>
+  new Unavailable('too many uploads in progress; retry shortly', { code: 'uploads_busy', retryAfter: 1, closeConnection: true });
+
+/** Reads the multipart body; what its image buffer took from `budget` is given back once `done` fires (the response is over). */
+export function readUpload(incoming: IncomingMessage, maxBytes: number, budget: UploadBudget, done: Promise<void>): Promise<Upload> {
   const type = incoming.headers['content-type'] ?? '';
   if (!/^multipart\/form-data\s*;/i.test(type)) {
     return Promise.reject(new UnsupportedMedia('the request body must be multipart/form-data with the image in the field "image"'));
   }
   const declared = Number(incoming.headers['content-length'] ?? 0);
   if (declared > maxBytes) return Promise.reject(tooLarge(maxBytes, declared));
-  return new Promise<Upload>((resolve, reject) => parse(incoming, type, maxBytes, resolve, reject));
+  const image = new Collector(declared, budget);
+  void done.finally(() => image.release());
+  return new Promise<Upload>((resolve, reject) => parse(incoming, type, maxBytes, image, resolve, reject));
 }
 
-function parse(incoming: IncomingMessage, type: string, maxBytes: number, resolve: (upload: Upload) => void, reject: (error: unknown) => void) {
+function parse(incoming: IncomingMessage, type: string, maxBytes: number, image: Collector, resolve: (upload: Upload) => void, reject: (error: unknown) => void) {
   const fields: Record<string, string | string[]> = Object.create(null);
-  const image = new Collector(Number(incoming.headers['content-length'] ?? 0));
   let sawImage = false;
   let received = 0;
   let settled = false;
@@ -78,9 +110,17 @@ function parse(incoming: IncomingMessage, type: string, maxBytes: number, resolv
     if (name !== 'image') return void stream.resume(); // other files are not ours: drain them
     if (sawImage) return invalid('image', 'image: send exactly one file');
     sawImage = true;
-    stream.on('data', (chunk: Buffer) => image.add(chunk));
+    stream.on('data', (chunk: Buffer) => {
+      if (!image.add(chunk)) fail(busy());
+    });
   });
   parser.on('error', malformed);
+  // Past a limit busboy drops the rest silently: say so, rather than "image required".
+  const tooMany = (what: string, limit: number) => () =>
+    fail(new ValidationError('body', `the multipart body has more than ${limit} ${what}`, { code: 'too_many_parts', closeConnection: true }));
+  parser.on('partsLimit', tooMany('parts', FIELD_COUNT + 4));
+  parser.on('fieldsLimit', tooMany('text fields', FIELD_COUNT));
+  parser.on('filesLimit', tooMany('files', 4));
   parser.on('finish', () => {
     if (settled) return;
     settled = true;
@@ -92,25 +132,42 @@ function parse(incoming: IncomingMessage, type: string, maxBytes: number, resolv
 }
 
 /**
- * Gathers the file's chunks. With a Content-Length (browsers and most clients send one) it
- * copies them into one buffer of that size as they arrive, so the image never exists twice.
+ * Gathers the file's chunks into one buffer that doubles as they arrive, up to the declared
+ * Content-Length when there is one (the image then never exists twice at its full size).
  */
 class Collector {
-  private readonly target: Buffer | undefined;
-  private readonly chunks: Buffer[] = [];
+  private buffer = Buffer.alloc(0);
   private length = 0;
+  private taken = 0;
 
-  constructor(declaredBytes: number) {
-    this.target = declaredBytes > 0 ? Buffer.allocUnsafe(declaredBytes) : undefined;
-  }
+  constructor(
+    private readonly declaredBytes: number,
+    private readonly budget: UploadBudget,
+  ) {}
 
-  add(chunk: Buffer): void {
-    if (this.target) chunk.copy(this.target, this.length);
-    else this.chunks.push(chunk);
-    this.length += chunk.length;
+  /** false when the budget cannot hold the growth: the upload must be refused. */
+  add(chunk: Buffer): boolean {
+    const needed = this.length + chunk.length;
+    if (needed > this.buffer.length) {
+      const doubled = Math.max(needed, 2 * this.buffer.length, 64 * 1024);
+      const size = this.declaredBytes >= needed ? Math.min(doubled, this.declaredBytes) : doubled;
+      if (!this.budget.take(size - this.taken)) return false;
+      this.taken = size;
+      const grown = Buffer.allocUnsafe(size);
+      this.buffer.copy(grown, 0, 0, this.length);
+      this.buffer = grown;
+    }
+    chunk.copy(this.buffer, this.length);
+    this.length = needed;
+    return true;
   }
 
   bytes(): Buffer {
-    return this.target ? this.target.subarray(0, this.length) : Buffer.concat(this.chunks, this.length);
+    return this.buffer.subarray(0, this.length);
+  }
+
+  release(): void {
+    this.budget.give(this.taken);
+    this.taken = 0;
   }
 }

@@ -25,6 +25,11 @@ export function addressProblem(address: string, allowPrivate: boolean): string |
   if (!isIP(address)) return `${address} is not an IP address`;
   // process() reads ::ffff:10.0.0.1 as the IPv4 address it carries.
   const ip = ipaddr.process(address);
+  // ::/96 other than :: and ::1 is IPv4-compatible IPv6 (deprecated by RFC 4291): ipaddr.js calls
+  // ::a9fe:a9fe unicast, yet it names 169.254.169.254. Nothing legitimate is addressed so.
+  if (ip.kind() === 'ipv6' && (ip as ipaddr.IPv6).parts.slice(0, 6).every((part) => part === 0) && !['::', '::1'].includes(ip.toString())) {
+    return `${address} is an IPv4-compatible IPv6 address (deprecated ::/96), not a public address`;
+  }
   const range = ip.range();
   if (range === 'unicast') return undefined;
   if (METADATA.has(ip.toString())) return `${address} is a cloud metadata address`;

@@ -60,12 +60,16 @@ export const ApiConfigSchema = z.object({
   ...webhooks,
   /** on: every job route needs an API key; off: none does. Unset: on unless the API listens on loopback only. */
   AUTH: z.enum(['on', 'off']).optional(),
+  /** Failed key checks a client address may make a minute; past it, keys this replica does not know get 429 (no storage read). */
+  AUTH_FAILURES_PER_MINUTE: integer(60, 1),
   /** Who may read /metrics: anyone, or an admin key only. */
   METRICS_ACCESS: z.enum(['open', 'admin']).default('open'),
   /** The shared store of rate and concurrency counters, for every API replica. */
   REDIS_URL: z.string().regex(/^rediss?:\/\//, 'a redis:// or rediss:// URL').default('redis://127.0.0.1:6379'),
   /** When Redis is down: `open` keeps accepting within per-process limits, `closed` answers 503. */
   LIMITS_WHEN_REDIS_DOWN: z.enum(['open', 'closed']).default('open'),
+  /** A Redis command not answered in this time fails (a frozen Redis keeps its connections open). */
+  REDIS_COMMAND_TIMEOUT_MS: integer(500, 10),
   /** Queue depth of a model past which it refuses low and normal priority (429); high until twice this. 0: no ceiling. */
   MODEL_QUEUE_CEILING: integer(10_000),
   /** Inputs, outputs and records of a job expire this many days after it was created (tenants may override). */
@@ -88,6 +92,8 @@ export const ApiConfigSchema = z.object({
   /** How long an idle kept-alive connection stays open: longer than a proxy's 60 s for idle upstream connections. */
   HTTP_KEEP_ALIVE_TIMEOUT_MS: integer(65_000, 1000),
   MAX_BODY_BYTES: integer(20 * 1024 * 1024, 1),
+  /** Bytes the uploads in progress may hold at once (buffers grow as bytes arrive); past it, 503 uploads_busy. */
+  UPLOAD_MEMORY_BYTES: integer(512 * 1024 * 1024, 1024 * 1024),
   MAX_IMAGE_SIDE: integer(4096, 8),
   MAX_IMAGE_PIXELS: integer(16 * 1024 * 1024, 64),
   /** How long a request may wait for Kafka or object storage before it answers 503. */

@@ -5,6 +5,9 @@ export class DeadlineExceeded extends Error {
 
 /** Settles with `work`, or rejects when `signal` aborts first; `work` itself may go on (a kafkajs send cannot be aborted). */
 export function race<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  // The work's own failure after the deadline (an AbortError) has no one left to hear it: it
+  // must not become an unhandled rejection, which ends the process.
+  work.catch(() => {});
   if (signal.aborted) return Promise.reject(new DeadlineExceeded('deadline exceeded'));
   return new Promise<T>((resolve, reject) => {
     const onAbort = () => reject(new DeadlineExceeded('deadline exceeded'));

@@ -40,6 +40,8 @@ const TOKEN = /^i2i_([A-Za-z0-9]{12})_([A-Za-z0-9_-]{43})$/;
 const ALPHANUMERIC = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
 /** How long a replica trusts what it read of a key (a revocation reaches it within this). */
 const CACHE_MS = 3000;
+/** Entries of each cache (known keys, unknown ids). */
+const CACHE_ENTRIES = 10_000;
 
 const keyPath = (id: string) => `auth/keys/${id}.json`;
 const digest = (pepper: string, secret: string) => createHmac('sha256', pepper).update(secret).digest();
@@ -48,6 +50,9 @@ function newKeyId(): string {
   const bytes = randomBytes(12);
   return Array.from(bytes, (byte) => ALPHANUMERIC[byte % ALPHANUMERIC.length]).join('');
 }
+
+/** The key id a token names, or undefined for a malformed token. */
+export const keyIdOf = (token: string) => TOKEN.exec(token)?.[1];
 
 export interface NewKey {
   tenant: string;
@@ -58,7 +63,15 @@ export interface NewKey {
 }
 
 export class KeyStore {
-  private readonly cache = new Map<string, { key: ApiKey | undefined; until: number }>();
+  /**
+   * What this replica read of each key id, in two bounded caches: ids that name no key (a
+   * guessing client's) live apart from real keys, so a flood of random ids cannot evict
+   * them. Real keys are kept least-recently-used first.
+   */
+  private readonly known = new Map<string, { key: ApiKey; until: number }>();
+  private readonly unknown = new Map<string, number>();
+  /** One storage read per id at a time, however many requests name it. */
+  private readonly reading = new Map<string, Promise<ApiKey | undefined>>();
 
   constructor(
     private readonly store: ObjectStore,
@@ -104,7 +117,7 @@ export class KeyStore {
     if ((await this.store.putIfMatch(keyPath(id), JSON.stringify(revoked), 'application/json', stored.etag)) === undefined) {
       return this.revoke(id); // changed meanwhile: read again
     }
-    this.cache.delete(id);
+    this.known.delete(id);
     return true;
   }
 
@@ -129,13 +142,37 @@ export class KeyStore {
     return expected.length === actual.length && timingSafeEqual(expected, actual) ? key : undefined;
   }
 
+  /** Whether this replica knows `id` as a key now (a request naming it costs no storage read). */
+  isKnown(id: string): boolean {
+    return (this.known.get(id)?.until ?? 0) > Date.now();
+  }
+
   private async cached(id: string, signal?: AbortSignal): Promise<ApiKey | undefined> {
-    const hit = this.cache.get(id);
-    if (hit && hit.until > Date.now()) return hit.key;
-    const key = await this.read(id, signal);
-    this.cache.set(id, { key, until: Date.now() + CACHE_MS });
-    if (this.cache.size > 10_000) this.cache.delete(this.cache.keys().next().value!);
+    const now = Date.now();
+    const hit = this.known.get(id);
+    if (hit && hit.until > now) {
+      this.known.delete(id); // most recently used last
+      this.known.set(id, hit);
+      return hit.key;
+    }
+    if ((this.unknown.get(id) ?? 0) > now) return undefined;
+    let read = this.reading.get(id);
+    if (!read) {
+      read = this.read(id, signal).finally(() => this.reading.delete(id));
+      this.reading.set(id, read);
+    }
+    const key = await read;
+    this.remember(id, key);
     return key;
+  }
+
+  private remember(id: string, key: ApiKey | undefined): void {
+    const until = Date.now() + CACHE_MS;
+    const [cache, entry] = key ? [this.known, { key, until }] : [this.unknown, until];
+    this.known.delete(id);
+    this.unknown.delete(id);
+    (cache as Map<string, unknown>).set(id, entry);
+    if (cache.size > CACHE_ENTRIES) cache.delete(cache.keys().next().value!);
   }
 
   private async read(id: string, signal?: AbortSignal): Promise<ApiKey | undefined> {

@@ -129,6 +129,7 @@ export class JobRun {
       return await this.run(message);
     } catch (error) {
       if (!(error instanceof Failure)) return this.retryLater(error);
+      if (error.code === 'no_record') return this.abandoned(error);
       return this.fail(error).catch((failed: unknown) => this.retryLater(failed));
     }
   }
@@ -219,6 +220,16 @@ export class JobRun {
     const applied = await this.deps.records.apply(id, (r) => lifecycle.cancel(r));
     await this.flush(applied.record);
     return done('canceled', applied.record);
+  }
+
+  /**
+   * A message whose record was never written: its intake stopped half-way (the API died), and
+   * its client got no 202. No job was accepted, so none failed: it is skipped, not dead-lettered
+   * (its input is the sweeper's).
+   */
+  private abandoned(failure: Failure): Verdict {
+    this.deps.logger.warn({ job: this.delivery.message?.id }, failure.message);
+    return done('abandoned', undefined);
   }
 
   /** Dead-letters the message and fails the job with its reason, once. */

@@ -11,6 +11,7 @@ import type { AppEnv } from '../env.js';
 import { tenantOf } from '../auth.js';
 import { readUpload, type Upload } from '../upload.js';
 import { acceptedView } from '../view.js';
+import { call } from '../dependency.js';
 import { webhookOf } from '../webhook.js';
 
 const imageField = z
@@ -106,14 +107,38 @@ function uploadedImage(upload: Upload): Buffer {
   throw new ValidationError('image', sentAsText ? 'image: must be a file, not a text field' : 'image: a file is required (multipart field "image")');
 }
 
+/**
+ * What the parsers let through silently: a header sent twice is joined with a comma (two
+ * Idempotency-Keys would become one new key), and a malformed percent-escape is kept as the
+ * literal text "%FF".
+ */
+function checkRawRequest(c: Context<AppEnv>): void {
+  const raw = c.env.incoming.rawHeaders;
+  const keys = raw.filter((name, i) => i % 2 === 0 && name.toLowerCase() === 'idempotency-key').length;
+  if (keys > 1) throw new ValidationError('Idempotency-Key', 'Idempotency-Key: send the header once');
+  const search = new URL(c.req.url).search.slice(1);
+  for (const pair of search ? search.split('&') : []) {
+    const [name = '', value = ''] = pair.split('=', 2);
+    for (const part of [name, value]) {
+      try {
+        decodeURIComponent(part.replace(/\+/g, ' '));
+      } catch {
+        const field = /^[\w.-]{1,64}$/.test(name) ? name : 'query';
+        throw new ValidationError(field, `${field}: malformed percent-encoding (each %XX must form UTF-8 text)`);
+      }
+    }
+  }
+}
+
 export function diffusionRoutes(services: Services) {
-  const { config, images, intake, limits, models } = services;
+  const { config, images, intake, limits, models, uploads } = services;
   const fields = submissionFields(models);
   const documented = route(models, fields);
 
   /** Reads and checks the request; only the normalised image outlives it, not the upload. */
   async function receive(c: Context<AppEnv>, query: SubmissionFields, key: string | undefined): Promise<NewSubmission> {
-    const upload = await readUpload(c.env.incoming, config.MAX_BODY_BYTES);
+    const answered = new Promise<void>((resolve) => c.env.outgoing.once('close', resolve));
+    const upload = await readUpload(c.env.incoming, config.MAX_BODY_BYTES, uploads, answered);
     const merged = mergeFields(query, formFields(upload, fields));
     const submission = toSubmission(merged);
     const webhook = webhookOf(merged, { allowPrivate: config.WEBHOOK_ALLOW_PRIVATE, fallback: c.var.principal?.webhook });
@@ -128,11 +153,13 @@ export function diffusionRoutes(services: Services) {
   const app = new OpenAPIHono<AppEnv>();
   app.openAPIRegistry.registerPath(documented);
   return app.openapi({ ...documented, request, hide: true }, async (c) => {
+    checkRawRequest(c);
     const principal = c.var.principal;
     const admission = await limits.admit(principal); // before the body is read: a refused client sends it for nothing
     try {
       const job = await receive(c, c.req.valid('query'), c.req.valid('header')['idempotency-key']);
-      await limits.checkCeiling(job.submission.model_name, job.submission.priority);
+      // The ceiling reads Kafka: under the request's deadline, like the enqueue that follows.
+      await call('kafka', () => limits.checkCeiling(job.submission.model_name, job.submission.priority), c.var.deadline());
       const record = await intake.submit({ ...job, tenant: tenantOf(principal) }, c.var.deadline());
       await admission.accept(record.id);
       services.metrics.jobSubmitted(record.model_name, record.priority);

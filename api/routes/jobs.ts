@@ -4,7 +4,7 @@ import type { JobEvent, JobRecord } from '../../common/jobs.js';
 import * as lifecycle from '../../common/lifecycle.js';
 import type { Applied } from '../../common/records.js';
 import { call } from '../dependency.js';
-import { Conflict } from '../errors.js';
+import { Conflict, Gone } from '../errors.js';
 import type { ApiKey } from '../../common/keys.js';
 import { jobNotFound, loadJob } from '../lookup.js';
 import { errorResponse, JobIdParam, JobView, unauthorized } from '../schemas.js';
@@ -38,7 +38,7 @@ const cancelJob = createRoute({
   summary: 'Cancel a job',
   description:
     'A queued job is canceled at once (200). A running job gets cancel_requested=true and its consumer stops it at the ' +
-    'next denoising step (202; follow events_url). Canceling a canceled job again answers 200; a succeeded or failed job, 409.',
+    'next denoising step (202; follow events_url). Canceling a canceled job again answers 200; a succeeded or failed job, 409; an expired one, 410.',
   request: { params: JobIdParam },
   responses: {
     200: jobJson('Canceled (or was already)'),
@@ -46,6 +46,7 @@ const cancelJob = createRoute({
     401: unauthorized,
     404: notFound,
     409: errorResponse('The job already finished', { code: 'job_finished', message: 'the job already succeeded' }),
+    410: errorResponse('The job expired: its retention ended', { code: 'job_expired', message: 'the job expired: its retention ended' }),
     503: unavailable,
   },
 });
@@ -89,6 +90,7 @@ export function jobRoutes(services: Services) {
     .openapi(cancelJob, async (c) => {
       const { outcome, applied } = await requestCancel(services, c.req.valid('param').id, c.var.deadline(), c.var.principal);
       const record = applied.record!;
+      if (record.status === 'expired') throw new Gone('the job expired: its retention ended', { code: 'job_expired' });
       if (outcome === 'finished') throw new Conflict(`the job already ${record.status}`, { code: 'job_finished' });
       await announce(services, applied, outcome, c.var.deadline());
       const view = jobView(record, c.var.baseUrl);

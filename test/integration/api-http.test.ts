@@ -117,6 +117,15 @@ describe('methods', () => {
     if (method !== 'HEAD') expect((await json(response)).error.code).toBe('method_not_allowed');
   });
 
+  it('answers a trailing slash with 404 and the path it meant, not a 405 that allows the method it refused', async () => {
+    for (const [method, path] of [['POST', '/api/diffusion/'], ['GET', '/api/models/']] as const) {
+      const response = await fetch(`${api.url}${path}`, { method });
+      expect(response.status, path).toBe(404);
+      const { error } = await json(response);
+      expect(error).toMatchObject({ code: 'route_not_found', message: expect.stringContaining(`did you mean ${path.slice(0, -1)}?`) });
+    }
+  });
+
   it('answers OPTIONS on a known path with 204 and Allow, and an unknown path with 404', async () => {
     const options = await fetch(`${api.url}/api/models`, { method: 'OPTIONS' });
     expect({ status: options.status, allow: options.headers.get('allow') }).toEqual({ status: 204, allow: 'GET, HEAD, OPTIONS' });

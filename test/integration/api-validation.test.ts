@@ -1,6 +1,7 @@
 // Every validation rule of POST /api/diffusion with a bad input: a 4xx naming the field, in
 // the one error shape, and nothing enqueued.
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KeyStore } from '../../common/keys.js';
@@ -21,6 +22,32 @@ async function expectError(response: Response, status: number, field: string | u
 }
 
 const query = (extra: Record<string, string>) => ({ model_name: 'tiny', prompt: 'a lighthouse', ...extra });
+
+async function formOf(): Promise<FormData> {
+  const form = new FormData();
+  form.append('image', new Blob([new Uint8Array(await pngImage(64, 48))], { type: 'image/png' }), 'input.png');
+  return form;
+}
+
+/** A POST with headers exactly as given (a header twice stays twice), written to the socket by hand. */
+function rawPost(url: string, headers: string[], body: Buffer): Promise<{ status: number; text: string }> {
+  const { hostname, port, pathname, search } = new URL(url);
+  const lines = [`POST ${pathname}${search} HTTP/1.1`, `Host: ${hostname}:${port}`, 'Connection: close', `Content-Length: ${body.length}`];
+  for (let i = 0; i < headers.length; i += 2) lines.push(`${headers[i]}: ${headers[i + 1]}`);
+  return new Promise((resolve, reject) => {
+    // Written, not ended: a client that half-closes may lose its answer. Connection: close ends it.
+    const socket = connect(Number(port), hostname, () => socket.write(Buffer.concat([Buffer.from(`${lines.join('\r\n')}\r\n\r\n`), body])));
+    let received = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => (received += chunk));
+    socket.on('error', reject);
+    socket.on('close', () => {
+      const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(received)?.[1]);
+      const text = received.slice(received.indexOf('\r\n\r\n') + 4).replace(/^[0-9a-f]+\r\n|\r\n0\r\n\r\n$/g, '');
+      resolve({ status, text });
+    });
+  });
+}
 
 /** Every hostile input below, once without keys and once with them on (each request with a valid key). */
 for (const withKeys of [false, true]) {
@@ -196,6 +223,36 @@ function hostileSuite() {
 
     it('refuses an empty Idempotency-Key', async () => {
       await expectError(await postJob(api.url, { headers: { 'Idempotency-Key': '' } }), 400, 'Idempotency-Key');
+    });
+
+    it('refuses two Idempotency-Key headers (Node would join them into one new key)', async () => {
+      const form = new Response(await formOf());
+      const body = Buffer.from(await form.arrayBuffer());
+      const headers = ['Content-Type', form.headers.get('content-type')!, 'Idempotency-Key', 'first', 'Idempotency-Key', 'second', ...Object.entries(keyHeader).flat()];
+      const { status, text } = await rawPost(`${api.url}/api/diffusion?model_name=tiny&prompt=x`, headers, body);
+      expect(status, text).toBe(400);
+      expect(JSON.parse(text).error).toMatchObject({ field: 'Idempotency-Key', message: expect.stringMatching(/once/) });
+    });
+
+    it('refuses a prompt with a percent-escape that is not UTF-8, rather than storing "%FF" as text', async () => {
+      const response = await fetch(`${api.url}/api/diffusion?model_name=tiny&prompt=caf%E9+%FF`, { method: 'POST', body: await formOf() });
+      const error = await expectError(response, 400, 'prompt');
+      expect(error.message).toMatch(/percent-encoding/);
+    });
+
+    it('refuses a prompt of zero-width and other invisible characters as blank', async () => {
+      for (const prompt of ['\u200B\u200B', '\u200D \u2060', '\u00AD', '\uFEFF\u200E']) {
+        await expectError(await postJob(api.url, { query: query({ prompt }) }), 400, 'prompt');
+      }
+    });
+
+    it('refuses a body of more parts than it reads with 400 too_many_parts, not "image required"', async () => {
+      const form = new FormData();
+      for (let i = 0; i < 40; i++) form.append(`f${i}`, 'x');
+      form.append('image', new Blob([new Uint8Array(await pngImage(64, 48))], { type: 'image/png' }), 'input.png');
+      const response = await fetch(`${api.url}/api/diffusion?model_name=tiny&prompt=x`, { method: 'POST', body: form });
+      const error = await expectError(response, 400, 'body', 'too_many_parts');
+      expect(error.message).toMatch(/more than/);
     });
   });
 

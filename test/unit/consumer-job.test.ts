@@ -84,3 +84,31 @@ describe('JobRun progress in the record', () => {
     expect(writes.at(-1)).toMatchObject({ status: 'succeeded', progress: { step: 15, total: 15 } });
   });
 });
+
+describe('JobRun of a message whose record was never written', () => {
+  beforeEach(() => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(t0);
+  });
+  afterEach(() => vi.useRealTimers());
+
+  it('skips it as abandoned: no dead letter, no failed job', async () => {
+    const sent: string[] = [];
+    const deps = {
+      publisher: { publishEvent: async () => {}, send: async (topic: string) => void sent.push(topic) },
+      config: { MAX_ATTEMPTS: 3 },
+      store: { getBytes: async () => Buffer.from('input'), put: async () => 'etag' },
+      // Each read finds nothing, and two seconds pass: the record wait runs out after a few reads.
+      records: { get: async () => void vi.setSystemTime(Date.now() + 2000), apply: async () => ({ record: undefined }) },
+      pool: { cancel() {} },
+      model: { name: 'tiny' },
+      logger: { warn() {}, error() {}, info() {}, debug() {} },
+      dlq: 'dlq',
+    } as unknown as JobDeps;
+    const message = { v: 1 as const, id: ID, model_name: 'tiny', priority: 'high' as const, created_at: new Date(t0).toISOString() };
+    const delivery: Delivery = { topic: 'jobs.tiny.high', partition: 0, offset: '0', priority: 'high', raw: null, message, problem: undefined, attempt: 0 };
+    const verdict = await new JobRun(delivery, deps).execute();
+    expect(verdict).toEqual({ kind: 'done', status: 'abandoned', record: undefined, deadLettered: false });
+    expect(sent).toEqual([]);
+  });
+});

@@ -48,6 +48,13 @@ describe('urlProblem', () => {
     expect(urlProblem('http://169.254.169.254/latest/meta-data/', true)).toMatch(/link-local/);
   });
 
+  it('refuses IPv4-compatible IPv6 (::/96), which carries an IPv4 address past the range check, with or without WEBHOOK_ALLOW_PRIVATE', () => {
+    for (const url of ['http://[::127.0.0.1]/', 'http://[::a9fe:a9fe]/', 'http://[::10.0.0.1]/', 'http://[::8.8.8.8]/']) {
+      for (const allowPrivate of [false, true]) expect(urlProblem(url, allowPrivate), url).toMatch(/IPv4-compatible/);
+    }
+    expect(urlProblem('http://[::1]:9/', true)).toBeUndefined();
+  });
+
   it('lets names through to the connect-time check', () => {
     expect(urlProblem('https://hooks.example.com/img2img', false)).toBeUndefined();
   });
