@@ -9,7 +9,7 @@ import type { JobEvent, JobRecord } from '../../common/jobs.js';
 import { eventsTopic } from '../../common/topics.js';
 import { uniqueName } from './env.js';
 
-type Server = 'kafka' | 'minio';
+type Server = 'kafka' | 'minio' | 'redis';
 
 const pidOf = (server: Server) => Number(readFileSync(`.infra/run/${server}.pid`, 'utf8').trim());
 

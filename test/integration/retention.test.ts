@@ -57,6 +57,8 @@ describe('retention', () => {
     expect(result.status).toBe(410);
     expect((await json(result)).error.code).toBe('job_expired');
     expect((await json(await fetch(`${api.url}/api/jobs/${brief}`, { headers: auth }))).status).toBe('expired');
+    const cancel = await fetch(`${api.url}/api/jobs/${brief}`, { method: 'DELETE', headers: auth });
+    expect({ status: cancel.status, code: (await json(cancel)).error?.code }).toEqual({ status: 410, code: 'job_expired' });
     const stream = await openEventStream(`${api.url}/api/jobs/${brief}/events`, auth);
     expect(JSON.parse((await stream.next())!.data).status).toBe('expired');
     expect(await stream.next()).toBeUndefined();
