@@ -22,10 +22,14 @@ export function stopOnSignals(logger: Logger, stopping: string, stop: () => Prom
   process.on('SIGINT', onSignal);
 }
 
-/** Runs a composition root; a bad variable names itself, anything else is printed with its cause. */
+/** The exit code of a process that refused its configuration (sysexits' EX_CONFIG): starting it again would not help. */
+export const EXIT_CONFIG = 78;
+
+/** Runs a composition root; a bad variable names itself (exit EXIT_CONFIG), anything else is printed with its cause (exit 1). */
 export function runMain(main: () => Promise<void>): void {
   main().catch((error: unknown) => {
-    console.error(error instanceof ConfigError ? error.message : error);
-    process.exit(1);
+    const config = error instanceof ConfigError;
+    console.error(config ? error.message : error);
+    process.exit(config ? EXIT_CONFIG : 1);
   });
 }
