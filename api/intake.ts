@@ -1,7 +1,8 @@
 // The intake of one job, in the order that keeps the system consistent:
-//   put input -> produce the message (acks=all) -> create the record (queued) -> queued event.
+//   the sweeper's entry -> put input -> produce the message (acks=all) -> create the record
+//   (queued) -> queued event.
 // A record that says queued always has a message behind it; a message whose record never
-// appears is failed by the consumer as poison after a short wait. On any failure the client
+// appears is skipped by the consumer as abandoned after a short wait, and its input swept. On any failure the client
 // gets 503 and the input, the record and the idempotency claim are removed (best effort).
 import { randomInt } from 'node:crypto';
 import { newJobId, type JobEvent, type JobMessage, type JobRecord } from '../common/jobs.js';
@@ -17,6 +18,7 @@ import { hashKey, type IdempotencyStore } from './idempotency.js';
 import type { AcceptedImage } from './image.js';
 import type { Publisher } from '../common/publisher.js';
 import { requestHash, type Submission } from './submission.js';
+import type { Sweeper } from './sweeper.js';
 import type { WebhookSettings } from '../common/webhooks.js';
 
 export interface NewSubmission {
@@ -37,6 +39,7 @@ export interface IntakeDeps {
   records: RecordStore;
   publisher: Publisher;
   claims: IdempotencyStore;
+  sweeper: Pick<Sweeper, 'firstCheck'>;
   topicPrefix: string;
   timeoutMs: number;
   log: Logger;
@@ -70,9 +73,11 @@ export class Intake {
   }
 
   private async enqueue(record: JobRecord, png: Buffer, deadline: AbortSignal): Promise<void> {
-    const { store, records, publisher, topicPrefix } = this.deps;
+    const { store, records, publisher, topicPrefix, sweeper } = this.deps;
     const message: JobMessage = { v: 1, id: record.id, model_name: record.model_name, priority: record.priority, created_at: record.created_at };
     const topic = jobTopic(topicPrefix, record.model_name, record.priority);
+    // The sweeper's entry first: an input stored by an intake that dies right after is still found.
+    await call('storage', (signal) => store.put(sweeper.firstCheck(record.id, Date.parse(record.created_at)), '', 'application/json', signal), deadline);
     await call('storage', (signal) => store.put(record.input_key, png, 'image/png', signal), deadline);
     await call('kafka', (signal) => publisher.send(topic, { key: record.id, value: JSON.stringify(message) }, signal), deadline);
     await call('storage', (signal) => records.create(record, signal), deadline);

@@ -64,15 +64,6 @@ export function createServices(config: ApiConfig, models: string[], log: Logger)
   });
   const claims = new IdempotencyStore(store, config.TOPIC_PREFIX);
   const tenants = new TenantStore(store);
-  const intake = new Intake({
-    store,
-    records,
-    publisher,
-    claims,
-    topicPrefix: config.TOPIC_PREFIX,
-    timeoutMs: config.DEPENDENCY_TIMEOUT_MS,
-    log,
-  });
   const sweeper = new Sweeper({
     store,
     records,
@@ -82,6 +73,16 @@ export function createServices(config: ApiConfig, models: string[], log: Logger)
     intervalMs: config.SWEEP_INTERVAL_MS,
     graceMs: config.ORPHAN_GRACE_MS,
     retentionDays: config.RETENTION_DAYS,
+  });
+  const intake = new Intake({
+    store,
+    records,
+    publisher,
+    claims,
+    sweeper,
+    topicPrefix: config.TOPIC_PREFIX,
+    timeoutMs: config.DEPENDENCY_TIMEOUT_MS,
+    log,
   });
   const depth = new QueueDepth(admin, config.TOPIC_PREFIX, models);
   const keys = config.AUTH_PEPPER ? new KeyStore(store, config.AUTH_PEPPER) : undefined;

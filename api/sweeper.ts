@@ -1,11 +1,19 @@
-// One pass over jobs/ does two chores. The listing is in key order, so the objects of one job
-// (input.png, job.json, output.png, webhooks.json) arrive together:
-// - orphans: an API process that died between storing an input and creating its record leaves
-//   an input no record will ever own; older than the grace period (far beyond any intake's
-//   deadline), it is deleted;
-// - retention: an ended job older than its tenant's retention (RETENTION_DAYS by default) has
-//   its input, output, delivery log and idempotency claim deleted, and its record becomes an
-//   `expired` tombstone. The bucket's lifecycle rule deletes what is left long after (storage.ts).
+// Storage sweeps, by an index of due checks rather than a pass over every job. Intake writes
+// `sweep/due/<time>/<id>` (a "look at this job then" entry, empty) before it stores the input;
+// object listings come in key order, so a pass reads the entries that are due and stops at the
+// first that is not: its work follows what is due, not how many jobs are stored. For each:
+// - no record: an API process died between storing the input and creating the record; the
+//   input no record will ever own is deleted (the first check comes ORPHAN_GRACE_MS after
+//   intake, far beyond any intake's deadline);
+// - queued or running: checked again a grace period later;
+// - ended: past its tenant's retention (RETENTION_DAYS by default), its input, output, delivery
+//   log and idempotency claim are deleted and its record becomes an `expired` tombstone;
+//   otherwise it is checked again when its retention ends.
+// An entry is a hint: the record decides, so a duplicate or stale entry does no harm. A
+// retention shortened since the last pass (or a bucket from before the index) takes one pass
+// over every job, which expires what is due and writes each job's entry. One replica sweeps
+// at a time: it holds a lease (a conditional write of sweep/lease.json) for a few intervals.
+import { randomUUID } from 'node:crypto';
 import type { JobRecord } from '../common/jobs.js';
 import * as lifecycle from '../common/lifecycle.js';
 import type { Logger } from '../common/logger.js';
@@ -15,6 +23,11 @@ import type { TenantStore } from '../common/tenants.js';
 import type { IdempotencyStore } from './idempotency.js';
 
 const DAY_MS = 24 * 3600 * 1000;
+const DUE = 'sweep/due/';
+const LEASE = 'sweep/lease.json';
+/** The retentions the index was written for: a shorter one since needs a full pass. */
+const STATE = 'sweep/state.json';
+const JSON_TYPE = 'application/json';
 
 export interface SweeperOptions {
   store: ObjectStore;
@@ -24,30 +37,33 @@ export interface SweeperOptions {
   log: Logger;
   /** Time between passes (0: never). */
   intervalMs: number;
-  /** An input younger than this may belong to a job still being created. */
+  /** An input younger than this may belong to a job still being created; live jobs are checked this often. */
   graceMs: number;
   /** Days a job is kept when its tenant sets nothing else. */
   retentionDays: number;
 }
 
-interface Group {
-  id: string;
-  input?: Date;
-  record?: Date;
-  output: boolean;
-  webhooks: boolean;
-}
-
 export interface SweepCount {
   orphans: number;
   expired: number;
+  /** Due entries read (the pass's work). */
+  checked: number;
 }
 
+interface Retentions {
+  default_days: number;
+  tenants: Record<string, number>;
+}
+
+/** The key of a check of job `id` at `dueMs`: thirteen digits of milliseconds sort as times do. */
+export const dueKey = (dueMs: number, id: string) => `${DUE}${String(Math.max(0, Math.round(dueMs))).padStart(13, '0')}/${id}`;
+const parseDue = (key: string) => /^sweep\/due\/(\d{13})\/([^/]+)$/.exec(key);
 const jobOf = (key: string) => /^jobs\/([^/]+)\/([^/]+)$/.exec(key);
 
 export class Sweeper {
   private timer: NodeJS.Timeout | undefined;
   private sweeping: Promise<SweepCount> | undefined;
+  private readonly holder = randomUUID();
 
   constructor(private readonly options: SweeperOptions) {}
 
@@ -62,64 +78,127 @@ export class Sweeper {
     clearInterval(this.timer);
   }
 
-  /** One pass; resolves with what it removed. */
+  /** The entry intake writes before a job's input: its first check. */
+  firstCheck(id: string, createdMs = Date.now()): string {
+    return dueKey(createdMs + this.options.graceMs, id);
+  }
+
+  /** One pass, if this replica holds the lease; resolves with what it did (nothing without the lease). */
   sweep(): Promise<SweepCount> {
     this.sweeping ??= this.pass().finally(() => (this.sweeping = undefined));
     return this.sweeping;
   }
 
   private async pass(): Promise<SweepCount> {
-    const { store, log } = this.options;
-    const retentions = await this.options.tenants.retentions();
-    const shortest = Math.min(this.options.retentionDays, ...retentions.values());
-    const count: SweepCount = { orphans: 0, expired: 0 };
-    const finish = async (group: Group | undefined) => {
-      if (!group) return;
-      if (await this.orphan(group)) count.orphans++;
-      else if (await this.expire(group, shortest, retentions)) count.expired++;
-    };
-    let group: Group | undefined;
-    for await (const { key, lastModified } of store.list('jobs/')) {
-      const match = jobOf(key);
-      if (!match) continue;
-      const [, id, name] = match;
-      if (!group || group.id !== id) {
-        await finish(group);
-        group = { id: id!, output: false, webhooks: false };
-      }
-      if (name === 'input.png') group.input = lastModified;
-      if (name === 'job.json') group.record = lastModified;
-      if (name === 'output.png') group.output = true;
-      if (name === 'webhooks.json') group.webhooks = true;
+    const count: SweepCount = { orphans: 0, expired: 0, checked: 0 };
+    if (!(await this.lease())) return count;
+    const retentions = await this.retentions();
+    if (await this.indexOutdated(retentions)) await this.rescan(retentions);
+    const now = Date.now();
+    for await (const { key } of this.options.store.list(DUE)) {
+      const due = parseDue(key);
+      if (!due) continue;
+      if (Number(due[1]) > now) break;
+      count.checked++;
+      await this.check(due[2]!, retentions, count);
+      await this.options.store.delete(key);
     }
-    await finish(group);
-    if (count.orphans || count.expired) log.info(count, 'storage sweep');
+    if (count.orphans || count.expired) this.options.log.info(count, 'storage sweep');
     return count;
   }
 
-  private async orphan(group: Group): Promise<boolean> {
-    if (!group.input || group.record || group.input.getTime() > Date.now() - this.options.graceMs) return false;
-    await this.options.store.delete(jobKeys(group.id).input);
-    return true;
+  /** Takes or renews the lease; false while another replica holds it. */
+  private async lease(): Promise<boolean> {
+    const { store } = this.options;
+    const until = Date.now() + Math.max(3 * this.options.intervalMs, 10_000);
+    const body = JSON.stringify({ holder: this.holder, until });
+    const current = await store.get(LEASE);
+    if (!current) return (await store.putIfAbsent(LEASE, body, JSON_TYPE)) !== undefined;
+    const lease = JSON.parse(current.bytes.toString('utf8')) as { holder: string; until: number };
+    if (lease.holder !== this.holder && lease.until > Date.now()) return false;
+    return (await store.putIfMatch(LEASE, body, JSON_TYPE, current.etag)) !== undefined;
   }
 
-  /** Only a record written before the shortest retention can be due, and only one with objects left. */
-  private async expire(group: Group, shortestDays: number, retentions: Map<string, number>): Promise<boolean> {
-    if (!group.record || !(group.input || group.output || group.webhooks)) return false;
-    if (group.record.getTime() > Date.now() - shortestDays * DAY_MS) return false;
-    const record = await this.options.records.get(group.id);
-    if (!record || !this.due(record, retentions)) return false;
+  private async retentions(): Promise<Retentions> {
+    const tenants = Object.fromEntries(await this.options.tenants.retentions());
+    return { default_days: this.options.retentionDays, tenants };
+  }
+
+  /** No index state yet, or a retention shorter than the one the index was written for. */
+  private async indexOutdated(retentions: Retentions): Promise<boolean> {
+    const stored = await this.options.store.get(STATE);
+    if (!stored) return true;
+    const indexed = JSON.parse(stored.bytes.toString('utf8')) as Retentions;
+    const daysOf = (r: Retentions, tenant: string) => r.tenants[tenant] ?? r.default_days;
+    const tenants = new Set([...Object.keys(indexed.tenants), ...Object.keys(retentions.tenants)]);
+    return retentions.default_days < indexed.default_days || [...tenants].some((t) => daysOf(retentions, t) < daysOf(indexed, t));
+  }
+
+  /**
+   * Every job once: each gets an entry for its check, now for a job with a record, a grace
+   * period after its input for one without (its intake may still be running); then the state
+   * is saved. The checks themselves run in this pass or later ones.
+   */
+  private async rescan(retentions: Retentions): Promise<void> {
+    const { store, log, graceMs } = this.options;
+    const started = Date.now();
+    let jobs = 0;
+    let group: { id: string; input?: Date; record: boolean } | undefined;
+    const index = async () => {
+      if (!group) return;
+      jobs++;
+      const due = group.record || !group.input ? started : group.input.getTime() + graceMs;
+      await store.put(dueKey(due, group.id), '', JSON_TYPE);
+    };
+    for await (const { key, lastModified } of store.list('jobs/')) {
+      const [, id, name] = jobOf(key) ?? [];
+      if (!id) continue;
+      if (group?.id !== id) {
+        await index();
+        group = { id, record: false };
+      }
+      if (name === 'input.png') group.input = lastModified;
+      if (name === 'job.json') group.record = true;
+    }
+    await index();
+    await store.put(STATE, JSON.stringify(retentions), JSON_TYPE);
+    log.info({ jobs, ms: Date.now() - started }, 'storage sweep: every job indexed for its next check');
+  }
+
+  /** What the record says to do with the job now. */
+  private async check(id: string, retentions: Retentions, count: SweepCount): Promise<void> {
+    const { store, records, graceMs } = this.options;
+    const record = await records.get(id);
+    if (!record) {
+      await Promise.all([store.delete(jobKeys(id).input), store.delete(`jobs/${id}/webhooks.json`)]);
+      count.orphans++;
+      return;
+    }
+    if (record.status === 'expired') return;
+    if (!lifecycle.isTerminal(record)) {
+      await store.put(dueKey(Date.now() + graceMs, id), '', JSON_TYPE);
+      return;
+    }
+    const due = this.expiresAt(record, retentions);
+    if (due > Date.now()) {
+      await store.put(dueKey(due, id), '', JSON_TYPE);
+      return;
+    }
+    await this.expire(record);
+    count.expired++;
+  }
+
+  private expiresAt(record: JobRecord, retentions: Retentions): number {
+    const days = (record.tenant && retentions.tenants[record.tenant]) || retentions.default_days;
+    return Date.parse(record.created_at) + days * DAY_MS;
+  }
+
+  private async expire(record: JobRecord): Promise<void> {
     const { store, claims, records } = this.options;
-    const keys = jobKeys(group.id);
-    // The record last: should this pass stop half-way, the next one finds the job again.
-    await Promise.all([store.delete(keys.input), store.delete(keys.output), store.delete(`jobs/${group.id}/webhooks.json`)]);
+    const keys = jobKeys(record.id);
+    // The record last: should this pass stop half-way, its entry is still there for the next one.
+    await Promise.all([store.delete(keys.input), store.delete(keys.output), store.delete(`jobs/${record.id}/webhooks.json`)]);
     if (record.idempotency) await claims.release(record.idempotency.key_hash, AbortSignal.timeout(10_000));
-    await records.apply(group.id, (r) => lifecycle.expire(r));
-    return true;
-  }
-
-  private due(record: JobRecord, retentions: Map<string, number>): boolean {
-    const days = (record.tenant && retentions.get(record.tenant)) || this.options.retentionDays;
-    return lifecycle.isTerminal(record) && record.status !== 'expired' && Date.parse(record.created_at) + days * DAY_MS < Date.now();
+    await records.apply(record.id, (r) => lifecycle.expire(r));
   }
 }

@@ -3,6 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newJobId } from '../../common/jobs.js';
 import { ObjectStore, jobKeys } from '../../common/storage.js';
+import { dueKey } from '../../api/sweeper.js';
 import { pngImage } from '../helpers/api.js';
 import { uniqueName } from '../helpers/env.js';
 import { testConfig } from '../helpers/env.js';
@@ -56,8 +57,10 @@ describe('the API killed mid-intake', () => {
     await sleep(1500);
     await api.service.stop('SIGKILL');
     await Promise.all(clients);
-    // One orphan for sure, whatever the crash caught: an input as the dying API leaves it.
+    // One orphan for sure, whatever the crash caught: an input as the dying API leaves it, its
+    // sweep entry written first (and due already: the grace has passed).
     const planted = newJobId();
+    await store.put(dueKey(Date.now() - 1, planted), '', 'application/json');
     await store.put(jobKeys(planted).input, image, 'image/png');
 
     const before = await inventory();

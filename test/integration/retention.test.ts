@@ -15,8 +15,15 @@ let store: ObjectStore;
 const tokens: Record<string, string> = {};
 
 beforeAll(async () => {
-  // About 3 s of retention, swept every half second.
-  const overrides = { AUTH: 'on', AUTH_PEPPER: PEPPER, S3_BUCKET: uniqueName('retention'), RETENTION_DAYS: String(3 / 86_400), SWEEP_INTERVAL_MS: '500' };
+  // About 3 s of retention, swept every half second; a job is first looked at a second after its intake.
+  const overrides = {
+    AUTH: 'on',
+    AUTH_PEPPER: PEPPER,
+    S3_BUCKET: uniqueName('retention'),
+    RETENTION_DAYS: String(3 / 86_400),
+    SWEEP_INTERVAL_MS: '500',
+    ORPHAN_GRACE_MS: '1000',
+  };
   api = await startTestApi(overrides);
   store = new ObjectStore(api.config);
   const keys = new KeyStore(store, PEPPER);
