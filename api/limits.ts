@@ -53,6 +53,7 @@ export class Limits {
   private readonly limiters = new Map<string, RateLimiterRedis>();
   private readonly prefix: string;
   private readonly failOpen: boolean;
+  private reconciling: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: LimitsOptions) {
     // Fail fast when Redis is away (a closed connection) or frozen (an open one that never
@@ -79,6 +80,7 @@ export class Limits {
   }
 
   close(): void {
+    clearInterval(this.reconciling);
     this.redis.disconnect();
   }
 
@@ -102,6 +104,41 @@ export class Limits {
   async ended(jobId: string): Promise<void> {
     const set = await this.quietly(this.redis.get(this.jobKey(jobId)));
     if (set) await this.quietly(this.redis.multi().zrem(set, jobId).del(this.jobKey(jobId)).exec());
+  }
+
+  /**
+   * Frees the slots whose job is no longer live, whatever happened to its ending (a Redis error
+   * when it came, an event missed): every job in a key's slot set is looked up, and one that
+   * ended or has no record is removed; a reservation older than an upload can take is too.
+   * One replica at a time (a lock in Redis); returns the slots freed (undefined: another
+   * replica holds the lock). Its work follows the jobs in flight, not the jobs stored.
+   */
+  async reconcile(isLive: (jobId: string) => Promise<boolean>, reservationMaxAgeMs: number, lockMs: number): Promise<number | undefined> {
+    const locked = await this.redis.set(`${this.prefix}:reconcile`, randomUUID(), 'PX', lockMs, 'NX');
+    if (!locked) return undefined;
+    let freed = 0;
+    for await (const sets of this.redis.scanStream({ match: `${this.prefix}:active:*`, count: 100 }) as AsyncIterable<string[]>) {
+      for (const set of sets) {
+        const members = await this.redis.zrange(set, 0, -1, 'WITHSCORES');
+        for (let i = 0; i < members.length; i += 2) {
+          const [member, since] = [members[i]!, Number(members[i + 1])];
+          const stale = member.startsWith('reserved:') ? since < Date.now() - reservationMaxAgeMs : !(await isLive(member));
+          if (stale && (await this.redis.zrem(set, member))) freed++;
+        }
+      }
+    }
+    return freed;
+  }
+
+  /** Runs reconcile every `intervalMs` (on whichever replica gets the lock), until close(). */
+  reconcileEvery(intervalMs: number, isLive: (jobId: string) => Promise<boolean>, reservationMaxAgeMs: number): void {
+    const { log } = this.options;
+    const pass = () =>
+      void this.reconcile(isLive, reservationMaxAgeMs, intervalMs)
+        .then((freed) => freed && log.info({ freed }, 'concurrency slots of ended jobs freed'))
+        .catch((error: unknown) => log.warn({ err: error }, 'could not reconcile the concurrency slots'));
+    this.reconciling = setInterval(pass, intervalMs);
+    this.reconciling.unref();
   }
 
   /** The rate headers of a key without spending a point (for answers other than submissions). */

@@ -6,6 +6,7 @@ import type { ApiConfig } from '../common/config.js';
 import { createKafka, ensureTopics } from '../common/kafka.js';
 import type { Logger } from '../common/logger.js';
 import { RecordStore } from '../common/records.js';
+import { TERMINAL } from '../common/jobs.js';
 import { ObjectStore } from '../common/storage.js';
 import { allTopics, eventsTopic } from '../common/topics.js';
 import { QueueDepth } from '../common/depth.js';
@@ -122,7 +123,23 @@ export async function prepareKafka(services: Services): Promise<void> {
   if (authRequired(config)) {
     await services.limits.connect();
     await services.endings.start();
+    reconcileSlots(services);
   }
+}
+
+/**
+ * Every SWEEP_INTERVAL_MS one replica frees the concurrency slots of jobs that are no longer
+ * live, so a missed ending holds a key's slot for one interval, not for the slot's 24 h age limit.
+ */
+function reconcileSlots({ config, limits, records }: Services): void {
+  if (!config.SWEEP_INTERVAL_MS) return;
+  const isLive = async (id: string) => {
+    const record = await records.get(id, AbortSignal.timeout(config.DEPENDENCY_TIMEOUT_MS));
+    return record !== undefined && !TERMINAL.has(record.status);
+  };
+  // A reservation lives while its upload is read: never longer than a whole request may take.
+  const reservationMaxAgeMs = config.HTTP_REQUEST_TIMEOUT_MS + 2 * config.DEPENDENCY_TIMEOUT_MS;
+  limits.reconcileEvery(config.SWEEP_INTERVAL_MS, isLive, reservationMaxAgeMs);
 }
 
 /** Ends the SSE streams (which would otherwise hold the server open) and stops the sweeps. */

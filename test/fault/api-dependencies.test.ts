@@ -9,11 +9,13 @@ import { json, noisePng, pngImage, postJob } from '../helpers/api.js';
 import { testConfig, uniqueName } from '../helpers/env.js';
 import { report, servers, sleep } from '../helpers/faults.js';
 import { startApiProcess, type ApiProcess } from '../helpers/processes.js';
+import { waitFor } from '../helpers/consumer.js';
 
 const PEPPER = 'fault-pepper-0123456789';
 const env = { AUTH: 'on', AUTH_PEPPER: PEPPER, S3_BUCKET: uniqueName('faultapi'), TOPIC_PREFIX: uniqueName('faultapi'), LOG_LEVEL: 'warn' };
 let token: string;
 let limitedToken: string;
+let singleToken: string;
 const apis: ApiProcess[] = [];
 
 beforeAll(async () => {
@@ -23,6 +25,7 @@ beforeAll(async () => {
   token = (await keys.create({ tenant: 'acme', name: 'slow', role: 'user', limits: { rate: null, concurrency: null } })).token;
   const limited = { rate: { points: 1000, per_seconds: 60 }, concurrency: 1000 };
   limitedToken = (await keys.create({ tenant: 'acme', name: 'limited', role: 'user', limits: limited })).token;
+  singleToken = (await keys.create({ tenant: 'acme', name: 'single', role: 'user', limits: { rate: null, concurrency: 1 } })).token;
 }, 60_000);
 
 afterAll(async () => {
@@ -128,6 +131,25 @@ describe('Redis frozen (SIGSTOP)', () => {
       expect((await postJob(url, { headers: bearer(limitedToken) })).status).toBe(202);
     }, 60_000);
   }
+});
+
+describe('Redis restarted', () => {
+  it('still counts the slot of a job queued before (the append-only file)', async () => {
+    // Closed: while the client reconnects the answer is 503 (retried here), never a slot given away.
+    const { url, service } = await api({ LIMITS_WHEN_REDIS_DOWN: 'closed' });
+    expect((await postJob(url, { headers: bearer(singleToken) })).status).toBe(202);
+    await sleep(1500); // the file is written every second
+    servers.stop('redis');
+    servers.start('redis');
+    const answer = await waitFor(async () => {
+      const response = await postJob(url, { headers: bearer(singleToken) });
+      return response.status === 503 ? undefined : response; // the client reconnects within a second or two
+    }, 20_000, 'an answer from the limits');
+    const code = answer.status === 429 ? (await json(answer)).error.code : String(answer.status);
+    report('Redis restarted with a job queued', { submitted: 2, accepted: answer.status === 202 ? 2 : 1, succeeded: 0, lost: 0, duplicated: 0 }, { second: code });
+    expect(code).toBe('concurrency_limit');
+    expect(service.alive).toBe(true);
+  }, 60_000);
 });
 
 describe('Kafka down', () => {

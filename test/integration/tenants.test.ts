@@ -3,6 +3,7 @@
 // seconds, and the rate and concurrency limits hold across replicas.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KeyStore } from '../../common/keys.js';
+import * as lifecycle from '../../common/lifecycle.js';
 import { ObjectStore } from '../../common/storage.js';
 import { json, pngImage, postJob, startTestApi, type TestApi } from '../helpers/api.js';
 import { waitFor } from '../helpers/consumer.js';
@@ -32,6 +33,7 @@ beforeAll(async () => {
   await make('root', 'ops', { role: 'admin' });
   await make('limited', 'acme', { limits: { rate: { points: 3, per_seconds: 60 }, concurrency: null } });
   await make('capped', 'acme', { limits: { rate: null, concurrency: 2 } });
+  await make('single', 'acme', { limits: { rate: null, concurrency: 1 } });
 }, 120_000);
 
 afterAll(async () => {
@@ -116,6 +118,22 @@ describe('API keys', () => {
       await response.body?.cancel();
       return response.status === 202 ? true : undefined;
     }, 20_000, 'a freed slot');
+  });
+
+  it('frees the slot of a job whose ending never reached the limits, at the next reconciliation', async () => {
+    const { id } = await json(await submit(replicas[0]!, 'single'));
+    // The job ends without its event: as after a Redis error at its ending, or an event missed.
+    await replicas[0]!.services.records.apply(id, (record) => lifecycle.cancel(record));
+    expect((await submit(replicas[1]!, 'single')).status).toBe(429);
+    const { limits, records } = replicas[1]!.services;
+    const isLive = async (jobId: string) => {
+      const record = await records.get(jobId);
+      return record !== undefined && !lifecycle.isTerminal(record);
+    };
+    const freed = await limits.reconcile(isLive, 60_000, 1000);
+    expect(freed).toBeGreaterThanOrEqual(1);
+    expect(await limits.reconcile(isLive, 60_000, 1000)).toBeUndefined(); // the other pass holds the lock for its interval
+    expect((await submit(replicas[0]!, 'single')).status).toBe(202);
   });
 
   it('refuses a revoked key on every replica within seconds', async () => {
