@@ -3,14 +3,14 @@
 // diffusion-py/img2img_runner/protocol.py; test/vectors/frames.json holds one vector per
 // message that both sides must parse and encode alike. Framing: common/frames.ts.
 import { z } from 'zod';
-import { JobParams } from './jobs.js';
+import { JobParams, Priority } from './jobs.js';
 import type { Frame } from './frames.js';
 
 const base = { v: z.literal(1) };
 const id = z.string().min(1);
 
 // To the runner.
-export const JobFrame = z.object({ ...base, type: z.literal('job'), id, params: JobParams });
+export const JobFrame = z.object({ ...base, type: z.literal('job'), id, priority: Priority, params: JobParams });
 export const CancelFrame = z.object({ ...base, type: z.literal('cancel'), id });
 export const PingFrame = z.object({ ...base, type: z.literal('ping') });
 export const ShutdownFrame = z.object({ ...base, type: z.literal('shutdown') });

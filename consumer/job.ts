@@ -156,29 +156,55 @@ export class JobRun {
     if (!input) throw new Failure('missing_input', `input object ${jobKeys(message.id).input} does not exist`);
     const resumes = (r: JobRecord) => r.status === 'running' && r.attempts === this.delivery.resumeAttempt;
     if (record.attempts >= config.MAX_ATTEMPTS && !resumes(record)) throw exhausted(record);
-    const started = await records.apply(message.id, (r) => lifecycle.start(r, { resume: resumes(r) }));
-    const running = started.record;
-    if (!started.event || !running) return done('skipped', running);
-    this.startedAttempt = running.attempts;
-    // The event is not awaited: the runner must not wait for Kafka.
-    const announced = this.publish(started.event);
-    if (this.canceled) return announced.then(() => this.finishCanceled(message.id)); // canceled while it started
 
+    // The job stays queued until its runner starts it (a batch may be computing ahead of it).
+    const start = this.startOnce(record, resumes);
     // A suspect of an earlier crash runs alone, so that if it crashes again it is known to be the cause.
-    const ran = this.deps.verifier.run(message.id, running.params, input, this.progressReporter(running), {
+    const ran = this.deps.verifier.run(message.id, record.params, input, this.progressReporter(record, start), {
       solo: this.delivery.suspect,
+      priority: message.priority,
+      pixels: record.width * record.height,
       onWait: () => void this.markWaiting(message.id),
     });
     const outcome = await Promise.race([ran, this.cancelGrace]);
-    await announced; // keeps the job's events in order: started before its outcome
+    if (!outcome.ok && outcome.code === 'canceled') return this.finishCanceled(message.id);
+    // A failure before the start still spends an attempt: a job that kills its runner unstarted must not loop.
+    const running = await start();
+    if (!running) return this.finishCanceled(message.id); // ended while it waited for the runner (a DELETE)
     return this.settle(message, running, outcome);
+  }
+
+  /**
+   * The start of the attempt, written once: when the runner starts the job (its `started`
+   * frame), or when the job's outcome comes first. Resolves with the running record, or
+   * undefined when the job ended meanwhile (then the runner is told to drop it).
+   */
+  private startOnce(record: JobRecord, resumes: (r: JobRecord) => boolean): () => Promise<JobRecord | undefined> {
+    let written: Promise<JobRecord | undefined> | undefined;
+    const write = async () => {
+      const started = await this.deps.records.apply(record.id, (r) => lifecycle.start(r, { resume: resumes(r) }));
+      if (!started.event || !started.record) {
+        this.deps.pool.cancel(record.id);
+        return undefined;
+      }
+      this.startedAttempt = started.record.attempts;
+      await this.publish(started.event); // before any progress event: the job's events stay in order
+      return started.record;
+    };
+    return () => {
+      if (!written) {
+        written = write();
+        written.catch(() => {}); // seen by the run's own await; a storage error there retries the job
+      }
+      return written;
+    };
   }
 
   /** The job's check needs more distinct workers than are connected: its record says so while it waits. */
   private async markWaiting(id: string): Promise<void> {
     const verification = { policy: describeModelPolicy(this.deps.model), state: 'waiting_for_workers' as const, workers: [], outvoted: [] };
     await this.deps.records
-      .update(id, (r) => (r.status === 'running' ? { ...r, verification } : undefined))
+      .update(id, (r) => (!lifecycle.isTerminal(r) ? { ...r, verification } : undefined))
       .catch((error: unknown) => this.deps.logger.warn({ err: error, job: id }, 'waiting state not recorded'));
   }
 
@@ -270,23 +296,33 @@ export class JobRun {
    * (none, then all steps), so a job of a second or less writes no progress to it: at 40 jobs a
    * second a write at the first and the last step were two of a job's eight storage requests.
    */
-  private progressReporter(running: JobRecord) {
-    let lastRecordWrite = Date.now();
+  private progressReporter(record: JobRecord, start: () => Promise<JobRecord | undefined>) {
+    let lastRecordWrite: number | undefined;
     let lastEvent = 0;
     return {
+      onStarted: () => {
+        lastRecordWrite = Date.now(); // counted from the start
+        void start();
+      },
       onProgress: (step: number, total: number) => {
         this.totalSteps = total;
         const now = Date.now();
+        lastRecordWrite ??= now;
+        const started = start(); // written already, or now: progress comes after the start
         if (now - lastEvent >= PROGRESS_EVENT_INTERVAL_MS || step >= total) {
           lastEvent = now;
-          const event = lifecycle.progress(running, step, total)?.event;
-          if (event) void this.publish(event);
+          void started
+            .then((running) => {
+              const event = running && lifecycle.progress(running, step, total)?.event;
+              if (event) return this.publish(event);
+            })
+            .catch(() => {}); // the start's failure is the run's to handle
         }
         if (now - lastRecordWrite < PROGRESS_RECORD_INTERVAL_MS || step >= total) return;
         lastRecordWrite = now;
-        void this.deps.records
-          .apply(running.id, (r) => lifecycle.progress(r, step, total))
-          .catch((error: unknown) => this.deps.logger.warn({ err: error, job: running.id }, 'progress not recorded'));
+        void started
+          .then(() => this.deps.records.apply(record.id, (r) => lifecycle.progress(r, step, total)))
+          .catch((error: unknown) => this.deps.logger.warn({ err: error, job: record.id }, 'progress not recorded'));
       },
     };
   }

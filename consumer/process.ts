@@ -14,6 +14,12 @@ import { compileCacheEnv, prepareCompileCache, type CompileCacheSetup } from './
 
 export type ProcessState = 'stopped' | 'starting' | 'ready' | 'stopping';
 
+/** The job size RUNNER_STALL_MS is meant for: 512x512. */
+export const STALL_REFERENCE_PIXELS = 512 * 512;
+
+/** The stall bound for the largest job in hand: `stallMs`, scaled up by its pixels past the reference. */
+export const stallBound = (stallMs: number, pixels: number) => Math.round(stallMs * Math.max(1, pixels / STALL_REFERENCE_PIXELS));
+
 export interface ProcessOptions {
   model: string;
   source?: string;
@@ -22,7 +28,11 @@ export interface ProcessOptions {
   python: string;
   cwd: string;
   device: 'auto' | 'cpu' | 'cuda';
-  /** With work in hand and no frame for this long, the process counts as hung and is killed. */
+  /**
+   * With work in hand and no frame for this long, the process counts as hung and is killed: the
+   * bound for a job of STALL_REFERENCE_PIXELS or fewer; larger jobs scale it by their pixels
+   * (a step and the VAE take time in proportion), so a costly job is not mistaken for a hang.
+   */
   stallMs: number;
   startTimeoutMs: number;
   logger: Logger;
@@ -45,6 +55,8 @@ export interface ProcessEvents {
   onExit(reason: string, expected: boolean): void;
   /** Whether the Runner holds work: only then does silence count as a stall. */
   busy(): boolean;
+  /** The pixels of the largest job the Runner holds (0: none known): the stall bound scales with them. */
+  largestPixels?(): number;
   onReady?(info: ReadyInfo): void;
 }
 
@@ -252,8 +264,9 @@ export class RunnerProcess {
 
   private checkStall(): void {
     if (this.state !== 'ready' || !this.child || !this.events.busy()) return;
-    if (Date.now() - this.lastFrameAt > this.options.stallMs) {
-      this.options.logger.error({ stall_ms: this.options.stallMs }, 'runner stopped answering; killing it');
+    const stallMs = stallBound(this.options.stallMs, this.events.largestPixels?.() ?? 0);
+    if (Date.now() - this.lastFrameAt > stallMs) {
+      this.options.logger.error({ stall_ms: stallMs }, 'runner stopped answering; killing it');
       this.child.kill('SIGKILL');
     }
   }

@@ -89,7 +89,7 @@ export class RemoteRunner implements PoolRunner {
     const outcome = new Promise<RunnerOutcome>((resolve) => {
       this.leases.set(id, { callbacks, resolve, deadline: Date.now() + this.options.leaseMs });
     });
-    this.send({ v: 1, type: 'job', id, params }, image);
+    this.send({ v: 1, type: 'job', id, priority: options.priority ?? 'normal', params }, image);
     return outcome.finally(() => this.release(solo, id));
   }
 

@@ -2,6 +2,7 @@
 // crash or a stall of the process (consumer/process.ts) never loses a job: every job in
 // flight resolves with a retryable error and the next job starts a fresh process.
 import type { JobParams } from '../common/jobs.js';
+import type { Priority } from '../common/topics.js';
 import type { FromRunner, ResultFrame } from '../common/protocol.js';
 import { RunnerProcess, type ProcessOptions, type ReadyInfo } from './process.js';
 
@@ -31,11 +32,16 @@ export type RunnerOutcome =
 export interface RunOptions {
   /** Run with no other job in the runner, and let none join until it ends: a suspect of a crash. */
   solo?: boolean;
+  /** The job's priority: the runner starts higher ones first, and lets them overtake a running batch. */
+  priority?: Priority;
+  /** The input's pixels: the stall bound grows with them. */
+  pixels?: number;
 }
 
 interface InFlight {
   callbacks: JobCallbacks;
   resolve(outcome: RunnerOutcome): void;
+  pixels: number;
 }
 
 /** A frame about one job (the runner's or a remote worker's): what it means for the job's callbacks or its one outcome. */
@@ -70,6 +76,7 @@ export class Runner {
       onMessage: (message, payload) => this.onMessage(message, payload),
       onExit: (reason, expected) => this.onExit(reason, expected),
       busy: () => this.inFlight.size > 0,
+      largestPixels: () => Math.max(0, ...[...this.inFlight.values()].map((job) => job.pixels)),
       onReady: options.onReady,
     });
   }
@@ -104,9 +111,9 @@ export class Runner {
       this.release(Boolean(options.solo));
       return { ok: false, code: 'runner_start_failed', retryable: true, message: (error as Error).message };
     }
-    const outcome = new Promise<RunnerOutcome>((resolve) => this.inFlight.set(id, { callbacks, resolve }));
+    const outcome = new Promise<RunnerOutcome>((resolve) => this.inFlight.set(id, { callbacks, resolve, pixels: options.pixels ?? 0 }));
     if (this.inFlight.size === 1) this.process.markBusy();
-    this.process.send({ v: 1, type: 'job', id, params }, image);
+    this.process.send({ v: 1, type: 'job', id, priority: options.priority ?? 'normal', params }, image);
     return outcome.finally(() => this.release(Boolean(options.solo)));
   }
 

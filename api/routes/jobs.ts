@@ -67,7 +67,8 @@ async function requestCancel(services: Services, id: string, deadline: AbortSign
 
 /**
  * The consumer stops a running job when its cancel request arrives, so that request must be out
- * before we answer (a retry of the DELETE sends it again); the events are informational.
+ * before we answer (a retry of the DELETE sends it again); the events are informational. A job
+ * canceled while queued gets one too: its runner may hold it, waiting behind a batch.
  */
 async function announce(services: Services, { record, event }: Applied, outcome: Outcome, deadline: AbortSignal): Promise<void> {
   const { publisher, records, log } = services;
@@ -75,7 +76,7 @@ async function announce(services: Services, { record, event }: Applied, outcome:
   // A canceled event waits in the record's outbox until sent; a consumer that meets the job sends it otherwise.
   const sent = async (published: JobEvent) => void (await records.apply(published.id, (r) => lifecycle.delivered(r, [published])));
   if (event) void call('kafka', (s) => publisher.publishEvent(event, s), deadline).then(() => sent(event)).catch(warn);
-  if (outcome !== 'requested') return;
+  if (outcome !== 'requested' && outcome !== 'canceled') return;
   const request = { v: 1 as const, id: record!.id, model_name: record!.model_name, at: new Date().toISOString() };
   await call('kafka', (s) => publisher.publishCancel(request, s), deadline);
 }

@@ -249,6 +249,8 @@ def main(argv=None) -> int:
             encoder=_liar(serving.encoder) if args.lie else serving.encoder,
             background=serving.background,
             buckets=tuning_of(serving.pipe).buckets,
+            # Waiting jobs may overtake a running batch at a step's end, except on a tuned pipeline.
+            overtaking=not serving.tuned,
         )
 
     if args.connect:

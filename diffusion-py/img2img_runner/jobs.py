@@ -38,11 +38,18 @@ class Job:
     payload: bytes
     # The size the result is answered in: the input's, even when `image` was enlarged to compute.
     size: tuple[int, int] = (0, 0)
+    # 0 high, 1 normal, 2 low: lower runs first.
+    rank: int = 1
 
     @property
     def batch_key(self) -> tuple:
         """Jobs with equal keys can share one pipeline call."""
         return (self.image.width, self.image.height, self.steps, self.strength, self.guidance_scale)
+
+    @property
+    def cost(self) -> int:
+        """Pixel-steps: what one denoising pass over this job costs, near enough (a step's work grows with the pixels)."""
+        return self.image.width * self.image.height * max(1, int(self.steps * self.strength))
 
 
 def _number(key: str, value: float, limits: Range) -> float:
@@ -104,9 +111,14 @@ def _computable(image: Image.Image, limits: ImageLimits) -> Image.Image:
     return image if size == image.size else image.resize(size, Image.Resampling.LANCZOS)
 
 
+PRIORITY_RANKS = {"high": 0, "normal": 1, "low": 2}
+
+
 def parse_job(message: JobFrame, payload: bytes, model: str | None = None) -> Job:
     """The message's types are already checked (protocol.parse); here its values and its image,
     against the limits of `model` (the general ones when None)."""
+    if message.priority not in PRIORITY_RANKS:
+        raise JobError("bad_params", f"priority must be one of high, normal, low, got {message.priority!r}")
     params = message.params
     strength = _number("strength", params.strength, LIMITS.strength)
     steps = _integer("steps", params.steps, LIMITS.steps)
@@ -131,4 +143,5 @@ def parse_job(message: JobFrame, payload: bytes, model: str | None = None) -> Jo
         decode_s=time.perf_counter() - started,
         size=decoded.size,
         payload=payload,
+        rank=PRIORITY_RANKS[message.priority],
     )

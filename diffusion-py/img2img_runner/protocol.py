@@ -55,10 +55,11 @@ class JobParams:
 
 @dataclass(frozen=True)
 class JobFrame(Message):
-    """Payload: the input image."""
+    """Payload: the input image. priority: high, normal or low (the job's Kafka topic)."""
 
     TYPE = "job"
     id: str
+    priority: str
     params: JobParams
 
 

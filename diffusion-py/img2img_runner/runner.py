@@ -8,6 +8,7 @@ call per group. Every accepted job gets exactly one final frame: result or
 error.
 """
 
+import copy
 import io
 import logging
 import resource
@@ -42,6 +43,10 @@ from .protocol import (
 from .tuning import tuning_of
 
 log = logging.getLogger("img2img_runner")
+
+# A waiting job of the running batch's priority overtakes it when it costs at most this much less
+# than what the batch has left: a 64x64 job need not wait for a 1024x1024 one, two alike do not swap.
+OVERTAKE_RATIO = 8
 
 
 class FrameWriter:
@@ -116,6 +121,8 @@ class Runner:
     between two batches once ready (never inside a pipeline call).
     buckets: batch sizes a pipeline call is padded up to (the tuning's; CUDA graphs record
     one graph per size): the pad rows repeat the last job and their outputs are dropped.
+    overtaking: let a waiting job overtake the running batch at a step's end (see _overtake);
+    off for tuned pipelines, whose compiled graphs and per-step caches assume one call at a time.
     """
 
     def __init__(
@@ -131,8 +138,11 @@ class Runner:
         encoder=None,
         background=None,
         buckets: tuple[int, ...] = (),
+        overtaking: bool = False,
     ):
         self.pipe = pipe
+        self.overtaking = overtaking
+        self._nested = False
         self.background = background
         self.buckets = tuple(sorted(buckets))
         self.model = model
@@ -276,10 +286,12 @@ class Runner:
                 self.background = None
             self._run_group(batch)
 
-    def _take_batch(self) -> list[Job]:
-        """The oldest queued job plus the queued jobs that can share its call (no waiting for more)."""
-        head = self._pending[0]
-        batch = [job for job in self._pending if job.batch_key == head.batch_key][: self.max_batch]
+    def _take_batch(self, among: list[Job] | None = None) -> list[Job]:
+        """The oldest of the highest-priority queued jobs (of `among`, else all), plus the queued
+        jobs that can share its call, higher priorities first (no waiting for more)."""
+        candidates = self._pending if among is None else among
+        head = min(candidates, key=lambda job: job.rank)  # the first of the lowest rank: the oldest
+        batch = sorted((job for job in candidates if job.batch_key == head.batch_key), key=lambda job: job.rank)[: self.max_batch]
         for job in batch:
             self._pending.remove(job)
             self._running.add(job.id)
@@ -328,7 +340,8 @@ class Runner:
             self._run_group(jobs[start : start + half])
 
     def _step_callback(self, jobs: list[Job]) -> dict:
-        """The pipeline call's step-end callback: the tuning's guidance cut, then progress frames."""
+        """The pipeline call's step-end callback: the tuning's guidance cut, progress frames, then
+        a waiting job that may overtake this batch runs before its next step."""
         def on_step(pipe, step_index):
             # num_timesteps is the loop length (int(steps*strength) for DDIM/Euler).
             total = pipe.num_timesteps
@@ -337,8 +350,45 @@ class Runner:
                 self.writer.send(ProgressFrame(id=job.id, step=step_index + 1, total=total))
             if not live:
                 pipe._interrupt = True  # every job is canceled: skip the remaining steps
+            elif self.overtaking and not self._nested and step_index + 1 < total:
+                self._overtake(live, remaining=(total - step_index - 1) / total)
 
         return guidance.call_kwargs(self.pipe, tuning_of(self.pipe).guidance_share, on_step)
+
+    def _overtake(self, running: list[Job], remaining: float) -> None:
+        """Runs, between two steps of the running batch, one batch of waiting jobs that should
+        not wait for it: of a higher priority, or of the same and at most 1/OVERTAKE_RATIO of
+        the work the running batch has left. At most one such batch a step, so the running one
+        always advances; the overtaking batch cannot itself be overtaken.
+        """
+        rank = min(job.rank for job in running)
+        left = remaining * sum(job.cost for job in running)
+        with self._cond:
+            waiting = [job for job in self._pending if job.rank < rank or (job.rank == rank and job.cost * OVERTAKE_RATIO <= left)]
+            if not waiting:
+                return
+            batch = self._take_batch(waiting)
+        log.info("%d job(s) overtake a running batch of %d", len(batch), len(running))
+        self._run_nested(batch)
+
+    def _run_nested(self, batch: list[Job]) -> None:
+        """A pipeline call inside another's step callback. The pipeline keeps its call's state on
+        itself (guidance scale, step count, interrupt flag) and in its scheduler (timesteps, step
+        index): the inner call gets a copy of the scheduler, and the outer call's state is put back."""
+        pipe = self.pipe
+        state = {name: value for name, value in vars(pipe).items() if not isinstance(value, torch.nn.Module)}
+        scheduler = getattr(pipe, "scheduler", None)
+        if scheduler is not None:
+            pipe.scheduler = copy.deepcopy(scheduler)
+        self._nested = True
+        try:
+            self._run_group(batch)
+        finally:
+            self._nested = False
+            if scheduler is not None:
+                pipe.scheduler = scheduler
+            for name, value in state.items():
+                setattr(pipe, name, value)
 
     def _run_batch(self, jobs: list[Job]) -> None:
         head = jobs[0]

@@ -27,7 +27,9 @@ def png_bytes(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def job_header(job_id: str, seed: int = 1, prompt: str = "a cat", steps: int = 10, strength: float = 0.6, guidance_scale: float = 7.5) -> dict:
+def job_header(
+    job_id: str, seed: int = 1, prompt: str = "a cat", steps: int = 10, strength: float = 0.6, guidance_scale: float = 7.5, priority: str = "normal"
+) -> dict:
     params = {
         "prompt": prompt,
         "negative_prompt": None,
@@ -36,7 +38,7 @@ def job_header(job_id: str, seed: int = 1, prompt: str = "a cat", steps: int = 1
         "guidance_scale": guidance_scale,
         "seed": seed,
     }
-    return {"v": 1, "type": "job", "id": job_id, "params": params}
+    return {"v": 1, "type": "job", "id": job_id, "priority": priority, "params": params}
 
 
 def call_tiny(pipe, batch: int = 2, steps: int = 4, strength: float = 0.6, guidance_scale: float = 7.5, raw: bool = False, **extra):

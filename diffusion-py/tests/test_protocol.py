@@ -42,12 +42,12 @@ def test_built_messages_keep_the_wire_key_order():
 
 def job(**params) -> dict:
     base = {"prompt": "a cat", "negative_prompt": None, "strength": 0.6, "steps": 10, "guidance_scale": 7.5, "seed": 1}
-    return {"v": 1, "type": "job", "id": "job-1", "params": base | params}
+    return {"v": 1, "type": "job", "id": "job-1", "priority": "normal", "params": base | params}
 
 
 def test_job_parses_to_typed_params():
     message = parse(job(), TO_RUNNER)
-    assert message == JobFrame(id="job-1", params=JobParams("a cat", None, 0.6, 10, 7.5, 1))
+    assert message == JobFrame(id="job-1", priority="normal", params=JobParams("a cat", None, 0.6, 10, 7.5, 1))
 
 
 @pytest.mark.parametrize(
@@ -55,9 +55,10 @@ def test_job_parses_to_typed_params():
     [
         ({"v": 1, "type": "hello", "id": "x"}, None, "unknown frame type 'hello'"),
         ({"v": 1, "type": "pong"}, None, "unknown frame type 'pong'"),  # ours to send, not to receive
-        ({"v": 1, "type": "job", "id": "", "params": job()["params"]}, None, "job.id must be a non-empty string"),
-        ({"v": 1, "type": "job", "id": 7, "params": job()["params"]}, None, "job.id must be a non-empty string"),
-        ({"v": 1, "type": "job", "id": "j"}, "j", "job.params must be an object"),
+        ({"v": 1, "type": "job", "id": "", "priority": "normal", "params": job()["params"]}, None, "job.id must be a non-empty string"),
+        ({"v": 1, "type": "job", "id": 7, "priority": "normal", "params": job()["params"]}, None, "job.id must be a non-empty string"),
+        ({"v": 1, "type": "job", "id": "j", "priority": "normal"}, "j", "job.params must be an object"),
+        ({"v": 1, "type": "job", "id": "j", "params": job()["params"]}, "j", "job.priority must be a string"),
         (job(prompt=None), "job-1", "params.prompt must be a string"),
         (job(negative_prompt=3), "job-1", "params.negative_prompt must be a string or null"),
         (job(strength="0.5"), "job-1", "params.strength must be a number, got '0.5'"),

@@ -206,3 +206,40 @@ def test_a_standby_whose_stdin_closes_exits_zero_without_loading(start_runner):
     process.proc.stdin.close()
     assert process.proc.wait(timeout=30) == 0
     assert "pipeline loaded" not in process.log()
+
+
+BIG_IMAGE = png_bytes(sample_image(2, (512, 512)))
+
+
+def test_small_and_higher_priority_jobs_overtake_a_running_batch_at_a_step_and_change_no_bytes(runner):
+    def alone(header, image):
+        runner.send(header, image)
+        return final(runner.collect([header["id"]])[header["id"]])[1]
+
+    big_alone = alone(job_header("big-alone", seed=3, steps=30, strength=1.0, priority="low"), BIG_IMAGE)
+    small_alone = alone(job_header("small-alone", seed=4, steps=4), IMAGE)
+
+    runner.send(job_header("big", seed=3, steps=30, strength=1.0, priority="low"), BIG_IMAGE)
+    order = []
+    while True:  # a few steps into the big one
+        header, _ = runner.next()
+        order.append((header["type"], header["id"]))
+        if header["type"] == "progress" and header["step"] == 3:
+            break
+    runner.send(job_header("small-high", seed=4, steps=4, priority="high"), IMAGE)
+    runner.send(job_header("small-normal", seed=4, steps=4), IMAGE)
+    frames = {job: [] for job in ("big", "small-high", "small-normal")}
+    while any(not kinds(f) or kinds(f)[-1] not in ("result", "error") for f in frames.values()):
+        header, payload = runner.next()
+        order.append((header["type"], header["id"]))
+        frames[header["id"]].append((header, payload))
+    sequence = order
+    big_steps = [i for i, (kind, job) in enumerate(sequence) if job == "big" and kind == "progress"]
+    for small in ("small-high", "small-normal"):
+        ended = sequence.index(("result", small))
+        # Done between two steps of the big job, which then went on.
+        assert big_steps[0] < ended < big_steps[-1], sequence
+        assert final(frames[small])[1] == small_alone
+    # The overtaken call resumed exactly where it was: the same image as alone.
+    assert final(frames["big"])[0]["type"] == "result"
+    assert final(frames["big"])[1] == big_alone

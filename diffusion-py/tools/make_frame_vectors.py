@@ -25,6 +25,7 @@ VECTORS = [
             "v": 1,
             "type": "job",
             "id": "job-1",
+            "priority": "normal",
             "params": {
                 "prompt": "chat 猫 ☕",
                 "negative_prompt": None,
@@ -42,6 +43,7 @@ VECTORS = [
             "v": 1,
             "type": "job",
             "id": "job-2",
+            "priority": "high",
             "params": {
                 "prompt": 'say "hi"\\ back\n\ttab \u0001 é 😀 </script>',
                 "negative_prompt": "blurry, low quality",
@@ -93,6 +95,7 @@ VECTORS = [
             "v": 1,
             "type": "job",
             "id": "job-3",
+            "priority": "low",
             "params": {
                 "prompt": "a",
                 "negative_prompt": "",

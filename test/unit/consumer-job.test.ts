@@ -28,6 +28,7 @@ async function runJob(steps: number, stepMs: number): Promise<JobRecord[]> {
   };
   const verifier = {
     run: async (_id: string, _params: unknown, _image: Uint8Array, callbacks: JobCallbacks) => {
+      callbacks.onStarted!(1);
       for (let step = 1; step <= steps; step++) {
         vi.setSystemTime(Date.now() + stepMs);
         callbacks.onProgress!(step, steps);
@@ -110,5 +111,52 @@ describe('JobRun of a message whose record was never written', () => {
     const verdict = await new JobRun(delivery, deps).execute();
     expect(verdict).toEqual({ kind: 'done', status: 'abandoned', record: undefined, deadLettered: false });
     expect(sent).toEqual([]);
+  });
+});
+
+describe('JobRun of a job that waits in its runner', () => {
+  it('stays queued until the runner starts it, then is running with its attempt', async () => {
+    let record = lifecycle.queued({ id: ID, model_name: 'tiny', priority: 'high', params, width: 64, height: 64, input_key: `jobs/${ID}/input.png`, idempotency: null }).record;
+    const seen: string[] = [];
+    const events: string[] = [];
+    const records = {
+      get: async () => record,
+      apply: async (_id: string, transition: (current: JobRecord) => Transition | undefined) => {
+        const next = transition(structuredClone(record));
+        if (next) record = next.record;
+        return { record, event: next?.event };
+      },
+    };
+    const verifier = {
+      run: async (_id: string, _params: unknown, _image: Uint8Array, callbacks: JobCallbacks, options: { priority?: string; pixels?: number }) => {
+        seen.push(`handed over: ${record.status}, ${options.priority}, ${options.pixels} px`);
+        await new Promise((resolve) => setTimeout(resolve, 20)); // a batch computes ahead of it
+        seen.push(`still waiting: ${record.status}`);
+        callbacks.onStarted!(1);
+        callbacks.onProgress!(1, 2);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        seen.push(`after its start: ${record.status}, attempt ${record.attempts}`);
+        callbacks.onProgress!(2, 2);
+        return { ok: true, image: Buffer.from('png'), result: { v: 1, type: 'result', id: ID, batch_size: 1, peak_memory_bytes: 0, timings: { compute_s: 0.02 } } };
+      },
+    };
+    const deps = {
+      publisher: { publishEvent: async (event: { type: string }) => void events.push(event.type), send: async () => {} },
+      config: { MAX_ATTEMPTS: 3 },
+      store: { getBytes: async () => Buffer.from('input'), put: async () => 'etag' },
+      records,
+      pool: { cancel() {} },
+      verifier,
+      model: { name: 'tiny' },
+      logger: { warn() {}, error() {}, info() {}, debug() {} },
+      dlq: 'dlq',
+    } as unknown as JobDeps;
+    const message = { v: 1 as const, id: ID, model_name: 'tiny', priority: 'high' as const, created_at: new Date().toISOString() };
+    const delivery: Delivery = { topic: 'jobs.tiny.high', partition: 0, offset: '0', priority: 'high', raw: null, message, problem: undefined, attempt: 0 };
+    const verdict = await new JobRun(delivery, deps).execute();
+    expect(verdict).toMatchObject({ kind: 'done', status: 'succeeded' });
+    expect(seen).toEqual(['handed over: queued, high, 4096 px', 'still waiting: queued', 'after its start: running, attempt 1']);
+    expect(events.filter((type) => type !== 'progress')).toEqual(['started', 'succeeded']);
+    expect(events.indexOf('started')).toBeLessThan(events.indexOf('progress'));
   });
 });
