@@ -39,7 +39,7 @@ export interface IntakeDeps {
   records: RecordStore;
   publisher: Publisher;
   claims: IdempotencyStore;
-  sweeper: Pick<Sweeper, 'firstCheck'>;
+  sweeper: Pick<Sweeper, 'scheduleFirstCheck'>;
   topicPrefix: string;
   timeoutMs: number;
   log: Logger;
@@ -77,7 +77,7 @@ export class Intake {
     const message: JobMessage = { v: 1, id: record.id, model_name: record.model_name, priority: record.priority, created_at: record.created_at };
     const topic = jobTopic(topicPrefix, record.model_name, record.priority);
     // The sweeper's entry first: an input stored by an intake that dies right after is still found.
-    await call('storage', (signal) => store.put(sweeper.firstCheck(record.id, Date.parse(record.created_at)), '', 'application/json', signal), deadline);
+    await call('storage', (signal) => sweeper.scheduleFirstCheck(record.id, Date.parse(record.created_at), signal), deadline);
     await call('storage', (signal) => store.put(record.input_key, png, 'image/png', signal), deadline);
     await call('kafka', (signal) => publisher.send(topic, { key: record.id, value: JSON.stringify(message) }, signal), deadline);
     await call('storage', (signal) => records.create(record, signal), deadline);

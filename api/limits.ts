@@ -11,7 +11,7 @@ import type { QueueDepth } from '../common/depth.js';
 import type { ApiKey } from '../common/keys.js';
 import type { Logger } from '../common/logger.js';
 import type { Priority } from '../common/topics.js';
-import { TooManyRequests, Unavailable } from './errors.js';
+import { TooManyRequests, Unavailable, ValidationError } from './errors.js';
 
 /** A job slot older than this is forgotten even if its ending was never seen (a lost event). */
 const SLOT_MAX_AGE_MS = 24 * 3600 * 1000;
@@ -29,12 +29,17 @@ return 0`;
 
 export type RateHeaders = Record<'RateLimit-Limit' | 'RateLimit-Remaining' | 'RateLimit-Reset', string>;
 
-/** A submission let in: its slot becomes the job's once accepted, or is given back. */
+/** A submission let in: its slot becomes the job's once accepted, or is given back (with what it was charged). */
 export interface Admission {
   headers: RateHeaders | undefined;
+  /** Spends the job's cost (pixel-steps: computed pixels x denoising steps) from the key's budget, or throws. */
+  charge(pixelSteps: number, what: string): Promise<void>;
   accept(jobId: string): Promise<void>;
   release(): Promise<void>;
 }
+
+/** The budget counts in thousands of pixel-steps: whole numbers for Redis, fine enough for a 64x64 job. */
+const COST_UNIT = 1000;
 
 export interface LimitsOptions {
   config: Pick<ApiConfig, 'REDIS_URL' | 'REDIS_COMMAND_TIMEOUT_MS' | 'LIMITS_WHEN_REDIS_DOWN' | 'MODEL_QUEUE_CEILING' | 'TOPIC_PREFIX'>;
@@ -88,14 +93,19 @@ export class Limits {
   async admit(key: ApiKey | undefined): Promise<Admission> {
     const headers = key?.limits.rate ? await this.consume(key, key.limits.rate) : undefined;
     const slot = key?.limits.concurrency ? await this.takeSlot(key, key.limits.concurrency) : undefined;
+    let charged = 0;
     return {
       headers,
+      charge: async (pixelSteps, what) => {
+        if (key?.limits.cost) charged = await this.spend(key, key.limits.cost, Math.ceil(pixelSteps / COST_UNIT), what);
+      },
       accept: async (jobId) => {
         if (!slot) return;
         await this.quietly(this.redis.multi().zrem(slot.set, slot.member).zadd(slot.set, Date.now(), jobId).set(this.jobKey(jobId), slot.set, 'PX', SLOT_MAX_AGE_MS).exec());
       },
       release: async () => {
         if (slot) await this.quietly(this.redis.zrem(slot.set, slot.member));
+        if (charged && key?.limits.cost) await this.quietly(this.costLimiter(key.limits.cost).reward(key.id, charged));
       },
     };
   }
@@ -164,13 +174,13 @@ export class Limits {
     }
   }
 
-  private limiter({ points, per_seconds }: NonNullable<ApiKey['limits']['rate']>): RateLimiterRedis {
-    const name = `${points}/${per_seconds}`;
+  private limiter({ points, per_seconds }: NonNullable<ApiKey['limits']['rate']>, kind = 'rate'): RateLimiterRedis {
+    const name = `${kind}:${points}/${per_seconds}`;
     let limiter = this.limiters.get(name);
     if (!limiter) {
       limiter = new RateLimiterRedis({
         storeClient: this.redis,
-        keyPrefix: `${this.prefix}:rate:${name}`,
+        keyPrefix: `${this.prefix}:${name}`,
         points,
         duration: per_seconds,
         insuranceLimiter: this.failOpen ? new RateLimiterMemory({ points, duration: per_seconds }) : undefined,
@@ -178,6 +188,36 @@ export class Limits {
       this.limiters.set(name, limiter);
     }
     return limiter;
+  }
+
+  private costLimiter(cost: NonNullable<ApiKey['limits']['cost']>): RateLimiterRedis {
+    return this.limiter({ points: Math.round(cost.megapixel_steps * COST_UNIT), per_seconds: cost.per_seconds }, 'cost');
+  }
+
+  /** Spends `points` of the key's cost budget; returns them, or throws 429 (400 for a job over the whole budget). */
+  private async spend(key: ApiKey, cost: NonNullable<ApiKey['limits']['cost']>, points: number, what: string): Promise<number> {
+    const megapixelSteps = (points * COST_UNIT) / 1e6;
+    const budget = `this key may spend ${cost.megapixel_steps} megapixel-steps per ${cost.per_seconds} s`;
+    if (points > Math.round(cost.megapixel_steps * COST_UNIT)) {
+      throw new ValidationError('image', `this job costs ${megapixelSteps.toFixed(1)} megapixel-steps (${what}); ${budget}: send a smaller image or fewer steps`, {
+        code: 'cost_limit',
+      });
+    }
+    const limiter = this.costLimiter(cost);
+    try {
+      await limiter.consume(key.id, points);
+      return points;
+    } catch (rejection) {
+      if (!(rejection instanceof RateLimiterRes)) throw this.down(rejection);
+      // The refused job spent nothing: the limiter counted it all the same.
+      await this.quietly(limiter.reward(key.id, points));
+      const retryAfter = Math.max(1, Math.ceil(rejection.msBeforeNext / 1000));
+      throw new TooManyRequests(`this job costs ${megapixelSteps.toFixed(1)} megapixel-steps (${what}); ${budget}; retry in ${retryAfter} s`, {
+        code: 'cost_limit',
+        field: 'image',
+        retryAfter,
+      });
+    }
   }
 
   private async consume(key: ApiKey, rate: NonNullable<ApiKey['limits']['rate']>): Promise<RateHeaders> {

@@ -28,6 +28,8 @@ const LEASE = 'sweep/lease.json';
 /** The retentions the index was written for: a shorter one since needs a full pass. */
 const STATE = 'sweep/state.json';
 const JSON_TYPE = 'application/json';
+/** An entry's body: its key says it all (an empty body makes the S3 client warn of a stream of unknown length). */
+const ENTRY = '{}';
 
 export interface SweeperOptions {
   store: ObjectStore;
@@ -78,9 +80,9 @@ export class Sweeper {
     clearInterval(this.timer);
   }
 
-  /** The entry intake writes before a job's input: its first check. */
-  firstCheck(id: string, createdMs = Date.now()): string {
-    return dueKey(createdMs + this.options.graceMs, id);
+  /** Writes the entry of a job's first check; intake does this before it stores the input. */
+  async scheduleFirstCheck(id: string, createdMs: number, signal?: AbortSignal): Promise<void> {
+    await this.options.store.put(dueKey(createdMs + this.options.graceMs, id), ENTRY, JSON_TYPE, signal);
   }
 
   /** One pass, if this replica holds the lease; resolves with what it did (nothing without the lease). */
@@ -148,7 +150,7 @@ export class Sweeper {
       if (!group) return;
       jobs++;
       const due = group.record || !group.input ? started : group.input.getTime() + graceMs;
-      await store.put(dueKey(due, group.id), '', JSON_TYPE);
+      await store.put(dueKey(due, group.id), ENTRY, JSON_TYPE);
     };
     for await (const { key, lastModified } of store.list('jobs/')) {
       const [, id, name] = jobOf(key) ?? [];
@@ -176,12 +178,12 @@ export class Sweeper {
     }
     if (record.status === 'expired') return;
     if (!lifecycle.isTerminal(record)) {
-      await store.put(dueKey(Date.now() + graceMs, id), '', JSON_TYPE);
+      await store.put(dueKey(Date.now() + graceMs, id), ENTRY, JSON_TYPE);
       return;
     }
     const due = this.expiresAt(record, retentions);
     if (due > Date.now()) {
-      await store.put(dueKey(due, id), '', JSON_TYPE);
+      await store.put(dueKey(due, id), ENTRY, JSON_TYPE);
       return;
     }
     await this.expire(record);

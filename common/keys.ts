@@ -16,6 +16,11 @@ export const KeyLimits = z.object({
   rate: z.object({ points: z.number().int().min(1), per_seconds: z.number().int().min(1) }).nullable(),
   /** Jobs of this key queued or running at once; null: unlimited. */
   concurrency: z.number().int().min(1).nullable(),
+  /**
+   * Compute this key may ask for per window, in megapixel-steps (the computed width x height x
+   * denoising steps, over a million): a 1024x1024 job of 50 steps is 52.4. null or absent: unlimited.
+   */
+  cost: z.object({ megapixel_steps: z.number().positive(), per_seconds: z.number().int().min(1) }).nullable().optional(),
 });
 export type KeyLimits = z.infer<typeof KeyLimits>;
 
@@ -179,6 +184,14 @@ export class KeyStore {
     const stored = await this.store.get(keyPath(id), signal);
     return stored && ApiKey.parse(JSON.parse(stored.bytes.toString('utf8')));
   }
+}
+
+/** "500/min" megapixel-steps (decimals allowed, "2.5/s") as a cost budget. */
+export function parseCost(text: string): NonNullable<KeyLimits['cost']> {
+  const match = /^(\d+(?:\.\d+)?)\/(s|sec|min|h|hour)$/.exec(text.trim());
+  if (!match || !(Number(match[1]) > 0)) throw new Error(`a cost budget is N/s, N/min or N/h megapixel-steps with N > 0, not "${text}"`);
+  const per = { s: 1, sec: 1, min: 60, h: 3600, hour: 3600 }[match[2] as 's'];
+  return { megapixel_steps: Number(match[1]), per_seconds: per };
 }
 
 /** "600/min", "10/s", "36000/h" as a token bucket. */

@@ -17,6 +17,11 @@ export class PriorityBuffers<T> {
     return undefined;
   }
 
+  /** The priority take() would serve next; undefined when nothing waits. */
+  nextPriority(): Priority | undefined {
+    return PRIORITIES.find((priority) => this.queues.get(priority)!.length > 0);
+  }
+
   size(priority?: Priority): number {
     if (priority) return this.queues.get(priority)!.length;
     let total = 0;

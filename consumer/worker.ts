@@ -99,13 +99,24 @@ export class ModelWorker {
   /** Hands waiting jobs over while the runner has room: one batch computing, one queued behind it. */
   private pump(): void {
     clearTimeout(this.idleTimer);
-    while (!this.stopping && this.active.size < this.deps.pool.capacity) {
-      const delivery = this.buffers.take();
-      if (!delivery) break;
+    for (let next = this.buffers.nextPriority(); next && !this.stopping && this.hasRoom(next); next = this.buffers.nextPriority()) {
+      const delivery = this.buffers.take()!;
       this.resumeIfDrained(delivery.priority);
       void this.process(delivery);
     }
     this.armIdleTimer();
+  }
+
+  /**
+   * Room in the runner for a job of this priority: within its capacity, or, for a job that
+   * outranks one handed over already, up to twice it (the runner starts it first, or lets it
+   * overtake, so it must not wait here behind a runner full of lower ones).
+   */
+  private hasRoom(priority: Priority): boolean {
+    const { capacity } = this.deps.pool;
+    if (this.active.size < capacity) return true;
+    const rank = PRIORITIES.indexOf(priority);
+    return this.active.size < 2 * capacity && [...this.active.values()].some((run) => PRIORITIES.indexOf(run.delivery.priority) > rank);
   }
 
   private resumeIfDrained(priority: Priority): void {

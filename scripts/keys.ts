@@ -1,13 +1,13 @@
 // API keys: create (the secret is printed once), list, revoke. They live in the object store,
 // so every API replica sees a change within seconds. Reads .env like `npm start` does.
-//   npm run keys -- create --tenant acme --name ci-bot [--rate 600/min] [--concurrency 32] [--admin]
+//   npm run keys -- create --tenant acme --name ci-bot [--rate 600/min] [--concurrency 32] [--cost 500/min] [--admin]
 //   npm run keys -- list
 //   npm run keys -- revoke <key id>
 //   npm run keys -- retention --tenant acme --days 30   (or --default)
 import { existsSync } from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
 import { ConfigError, KeysConfigSchema, loadConfig } from '../common/config.js';
-import { KeyStore, parseRate, TENANT, type ApiKey } from '../common/keys.js';
+import { KeyStore, parseCost, parseRate, TENANT, type ApiKey } from '../common/keys.js';
 import { urlProblem } from '../common/addresses.js';
 import { ObjectStore } from '../common/storage.js';
 import { TenantStore } from '../common/tenants.js';
@@ -42,6 +42,7 @@ const describe = (key: ApiKey) =>
     key.role,
     key.limits.rate ? `${key.limits.rate.points}/${key.limits.rate.per_seconds}s` : 'no rate limit',
     key.limits.concurrency ? `${key.limits.concurrency} at once` : 'no concurrency limit',
+    key.limits.cost ? `${key.limits.cost.megapixel_steps} megapixel-steps/${key.limits.cost.per_seconds}s` : 'no cost limit',
     key.revoked_at ? `REVOKED ${key.revoked_at}` : `created ${key.created_at}`,
   ].join('\t');
 
@@ -61,6 +62,7 @@ export function program(): Command {
       if (!Number.isInteger(value) || value < 1) throw new Error('must be an integer of at least 1');
       return value;
     }))
+    .option('--cost <budget>', 'compute allowed in megapixel-steps (width x height x denoising steps / 10^6), e.g. 500/min', option(parseCost))
     .option('--admin', 'sees and cancels every tenant’s jobs', false)
     .option('--webhook-url <url>', 'where this key’s jobs send webhooks when a submission names none', option((text) => {
       // The API refuses the same addresses at every submission; better to hear it now.
@@ -68,12 +70,12 @@ export function program(): Command {
       if (problem) throw new Error(problem);
       return text;
     }))
-    .action(async (options: { tenant: string; name: string; rate?: ApiKey['limits']['rate']; concurrency?: number; admin: boolean; webhookUrl?: string }) => {
+    .action(async (options: { tenant: string; name: string; rate?: ApiKey['limits']['rate']; concurrency?: number; cost?: ApiKey['limits']['cost']; admin: boolean; webhookUrl?: string }) => {
       const { key, token } = await (await keyStore()).create({
         tenant: options.tenant,
         name: options.name,
         role: options.admin ? 'admin' : 'user',
-        limits: { rate: options.rate ?? null, concurrency: options.concurrency ?? null },
+        limits: { rate: options.rate ?? null, concurrency: options.concurrency ?? null, cost: options.cost ?? null },
         webhook: options.webhookUrl ? { url: options.webhookUrl, events: ['succeeded', 'failed', 'canceled'] } : null,
       });
       console.log(describe(key));

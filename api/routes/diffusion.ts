@@ -12,6 +12,7 @@ import { tenantOf } from '../auth.js';
 import { readUpload, type Upload } from '../upload.js';
 import { acceptedView } from '../view.js';
 import { call } from '../dependency.js';
+import { computeSize, denoisingSteps, imageLimitsFor } from '../../common/params.js';
 import { webhookOf } from '../webhook.js';
 
 const imageField = z
@@ -130,6 +131,13 @@ function checkRawRequest(c: Context<AppEnv>): void {
   }
 }
 
+/** What a job asks of a GPU: the pixels it is computed at times its denoising steps, and how to say it. */
+function costOf({ submission, image }: NewSubmission): [pixelSteps: number, what: string] {
+  const { width, height } = computeSize(image.width, image.height, imageLimitsFor(submission.model_name));
+  const steps = denoisingSteps(submission.steps, submission.strength);
+  return [width * height * steps, `${width}x${height}, ${steps} denoising steps`];
+}
+
 export function diffusionRoutes(services: Services) {
   const { config, images, intake, limits, models, uploads } = services;
   const fields = submissionFields(models);
@@ -158,6 +166,7 @@ export function diffusionRoutes(services: Services) {
     const admission = await limits.admit(principal); // before the body is read: a refused client sends it for nothing
     try {
       const job = await receive(c, c.req.valid('query'), c.req.valid('header')['idempotency-key']);
+      await admission.charge(...costOf(job));
       // The ceiling reads Kafka: under the request's deadline, like the enqueue that follows.
       await call('kafka', () => limits.checkCeiling(job.submission.model_name, job.submission.priority), c.var.deadline());
       const record = await intake.submit({ ...job, tenant: tenantOf(principal) }, c.var.deadline());

@@ -60,7 +60,7 @@ describe('the API killed mid-intake', () => {
     // One orphan for sure, whatever the crash caught: an input as the dying API leaves it, its
     // sweep entry written first (and due already: the grace has passed).
     const planted = newJobId();
-    await store.put(dueKey(Date.now() - 1, planted), '', 'application/json');
+    await store.put(dueKey(Date.now() - 1, planted), '{}', 'application/json');
     await store.put(jobKeys(planted).input, image, 'image/png');
 
     const before = await inventory();

@@ -87,9 +87,12 @@ describe.skipIf(!dockerCompose)('docker-compose files (validated by docker-compo
     expect(mounts(services.prometheus!)['/etc/prometheus/prometheus.yml']?.source).toMatch(/\/prometheus\.docker\.yml$/);
     expect(mounts(services.grafana!)['/etc/grafana/provisioning']?.source).toMatch(/\/grafana\/provisioning$/);
     expect(mounts(services.grafana!)['/etc/grafana/dashboards']?.source).toMatch(/\/grafana\/dashboards$/);
+    // The limits' counters outlive a restart: an append-only file on a volume.
+    expect(mounts(services.redis!)['/data']?.source).toMatch(/redis-data$/);
+    expect([services.redis!.command].flat().join(' ')).toMatch(/--appendonly yes/);
 
     for (const name of ['kafka', 'minio', 'redis', 'nginx', 'prometheus', 'grafana']) expect(services[name]!.healthcheck, `${name} has no healthcheck`).toBeDefined();
-    expect(Object.keys(volumes ?? {}).sort()).toEqual(['grafana-data', 'kafka-data', 'minio-data', 'prometheus-data']);
+    expect(Object.keys(volumes ?? {}).sort()).toEqual(['grafana-data', 'kafka-data', 'minio-data', 'prometheus-data', 'redis-data']);
   });
 
   it('with docker-compose.yaml adds API replicas behind Nginx and a GPU consumer, built from the repo', () => {

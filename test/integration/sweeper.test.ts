@@ -59,7 +59,7 @@ async function seed(store: ObjectStore, count: number): Promise<void> {
         const queued = lifecycle.queued({ id, model_name: 'tiny', priority: 'normal', params, width: 64, height: 64, input_key: jobKeys(id).input, idempotency: null }).record;
         const ended = lifecycle.cancel(queued)!.record;
         await store.put(jobKeys(id).record, JSON.stringify(ended), 'application/json');
-        await store.put(dueKey(Date.parse(ended.created_at) + 7 * DAY_MS, id), '', 'application/json');
+        await store.put(dueKey(Date.parse(ended.created_at) + 7 * DAY_MS, id), '{}', 'application/json');
       }),
     ),
   );
@@ -109,7 +109,7 @@ describe('an idle sweep', () => {
     await store.ensureBucket();
     const planted = newJobId();
     await store.put(jobKeys(planted).input, Buffer.from('orphan'), 'image/png');
-    await store.put(dueKey(Date.now() - 1, planted), '', 'application/json');
+    await store.put(dueKey(Date.now() - 1, planted), '{}', 'application/json');
     const [first, second] = [sweeperOf(store), sweeperOf(store)];
     const counts = [await first.sweep(), await second.sweep()];
     expect(counts).toEqual([{ orphans: 1, expired: 0, checked: 1 }, { orphans: 0, expired: 0, checked: 0 }]);

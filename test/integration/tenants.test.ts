@@ -34,6 +34,8 @@ beforeAll(async () => {
   await make('limited', 'acme', { limits: { rate: { points: 3, per_seconds: 60 }, concurrency: null } });
   await make('capped', 'acme', { limits: { rate: null, concurrency: 2 } });
   await make('single', 'acme', { limits: { rate: null, concurrency: 1 } });
+  await make('budget', 'acme', { limits: { rate: null, concurrency: null, cost: { megapixel_steps: 60, per_seconds: 60 } } });
+  await make('frugal', 'acme', { limits: { rate: null, concurrency: null, cost: { megapixel_steps: 20, per_seconds: 60 } } });
 }, 120_000);
 
 afterAll(async () => {
@@ -118,6 +120,23 @@ describe('API keys', () => {
       await response.body?.cancel();
       return response.status === 202 ? true : undefined;
     }, 20_000, 'a freed slot');
+  });
+
+  it('charges each job its pixel-steps from the key’s cost budget, across replicas; one over the whole budget is refused outright', async () => {
+    const big = await pngImage(1024, 1024);
+    const costly = { model_name: 'tiny', prompt: 'big', steps: '50', strength: '1' }; // 1024x1024 x 50 steps: 52.4 megapixel-steps
+    const post = (api: TestApi, who: string) => postJob(api.url, { image: big, query: costly, headers: bearer(who) });
+    const first = await post(replicas[0]!, 'budget');
+    expect(first.status, await first.clone().text()).toBe(202);
+    const refused = await post(replicas[1]!, 'budget');
+    expect(refused.status).toBe(429);
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect((await json(refused)).error).toMatchObject({ code: 'cost_limit', field: 'image', message: expect.stringContaining('52.4 megapixel-steps (1024x1024, 50 denoising steps)') });
+    // What is left (7.6) still takes small jobs.
+    expect((await submit(replicas[1]!, 'budget')).status).toBe(202);
+    const never = await post(replicas[0]!, 'frugal');
+    expect(never.status).toBe(400);
+    expect((await json(never)).error).toMatchObject({ code: 'cost_limit', field: 'image', message: expect.stringMatching(/smaller image or fewer steps/) });
   });
 
   it('frees the slot of a job whose ending never reached the limits, at the next reconciliation', async () => {

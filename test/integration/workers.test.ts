@@ -149,7 +149,8 @@ describe('all:2 with fewer workers than the check needs', () => {
       const view = await json(await fetch(`${api.url}/api/jobs/${id}`));
       return view.verification?.state === 'waiting_for_workers' ? view : undefined;
     }, 60_000, 'the job to say it waits for workers');
-    expect(waiting).toMatchObject({ status: 'running', verification: { policy: 'all:2', state: 'waiting_for_workers' } });
+    // Not started anywhere yet: queued, and the status says what it waits for.
+    expect(waiting).toMatchObject({ status: 'queued', verification: { policy: 'all:2', state: 'waiting_for_workers' } });
     workers.push(...(await startWorkers(api, consumer, ['second'])));
     await waitForStatus(api.services.records, id, ENDED, 120_000);
     const view = await json(await fetch(`${api.url}/api/jobs/${id}`));

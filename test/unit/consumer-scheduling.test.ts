@@ -24,6 +24,15 @@ describe('PriorityBuffers', () => {
     expect(buffers.size('low')).toBe(1);
     expect(buffers.size()).toBe(2);
   });
+
+  it('names the priority it serves next', () => {
+    const buffers = new PriorityBuffers<string>();
+    expect(buffers.nextPriority()).toBeUndefined();
+    buffers.push('low', 'a');
+    expect(buffers.nextPriority()).toBe('low');
+    buffers.push('high', 'b');
+    expect(buffers.nextPriority()).toBe('high');
+  });
 });
 
 describe('OffsetTracker', () => {
