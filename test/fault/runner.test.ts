@@ -1,5 +1,6 @@
 // Faults of the runner (issue 10, item 1): a job that stalls its runner must not spend the
 // attempts of the jobs in the runner beside it, and a cancel reaches a job stuck in a long step.
+import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { JobRecord } from '../../common/jobs.js';
 import { createKafka } from '../../common/kafka.js';
@@ -14,10 +15,20 @@ const ENDED = ['succeeded', 'failed', 'canceled'];
 /** The largest image tiny takes (common/params.json): a step of it takes seconds on a CPU. */
 const culpritImage = () => noisePng(1024, 1024);
 
-async function submit(api: TestApi, image: Buffer, seed: number): Promise<string> {
-  const response = await postJob(api.url, { image, query: { model_name: 'tiny', prompt: 'fault', seed: String(seed), steps: '10', strength: '0.6' } });
+async function submit(api: TestApi, image: Buffer, seed: number, params: Record<string, string> = {}): Promise<string> {
+  const query = { model_name: 'tiny', prompt: 'fault', seed: String(seed), steps: '10', strength: '0.6', ...params };
+  const response = await postJob(api.url, { image, query });
   expect(response.status).toBe(202);
   return (await json(response)).id as string;
+}
+
+/** The runner processes this test process started (the in-process consumer's children). */
+function runnerPids(): number[] {
+  try {
+    return execFileSync('pgrep', ['-P', String(process.pid), '-f', 'img2img_runner'], { encoding: 'utf8' }).trim().split('\n').map(Number);
+  } catch {
+    return []; // none running
+  }
 }
 
 describe('a job that stalls its runner', () => {
@@ -25,10 +36,11 @@ describe('a job that stalls its runner', () => {
   let consumer: Consumer;
   beforeAll(async () => {
     api = await startTestApi();
-    // A stall is declared after 1 s without a frame: the culprit's steps take longer, the others' far less.
+    // A stall is declared after 1 s without a frame (for a job this small; larger ones get longer).
     consumer = await startTestConsumer({ ...api.config, RUNNER_STALL_MS: 1000, RUNNER_MAX_BATCH: 4, MAX_ATTEMPTS: 3, IDLE_UNLOAD_MS: 0, SHUTDOWN_GRACE_MS: 1000 });
   }, 120_000);
   afterAll(async () => {
+    for (const pid of runnerPids()) process.kill(pid, 'SIGCONT');
     await consumer?.stop();
     await api?.close();
   });
@@ -36,10 +48,22 @@ describe('a job that stalls its runner', () => {
   it('fails only itself: the jobs beside it run again alone and succeed at their first attempt', async () => {
     const started = Date.now();
     const events = await followEvents(createKafka(api.config, uniqueName('fault')), api.config);
-    const culprit = await submit(api, await culpritImage(), 1);
+    // The culprit freezes its runner whenever it runs (SIGSTOP when its attempt starts): a hang of its own.
+    const culprit = await submit(api, await pngImage(256, 256), 1, { steps: '150', strength: '1' });
+    let frozen = 0;
+    const freezer = setInterval(() => {
+      const starts = events.of(culprit, 'started').length;
+      if (starts <= frozen) return;
+      frozen = starts;
+      for (const pid of runnerPids()) process.kill(pid, 'SIGSTOP');
+    }, 20);
     const innocents = await Promise.all([1, 2, 3, 4].map(async (seed) => submit(api, await pngImage(64, 48 + 8 * seed), seed)));
     const records: JobRecord[] = [];
-    for (const id of [culprit, ...innocents]) records.push(await waitForStatus(api.services.records, id, ENDED, 240_000));
+    try {
+      for (const id of [culprit, ...innocents]) records.push(await waitForStatus(api.services.records, id, ENDED, 240_000));
+    } finally {
+      clearInterval(freezer);
+    }
     await events.stop();
     const count = countOf(5, records, events.events);
     report('runner stall', count, { seconds: Math.round((Date.now() - started) / 1000), culprit_attempts: records[0]!.attempts });

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { PriorityBuffers } from '../../consumer/buffers.js';
 import { OffsetTracker } from '../../consumer/offsets.js';
+import { stallBound } from '../../consumer/process.js';
 
 describe('PriorityBuffers', () => {
   it('serves high before normal before low, FIFO within a priority', () => {
@@ -57,5 +58,15 @@ describe('OffsetTracker', () => {
       { topic: 't', partition: 0, offset: '1' },
       { topic: 't', partition: 1, offset: '11' },
     ]);
+  });
+});
+
+describe('stallBound', () => {
+  it('is RUNNER_STALL_MS up to 512x512, and grows with the pixels past it', () => {
+    expect(stallBound(120_000, 0)).toBe(120_000);
+    expect(stallBound(120_000, 64 * 64)).toBe(120_000);
+    expect(stallBound(120_000, 512 * 512)).toBe(120_000);
+    expect(stallBound(120_000, 1024 * 1024)).toBe(480_000);
+    expect(stallBound(1000, 2048 * 1024)).toBe(8000);
   });
 });
