@@ -161,7 +161,14 @@ export const unauthorized = errorResponse('No valid API key (Authorization: Bear
 });
 
 /** Over a key's rate or concurrency limit, or the model's queue ceiling; with Retry-After and RateLimit-* fields. */
-export const tooManyRequests = errorResponse('Over a limit: the code names which (rate_limit, concurrency_limit, queue_full); retry after Retry-After seconds', {
+/** Too many failed key checks from the client's address (any route that needs a key). */
+export const authFailures = errorResponse('Too many requests without a valid API key from this address; retry after Retry-After seconds', {
+  code: 'auth_failures',
+  message: 'too many requests without a valid API key from this address; retry in 42 s',
+  field: 'Authorization',
+});
+
+export const tooManyRequests = errorResponse('Over a limit: the code names which (rate_limit, concurrency_limit, cost_limit, queue_full, auth_failures); retry after Retry-After seconds', {
   code: 'rate_limit',
   message: 'this key may submit 600 jobs per 60 s; retry in 12 s',
 });

@@ -59,7 +59,7 @@ function route(models: readonly string[], fields: ReturnType<typeof submissionFi
         headers: { Location: { schema: { type: 'string' }, description: 'status_url' } },
         content: { 'application/json': { schema: JobAccepted } },
       },
-      400: errorResponse('A field is missing or invalid', {
+      400: errorResponse('A field is missing or invalid; or the job costs more than the key’s whole budget (cost_limit)', {
         code: 'validation_error',
         message: `model_name: must be one of the known models: ${models.join(', ')}`,
         field: 'model_name',
@@ -86,7 +86,7 @@ function route(models: readonly string[], fields: ReturnType<typeof submissionFi
       }),
       401: unauthorized,
       429: tooManyRequests,
-      503: errorResponse('Object storage or Kafka is unavailable; retry after Retry-After seconds', {
+      503: errorResponse('Object storage, Kafka or (with closed limits) Redis is unavailable, or too many uploads are in progress (uploads_busy); retry after Retry-After seconds', {
         code: 'kafka_unavailable',
         message: 'the queue (Kafka) is unavailable; retry later',
       }),

@@ -8,7 +8,7 @@ import { isTerminalEvent, TERMINAL, type JobRecord } from '../../common/jobs.js'
 import { endingOf } from '../../common/lifecycle.js';
 import { formatPosition, isAfter, parsePosition, type Position, type Subscription } from '../hub.js';
 import { loadJob } from '../lookup.js';
-import { errorResponse, unauthorized, JobIdParam } from '../schemas.js';
+import { errorResponse, authFailures, unauthorized, JobIdParam } from '../schemas.js';
 import type { Services } from '../services.js';
 import type { AppEnv } from '../env.js';
 import { jobView } from '../view.js';
@@ -59,6 +59,7 @@ const route = createRoute({
       content: { 'text/event-stream': { schema: z.string().openapi({ example: EXAMPLE_STREAM }) } },
     },
     401: unauthorized,
+    429: authFailures,
     404: errorResponse('No job has this id', { code: 'job_not_found', message: 'no job with id "x"' }),
     503: errorResponse('Object storage is unavailable', { code: 'storage_unavailable', message: 'object storage is unavailable; retry later' }),
   },

@@ -7,7 +7,7 @@ import { call } from '../dependency.js';
 import { Conflict, Gone } from '../errors.js';
 import type { ApiKey } from '../../common/keys.js';
 import { jobNotFound, loadJob } from '../lookup.js';
-import { errorResponse, JobIdParam, JobView, unauthorized } from '../schemas.js';
+import { errorResponse, JobIdParam, JobView, authFailures, unauthorized } from '../schemas.js';
 import type { Services } from '../services.js';
 import type { AppEnv } from '../env.js';
 import { jobView } from '../view.js';
@@ -28,7 +28,7 @@ const getJob = createRoute({
   tags: ['jobs'],
   summary: 'A job’s status, parameters, progress and timings',
   request: { params: JobIdParam },
-  responses: { 200: jobJson('The job'), 401: unauthorized, 404: notFound, 503: unavailable },
+  responses: { 200: jobJson('The job'), 401: unauthorized, 429: authFailures, 404: notFound, 503: unavailable },
 });
 
 const cancelJob = createRoute({
@@ -44,6 +44,7 @@ const cancelJob = createRoute({
     200: jobJson('Canceled (or was already)'),
     202: jobJson('Cancellation requested; the running job stops at its next step'),
     401: unauthorized,
+    429: authFailures,
     404: notFound,
     409: errorResponse('The job already finished', { code: 'job_finished', message: 'the job already succeeded' }),
     410: errorResponse('The job expired: its retention ended', { code: 'job_expired', message: 'the job expired: its retention ended' }),

@@ -9,7 +9,7 @@ import type { JobRecord } from '../../common/jobs.js';
 import { call } from '../dependency.js';
 import { Conflict, Gone } from '../errors.js';
 import { loadJob } from '../lookup.js';
-import { errorResponse, unauthorized, JobIdParam, JobView } from '../schemas.js';
+import { errorResponse, authFailures, unauthorized, JobIdParam, JobView } from '../schemas.js';
 import type { Services } from '../services.js';
 import type { AppEnv } from '../env.js';
 import { jobView } from '../view.js';
@@ -46,6 +46,7 @@ const route = createRoute({
     },
     304: { description: 'Not modified (If-None-Match matched)' },
     401: unauthorized,
+    429: authFailures,
     404: errorResponse('No job has this id', { code: 'job_not_found', message: 'no job with id "x"' }),
     409: errorResponse('The job failed or was canceled; there will be no result', {
       code: 'job_failed',

@@ -6,7 +6,7 @@ import { seesAll } from '../auth.js';
 import { call } from '../dependency.js';
 import type { AppEnv } from '../env.js';
 import { Unauthorized } from '../errors.js';
-import { errorResponse, unauthorized } from '../schemas.js';
+import { errorResponse, authFailures, unauthorized } from '../schemas.js';
 import type { Services } from '../services.js';
 
 const WorkerList = z.object({ workers: z.array(WorkerStatus) }).openapi('WorkerList');
@@ -19,6 +19,7 @@ const route = createRoute({
   responses: {
     200: { description: 'Every worker token and its live status', content: { 'application/json': { schema: WorkerList } } },
     401: unauthorized,
+    429: authFailures,
     503: errorResponse('Object storage is unavailable', { code: 'storage_unavailable', message: 'object storage is unavailable; retry later' }),
   },
 });
