@@ -21,7 +21,14 @@ import { requestHash, type Submission } from './submission.js';
 import type { Sweeper } from './sweeper.js';
 import type { WebhookSettings } from '../common/webhooks.js';
 
+/** A job id, taken once the request's fields are valid, whose sweep entry is written while its image is checked. */
+export interface Reservation {
+  id: string;
+  entry: Promise<void>;
+}
+
 export interface NewSubmission {
+  reservation: Reservation;
   submission: Submission;
   image: AcceptedImage;
   /** With the sha256 of the image as uploaded: what makes two requests "the same". */
@@ -48,6 +55,18 @@ export interface IntakeDeps {
 export class Intake {
   constructor(private readonly deps: IntakeDeps) {}
 
+  /**
+   * The id of a job about to be submitted, and its first sweep check under way: that write then
+   * costs the request no time. A request that fails before submit leaves an entry whose check
+   * finds no record and deletes nothing.
+   */
+  reserve(): Reservation {
+    const id = newJobId();
+    const entry = this.deps.sweeper.scheduleFirstCheck(id);
+    entry.catch(() => {}); // awaited by submit
+    return { id, entry };
+  }
+
   /** The job to answer 202 with: a new one, or the one an earlier request with the same Idempotency-Key made. */
   async submit(job: NewSubmission, deadline: AbortSignal): Promise<JobRecord> {
     const { record, event } = newJob(job, this.idempotency(job));
@@ -56,7 +75,7 @@ export class Intake {
       if (earlier) return earlier;
     }
     try {
-      await this.enqueue(record, job.image.png, deadline);
+      await this.enqueue(record, job.image.png, job.reservation.entry, deadline);
     } catch (error) {
       void this.undo(record);
       throw error;
@@ -72,12 +91,12 @@ export class Intake {
     return { key_hash: hashKey(key), request_hash: requestHash(submission, idempotency.imageSha256, webhook) };
   }
 
-  private async enqueue(record: JobRecord, png: Buffer, deadline: AbortSignal): Promise<void> {
-    const { store, records, publisher, topicPrefix, sweeper } = this.deps;
+  private async enqueue(record: JobRecord, png: Buffer, entry: Promise<void>, deadline: AbortSignal): Promise<void> {
+    const { store, records, publisher, topicPrefix } = this.deps;
     const message: JobMessage = { v: 1, id: record.id, model_name: record.model_name, priority: record.priority, created_at: record.created_at };
     const topic = jobTopic(topicPrefix, record.model_name, record.priority);
     // The sweeper's entry first: an input stored by an intake that dies right after is still found.
-    await call('storage', (signal) => sweeper.scheduleFirstCheck(record.id, Date.parse(record.created_at), signal), deadline);
+    await call('storage', () => entry, deadline);
     await call('storage', (signal) => store.put(record.input_key, png, 'image/png', signal), deadline);
     await call('kafka', (signal) => publisher.send(topic, { key: record.id, value: JSON.stringify(message) }, signal), deadline);
     await call('storage', (signal) => records.create(record, signal), deadline);
@@ -134,8 +153,8 @@ export class Intake {
   }
 }
 
-function newJob({ submission, image, tenant, webhook }: NewSubmission, idempotency: Idempotency | null): lifecycle.Transition {
-  const id = newJobId();
+function newJob({ reservation, submission, image, tenant, webhook }: NewSubmission, idempotency: Idempotency | null): lifecycle.Transition {
+  const { id } = reservation;
   const { model_name, priority, seed, ...params } = submission;
   return lifecycle.queued({
     id,

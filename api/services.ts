@@ -74,6 +74,7 @@ export function createServices(config: ApiConfig, models: string[], log: Logger)
     intervalMs: config.SWEEP_INTERVAL_MS,
     graceMs: config.ORPHAN_GRACE_MS,
     retentionDays: config.RETENTION_DAYS,
+    writeTimeoutMs: config.DEPENDENCY_TIMEOUT_MS,
   });
   const intake = new Intake({
     store,

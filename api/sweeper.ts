@@ -1,5 +1,6 @@
 // Storage sweeps, by an index of due checks rather than a pass over every job. Intake writes
-// `sweep/due/<time>/<id>` (a "look at this job then" entry, empty) before it stores the input;
+// `sweep/due/<time>/<id>` (a "look at this job then" entry; jobs that arrive together share
+// one, `sweep/due/<time>/group-<uuid>` listing their ids) before it stores the input;
 // object listings come in key order, so a pass reads the entries that are due and stops at the
 // first that is not: its work follows what is due, not how many jobs are stored. For each:
 // - no record: an API process died between storing the input and creating the record; the
@@ -30,6 +31,8 @@ const STATE = 'sweep/state.json';
 const JSON_TYPE = 'application/json';
 /** An entry's body: its key says it all (an empty body makes the S3 client warn of a stream of unknown length). */
 const ENTRY = '{}';
+/** The name of an entry that lists several jobs (a group commit of intakes). */
+const GROUP = 'group-';
 
 export interface SweeperOptions {
   store: ObjectStore;
@@ -43,6 +46,8 @@ export interface SweeperOptions {
   graceMs: number;
   /** Days a job is kept when its tenant sets nothing else. */
   retentionDays: number;
+  /** How long an entry write may take (the intake's own deadline races it too). */
+  writeTimeoutMs: number;
 }
 
 export interface SweepCount {
@@ -66,6 +71,9 @@ export class Sweeper {
   private timer: NodeJS.Timeout | undefined;
   private sweeping: Promise<SweepCount> | undefined;
   private readonly holder = randomUUID();
+  /** First-check entries waiting for the write in flight to end. */
+  private waiting: { id: string; resolve(): void; reject(error: unknown): void }[] = [];
+  private writing: Promise<void> | undefined;
 
   constructor(private readonly options: SweeperOptions) {}
 
@@ -80,9 +88,35 @@ export class Sweeper {
     clearInterval(this.timer);
   }
 
-  /** Writes the entry of a job's first check; intake does this before it stores the input. */
-  async scheduleFirstCheck(id: string, createdMs: number, signal?: AbortSignal): Promise<void> {
-    await this.options.store.put(dueKey(createdMs + this.options.graceMs, id), ENTRY, JSON_TYPE, signal);
+  /**
+   * Writes the entry of a job's first check, a grace period from now; intake awaits this before
+   * it stores the input. Entries are written as a group commit: the jobs that arrive while one
+   * write is in flight share the next (one entry listing their ids), so under load the index
+   * costs a fraction of a request per job.
+   */
+  scheduleFirstCheck(id: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ id, resolve, reject });
+      this.writeWaiting();
+    });
+  }
+
+  private writeWaiting(): void {
+    if (this.writing || !this.waiting.length) return;
+    const group = this.waiting.splice(0);
+    const ids = group.map((entry) => entry.id);
+    const due = Date.now() + this.options.graceMs;
+    const [key, body] = ids.length === 1 ? [dueKey(due, ids[0]!), ENTRY] : [dueKey(due, `${GROUP}${randomUUID()}`), JSON.stringify({ ids })];
+    this.writing = this.options.store
+      .put(key, body, JSON_TYPE, AbortSignal.timeout(this.options.writeTimeoutMs))
+      .then(
+        () => group.forEach((entry) => entry.resolve()),
+        (error: unknown) => group.forEach((entry) => entry.reject(error)),
+      )
+      .finally(() => {
+        this.writing = undefined;
+        this.writeWaiting();
+      });
   }
 
   /** One pass, if this replica holds the lease; resolves with what it did (nothing without the lease). */
@@ -101,8 +135,10 @@ export class Sweeper {
       const due = parseDue(key);
       if (!due) continue;
       if (Number(due[1]) > now) break;
-      count.checked++;
-      await this.check(due[2]!, retentions, count);
+      for (const id of await this.idsOf(key, due[2]!)) {
+        count.checked++;
+        await this.check(id, retentions, count);
+      }
       await this.options.store.delete(key);
     }
     if (count.orphans || count.expired) this.options.log.info(count, 'storage sweep');
@@ -165,6 +201,13 @@ export class Sweeper {
     await index();
     await store.put(STATE, JSON.stringify(retentions), JSON_TYPE);
     log.info({ jobs, ms: Date.now() - started }, 'storage sweep: every job indexed for its next check');
+  }
+
+  /** The jobs an entry names: one in its key, or a group's in its body. */
+  private async idsOf(key: string, name: string): Promise<string[]> {
+    if (!name.startsWith(GROUP)) return [name];
+    const stored = await this.options.store.get(key);
+    return stored ? (JSON.parse(stored.bytes.toString('utf8')) as { ids: string[] }).ids : [];
   }
 
   /** What the record says to do with the job now. */

@@ -31,10 +31,9 @@ const tooLarge = (maxBytes: number, declaredBytes?: number) =>
   });
 
 /**
- * The bytes that uploads of this process may hold at once. A buffer grows as its bytes arrive
- * (never to a declared Content-Length before they do), and takes its growth from here; past
- * the budget the upload is refused with 503, so memory stays bounded however many clients
- * upload at once.
+ * The bytes that uploads of this process may hold at once. An upload takes its bytes from here
+ * as they arrive (never a declared Content-Length before they do); past the budget it is
+ * refused with 503, so memory stays bounded however many clients upload at once.
  */
 export class UploadBudget {
   private used = 0;
@@ -67,7 +66,7 @@ export function readUpload(incoming: IncomingMessage, maxBytes: number, budget: 
   }
   const declared = Number(incoming.headers['content-length'] ?? 0);
   if (declared > maxBytes) return Promise.reject(tooLarge(maxBytes, declared));
-  const image = new Collector(declared, budget);
+  const image = new Collector(budget);
   void done.finally(() => image.release());
   return new Promise<Upload>((resolve, reject) => parse(incoming, type, maxBytes, image, resolve, reject));
 }
@@ -132,38 +131,28 @@ function parse(incoming: IncomingMessage, type: string, maxBytes: number, image:
 }
 
 /**
- * Gathers the file's chunks into one buffer that doubles as they arrive, up to the declared
- * Content-Length when there is one (the image then never exists twice at its full size).
+ * Gathers the file's chunks as they arrive, each counted against the budget, and joins them
+ * once at the end: memory follows what a client sent, never what it declared, and each byte is
+ * copied once.
  */
 class Collector {
-  private buffer = Buffer.alloc(0);
+  private readonly chunks: Buffer[] = [];
   private length = 0;
   private taken = 0;
 
-  constructor(
-    private readonly declaredBytes: number,
-    private readonly budget: UploadBudget,
-  ) {}
+  constructor(private readonly budget: UploadBudget) {}
 
-  /** false when the budget cannot hold the growth: the upload must be refused. */
+  /** false when the budget cannot hold the chunk: the upload must be refused. */
   add(chunk: Buffer): boolean {
-    const needed = this.length + chunk.length;
-    if (needed > this.buffer.length) {
-      const doubled = Math.max(needed, 2 * this.buffer.length, 64 * 1024);
-      const size = this.declaredBytes >= needed ? Math.min(doubled, this.declaredBytes) : doubled;
-      if (!this.budget.take(size - this.taken)) return false;
-      this.taken = size;
-      const grown = Buffer.allocUnsafe(size);
-      this.buffer.copy(grown, 0, 0, this.length);
-      this.buffer = grown;
-    }
-    chunk.copy(this.buffer, this.length);
-    this.length = needed;
+    if (!this.budget.take(chunk.length)) return false;
+    this.taken += chunk.length;
+    this.chunks.push(chunk);
+    this.length += chunk.length;
     return true;
   }
 
   bytes(): Buffer {
-    return this.buffer.subarray(0, this.length);
+    return this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.length);
   }
 
   release(): void {

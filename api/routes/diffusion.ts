@@ -152,7 +152,8 @@ export function diffusionRoutes(services: Services) {
     const webhook = webhookOf(merged, { allowPrivate: config.WEBHOOK_ALLOW_PRIVATE, fallback: c.var.principal?.webhook });
     const source = uploadedImage(upload);
     const idempotency = key === undefined ? undefined : { key, imageSha256: createHash('sha256').update(source).digest('hex') };
-    return { submission, webhook, image: await images.accept(source, submission.model_name), idempotency };
+    const reservation = intake.reserve(); // its sweep entry is written while the image is checked
+    return { reservation, submission, webhook, image: await images.accept(source, submission.model_name), idempotency };
   }
 
   // The body is documented from the zod schema but read by readUpload (one streaming pass)

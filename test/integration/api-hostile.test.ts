@@ -36,15 +36,16 @@ function stalledUpload(declared: number, sent: number): Promise<Socket> {
 }
 
 describe('upload memory', () => {
-  it('is taken as bytes arrive: 20 uploads that declare 20 MB and send 1 KB hold 64 KiB each, not 400 MB', async () => {
-    // The budget here is 2 MiB: one buffer of the declared size could never fit, twenty of 64 KiB can.
+  it('is taken as bytes arrive: 20 uploads that declare 20 MB and send 1 KB hold 1 KB each, not 400 MB', async () => {
+    // The budget here is 2 MiB: one buffer of the declared size could never fit.
     const sockets = await Promise.all(Array.from({ length: 20 }, () => stalledUpload(20 * MIB, 1024)));
     await sleep(500);
     const held = api.services.uploads.inUse;
     const response = await postJob(api.url, { headers: bearer(token) });
     for (const socket of sockets) socket.destroy();
     console.log(`[hostile] 20 stalled 20 MB uploads hold ${held} bytes of upload memory`);
-    expect(held).toBe(20 * 64 * 1024);
+    expect(held).toBeGreaterThan(0);
+    expect(held).toBeLessThanOrEqual(20 * 1024);
     expect(response.status).toBe(202);
     await sleep(200);
     expect(api.services.uploads.inUse).toBe(0); // given back when the connections went

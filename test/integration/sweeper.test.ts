@@ -46,6 +46,7 @@ function sweeperOf(store: ObjectStore): Sweeper {
     intervalMs: 60_000,
     graceMs: 1000,
     retentionDays: 7,
+    writeTimeoutMs: 5000,
   });
 }
 
@@ -102,6 +103,21 @@ describe('an idle sweep', () => {
     expect(passes[1]!.count).toEqual({ orphans: 0, expired: 0, checked: 0 });
     // The lease (read, renewed), the index's state, the tenants' retentions and the due entries: no record.
     expect(passes[1]!.requests).toEqual({ get: 2, putIfMatch: 1, list: 2 });
+  });
+
+  it('groups the first checks of intakes that arrive together into shared entries, and checks each job of them', async () => {
+    const counted = countedStore(uniqueName('sweepgroup'));
+    await counted.store.ensureBucket();
+    const sweeper = sweeperOf(counted.store);
+    const ids = Array.from({ length: 20 }, () => newJobId());
+    await Promise.all(ids.map((id) => sweeper.scheduleFirstCheck(id)));
+    const writes = counted.requests.put ?? 0;
+    console.log(`[sweep] 20 intakes at once: ${writes} entry writes`);
+    expect(writes).toBeLessThan(20);
+    await new Promise((resolve) => setTimeout(resolve, 1100)); // their grace (1 s here)
+    const count = await sweeper.sweep();
+    expect(count).toMatchObject({ checked: 20, orphans: 20 }); // none of them got a record
+    counted.store.close();
   });
 
   it('runs on one replica at a time: the other finds the lease held and does nothing', async () => {
