@@ -31,6 +31,8 @@ const STATE = 'sweep/state.json';
 const JSON_TYPE = 'application/json';
 /** An entry's body: its key says it all (an empty body makes the S3 client warn of a stream of unknown length). */
 const ENTRY = '{}';
+/** How long the first intake of a group waits for others before its entry is written. */
+const ENTRY_LINGER_MS = 10;
 /** The name of an entry that lists several jobs (a group commit of intakes). */
 const GROUP = 'group-';
 
@@ -74,6 +76,7 @@ export class Sweeper {
   /** First-check entries waiting for the write in flight to end. */
   private waiting: { id: string; resolve(): void; reject(error: unknown): void }[] = [];
   private writing: Promise<void> | undefined;
+  private lingering: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: SweeperOptions) {}
 
@@ -97,12 +100,17 @@ export class Sweeper {
   scheduleFirstCheck(id: string): Promise<void> {
     return new Promise((resolve, reject) => {
       this.waiting.push({ id, resolve, reject });
-      this.writeWaiting();
+      // A short linger gathers the intakes of the next few milliseconds into the same write;
+      // the request checks its image meanwhile, so the wait costs it nothing.
+      this.lingering ??= setTimeout(() => {
+        this.lingering = undefined;
+        this.writeWaiting();
+      }, ENTRY_LINGER_MS);
     });
   }
 
   private writeWaiting(): void {
-    if (this.writing || !this.waiting.length) return;
+    if (this.writing || this.lingering || !this.waiting.length) return;
     const group = this.waiting.splice(0);
     const ids = group.map((entry) => entry.id);
     const due = Date.now() + this.options.graceMs;
