@@ -2,8 +2,9 @@
 //   the sweeper's entry -> put input -> produce the message (acks=all) -> create the record
 //   (queued) -> queued event.
 // A record that says queued always has a message behind it; a message whose record never
-// appears is skipped by the consumer as abandoned after a short wait, and its input swept. On any failure the client
-// gets 503 and the input, the record and the idempotency claim are removed (best effort).
+// appears is skipped by the consumer as abandoned after a short wait, and its input swept. On
+// any failure the client gets 503 and the input, the record and the idempotency claim are
+// removed (best effort).
 import { randomInt } from 'node:crypto';
 import { newJobId, type JobEvent, type JobMessage, type JobRecord } from '../common/jobs.js';
 import * as lifecycle from '../common/lifecycle.js';

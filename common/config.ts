@@ -114,7 +114,7 @@ export const ConsumerConfigSchema = z.object({
   ...shared,
   RUNNER_PYTHON: z.string().min(1).default('diffusion-py/.venv/bin/python'),
   RUNNER_DIR: z.string().min(1).default('diffusion-py'),
-  /** A runner that sends no frame for this long while it has work is killed and restarted. */
+  /** A runner that sends no frame for this long while it has work is killed and restarted (up to 512x512; larger jobs scale it). */
   RUNNER_STALL_MS: integer(120_000, 1000),
   RUNNER_DEVICE: z.enum(['auto', 'cpu', 'cuda']).default('auto'),
   /** GPUs to use, e.g. "0,1": one runner per GPU and model (CUDA_VISIBLE_DEVICES). Empty: one runner. */

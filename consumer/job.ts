@@ -85,6 +85,9 @@ function exhausted(record: JobRecord): Failure {
 
 const done = (status: string, record: JobRecord | undefined, deadLettered = false): Verdict => ({ kind: 'done', status, record, deadLettered });
 
+/** Writes an attempt's start once (see JobRun.startOnce); `written` is that write, if it began. */
+type Start = (() => Promise<JobRecord | undefined>) & { written(): Promise<JobRecord | undefined> | undefined };
+
 export class JobRun {
   /** Later deliveries of the same job that finish with it. */
   readonly redeliveries: Delivery[];
@@ -167,7 +170,10 @@ export class JobRun {
       onWait: () => void this.markWaiting(message.id),
     });
     const outcome = await Promise.race([ran, this.cancelGrace]);
-    if (!outcome.ok && outcome.code === 'canceled') return this.finishCanceled(message.id);
+    if (!outcome.ok && outcome.code === 'canceled') {
+      await start.written()?.catch(() => {}); // a started event goes out before the ending
+      return this.finishCanceled(message.id);
+    }
     // A failure before the start still spends an attempt: a job that kills its runner unstarted must not loop.
     const running = await start();
     if (!running) return this.finishCanceled(message.id); // ended while it waited for the runner (a DELETE)
@@ -179,7 +185,7 @@ export class JobRun {
    * frame), or when the job's outcome comes first. Resolves with the running record, or
    * undefined when the job ended meanwhile (then the runner is told to drop it).
    */
-  private startOnce(record: JobRecord, resumes: (r: JobRecord) => boolean): () => Promise<JobRecord | undefined> {
+  private startOnce(record: JobRecord, resumes: (r: JobRecord) => boolean): Start {
     let written: Promise<JobRecord | undefined> | undefined;
     const write = async () => {
       const started = await this.deps.records.apply(record.id, (r) => lifecycle.start(r, { resume: resumes(r) }));
@@ -191,13 +197,14 @@ export class JobRun {
       await this.publish(started.event); // before any progress event: the job's events stay in order
       return started.record;
     };
-    return () => {
+    const start = () => {
       if (!written) {
         written = write();
         written.catch(() => {}); // seen by the run's own await; a storage error there retries the job
       }
       return written;
     };
+    return Object.assign(start, { written: () => written });
   }
 
   /** The job's check needs more distinct workers than are connected: its record says so while it waits. */
@@ -296,7 +303,7 @@ export class JobRun {
    * (none, then all steps), so a job of a second or less writes no progress to it: at 40 jobs a
    * second a write at the first and the last step were two of a job's eight storage requests.
    */
-  private progressReporter(record: JobRecord, start: () => Promise<JobRecord | undefined>) {
+  private progressReporter(record: JobRecord, start: Start) {
     let lastRecordWrite: number | undefined;
     let lastEvent = 0;
     return {

@@ -388,7 +388,8 @@ class Runner:
             if scheduler is not None:
                 pipe.scheduler = scheduler
             for name, value in state.items():
-                setattr(pipe, name, value)
+                if getattr(pipe, name, None) is not value:  # diffusers' setattr also rewrites the config
+                    setattr(pipe, name, value)
 
     def _run_batch(self, jobs: list[Job]) -> None:
         head = jobs[0]
