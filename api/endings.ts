@@ -2,7 +2,7 @@
 // the events topic, so each ending is handled once, by one of them; a missed one is freed
 // by the slot's age limit (api/limits.ts).
 import type { Consumer, Kafka } from 'kafkajs';
-import { isTerminalEvent, JobEvent, parseValue } from '../common/jobs.js';
+import { isEnding, JobEvent, parseValue } from '../common/jobs.js';
 import { eventsTopic } from '../common/topics.js';
 import type { Limits } from './limits.js';
 
@@ -23,7 +23,7 @@ export class EndingsFollower {
     await this.consumer.run({
       eachMessage: async ({ message }) => {
         const event = parseValue(JobEvent, message.value);
-        if (event.success && isTerminalEvent(event.data.type)) await this.limits.ended(event.data.id);
+        if (event.success && isEnding(event.data.type)) await this.limits.ended(event.data.id);
       },
     });
   }

@@ -8,10 +8,16 @@ import { PRIORITIES } from './topics.js';
 export const newJobId = () => randomBytes(16).toString('base64url');
 export const JOB_ID = /^[A-Za-z0-9_-]{22}$/;
 
+/** How a job ends: each is a status of its record and the type of the event that announces it. */
+export const ENDINGS = ['succeeded', 'failed', 'canceled'] as const;
+export type Ending = (typeof ENDINGS)[number];
+
 /** `expired`: a job past its retention; its input and output are gone, its record stays as a tombstone. */
-export const JobStatus = z.enum(['queued', 'running', 'succeeded', 'failed', 'canceled', 'expired']);
+export const JobStatus = z.enum(['queued', 'running', ...ENDINGS, 'expired']);
 export type JobStatus = z.infer<typeof JobStatus>;
-export const TERMINAL: ReadonlySet<JobStatus> = new Set(['succeeded', 'failed', 'canceled', 'expired']);
+/** The statuses a job never leaves: an ending, or expired after one. */
+export const TERMINAL: ReadonlySet<JobStatus> = new Set([...ENDINGS, 'expired']);
+export const isEnding = (type: string): type is Ending => (ENDINGS as readonly string[]).includes(type);
 
 export const Priority = z.enum(PRIORITIES);
 
@@ -28,7 +34,7 @@ export type JobParams = z.infer<typeof JobParams>;
 export const JobError = z.object({ code: z.string(), message: z.string() });
 export type JobError = z.infer<typeof JobError>;
 
-export const EventType = z.enum(['queued', 'started', 'progress', 'succeeded', 'failed', 'canceled', 'cancel_requested']);
+export const EventType = z.enum(['queued', 'started', 'progress', ...ENDINGS, 'cancel_requested']);
 export type EventType = z.infer<typeof EventType>;
 
 /** A lifecycle event on img2img.events, keyed by the job id. */
@@ -127,4 +133,3 @@ export function parseValue<T>(schema: z.ZodType<T>, value: Buffer | null): { suc
   return parsed.success ? { success: true, data: parsed.data } : { success: false, problem: parsed.error.message };
 }
 
-export const isTerminalEvent = (type: EventType) => type === 'succeeded' || type === 'failed' || type === 'canceled';

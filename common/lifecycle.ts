@@ -3,7 +3,7 @@
 // (the job already ended, or is not in the state it needs) returns undefined; the guard
 // lives in one place (`from`). Callers apply these through RecordStore.apply, a
 // compare-and-swap, and publish the event only when their write won.
-import { TERMINAL, type EventType, type JobError, type JobEvent, type JobParams, type JobRecord, type JobStatus } from './jobs.js';
+import { ENDINGS, isEnding, TERMINAL, type EventType, type JobError, type JobEvent, type JobParams, type JobRecord, type JobStatus, type Verification } from './jobs.js';
 import type { Priority } from './topics.js';
 
 export interface Transition {
@@ -112,6 +112,9 @@ export interface Outcome {
   compute_s: number;
   /** The run's denoising steps, when the runner reported any: the record's progress ends there. */
   total_steps?: number;
+  /** Who computed the kept result (`local` or a remote worker's id), and how it was checked. */
+  worker?: string | null;
+  verification?: Verification | null;
 }
 
 /** Every step done: of the run's own count, else of the last progress recorded; none when neither is known. */
@@ -136,6 +139,8 @@ export function succeed(record: JobRecord, outcome: Outcome, clock: Clock = {}):
     progress: progressDone(record, outcome.total_steps),
     error: null,
     peak_memory_bytes: outcome.peak_memory_bytes,
+    worker: outcome.worker ?? null,
+    verification: outcome.verification ?? null,
     timings: {
       queue_s: record.started_at ? (Date.parse(record.started_at) - Date.parse(record.created_at)) / 1000 : 0,
       run_s: since(record.started_at),
@@ -156,6 +161,18 @@ export function cancel(record: JobRecord, clock: Clock = {}): Transition | undef
   return ending(next, eventOf(next, 'canceled', at));
 }
 
+/** A DELETE: a queued job is canceled at once, a running one asked to stop (requestCancel). */
+export function cancelOrRequest(record: JobRecord, clock: Clock = {}): Transition | undefined {
+  return record.status === 'queued' ? cancel(record, clock) : requestCancel(record, clock);
+}
+
+/** The job's check needs more distinct workers than are connected: its record says what it waits for. */
+export function waitForWorkers(record: JobRecord, policy: string): Transition | undefined {
+  if (!from(record, LIVE)) return undefined;
+  const verification: Verification = { policy, state: 'waiting_for_workers', workers: [], outvoted: [] };
+  return { record: { ...record, verification } };
+}
+
 /** A running job is asked to stop; its consumer then cancels it. Asked twice, nothing changes. */
 export function requestCancel(record: JobRecord, clock: Clock = {}): Transition | undefined {
   if (!from(record, ['running']) || record.cancel_requested) return undefined;
@@ -174,7 +191,7 @@ export function fail(record: JobRecord, error: JobError, clock: Clock = {}): Tra
 
 /** Past its retention: the input and output are deleted (by the caller), the record says so. Ended jobs only. */
 export function expire(record: JobRecord, clock: Clock = {}): Transition | undefined {
-  if (!from(record, ['succeeded', 'failed', 'canceled'])) return undefined;
+  if (!from(record, ENDINGS)) return undefined;
   return { record: { ...record, status: 'expired', output_key: null, updated_at: stamp(clock) } };
 }
 
@@ -187,7 +204,7 @@ export function delivered(record: JobRecord, events: readonly JobEvent[]): Trans
 
 /** The event that announced a job's ending, rebuilt from its record, for a stream that was not there. */
 export function endingOf(record: JobRecord): JobEvent | undefined {
-  if (record.status !== 'succeeded' && record.status !== 'failed' && record.status !== 'canceled') return undefined;
+  if (!isEnding(record.status)) return undefined;
   const extra = record.status === 'failed' && record.error ? { error: record.error } : {};
   return eventOf(record, record.status, record.finished_at ?? record.updated_at, extra);
 }

@@ -3,13 +3,13 @@
 // GET /api/jobs/{id}/webhooks shows.
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import type { JobEvent } from './jobs.js';
+import { ENDINGS, type JobEvent } from './jobs.js';
 
-export const WEBHOOK_EVENTS = ['started', 'progress', 'succeeded', 'failed', 'canceled'] as const;
+export const WEBHOOK_EVENTS = ['started', 'progress', ...ENDINGS] as const;
 export const WebhookEvent = z.enum(WEBHOOK_EVENTS);
 export type WebhookEvent = z.infer<typeof WebhookEvent>;
 /** What a submission that names no events gets: the endings. */
-export const DEFAULT_WEBHOOK_EVENTS: WebhookEvent[] = ['succeeded', 'failed', 'canceled'];
+export const DEFAULT_WEBHOOK_EVENTS: WebhookEvent[] = [...ENDINGS];
 
 export interface WebhookSettings {
   url: string;

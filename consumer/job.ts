@@ -4,6 +4,7 @@
 import type { ConsumerConfig } from '../common/config.js';
 import type { JobEvent, JobMessage, JobRecord } from '../common/jobs.js';
 import * as lifecycle from '../common/lifecycle.js';
+import { publishOutbox } from '../common/outbox.js';
 import type { Logger } from '../common/logger.js';
 import type { ModelEntry } from '../common/models.js';
 import type { Publisher } from '../common/publisher.js';
@@ -144,7 +145,7 @@ export class JobRun {
   }
 
   private async run(message: JobMessage): Promise<Verdict> {
-    const { records, store, config } = this.deps;
+    const { store, config } = this.deps;
     // The input's key follows from the id, so it is fetched while the record is read.
     const inputRead = store.getBytes(jobKeys(message.id).input);
     inputRead.catch(() => {}); // observed below, unless the record already ends the run
@@ -209,9 +210,8 @@ export class JobRun {
 
   /** The job's check needs more distinct workers than are connected: its record says so while it waits. */
   private async markWaiting(id: string): Promise<void> {
-    const verification = { policy: describeModelPolicy(this.deps.model), state: 'waiting_for_workers' as const, workers: [], outvoted: [] };
     await this.deps.records
-      .update(id, (r) => (!lifecycle.isTerminal(r) ? { ...r, verification } : undefined))
+      .apply(id, (r) => lifecycle.waitForWorkers(r, describeModelPolicy(this.deps.model)))
       .catch((error: unknown) => this.deps.logger.warn({ err: error, job: id }, 'waiting state not recorded'));
   }
 
@@ -240,11 +240,16 @@ export class JobRun {
     const output_key = jobKeys(message.id).output;
     // The output key comes from the job id: a redelivered job overwrites the same object.
     await this.deps.store.put(output_key, outcome.image, 'image/png');
-    const applied = await this.deps.records.apply(message.id, (r) => {
-      const next = lifecycle.succeed(r, { output_key, peak_memory_bytes: result.peak_memory_bytes, compute_s: result.timings.compute_s, total_steps: this.totalSteps });
-      // Who computed it, and how it was checked, land in the same write as the result.
-      return next && { ...next, record: { ...next.record, worker: outcome.worker ?? null, verification: outcome.verification ?? null } };
-    });
+    const applied = await this.deps.records.apply(message.id, (r) =>
+      lifecycle.succeed(r, {
+        output_key,
+        peak_memory_bytes: result.peak_memory_bytes,
+        compute_s: result.timings.compute_s,
+        total_steps: this.totalSteps,
+        worker: outcome.worker,
+        verification: outcome.verification,
+      }),
+    );
     await this.flush(applied.record);
     return done(applied.record?.status ?? 'succeeded', applied.record);
   }
@@ -338,11 +343,8 @@ export class JobRun {
    * Publishes the events of the record's outbox, then empties it. A Kafka failure throws, so the
    * delivery is retried (its offset stays uncommitted) until they are out: at least once.
    */
-  private async flush(record: JobRecord | undefined): Promise<void> {
-    if (!record?.outbox.length) return;
-    const { outbox } = record;
-    await Promise.all(outbox.map((event) => this.deps.publisher.publishEvent(event, sendDeadline())));
-    await this.deps.records.apply(record.id, (r) => lifecycle.delivered(r, outbox));
+  private flush(record: JobRecord | undefined): Promise<void> {
+    return publishOutbox(this.deps, record, sendDeadline());
   }
 
   private async publish(event: JobEvent): Promise<void> {

@@ -11,6 +11,7 @@ import { KeyStore, parseCost, parseRate, TENANT, type ApiKey } from '../common/k
 import { urlProblem } from '../common/addresses.js';
 import { ObjectStore } from '../common/storage.js';
 import { TenantStore } from '../common/tenants.js';
+import { DEFAULT_WEBHOOK_EVENTS } from '../common/webhooks.js';
 
 async function objectStore(): Promise<{ store: ObjectStore; pepper: string | undefined }> {
   if (existsSync('.env')) process.loadEnvFile('.env'); // what is already set wins
@@ -76,7 +77,7 @@ export function program(): Command {
         name: options.name,
         role: options.admin ? 'admin' : 'user',
         limits: { rate: options.rate ?? null, concurrency: options.concurrency ?? null, cost: options.cost ?? null },
-        webhook: options.webhookUrl ? { url: options.webhookUrl, events: ['succeeded', 'failed', 'canceled'] } : null,
+        webhook: options.webhookUrl ? { url: options.webhookUrl, events: [...DEFAULT_WEBHOOK_EVENTS] } : null,
       });
       console.log(describe(key));
       console.log(`\n${token}\n\nKeep it now: only its hash is stored. Send it as  Authorization: Bearer ${token}`);

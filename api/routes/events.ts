@@ -4,7 +4,7 @@
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
-import { isTerminalEvent, TERMINAL, type JobRecord } from '../../common/jobs.js';
+import { isEnding, TERMINAL, type JobRecord } from '../../common/jobs.js';
 import { endingOf } from '../../common/lifecycle.js';
 import { formatPosition, isAfter, parsePosition, type Position, type Subscription } from '../hub.js';
 import { loadJob } from '../lookup.js';
@@ -70,7 +70,7 @@ async function relay(stream: SSEStreamingApi, subscription: Subscription, after:
     if (!isAfter(position, after)) continue;
     const id = position && formatPosition(position); // none for an ending read from the record
     await stream.writeSSE({ event: event.type, ...(id ? { id } : {}), data: JSON.stringify(event) });
-    if (isTerminalEvent(event.type)) return;
+    if (isEnding(event.type)) return;
   }
 }
 

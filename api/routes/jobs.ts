@@ -1,7 +1,7 @@
 // GET /api/jobs/{id}: the job's state. DELETE /api/jobs/{id}: cancel it.
 import { createRoute, OpenAPIHono } from '@hono/zod-openapi';
-import type { JobEvent, JobRecord } from '../../common/jobs.js';
 import * as lifecycle from '../../common/lifecycle.js';
+import { publishOutbox } from '../../common/outbox.js';
 import type { Applied } from '../../common/records.js';
 import { call } from '../dependency.js';
 import { Conflict, Gone } from '../errors.js';
@@ -57,8 +57,7 @@ type Outcome = 'canceled' | 'requested' | 'already_canceled' | 'finished';
 /** Compare-and-swap on the record, so a consumer's concurrent write is never overwritten. */
 async function requestCancel(services: Services, id: string, deadline: AbortSignal, principal: ApiKey | undefined): Promise<{ outcome: Outcome; applied: Applied }> {
   await loadJob(services.records, id, deadline, principal); // another tenant's job is not found, and left alone
-  const transition = (record: JobRecord) => (record.status === 'queued' ? lifecycle.cancel(record) : lifecycle.requestCancel(record));
-  const applied = await call('storage', (s) => services.records.apply(id, transition, s), deadline);
+  const applied = await call('storage', (s) => services.records.apply(id, (record) => lifecycle.cancelOrRequest(record), s), deadline);
   const { record, event } = applied;
   if (!record) throw jobNotFound(id);
   if (record.status === 'running') return { outcome: 'requested', applied };
@@ -72,11 +71,11 @@ async function requestCancel(services: Services, id: string, deadline: AbortSign
  * canceled while queued gets one too: its runner may hold it, waiting behind a batch.
  */
 async function announce(services: Services, { record, event }: Applied, outcome: Outcome, deadline: AbortSignal): Promise<void> {
-  const { publisher, records, log } = services;
+  const { publisher, log } = services;
   const warn = (error: unknown) => log.warn({ job: record!.id, err: error }, 'could not publish a cancel event');
   // A canceled event waits in the record's outbox until sent; a consumer that meets the job sends it otherwise.
-  const sent = async (published: JobEvent) => void (await records.apply(published.id, (r) => lifecycle.delivered(r, [published])));
-  if (event) void call('kafka', (s) => publisher.publishEvent(event, s), deadline).then(() => sent(event)).catch(warn);
+  if (event && outcome === 'canceled') void publishOutbox(services, record, deadline).catch(warn);
+  else if (event) void call('kafka', (s) => publisher.publishEvent(event, s), deadline).catch(warn);
   if (outcome !== 'requested' && outcome !== 'canceled') return;
   const request = { v: 1 as const, id: record!.id, model_name: record!.model_name, at: new Date().toISOString() };
   await call('kafka', (s) => publisher.publishCancel(request, s), deadline);

@@ -41,7 +41,6 @@ async function open(path: string, base = api.url, viewport = DESKTOP): Promise<P
 /** Sets the page's file input, as a drop or the file dialog would. */
 const choose = async (page: Page, file: string) => (await page.$('input#image'))!.uploadFile(join(files, file));
 const text = (page: Page, selector: string) => page.$eval(selector, (element) => element.textContent ?? '');
-const statusOf = (page: Page) => page.$eval('#job-state', (element) => (element as HTMLElement).dataset.status);
 
 /**
  * Swagger UI's "Try it out" on POST /api/diffusion as a person first meets it: the fields

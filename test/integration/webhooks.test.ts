@@ -7,7 +7,6 @@ import { DeliveryLogStore } from '../../common/deliveries.js';
 import { newJobId } from '../../common/jobs.js';
 import * as lifecycle from '../../common/lifecycle.js';
 import { createLogger } from '../../common/logger.js';
-import { Publisher } from '../../common/publisher.js';
 import { jobKeys } from '../../common/storage.js';
 import { TenantStore, tenantKey } from '../../common/tenants.js';
 import { webhookRetryTopics } from '../../common/topics.js';

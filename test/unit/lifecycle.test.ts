@@ -96,6 +96,26 @@ describe('lifecycle', () => {
     expect(lifecycle.requestCancel(inState('queued'))).toBeUndefined();
   });
 
+  it('cancelOrRequest: a queued job is canceled, a running one asked to stop, an ended one left alone', () => {
+    expect(lifecycle.cancelOrRequest(inState('queued'))?.record.status).toBe('canceled');
+    expect(lifecycle.cancelOrRequest(inState('running'))?.record).toMatchObject({ status: 'running', cancel_requested: true });
+    for (const status of ['succeeded', 'failed', 'canceled'] as const) expect(lifecycle.cancelOrRequest(inState(status))).toBeUndefined();
+  });
+
+  it('waitForWorkers: a live job says what it waits for, without an event; an ended one is left alone', () => {
+    for (const status of ['queued', 'running'] as const) {
+      const next = lifecycle.waitForWorkers(inState(status), 'all:2');
+      expect(next).toEqual({ record: { ...inState(status), verification: { policy: 'all:2', state: 'waiting_for_workers', workers: [], outvoted: [] } } });
+    }
+    expect(lifecycle.waitForWorkers(inState('succeeded'), 'all:2')).toBeUndefined();
+  });
+
+  it('succeed: records who computed the result and how it was checked, in the same write', () => {
+    const verification = { policy: 'all:2', state: 'verified' as const, workers: ['a', 'b'], outvoted: [] };
+    const { record } = lifecycle.succeed(inState('running'), { ...outcome, worker: 'a', verification })!;
+    expect(record).toMatchObject({ status: 'succeeded', worker: 'a', verification });
+  });
+
   it('fail: with the reason, from queued or running', () => {
     for (const status of ['queued', 'running'] as const) {
       const next = lifecycle.fail(inState(status), error, at(1))!;
