@@ -1,16 +1,8 @@
 // The response shapes of the HTTP API. The OpenAPI document is generated from these
 // same zod schemas, so the documentation cannot drift from what the routes send.
 import { z } from '@hono/zod-openapi';
-import { JOB_ID, JobStatus as JobStatusSchema } from '../common/jobs.js';
-import { PRIORITIES } from '../common/topics.js';
-
-// Rebuilt with the zod that @hono/zod-openapi extends: schemas made elsewhere may come from
-// another copy of zod (test runners load modules their own way) and lack .openapi().
-const JobStatus = z.enum(JobStatusSchema.options);
-const Priority = z.enum(PRIORITIES);
-
-const EXAMPLE_ID = 'q0vN3rJ8T6yWm1bXc2dEfA';
-const at = (path: string) => `http://127.0.0.1:8000${path}`;
+import { JOB_ID } from '../common/jobs.js';
+import { EXAMPLE_ID } from '../common/view.js';
 
 export const ErrorBody = z
   .object({
@@ -28,69 +20,6 @@ export const errorResponse = (description: string, example: { code: string; mess
   content: { 'application/json': { schema: ErrorBody, example: { error: example } } },
 });
 
-export const JobLinks = z.object({
-  status_url: z.url().openapi({ example: at(`/api/jobs/${EXAMPLE_ID}`) }),
-  result_url: z.url().openapi({ example: at(`/api/results/${EXAMPLE_ID}`) }),
-  events_url: z.url().openapi({ example: at(`/api/jobs/${EXAMPLE_ID}/events`) }),
-});
-
-export const JobAccepted = z
-  .object({
-    id: z.string().openapi({ example: EXAMPLE_ID }),
-    status: JobStatus.openapi({ example: 'queued' }),
-    model_name: z.string().openapi({ example: 'tiny' }),
-    priority: Priority.openapi({ example: 'normal' }),
-  })
-  .extend(JobLinks.shape)
-  .openapi('JobAccepted');
-
-export const JobView = z
-  .object({
-    id: z.string().openapi({ example: EXAMPLE_ID }),
-    status: JobStatus.openapi({ example: 'running' }),
-    model_name: z.string().openapi({ example: 'tiny' }),
-    priority: Priority.openapi({ example: 'normal' }),
-    params: z.object({
-      prompt: z.string().openapi({ example: 'a watercolour lighthouse at dusk' }),
-      negative_prompt: z.string().nullable().openapi({ example: null }),
-      strength: z.number().openapi({ example: 0.6 }),
-      steps: z.number().int().openapi({ example: 10 }),
-      guidance_scale: z.number().openapi({ example: 7.5 }),
-      seed: z.number().int().openapi({ example: 1234 }),
-    }),
-    width: z.number().int().openapi({ example: 512 }),
-    height: z.number().int().openapi({ example: 512 }),
-    progress: z
-      .object({ step: z.number().int(), total: z.number().int() })
-      .nullable()
-      .openapi({ description: 'Denoising progress while running', example: { step: 3, total: 10 } }),
-    timings: z
-      .object({ queue_s: z.number(), run_s: z.number(), total_s: z.number(), compute_s: z.number().optional() })
-      .nullable()
-      .openapi({ example: null }),
-    error: z.object({ code: z.string(), message: z.string() }).nullable().openapi({ example: null }),
-    created_at: z.string().openapi({ example: '2025-01-01T12:00:00.000Z' }),
-    started_at: z.string().nullable().openapi({ example: '2025-01-01T12:00:01.000Z' }),
-    finished_at: z.string().nullable().openapi({ example: null }),
-    attempts: z.number().int().openapi({ example: 1 }),
-    cancel_requested: z.boolean().openapi({ example: false }),
-    worker: z.string().nullable().openapi({ description: 'Who computed the result: `local`, or a remote worker id (GET /api/workers)', example: null }),
-    verification: z
-      .object({
-        policy: z.string(),
-        state: z.enum(['waiting_for_workers', 'single', 'verified']),
-        workers: z.array(z.string()),
-        outvoted: z.array(z.string()),
-      })
-      .nullable()
-      .openapi({
-        description: "How the result was checked (verify= of the model): `waiting_for_workers` while the check waits for enough distinct workers",
-        example: null,
-      }),
-  })
-  .extend(JobLinks.shape)
-  .openapi('Job');
-export type JobView = z.infer<typeof JobView>;
 
 export const ModelList = z
   .object({

@@ -7,7 +7,7 @@ import { createKafka, ensureTopics } from '../common/kafka.js';
 import type { Logger } from '../common/logger.js';
 import { RecordStore } from '../common/records.js';
 import { TERMINAL } from '../common/jobs.js';
-import { ObjectStore } from '../common/storage.js';
+import { JOBS_PREFIX, ObjectStore } from '../common/storage.js';
 import { allTopics, eventsTopic } from '../common/topics.js';
 import { QueueDepth } from '../common/depth.js';
 import { EventHub } from './hub.js';
@@ -108,7 +108,7 @@ const LIFECYCLE_MARGIN_DAYS = 30;
 /** The sweep expires jobs on time; the bucket's own lifecycle rule removes their tombstones later. */
 async function applyRetention({ store, tenants, config, log }: Services): Promise<void> {
   const longest = Math.max(config.RETENTION_DAYS, ...(await tenants.retentions()).values());
-  await store.expireAfter('jobs/', longest + LIFECYCLE_MARGIN_DAYS).catch((error: unknown) => {
+  await store.expireAfter(JOBS_PREFIX, longest + LIFECYCLE_MARGIN_DAYS).catch((error: unknown) => {
     log.warn({ err: error }, 'the bucket refused a lifecycle rule; the sweep alone expires jobs');
   });
 }

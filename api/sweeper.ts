@@ -19,7 +19,7 @@ import type { JobRecord } from '../common/jobs.js';
 import * as lifecycle from '../common/lifecycle.js';
 import type { Logger } from '../common/logger.js';
 import type { RecordStore } from '../common/records.js';
-import { jobKeys, type ObjectStore } from '../common/storage.js';
+import { jobKeys, jobObjectOf, JOBS_PREFIX, type ObjectStore } from '../common/storage.js';
 import type { TenantStore } from '../common/tenants.js';
 import type { IdempotencyStore } from './idempotency.js';
 
@@ -67,7 +67,6 @@ interface Retentions {
 /** The key of a check of job `id` at `dueMs`: thirteen digits of milliseconds sort as times do. */
 export const dueKey = (dueMs: number, id: string) => `${DUE}${String(Math.max(0, Math.round(dueMs))).padStart(13, '0')}/${id}`;
 const parseDue = (key: string) => /^sweep\/due\/(\d{13})\/([^/]+)$/.exec(key);
-const jobOf = (key: string) => /^jobs\/([^/]+)\/([^/]+)$/.exec(key);
 
 export class Sweeper {
   private timer: NodeJS.Timeout | undefined;
@@ -196,15 +195,15 @@ export class Sweeper {
       const due = group.record || !group.input ? started : group.input.getTime() + graceMs;
       await store.put(dueKey(due, group.id), ENTRY, JSON_TYPE);
     };
-    for await (const { key, lastModified } of store.list('jobs/')) {
-      const [, id, name] = jobOf(key) ?? [];
-      if (!id) continue;
-      if (group?.id !== id) {
+    for await (const { key, lastModified } of store.list(JOBS_PREFIX)) {
+      const object = jobObjectOf(key);
+      if (!object) continue;
+      if (group?.id !== object.id) {
         await index();
-        group = { id, record: false };
+        group = { id: object.id, record: false };
       }
-      if (name === 'input.png') group.input = lastModified;
-      if (name === 'job.json') group.record = true;
+      if (object.kind === 'input') group.input = lastModified;
+      if (object.kind === 'record') group.record = true;
     }
     await index();
     await store.put(STATE, JSON.stringify(retentions), JSON_TYPE);
@@ -223,7 +222,7 @@ export class Sweeper {
     const { store, records, graceMs } = this.options;
     const record = await records.get(id);
     if (!record) {
-      await Promise.all([store.delete(jobKeys(id).input), store.delete(`jobs/${id}/webhooks.json`)]);
+      await Promise.all([store.delete(jobKeys(id).input), store.delete(jobKeys(id).webhooks)]);
       count.orphans++;
       return;
     }
@@ -250,7 +249,7 @@ export class Sweeper {
     const { store, claims, records } = this.options;
     const keys = jobKeys(record.id);
     // The record last: should this pass stop half-way, its entry is still there for the next one.
-    await Promise.all([store.delete(keys.input), store.delete(keys.output), store.delete(`jobs/${record.id}/webhooks.json`)]);
+    await Promise.all([store.delete(keys.input), store.delete(keys.output), store.delete(keys.webhooks)]);
     if (record.idempotency) await claims.release(record.idempotency.key_hash, AbortSignal.timeout(10_000));
     await records.apply(record.id, (r) => lifecycle.expire(r));
   }

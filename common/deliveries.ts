@@ -2,8 +2,8 @@
 // record, so it expires with the job). The dispatcher writes an attempt before it schedules the
 // next one; writes are compare-and-swap on the ETag, since deliveries of one job can be tried
 // from several retry topics at once.
-import { DeliveryLog, deliveryLogKey } from './webhooks.js';
-import type { ObjectStore } from './storage.js';
+import { DeliveryLog } from './webhooks.js';
+import { jobKeys, type ObjectStore } from './storage.js';
 
 const JSON_TYPE = 'application/json';
 
@@ -24,7 +24,7 @@ export class DeliveryLogStore {
       const current = await this.read(jobId, signal);
       const next = change(current?.log ?? { v: 1, job_id: jobId, url, stopped_at: null, deliveries: [] });
       const body = JSON.stringify(next);
-      const key = deliveryLogKey(jobId);
+      const key = jobKeys(jobId).webhooks;
       const written = current
         ? await this.store.putIfMatch(key, body, JSON_TYPE, current.etag, signal)
         : await this.store.putIfAbsent(key, body, JSON_TYPE, signal);
@@ -34,7 +34,7 @@ export class DeliveryLogStore {
   }
 
   private async read(jobId: string, signal?: AbortSignal): Promise<{ log: DeliveryLog; etag: string } | undefined> {
-    const stored = await this.store.get(deliveryLogKey(jobId), signal);
+    const stored = await this.store.get(jobKeys(jobId).webhooks, signal);
     if (!stored) return undefined;
     return { log: DeliveryLog.parse(JSON.parse(stored.bytes.toString('utf8'))), etag: stored.etag };
   }

@@ -24,11 +24,23 @@ export function createS3(config: StorageConfig): S3Client {
   });
 }
 
+/** Where a job's objects live: everything of a job is under jobs/<id>/, and nothing else is. */
+export const JOBS_PREFIX = 'jobs/';
 export const jobKeys = (id: string) => ({
-  input: `jobs/${id}/input.png`,
-  output: `jobs/${id}/output.png`,
-  record: `jobs/${id}/job.json`,
+  input: `${JOBS_PREFIX}${id}/input.png`,
+  output: `${JOBS_PREFIX}${id}/output.png`,
+  record: `${JOBS_PREFIX}${id}/job.json`,
+  /** Every webhook delivery attempt of the job (common/deliveries.ts). */
+  webhooks: `${JOBS_PREFIX}${id}/webhooks.json`,
 });
+
+/** The job id and the kind of object a key of the bucket names, if it is a job's. */
+export function jobObjectOf(key: string): { id: string; kind: keyof ReturnType<typeof jobKeys> } | undefined {
+  const id = /^jobs\/([^/]+)\//.exec(key)?.[1];
+  if (!id) return undefined;
+  const kind = (Object.entries(jobKeys(id)) as [keyof ReturnType<typeof jobKeys>, string][]).find(([, path]) => path === key)?.[0];
+  return kind && { id, kind };
+}
 
 export interface StoredObject {
   body: Readable;

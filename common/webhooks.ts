@@ -79,4 +79,3 @@ export const DeliveryLog = z.object({
 });
 export type DeliveryLog = z.infer<typeof DeliveryLog>;
 
-export const deliveryLogKey = (jobId: string) => `jobs/${jobId}/webhooks.json`;

@@ -1,7 +1,7 @@
 // One webhook delivery at a time: which event asks for one, and one attempt at it. Kafka stays
 // outside (dispatcher.ts): an attempt is recorded in the job's delivery log and answers the retry
 // to schedule, if any, so what happens to a delivery never lives only in this process' memory.
-import { jobView } from '../api/view.js';
+import { jobView } from '../common/view.js';
 import type { DeliveryLogStore } from '../common/deliveries.js';
 import type { JobEvent } from '../common/jobs.js';
 import type { Logger } from '../common/logger.js';

@@ -11,7 +11,7 @@ import { loadJob } from '../lookup.js';
 import { errorResponse, authFailures, unauthorized, JobIdParam } from '../schemas.js';
 import type { Services } from '../services.js';
 import type { AppEnv } from '../env.js';
-import { jobView } from '../view.js';
+import { jobView } from '../../common/view.js';
 
 const EXAMPLE_STREAM = [
   'event: snapshot',

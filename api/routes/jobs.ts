@@ -7,10 +7,10 @@ import { call } from '../dependency.js';
 import { Conflict, Gone } from '../errors.js';
 import type { ApiKey } from '../../common/keys.js';
 import { jobNotFound, loadJob } from '../lookup.js';
-import { errorResponse, JobIdParam, JobView, authFailures, unauthorized } from '../schemas.js';
+import { errorResponse, JobIdParam, authFailures, unauthorized } from '../schemas.js';
 import type { Services } from '../services.js';
 import type { AppEnv } from '../env.js';
-import { jobView } from '../view.js';
+import { jobView, JobView } from '../../common/view.js';
 
 const notFound = errorResponse('No job has this id (also for a malformed id)', {
   code: 'job_not_found',

@@ -9,10 +9,10 @@ import type { JobRecord } from '../../common/jobs.js';
 import { call } from '../dependency.js';
 import { Conflict, Gone } from '../errors.js';
 import { loadJob } from '../lookup.js';
-import { errorResponse, authFailures, unauthorized, JobIdParam, JobView } from '../schemas.js';
+import { errorResponse, authFailures, unauthorized, JobIdParam } from '../schemas.js';
 import type { Services } from '../services.js';
 import type { AppEnv } from '../env.js';
-import { jobView } from '../view.js';
+import { jobView, JobView } from '../../common/view.js';
 
 const IMMUTABLE = 'private, max-age=31536000, immutable';
 

@@ -3,7 +3,7 @@
 import { createHash } from 'node:crypto';
 import { link, mkdir, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, extname } from 'node:path';
-import { JobAccepted, JobView } from '../../api/schemas.js';
+import { JobAccepted, JobView } from '../../common/view.js';
 import type { JobRequest } from './options.js';
 import { DEFAULT_RETRY, httpError, withRetry, type RetryNotice, type RetryPolicy } from './retry.js';
 

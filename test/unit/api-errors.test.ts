@@ -2,7 +2,7 @@ import { HTTPException } from 'hono/http-exception';
 import { describe, expect, it } from 'vitest';
 import { Conflict, PayloadTooLarge, toErrorResponse, Unavailable, ValidationError } from '../../api/errors.js';
 import { baseUrl } from '../../api/env.js';
-import { jobLinks } from '../../api/view.js';
+import { jobLinks } from '../../common/view.js';
 import { createLogger } from '../../common/logger.js';
 
 const log = createLogger('test', 'silent');

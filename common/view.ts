@@ -1,0 +1,114 @@
+// The public JSON of a job, as the API answers it, webhooks carry it and the batch client reads
+// it: the record minus storage internals, plus absolute links. The OpenAPI document is
+// generated from these schemas, so the documentation cannot drift from what is sent.
+import { z } from '@hono/zod-openapi';
+import { JobStatus as JobStatusSchema, type JobRecord } from './jobs.js';
+import { PRIORITIES } from './topics.js';
+
+// Rebuilt with the zod that @hono/zod-openapi extends: schemas made elsewhere may come from
+// another copy of zod (test runners load modules their own way) and lack .openapi().
+const JobStatus = z.enum(JobStatusSchema.options);
+const Priority = z.enum(PRIORITIES);
+
+export const EXAMPLE_ID = 'q0vN3rJ8T6yWm1bXc2dEfA';
+const at = (path: string) => `http://127.0.0.1:8000${path}`;
+
+export const JobLinks = z.object({
+  status_url: z.url().openapi({ example: at(`/api/jobs/${EXAMPLE_ID}`) }),
+  result_url: z.url().openapi({ example: at(`/api/results/${EXAMPLE_ID}`) }),
+  events_url: z.url().openapi({ example: at(`/api/jobs/${EXAMPLE_ID}/events`) }),
+});
+
+export const JobAccepted = z
+  .object({
+    id: z.string().openapi({ example: EXAMPLE_ID }),
+    status: JobStatus.openapi({ example: 'queued' }),
+    model_name: z.string().openapi({ example: 'tiny' }),
+    priority: Priority.openapi({ example: 'normal' }),
+  })
+  .extend(JobLinks.shape)
+  .openapi('JobAccepted');
+
+export const JobView = z
+  .object({
+    id: z.string().openapi({ example: EXAMPLE_ID }),
+    status: JobStatus.openapi({ example: 'running' }),
+    model_name: z.string().openapi({ example: 'tiny' }),
+    priority: Priority.openapi({ example: 'normal' }),
+    params: z.object({
+      prompt: z.string().openapi({ example: 'a watercolour lighthouse at dusk' }),
+      negative_prompt: z.string().nullable().openapi({ example: null }),
+      strength: z.number().openapi({ example: 0.6 }),
+      steps: z.number().int().openapi({ example: 10 }),
+      guidance_scale: z.number().openapi({ example: 7.5 }),
+      seed: z.number().int().openapi({ example: 1234 }),
+    }),
+    width: z.number().int().openapi({ example: 512 }),
+    height: z.number().int().openapi({ example: 512 }),
+    progress: z
+      .object({ step: z.number().int(), total: z.number().int() })
+      .nullable()
+      .openapi({ description: 'Denoising progress while running', example: { step: 3, total: 10 } }),
+    timings: z
+      .object({ queue_s: z.number(), run_s: z.number(), total_s: z.number(), compute_s: z.number().optional() })
+      .nullable()
+      .openapi({ example: null }),
+    error: z.object({ code: z.string(), message: z.string() }).nullable().openapi({ example: null }),
+    created_at: z.string().openapi({ example: '2025-01-01T12:00:00.000Z' }),
+    started_at: z.string().nullable().openapi({ example: '2025-01-01T12:00:01.000Z' }),
+    finished_at: z.string().nullable().openapi({ example: null }),
+    attempts: z.number().int().openapi({ example: 1 }),
+    cancel_requested: z.boolean().openapi({ example: false }),
+    worker: z.string().nullable().openapi({ description: 'Who computed the result: `local`, or a remote worker id (GET /api/workers)', example: null }),
+    verification: z
+      .object({
+        policy: z.string(),
+        state: z.enum(['waiting_for_workers', 'single', 'verified']),
+        workers: z.array(z.string()),
+        outvoted: z.array(z.string()),
+      })
+      .nullable()
+      .openapi({
+        description: "How the result was checked (verify= of the model): `waiting_for_workers` while the check waits for enough distinct workers",
+        example: null,
+      }),
+  })
+  .extend(JobLinks.shape)
+  .openapi('Job');
+export type JobView = z.infer<typeof JobView>;
+
+export const jobLinks = (base: string, id: string) => ({
+  status_url: `${base}/api/jobs/${id}`,
+  result_url: `${base}/api/results/${id}`,
+  events_url: `${base}/api/jobs/${id}/events`,
+});
+
+export function jobView(record: JobRecord, base: string): JobView {
+  const { id, status, model_name, priority, params, width, height, progress, timings, error } = record;
+  const { created_at, started_at, finished_at, attempts, cancel_requested } = record;
+  return {
+    id,
+    status,
+    model_name,
+    priority,
+    params,
+    width,
+    height,
+    progress: status === 'running' ? progress : null,
+    timings,
+    error,
+    created_at,
+    started_at,
+    finished_at,
+    attempts,
+    cancel_requested,
+    worker: record.worker ?? null,
+    verification: record.verification ?? null,
+    ...jobLinks(base, id),
+  };
+}
+
+export function acceptedView(record: JobRecord, base: string) {
+  const { id, status, model_name, priority } = record;
+  return { id, status, model_name, priority, ...jobLinks(base, id) };
+}
