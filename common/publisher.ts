@@ -9,7 +9,7 @@
 import type { Kafka, Message, Producer, TopicMessages } from 'kafkajs';
 import { DeadlineExceeded, race } from './deadline.js';
 import type { CancelRequest, JobEvent } from './jobs.js';
-import { cancelsTopic, eventsTopic } from './topics.js';
+import { cancelsTopic, EVENT_TYPE_HEADER, eventsTopic } from './topics.js';
 
 /** Most messages in one request; they are small (a few hundred bytes each). */
 const MAX_BATCH = 500;
@@ -58,8 +58,9 @@ export class Publisher {
     await race(acknowledged, signal);
   }
 
+  /** An event, with its type also in a header (EVENT_TYPE_HEADER): a reader that wants some types skips the rest unparsed. */
   async publishEvent(event: JobEvent, signal: AbortSignal): Promise<void> {
-    await this.send(eventsTopic(this.topicPrefix), { key: event.id, value: JSON.stringify(event) }, signal);
+    await this.send(eventsTopic(this.topicPrefix), { key: event.id, value: JSON.stringify(event), headers: { [EVENT_TYPE_HEADER]: event.type } }, signal);
   }
 
   async publishCancel(request: CancelRequest, signal: AbortSignal): Promise<void> {

@@ -6,6 +6,8 @@ export type Priority = (typeof PRIORITIES)[number];
 export const jobTopic = (prefix: string, model: string, priority: Priority) => `${prefix}.${model}.${priority}`;
 export const dlqTopic = (prefix: string, model: string) => `${prefix}.${model}.dlq`;
 export const eventsTopic = (prefix: string) => `${prefix}.events`;
+/** The Kafka header of an event message that holds its type (the value holds it too). */
+export const EVENT_TYPE_HEADER = 'event-type';
 /** Cancel requests keyed by job id: consumers follow them without parsing every progress event. */
 export const cancelsTopic = (prefix: string) => `${prefix}.cancels`;
 /** Webhook retries wait their turn in one topic per level: level n holds deliveries whose n-th attempt failed. */
