@@ -3,7 +3,7 @@
 // A PNG that already is one only loses its metadata chunks (see png.ts).
 import pLimit, { type LimitFunction } from 'p-limit';
 import sharp, { type FailOnOptions, type Metadata } from 'sharp';
-import { computeSize, imageLimitsFor, type ImageLimits as ModelLimits } from '../common/params.js';
+import { computeSize, imageLimitsFor, type ImageLimits } from '../common/params.js';
 import { PayloadTooLarge, Unprocessable, UnsupportedMedia, ValidationError } from './errors.js';
 import { isIntact, plainPng, type PlainPng } from './png.js';
 
@@ -42,8 +42,8 @@ export const alignedSize = (width: number, height: number) => ({
   height: Math.floor(height / 8) * 8,
 });
 
-/** The deployment's limits (config); each model's own, from common/params.json, may be lower. */
-export interface ImageLimits {
+/** The deployment's limits on images (config); each model's own, from common/params.json, may be lower. */
+export interface DeploymentLimits {
   maxSide: number;
   maxPixels: number;
   /** Images checked or re-encoded at once; the others wait (each holds its pixels in memory). */
@@ -71,7 +71,7 @@ export interface AcceptedImage {
 const FAIL_ON: Record<AcceptedFormat, FailOnOptions> = { jpeg: 'warning', png: 'error', webp: 'error' };
 
 /** A model's limits within the deployment's: the lower of each. */
-export function limitsFor(model: string, limits: Pick<ImageLimits, 'maxSide' | 'maxPixels'>): ModelLimits {
+export function limitsFor(model: string, limits: Pick<DeploymentLimits, 'maxSide' | 'maxPixels'>): ImageLimits {
   const own = imageLimitsFor(model);
   return { ...own, max_side: Math.min(own.max_side, limits.maxSide), max_pixels: Math.min(own.max_pixels, limits.maxPixels) };
 }
@@ -81,7 +81,7 @@ export function limitsFor(model: string, limits: Pick<ImageLimits, 'maxSide' | '
  * at (sides down to multiples of 8), or the error that refuses it. The runner checks the same
  * (diffusion-py/img2img_runner/jobs.py), so what is accepted here can be computed there.
  */
-export function checkSize(width: number, height: number, model: string, limits: ModelLimits): { width: number; height: number } {
+export function checkSize(width: number, height: number, model: string, limits: ImageLimits): { width: number; height: number } {
   const { max_side: maxSide, max_pixels: maxPixels, min_side: minSide, compute_min_side: computeMin } = limits;
   const within = (w: number, h: number) => w <= maxSide && h <= maxSide && w * h <= maxPixels;
   const bounds = `model ${model} takes at most ${maxSide} pixels a side and ${maxPixels} pixels in all`;
@@ -116,7 +116,7 @@ export function configureSharp(): void {
 export class ImageNormaliser {
   private readonly limit: LimitFunction;
 
-  constructor(private readonly limits: ImageLimits) {
+  constructor(private readonly limits: DeploymentLimits) {
     this.limit = pLimit(limits.concurrency);
   }
 

@@ -17,7 +17,7 @@ import type { RunnerOutcome } from './runner.js';
 import { describePolicy, type VerifiedOutcome, type Verifier } from './verify.js';
 
 /** A Kafka message as received, with what the worker knows about it. */
-export interface Delivery {
+export interface Received {
   topic: string;
   partition: number;
   offset: string;
@@ -29,7 +29,7 @@ export interface Delivery {
   /** Retries of infrastructure errors (storage, Kafka) that did not consume an attempt. */
   attempt: number;
   /** Other deliveries of the same job (redelivered meanwhile), finished together with it. */
-  redeliveries?: Delivery[];
+  redeliveries?: Received[];
   /** The attempt this consumer had started when storage or Kafka interrupted it: resumed, not counted again. */
   resumeAttempt?: number;
   /** The runner died while holding this job and others: it runs alone from now on, so a crash tells whose it is. */
@@ -91,7 +91,7 @@ type Start = (() => Promise<JobRecord | undefined>) & { written(): Promise<JobRe
 
 export class JobRun {
   /** Later deliveries of the same job that finish with it. */
-  readonly redeliveries: Delivery[];
+  readonly redeliveries: Received[];
   private canceled = false;
   /**
    * Settles CANCEL_GRACE_MS after cancel(): the runner stops a job at its next step, but one
@@ -105,11 +105,11 @@ export class JobRun {
   private totalSteps: number | undefined;
 
   constructor(
-    readonly delivery: Delivery,
+    readonly received: Received,
     private readonly deps: JobDeps,
   ) {
-    this.redeliveries = [...(delivery.redeliveries ?? [])];
-    this.startedAttempt = delivery.resumeAttempt; // carried through retries that fail before the start
+    this.redeliveries = [...(received.redeliveries ?? [])];
+    this.startedAttempt = received.resumeAttempt; // carried through retries that fail before the start
     const canceled: RunnerOutcome = { ok: false, code: 'canceled', retryable: false, message: 'canceled' };
     this.cancelGrace = new Promise((resolve) => {
       this.startCancelGrace = () => setTimeout(() => resolve(canceled), CANCEL_GRACE_MS).unref();
@@ -119,16 +119,16 @@ export class JobRun {
   cancel(): void {
     if (this.canceled) return;
     this.canceled = true;
-    if (this.delivery.message) this.deps.pool.cancel(this.delivery.message.id);
+    if (this.received.message) this.deps.pool.cancel(this.received.message.id);
     this.startCancelGrace();
   }
 
   async execute(): Promise<Verdict> {
-    const { message } = this.delivery;
+    const { message } = this.received;
     try {
-      if (!message) throw new Failure('poison', `unreadable message: ${this.delivery.problem}`);
+      if (!message) throw new Failure('poison', `unreadable message: ${this.received.problem}`);
       if (message.model_name !== this.deps.model.name) {
-        throw new Failure('unknown_model', `message for model "${message.model_name}" on ${this.delivery.topic}`);
+        throw new Failure('unknown_model', `message for model "${message.model_name}" on ${this.received.topic}`);
       }
       return await this.run(message);
     } catch (error) {
@@ -140,8 +140,8 @@ export class JobRun {
 
   /** Storage or Kafka trouble: try again later without spending one of the job's attempts. */
   private retryLater(error: unknown): Verdict {
-    this.deps.logger.warn({ err: error, job: this.delivery.message?.id }, 'job interrupted by an infrastructure error; retrying');
-    return { kind: 'retry', delayMs: backoff(this.delivery.attempt), resumeAttempt: this.startedAttempt };
+    this.deps.logger.warn({ err: error, job: this.received.message?.id }, 'job interrupted by an infrastructure error; retrying');
+    return { kind: 'retry', delayMs: backoff(this.received.attempt), resumeAttempt: this.startedAttempt };
   }
 
   private async run(message: JobMessage): Promise<Verdict> {
@@ -158,14 +158,14 @@ export class JobRun {
 
     const input = await inputRead;
     if (!input) throw new Failure('missing_input', `input object ${jobKeys(message.id).input} does not exist`);
-    const resumes = (r: JobRecord) => r.status === 'running' && r.attempts === this.delivery.resumeAttempt;
+    const resumes = (r: JobRecord) => r.status === 'running' && r.attempts === this.received.resumeAttempt;
     if (record.attempts >= config.MAX_ATTEMPTS && !resumes(record)) throw exhausted(record);
 
     // The job stays queued until its runner starts it (a batch may be computing ahead of it).
     const start = this.startOnce(record, resumes);
     // A suspect of an earlier crash runs alone, so that if it crashes again it is known to be the cause.
     const ran = this.deps.verifier.run(message.id, record.params, input, this.progressReporter(record, start), {
-      solo: this.delivery.suspect,
+      solo: this.received.suspect,
       priority: message.priority,
       pixels: record.width * record.height,
       onWait: () => void this.markWaiting(message.id),
@@ -266,20 +266,20 @@ export class JobRun {
    * (its input is the sweeper's).
    */
   private abandoned(failure: Failure): Verdict {
-    this.deps.logger.warn({ job: this.delivery.message?.id }, failure.message);
+    this.deps.logger.warn({ job: this.received.message?.id }, failure.message);
     return done('abandoned', undefined);
   }
 
   /** Dead-letters the message and fails the job with its reason, once. */
   private async fail(failure: Failure): Promise<Verdict> {
-    const { message } = this.delivery;
+    const { message } = this.received;
     const error = { code: failure.code, message: failure.message };
     const deadLetter = {
       v: 1,
       error,
       failed_at: new Date().toISOString(),
-      source: { topic: this.delivery.topic, partition: this.delivery.partition, offset: this.delivery.offset },
-      message: this.delivery.raw?.toString('utf8') ?? null,
+      source: { topic: this.received.topic, partition: this.received.partition, offset: this.received.offset },
+      message: this.received.raw?.toString('utf8') ?? null,
     };
     await this.deps.publisher.send(this.deps.dlq, { key: message?.id ?? null, value: JSON.stringify(deadLetter) }, sendDeadline());
     let record: JobRecord | undefined;
@@ -341,7 +341,7 @@ export class JobRun {
 
   /**
    * Publishes the events of the record's outbox, then empties it. A Kafka failure throws, so the
-   * delivery is retried (its offset stays uncommitted) until they are out: at least once.
+   * received is retried (its offset stays uncommitted) until they are out: at least once.
    */
   private flush(record: JobRecord | undefined): Promise<void> {
     return publishOutbox(this.deps, record, sendDeadline());

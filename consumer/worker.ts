@@ -5,7 +5,7 @@ import type { Consumer, EachMessagePayload, Kafka } from 'kafkajs';
 import { JobMessage, parseValue } from '../common/jobs.js';
 import { consumerGroup, dlqTopic, jobTopic, PRIORITIES, type Priority } from '../common/topics.js';
 import { PriorityBuffers } from './buffers.js';
-import { JobRun, type Delivery, type JobDeps } from './job.js';
+import { JobRun, type Received, type JobDeps } from './job.js';
 import { OffsetTracker } from './offsets.js';
 
 /** Above this many waiting messages a priority's topic is paused, so memory stays bounded. */
@@ -17,7 +17,7 @@ export interface WorkerDeps extends Omit<JobDeps, 'dlq'> {
 
 export class ModelWorker {
   private readonly consumer: Consumer;
-  private readonly buffers = new PriorityBuffers<Delivery>();
+  private readonly buffers = new PriorityBuffers<Received>();
   private readonly offsets = new OffsetTracker();
   private readonly active = new Map<string, JobRun>();
   private readonly paused = new Set<Priority>();
@@ -74,8 +74,8 @@ export class ModelWorker {
 
   /** A cancel request from the events topic. */
   cancel(id: string): void {
-    const queued = this.buffers.remove((delivery) => delivery.message?.id === id);
-    for (const delivery of queued) void this.process(delivery); // the run sees the canceled record and skips
+    const queued = this.buffers.remove((received) => received.message?.id === id);
+    for (const received of queued) void this.process(received); // the run sees the canceled record and skips
     this.active.get(id)?.cancel();
   }
 
@@ -83,12 +83,12 @@ export class ModelWorker {
     const priority = PRIORITIES.find((p) => this.topic(p) === topic)!;
     this.offsets.begin(topic, partition, message.offset);
     const parsed = parseValue(JobMessage, message.value);
-    const delivery: Delivery = {
+    const received: Received = {
       topic, partition, offset: message.offset, priority, raw: message.value, attempt: 0,
       message: parsed.success ? parsed.data : undefined,
       problem: parsed.success ? undefined : parsed.problem,
     };
-    this.buffers.push(priority, delivery);
+    this.buffers.push(priority, received);
     if (this.buffers.size(priority) >= BUFFER_HIGH_WATER && !this.paused.has(priority)) {
       this.paused.add(priority);
       this.consumer.pause([{ topic }]);
@@ -100,9 +100,9 @@ export class ModelWorker {
   private pump(): void {
     clearTimeout(this.idleTimer);
     for (let next = this.buffers.nextPriority(); next && !this.stopping && this.hasRoom(next); next = this.buffers.nextPriority()) {
-      const delivery = this.buffers.take()!;
-      this.resumeIfDrained(delivery.priority);
-      void this.process(delivery);
+      const received = this.buffers.take()!;
+      this.resumeIfDrained(received.priority);
+      void this.process(received);
     }
     this.armIdleTimer();
   }
@@ -116,7 +116,7 @@ export class ModelWorker {
     const { capacity } = this.deps.pool;
     if (this.active.size < capacity) return true;
     const rank = PRIORITIES.indexOf(priority);
-    return this.active.size < 2 * capacity && [...this.active.values()].some((run) => PRIORITIES.indexOf(run.delivery.priority) > rank);
+    return this.active.size < 2 * capacity && [...this.active.values()].some((run) => PRIORITIES.indexOf(run.received.priority) > rank);
   }
 
   private resumeIfDrained(priority: Priority): void {
@@ -126,34 +126,34 @@ export class ModelWorker {
     }
   }
 
-  private async process(delivery: Delivery): Promise<void> {
-    const running = delivery.message && this.active.get(delivery.message.id);
+  private async process(received: Received): Promise<void> {
+    const running = received.message && this.active.get(received.message.id);
     if (running) {
       // Redelivered (after a rebalance, or a retry that crossed one) while this worker still runs
       // the job: never run it twice at once; the offset is finished with the run.
-      running.redeliveries.push(delivery);
+      running.redeliveries.push(received);
       return;
     }
-    const run = new JobRun(delivery, { ...this.deps, dlq: dlqTopic(this.deps.config.TOPIC_PREFIX, this.name) });
-    if (delivery.message) this.active.set(delivery.message.id, run);
+    const run = new JobRun(received, { ...this.deps, dlq: dlqTopic(this.deps.config.TOPIC_PREFIX, this.name) });
+    if (received.message) this.active.set(received.message.id, run);
     try {
       const verdict = await run.execute();
       if (verdict.kind === 'retry' && !this.stopping) {
         this.deps.metrics?.retried?.(this.name);
         setTimeout(() => {
           const { resumeAttempt, suspect } = verdict;
-          const again = { ...delivery, attempt: delivery.attempt + 1, redeliveries: run.redeliveries, resumeAttempt };
-          this.buffers.push(delivery.priority, { ...again, suspect: delivery.suspect || suspect });
+          const again = { ...received, attempt: received.attempt + 1, redeliveries: run.redeliveries, resumeAttempt };
+          this.buffers.push(received.priority, { ...again, suspect: received.suspect || suspect });
           this.pump();
         }, verdict.delayMs).unref();
       } else if (verdict.kind === 'done') {
-        for (const d of [delivery, ...run.redeliveries]) this.offsets.finish(d.topic, d.partition, d.offset);
+        for (const d of [received, ...run.redeliveries]) this.offsets.finish(d.topic, d.partition, d.offset);
         if (verdict.deadLettered) this.deps.metrics?.deadLettered?.(this.name);
-        this.deps.metrics?.finished?.(this.name, delivery.priority, verdict.status, verdict.record);
+        this.deps.metrics?.finished?.(this.name, received.priority, verdict.status, verdict.record);
         void this.commit();
       }
     } finally {
-      if (delivery.message && this.active.get(delivery.message.id) === run) this.active.delete(delivery.message.id);
+      if (received.message && this.active.get(received.message.id) === run) this.active.delete(received.message.id);
       this.pump();
     }
   }
@@ -178,7 +178,7 @@ export class ModelWorker {
     this.buffers.clear();
     this.offsets.reset();
     for (const run of this.active.values()) {
-      for (const d of [run.delivery, ...run.redeliveries]) this.offsets.begin(d.topic, d.partition, d.offset);
+      for (const d of [run.received, ...run.redeliveries]) this.offsets.begin(d.topic, d.partition, d.offset);
     }
     if (this.paused.size) {
       this.consumer.resume([...this.paused].map((p) => ({ topic: this.topic(p) })));

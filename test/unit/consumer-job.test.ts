@@ -5,7 +5,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { JobRecord } from '../../common/jobs.js';
 import * as lifecycle from '../../common/lifecycle.js';
 import type { Transition } from '../../common/lifecycle.js';
-import { JobRun, type Delivery, type JobDeps } from '../../consumer/job.js';
+import { JobRun, type Received, type JobDeps } from '../../consumer/job.js';
 import type { JobCallbacks } from '../../consumer/runner.js';
 
 const ID = 'q0vN3rJ8T6yWm1bXc2dEfA';
@@ -49,7 +49,7 @@ async function runJob(steps: number, stepMs: number): Promise<JobRecord[]> {
     logger: quiet,
     dlq: 'dlq',
   } as unknown as JobDeps;
-  const delivery: Delivery = {
+  const received: Received = {
     topic: 'jobs.tiny.high',
     partition: 0,
     offset: '0',
@@ -59,7 +59,7 @@ async function runJob(steps: number, stepMs: number): Promise<JobRecord[]> {
     problem: undefined,
     attempt: 0,
   };
-  const verdict = await new JobRun(delivery, deps).execute();
+  const verdict = await new JobRun(received, deps).execute();
   expect(verdict).toMatchObject({ kind: 'done', status: 'succeeded' });
   return writes;
 }
@@ -73,7 +73,7 @@ describe('JobRun progress in the record', () => {
   });
   afterEach(() => vi.useRealTimers());
 
-  it('a job of under a second writes start, success and delivery only', async () => {
+  it('a job of under a second writes start, success and received only', async () => {
     const writes = await runJob(15, 60); // 0.9 s
     expect(writes.map((r) => r.status)).toEqual(['running', 'succeeded', 'succeeded']);
     expect(writes[1]!.progress).toEqual({ step: 15, total: 15 }); // the success write records every step
@@ -107,8 +107,8 @@ describe('JobRun of a message whose record was never written', () => {
       dlq: 'dlq',
     } as unknown as JobDeps;
     const message = { v: 1 as const, id: ID, model_name: 'tiny', priority: 'high' as const, created_at: new Date(t0).toISOString() };
-    const delivery: Delivery = { topic: 'jobs.tiny.high', partition: 0, offset: '0', priority: 'high', raw: null, message, problem: undefined, attempt: 0 };
-    const verdict = await new JobRun(delivery, deps).execute();
+    const received: Received = { topic: 'jobs.tiny.high', partition: 0, offset: '0', priority: 'high', raw: null, message, problem: undefined, attempt: 0 };
+    const verdict = await new JobRun(received, deps).execute();
     expect(verdict).toEqual({ kind: 'done', status: 'abandoned', record: undefined, deadLettered: false });
     expect(sent).toEqual([]);
   });
@@ -152,8 +152,8 @@ describe('JobRun of a job that waits in its runner', () => {
       dlq: 'dlq',
     } as unknown as JobDeps;
     const message = { v: 1 as const, id: ID, model_name: 'tiny', priority: 'high' as const, created_at: new Date().toISOString() };
-    const delivery: Delivery = { topic: 'jobs.tiny.high', partition: 0, offset: '0', priority: 'high', raw: null, message, problem: undefined, attempt: 0 };
-    const verdict = await new JobRun(delivery, deps).execute();
+    const received: Received = { topic: 'jobs.tiny.high', partition: 0, offset: '0', priority: 'high', raw: null, message, problem: undefined, attempt: 0 };
+    const verdict = await new JobRun(received, deps).execute();
     expect(verdict).toMatchObject({ kind: 'done', status: 'succeeded' });
     expect(seen).toEqual(['handed over: queued, high, 4096 px', 'still waiting: queued', 'after its start: running, attempt 1']);
     expect(events.filter((type) => type !== 'progress')).toEqual(['started', 'succeeded']);
