@@ -1,5 +1,5 @@
-// The fields of POST /api/diffusion. Like the FastAPI service it replaces, each field may come
-// as a query parameter or as a multipart field; the two sources are merged here and checked once.
+// The fields of POST /api/diffusion. Each field may come as a query parameter or as a
+// multipart field (clients of simple HTTP tools send query parameters); the two sources are merged here and checked once.
 import { createHash } from 'node:crypto';
 import { z } from '@hono/zod-openapi';
 import toRegexRange from 'to-regex-range';

@@ -1,9 +1,9 @@
-// Issue 4's benchmark: (a) the runner alone, fed over its frame protocol as fast as it
+// (a) the runner alone, fed over its frame protocol as fast as it
 // takes jobs, then (b) the whole system (API, Kafka, MinIO, consumer, runner) at
 // saturation with the same settings, in the same run; then the pipeline's overhead at
 // light load (end-to-end latency minus the runner's compute time).
 //   npm run bench:pipeline -- [--jobs 40] [--sizes 64,512] [--light 20]
-// With the H100 stand-in runner (issue 6: it sleeps the measured per-batch latencies):
+// With the H100 stand-in runner (it sleeps the measured per-batch latencies):
 //   npm run bench:pipeline -- --source standin:$PWD/bench/gpu/h100-sd15.json --sizes 512 --steps 30 --strength 0.5 \
 //     --jobs 240 --clients 96 --light 0
 // --cpu-prof DIR: where the API's and the consumer's CPU time goes (python3 bench/cpuprofile.py DIR/*.cpuprofile).

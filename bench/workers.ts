@@ -1,4 +1,4 @@
-// Issue 15's benchmark: the same tiny runner local over stdio and remote over the WebSocket
+// The same tiny runner local over stdio and remote over the WebSocket
 // gateway, in the same run (throughput with every job sent at once, and latency one job at a
 // time); then what verification costs: two remote workers with the policies off, spot:0.1 and
 // all:2 (throughput, and the runs each policy did per job). All on 127.0.0.1; the gateway's

@@ -121,7 +121,7 @@ export const ConsumerConfigSchema = z.object({
   RUNNER_GPUS: list('').pipe(z.array(z.string().regex(/^\d+$/, 'GPU indices such as 0,1'))),
   /** Largest batch the runner may form (0: the runner picks from its device). */
   RUNNER_MAX_BATCH: integer(0),
-  /** Appends `model;time_seconds;memory_mib` per job to this CSV (seed 002's benchmark log); empty: off. */
+  /** Appends `model;time_seconds;memory_mib` per job to this CSV (a benchmark log, one line a job); empty: off. */
   RUNNER_BENCH_LOG: z.string().optional(),
   RUNNER_START_TIMEOUT_MS: integer(600_000, 1000),
   MAX_ATTEMPTS: integer(3, 1),

@@ -1,4 +1,4 @@
-// Shares the runner's torch.compile artifacts through the object store (issue 13), so a runner
+// Shares the runner's torch.compile artifacts through the object store, so a runner
 // on a fresh machine loads what another runner compiled instead of compiling for minutes.
 //
 // The Python side (diffusion-py/img2img_runner/compile_cache.py) reads and writes a local

@@ -44,7 +44,7 @@ function route(models: readonly string[], fields: ReturnType<typeof submissionFi
     tags: ['jobs'],
     summary: 'Submit an img2img job',
     description:
-      'Every field may be sent as a query parameter (as the earlier FastAPI service took them) or as a multipart field; ' +
+      'Every field may be sent as a query parameter or as a multipart field; ' +
       'the image is always the multipart field `image`. Answers 202 once the input is stored and Kafka has acknowledged the job.',
     request: {
       query: fields,

@@ -1,4 +1,4 @@
-"""Serve at once, compile in the background (issue 13: a runner ready in seconds, not minutes).
+"""Serve at once, compile in the background (a runner ready in seconds, not minutes).
 
 Every module the tuning compiles (the whole UNet and VAE halves, or the
 repeated blocks under regional compilation) gets a Switch as its forward. The

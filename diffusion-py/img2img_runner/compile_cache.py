@@ -1,4 +1,4 @@
-"""Persistent torch.compile artifacts, so a runner with a warm cache is ready in seconds (issue 13).
+"""Persistent torch.compile artifacts, so a runner with a warm cache is ready in seconds.
 
 What is kept: torch's portable compile caches ("mega-cache":
 torch.compiler.save_cache_artifacts / load_cache_artifacts), i.e. the

@@ -8,8 +8,8 @@ that path a cached step still runs: the first `layers` layers (resnet, and
 attention where the block has one) of the first down block, their partners in
 the last up block, conv_in and conv_out. layers=1 is DeepCache's shallowest
 branch (`cache_branch_id=0`, its documented default); layers equal to the
-first down block's depth caches the second-to-last up block's output (the
-`fast` tuning until 2026-11-30's fourth session). The fewer layers, the cheaper
+first down block's depth caches the second-to-last up block's output. The
+fewer layers, the cheaper
 a cached step and the larger the deviation.
 
 It trades exactness for speed: outputs differ from the exact pipeline's on the

@@ -130,6 +130,6 @@ def load_pipeline(name: str, source: str | None = None, device: torch.device | N
     pipe.set_progress_bar_config(disable=True)
     # Where it came from: the fast tuning looks for the model's tiny VAE there.
     pipe._img2img_source = source
-    # Start-up cost, part by part (issue 13: spawn to ready).
+    # Start-up cost, part by part (spawn to ready).
     log.info("pipeline loaded in %.1fs (diffusers import %.1fs)", time.perf_counter() - started, imported - started)
     return pipe

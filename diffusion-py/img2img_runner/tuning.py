@@ -1,7 +1,7 @@
 """The fast CUDA path for full-size Stable Diffusion pipelines (SD 1.5, SDXL and their kin).
 
 Measured on an H100 against the out-of-the-box pipeline (bench/gpu/;
-BENCHMARKS.md "## GPU (issue 6)"), SD 1.5 img2img 512x512, 15 steps:
+BENCHMARKS.md, the GPU sections), SD 1.5 img2img 512x512, 15 steps:
 
 - what pays: torch.compile (Inductor, default mode) of the UNet and of the VAE
   encoder and decoder (1.7x at batch 16-32: fused GroupNorm / SiLU / residual
@@ -16,7 +16,7 @@ BENCHMARKS.md "## GPU (issue 6)"), SD 1.5 img2img 512x512, 15 steps:
   H200), bf16 (+2% on the H200, but pixels up to 14 off fp16's: not exact),
   and the trades of the opt-in `fast`, `faster` and `fastest` tunings (feature
   caching, the tiny VAE, guidance in the first steps only: not exact,
-  BENCHMARKS.md issue 13).
+  BENCHMARKS.md).
 The UNet's batch dimension is compiled dynamic, so one compilation serves
 batch sizes 1 to 31; a new image size compiles again on its first job. By
 default the compilation runs in a background thread behind an eager warm-up
@@ -91,7 +91,7 @@ TUNINGS = {
     "eager": Tuning("eager", fuse_qkv=True, cudnn_benchmark=True, cudnn_attention=True),
     # The default on CUDA: the best measured settings, ready after an eager warm-up, compiled behind it.
     "compile": Tuning("compile", **EXACT, background=True),
-    # The same, compiled before the ready frame (the runner's behaviour until issue 13; benchmarks).
+    # The same, compiled before the ready frame (benchmarks measure a cold compile with it).
     "compile-first": Tuning("compile-first", **EXACT),
     # The same settings, compiling the repeated blocks instead of whole networks (a shorter cold compile).
     "regional": Tuning("regional", **EXACT, regional=True, background=True),
@@ -103,7 +103,7 @@ TUNINGS = {
     "graphs": Tuning("graphs", **{**EXACT, "compile_mode": "reduce-overhead"}, buckets=(1, 2, 4, 8, 16, 24)),
     # Opt-in per model (model_names.txt `tuning=fast`): not exact. Deep features reused for two
     # steps of three (DeepCache's shallowest branch), and a TAESD-sized tiny VAE; bench/gpu
-    # measures the speed-up and the deviation (BENCHMARKS.md, issue 13).
+    # measures the speed-up and the deviation (BENCHMARKS.md).
     "fast": Tuning("fast", **FAST),
     # The same trade pushed further: one full step in five (3 of 15 denoising steps).
     "faster": Tuning("faster", **FASTER),

@@ -1,4 +1,4 @@
-// Issue 14: the Helm chart (deploy/helm/img2img) passes `helm lint --strict`, and what `helm
+// The Helm chart (deploy/helm/img2img) passes `helm lint --strict`, and what `helm
 // template` renders for each values file decodes strictly into the Kubernetes and KEDA API types
 // and passes their checks (deploy/validate, a Go program). Helm is built from its Go module by
 // `scripts/infra install helm`.

@@ -1,4 +1,4 @@
-// Issue 14: SIGKILL the broker that leads the partitions in use, under a steady load of
+// SIGKILL the broker that leads the partitions in use, under a steady load of
 // submissions, then start it again. Every 202 job succeeds once; refusals meanwhile are 503s
 // with Retry-After; the time to recover is printed.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

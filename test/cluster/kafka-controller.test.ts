@@ -1,4 +1,4 @@
-// Issue 14: SIGKILL the KRaft controller leader (a combined broker and controller node) under a
+// SIGKILL the KRaft controller leader (a combined broker and controller node) under a
 // steady load of submissions, then start it again. The two other voters elect a leader; every
 // 202 job succeeds once; refusals meanwhile are 503s with Retry-After.
 import { afterAll, beforeAll, describe, it } from 'vitest';

@@ -1,4 +1,4 @@
-// Issue 14: SIGKILL one of the four MinIO servers (8 drives, one erasure set) under a steady load
+// SIGKILL one of the four MinIO servers (8 drives, one erasure set) under a steady load
 // of submissions, then start it again. The API writes through server 1 and the consumer through
 // server 2; server 3 dies, taking 2 of the 8 drives and 1 of the 4 lock voters: quorum holds, so
 // nothing accepted is lost, reads go on meanwhile, and every record reads whole from every server.

@@ -1,4 +1,4 @@
-// The API killed while uploads are in flight (issue 10, item 5): inputs stored for jobs that
+// The API killed while uploads are in flight: inputs stored for jobs that
 // never got a record are swept within minutes, and no input of a real job is touched.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newJobId } from '../../common/jobs.js';

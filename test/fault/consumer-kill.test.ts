@@ -1,4 +1,4 @@
-// A consumer killed with SIGKILL under load (issue 10, item 6): its partitions move to the
+// A consumer killed with SIGKILL under load: its partitions move to the
 // surviving member within seconds, and every accepted job succeeds exactly once.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { JobRecord } from '../../common/jobs.js';

@@ -1,4 +1,4 @@
-// Kafka hangs while a job ends (issue 10, item 2): the job's SSE stream still ends with it, and
+// Kafka hangs while a job ends: the job's SSE stream still ends with it, and
 // its ending is published once Kafka is back, even though the consumer that ran it was killed.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKafka } from '../../common/kafka.js';

@@ -1,4 +1,4 @@
-// Faults of the runner (issue 10, item 1): a job that stalls its runner must not spend the
+// Faults of the runner: a job that stalls its runner must not spend the
 // attempts of the jobs in the runner beside it, and a cancel reaches a job stuck in a long step.
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

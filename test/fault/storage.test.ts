@@ -1,4 +1,4 @@
-// Object storage goes away at the end of a run, twice (issue 10, item 3): the job still
+// Object storage goes away at the end of a run, twice: the job still
 // succeeds, and the outages spend none of its attempts.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKafka } from '../../common/kafka.js';

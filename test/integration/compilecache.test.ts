@@ -137,7 +137,7 @@ describe('compile cache in the consumer', () => {
       expect(after.get('seed/artifacts-aaaa.bin')).toEqual(seeded.get('seed/artifacts-aaaa.bin'));
       expect(String(await store.getBytes(`${prefix}cold/artifacts-bbbb.bin`))).toBe('compiled-kernels');
 
-      // Jobs run as before.
+      // Jobs still run.
       const id = await enqueue(kafka, config, store, records);
       expect((await waitForStatus(records, id, ['succeeded', 'failed'])).status).toBe('succeeded');
     } finally {

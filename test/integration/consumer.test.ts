@@ -74,7 +74,7 @@ describe('consumer', () => {
     expect(types).toContain('progress');
     expect(types.at(-1)).toBe('succeeded');
 
-    // Seed 002's benchmark log: model; time in seconds; memory in MiB, one line per job.
+    // The benchmark log: model; time in seconds; memory in MiB, one line per job.
     const lines = readFileSync(benchLog, 'utf8').trim().split('\n');
     expect(lines.at(-1)).toMatch(/^tiny;\d+(\.\d+)?;\d+(\.\d+)?$/);
   });

@@ -1,4 +1,4 @@
-// Remote workers that fail (issue 15): killed with SIGKILL mid-job, frozen (SIGSTOP) past their
+// Remote workers that fail: killed with SIGKILL mid-job, frozen (SIGSTOP) past their
 // lease, a job canceled on a remote worker, a token revoked while its worker is connected.
 // Every count ends with lost 0, duplicated 0; no job spends an attempt for a worker's fault.
 import { WebSocket } from 'ws';

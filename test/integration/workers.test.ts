@@ -1,4 +1,4 @@
-// Remote workers (issue 15): runners that dial in over a WebSocket with worker tokens, verified
+// Remote workers: runners that dial in over a WebSocket with worker tokens, verified
 // results, strikes and eviction. Every worker is the tiny model on this machine's CPU, on
 // 127.0.0.1; the liar is the same runner with its test-only --lie option (inverted images).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
