@@ -4,7 +4,7 @@
 // counts in this process only (rate-limiter-flexible's insurance limiter) and skips the
 // concurrency cap; `closed` answers 503.
 import { randomUUID } from 'node:crypto';
-import { Redis } from 'ioredis';
+import { Redis, type Result } from 'ioredis';
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import type { ApiConfig } from '../common/config.js';
 import type { QueueDepth } from '../common/depth.js';
@@ -26,6 +26,13 @@ if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
   return 1
 end
 return 0`;
+
+// The Lua command defined in the constructor, as ioredis documents typing custom commands.
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    takeSlot(set: string, limit: number, now: number, member: string, oldest: number): Result<number, Context>;
+  }
+}
 
 export type RateHeaders = Record<'RateLimit-Limit' | 'RateLimit-Remaining' | 'RateLimit-Reset', string>;
 
@@ -240,7 +247,7 @@ export class Limits {
     const now = Date.now();
     let taken: number;
     try {
-      taken = await (this.redis as unknown as { takeSlot(...args: unknown[]): Promise<number> }).takeSlot(set, limit, now, member, now - SLOT_MAX_AGE_MS);
+      taken = await this.redis.takeSlot(set, limit, now, member, now - SLOT_MAX_AGE_MS);
     } catch (error) {
       if (this.failOpen) return undefined;
       throw this.down(error);

@@ -194,10 +194,9 @@ export class ConfigError extends Error {
 }
 
 /** Parses the variables `schema` names (every process' by default); others are ignored. */
-export function loadConfig<S extends z.ZodObject = typeof ConfigSchema>(
-  env: Record<string, string | undefined>,
-  schema: S = ConfigSchema as unknown as S,
-): z.infer<S> {
+export function loadConfig(env: Record<string, string | undefined>): Config;
+export function loadConfig<S extends z.ZodObject>(env: Record<string, string | undefined>, schema: S): z.infer<S>;
+export function loadConfig(env: Record<string, string | undefined>, schema: z.ZodObject = ConfigSchema): unknown {
   // An empty variable means "not set", as in most .env tooling.
   const present = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== undefined && value !== ''));
   const parsed = schema.safeParse(present);
