@@ -11,6 +11,7 @@ import type { QueueDepth } from '../common/depth.js';
 import type { ApiKey } from '../common/keys.js';
 import type { Logger } from '../common/logger.js';
 import type { Priority } from '../common/topics.js';
+import { race } from '../common/deadline.js';
 import { TooManyRequests, Unavailable, ValidationError } from './errors.js';
 
 /** A job slot older than this is forgotten even if its ending was never seen (a lost event). */
@@ -166,11 +167,19 @@ export class Limits {
     return headersOf(rate.points, res ?? new RateLimiterRes(rate.points, 0, 0));
   }
 
-  /** Throws 429 when the model's queue is past what this priority may join; a failed depth lookup (Kafka away) throws too. */
-  async checkCeiling(model: string, priority: Priority): Promise<void> {
+  /**
+   * Throws 429 when the model's queue is past what this priority may join. A depth that cannot
+   * be read before `signal` aborts (Kafka slow or away, a topic without its leader yet) leaves
+   * the ceiling unchecked: the enqueue that follows, under the request's deadline, decides.
+   */
+  async checkCeiling(model: string, priority: Priority, signal: AbortSignal): Promise<void> {
     const ceiling = this.options.config.MODEL_QUEUE_CEILING;
     if (!ceiling) return;
-    const depth = (await this.options.depth.get()).get(model)?.total ?? 0;
+    const depths = await race(this.options.depth.get(), signal).catch((error: unknown) => {
+      this.options.log.debug({ err: error }, 'queue depth unknown: the ceiling is not checked');
+      return undefined;
+    });
+    const depth = depths?.get(model)?.total ?? 0;
     const limit = Math.round(ceiling * CEILING_SHARE[priority]);
     if (depth >= limit) {
       throw new TooManyRequests(`the queue of ${model} holds ${depth} jobs; ${priority} priority is taken below ${limit}`, {

@@ -11,7 +11,6 @@ import type { AppEnv } from '../env.js';
 import { tenantOf } from '../auth.js';
 import { readUpload, type Upload } from '../upload.js';
 import { acceptedView, JobAccepted } from '../../common/view.js';
-import { call } from '../dependency.js';
 import { computeSize, denoisingSteps, imageLimitsFor } from '../../common/params.js';
 import { webhookOf } from '../webhook.js';
 
@@ -131,6 +130,9 @@ function checkRawRequest(c: Context<AppEnv>): void {
   }
 }
 
+/** How long a submission waits for the queue depth before it goes on without the ceiling. */
+const CEILING_WAIT_MS = 1000;
+
 /** What a job asks of a GPU: the pixels it is computed at times its denoising steps, and how to say it. */
 function costOf({ submission, image }: NewSubmission): [pixelSteps: number, what: string] {
   const { width, height } = computeSize(image.width, image.height, imageLimitsFor(submission.model_name));
@@ -168,8 +170,9 @@ export function diffusionRoutes(services: Services) {
     try {
       const job = await receive(c, c.req.valid('query'), c.req.valid('header')['idempotency-key']);
       await admission.charge(...costOf(job));
-      // The ceiling reads Kafka: under the request's deadline, like the enqueue that follows.
-      await call('kafka', () => limits.checkCeiling(job.submission.model_name, job.submission.priority), c.var.deadline());
+      // The ceiling reads Kafka: it waits a second at most, within the request's deadline.
+      const ceilingWait = AbortSignal.any([c.var.deadline(), AbortSignal.timeout(CEILING_WAIT_MS)]);
+      await limits.checkCeiling(job.submission.model_name, job.submission.priority, ceilingWait);
       const record = await intake.submit({ ...job, tenant: tenantOf(principal) }, c.var.deadline());
       await admission.accept(record.id);
       services.metrics.jobSubmitted(record.model_name, record.priority);

@@ -29,7 +29,11 @@ def _parse_args(argv):
 
     parser = argparse.ArgumentParser(prog="python -m img2img_runner", description=__doc__)
     parser.add_argument("--model", required=True, help="model name (tiny is built in)")
-    parser.add_argument("--source", help="local diffusers folder or HF repo id in the offline cache")
+    parser.add_argument(
+        "--source",
+        help="local diffusers folder or HF repo id in the offline cache; for tests and benchmarks, standin:SPEC "
+        "(sleeps measured latencies) or liar:[SOURCE] (inverts every image)",
+    )
     parser.add_argument("--model-names", help="model_names.txt to look the model's source up in")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available, else cpu")
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="default: float16 on cuda, float32 on cpu")
@@ -55,8 +59,6 @@ def _parse_args(argv):
         help="import what loading needs, then wait for a `start` line on stdin before loading (EOF: exit); "
         "the consumer keeps one ready after an idle unload, so the next start skips the imports",
     )
-    # Test-only: a worker that lies (inverts its images), so the verification can be shown to catch it.
-    parser.add_argument("--lie", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.token = args.token or os.environ.get("IMG2IMG_WORKER_TOKEN")
     if args.connect and not args.token:
@@ -154,18 +156,6 @@ def _load_standin(args, spec: str, log) -> Serving:
     return Serving(pipe, torch.device("cpu"), "standin", "float16", args.max_batch or latencies.max_batch, encoder=echo_input)
 
 
-def _liar(encoder):
-    """Wraps the result encoder so that every image comes out inverted: a worker that lies."""
-    from PIL import ImageOps
-
-    from .runner import encode_png
-
-    def lie(job, image):
-        return (encoder or encode_png)(job, ImageOps.invert(image.convert("RGB")))
-
-    return lie
-
-
 def _preload(log) -> None:
     """What loading a model imports (torch, diffusers' pipelines, this package), done ahead of the start."""
     started = time.perf_counter()
@@ -198,6 +188,8 @@ def main(argv=None) -> int:
     args = _parse_args(argv)
 
     # Imported after HF_HUB_OFFLINE is set: huggingface_hub reads it once, at import.
+    from .liar import PREFIX as LIAR_PREFIX
+    from .liar import lying
     from .protocol import CompiledFrame, ReadyFrame
     from .runner import FrameWriter, Runner
     from .tuning import tuning_of
@@ -210,6 +202,9 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     try:
         source, tuning_name = _resolve(args)
+        lies = source is not None and source.startswith(LIAR_PREFIX)
+        if lies:
+            source = source.removeprefix(LIAR_PREFIX) or None
         if source is not None and source.startswith(STANDIN_PREFIX):
             serving = _load_standin(args, source.removeprefix(STANDIN_PREFIX), log)
         else:
@@ -246,7 +241,7 @@ def main(argv=None) -> int:
             # out of the pipeline, PNG encoding in threads while the next batch runs.
             tensor_io=serving.tuned,
             encode_workers=ENCODE_WORKERS if serving.tuned else 0,
-            encoder=_liar(serving.encoder) if args.lie else serving.encoder,
+            encoder=lying(serving.encoder) if lies else serving.encoder,
             background=serving.background,
             buckets=tuning_of(serving.pipe).buckets,
             # Waiting jobs may overtake a running batch at a step's end, except on a tuned pipeline.

@@ -1,6 +1,6 @@
 // Remote workers: runners that dial in over a WebSocket with worker tokens, verified
 // results, strikes and eviction. Every worker is the tiny model on this machine's CPU, on
-// 127.0.0.1; the liar is the same runner with its test-only --lie option (inverted images).
+// 127.0.0.1; the liar is the same runner on the test-only `liar:` source (inverted images).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { JobRecord } from '../../common/jobs.js';
 import { jobKeys } from '../../common/storage.js';
@@ -27,7 +27,7 @@ async function startWorkers(api: TestApi, consumer: Consumer, names: string[], l
   return Promise.all(
     names.map(async (name) => {
       const { id, token } = await newWorker(api.services.store, name);
-      const process = new WorkerProcess(consumer.gatewayUrl()!, token, liars.includes(name) ? ['--lie'] : []).start();
+      const process = new WorkerProcess(consumer.gatewayUrl()!, token, liars.includes(name) ? ['--source', 'liar:'] : []).start();
       return { name, id, token, process };
     }),
   );
