@@ -107,10 +107,11 @@ export function createConsumer(config: ConsumerConfig, { models, listed, logger 
       await admin.connect();
       await ensureTopics(admin, allTopics(config.TOPIC_PREFIX, listed.map((e) => e.name)), config.TOPIC_PARTITIONS);
       await publisher.connect();
-      metricsServer = await serveMetrics(registry, config.CONSUMER_METRICS_HOST, config.CONSUMER_METRICS_PORT);
       await cancels.start();
       await Promise.all(workers.map((worker) => worker.start()));
       await gateway?.start();
+      // Last: the metrics endpoint answering is the consumer's readiness signal (probes, tests).
+      metricsServer = await serveMetrics(registry, config.CONSUMER_METRICS_HOST, config.CONSUMER_METRICS_PORT);
       started = true;
       logger.info({ models: models.map((m) => m.name), metrics: this.metricsUrl(), gateway: this.gatewayUrl() }, 'consumers running');
     },

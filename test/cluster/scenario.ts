@@ -77,7 +77,7 @@ export async function startSystem(): Promise<System> {
   await admin0.disconnect();
   await topicsOnEveryBroker(allTopics(config.TOPIC_PREFIX, ['tiny']));
   const api = await startTestApi(overrides);
-  const consumer = new ConsumerProcess({
+  const consumer = await new ConsumerProcess({
     TOPIC_PREFIX: api.config.TOPIC_PREFIX,
     KAFKA_BROKERS: kafkaBrokers,
     S3_ENDPOINT: minioEndpoint(2),

@@ -29,7 +29,7 @@ async function submit(seed: number): Promise<string> {
 describe('a consumer killed under load', () => {
   it('hands its partitions to the survivor within seconds; nothing is lost or run twice to the user', async () => {
     const env = { TOPIC_PREFIX: api.config.TOPIC_PREFIX, IDLE_UNLOAD_MS: '0' };
-    const [victim, survivor] = [new ConsumerProcess(env).start(), new ConsumerProcess(env).start()];
+    const [victim, survivor] = await Promise.all([await new ConsumerProcess(env).start(), await new ConsumerProcess(env).start()]);
     consumers.push(victim, survivor);
     await Promise.all([victim.ready(), survivor.ready()]);
     const events = await followEvents(createKafka(api.config, uniqueName('fault')), api.config);

@@ -22,7 +22,7 @@ afterAll(async () => {
 describe('Kafka paused while a job ends', () => {
   it('ends the stream with the job, and publishes the ending after Kafka and a new consumer come back', async () => {
     const env = { TOPIC_PREFIX: api.config.TOPIC_PREFIX, IDLE_UNLOAD_MS: '0' };
-    const first = new ConsumerProcess(env).start();
+    const first = await new ConsumerProcess(env).start();
     consumers.push(first);
     await first.ready();
     const query = { model_name: 'tiny', prompt: 'fault', steps: '150', strength: '1', seed: '3' };
@@ -52,7 +52,7 @@ describe('Kafka paused while a job ends', () => {
     }
     expect(last).toBe('succeeded');
 
-    const second = new ConsumerProcess(env).start();
+    const second = await new ConsumerProcess(env).start();
     consumers.push(second);
     const events = await followEvents(createKafka(api.config, uniqueName('fault')), api.config);
     const record = await waitFor(async () => {

@@ -1,6 +1,7 @@
 // One process's death is not an outage: under a steady stream of jobs, each of the API, the
 // consumer and the dispatcher is killed with SIGKILL in turn. The supervisor (scripts/start's)
 // starts it again; the others keep answering meanwhile, and every accepted job succeeds once.
+import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKafka } from '../../common/kafka.js';
 import { RecordStore } from '../../common/records.js';
@@ -14,13 +15,16 @@ import type { JobRecord } from '../../common/jobs.js';
 
 let supervisor: ChildService;
 let url: string;
-let metricsUrl: string;
+const ready: Record<string, string> = {};
 const config = testConfig({ TOPIC_PREFIX: uniqueName('supervised') });
 
 beforeAll(async () => {
   const [apiPort, consumerPort, dispatcherPort] = [await freePort(), await freePort(), await freePort()];
   url = `http://127.0.0.1:${apiPort}`;
-  metricsUrl = `http://127.0.0.1:${consumerPort}/metrics`;
+  // What each process serves once it is up: its readiness signal.
+  ready.api = `${url}/readyz`;
+  ready.consumer = `http://127.0.0.1:${consumerPort}/metrics`;
+  ready.dispatcher = `http://127.0.0.1:${dispatcherPort}/metrics`;
   supervisor = new ChildService('supervisor', process.execPath, ['--import', 'tsx', 'scripts/supervisor.ts'], {
     env: {
       TOPIC_PREFIX: config.TOPIC_PREFIX,
@@ -31,18 +35,21 @@ beforeAll(async () => {
       LOG_LEVEL: 'warn',
     },
   });
-  await supervisor.until(() => answers(`${url}/readyz`), 60_000, 'the API to answer');
-  await supervisor.until(() => answers(metricsUrl), 60_000, 'the consumer to answer');
+  for (const [name, readyUrl] of Object.entries(ready)) await supervisor.until(() => answers(readyUrl), 60_000, `the ${name} to answer`);
 }, 120_000);
 
 afterAll(async () => {
   await supervisor?.stop('SIGTERM', 20_000);
 });
 
-/** The pid the supervisor last started `name` with. */
-function pidOf(name: string): number {
-  const started = [...supervisor.log.matchAll(new RegExp(`supervisor: ${name} started \\(pid (\\d+)\\)`, 'g'))];
-  return Number(started.at(-1)![1]);
+/** The pid of the supervisor's child running `name` (api, consumer, dispatcher), if one runs. */
+function pidOf(name: string): number | undefined {
+  try {
+    const found = execFileSync('pgrep', ['-P', String(supervisor.child.pid), '-f', `${name}/main.ts`], { encoding: 'utf8' });
+    return Number(found.trim().split('\n')[0]);
+  } catch {
+    return undefined; // none running
+  }
 }
 
 describe('each process killed under load', () => {
@@ -67,13 +74,12 @@ describe('each process killed under load', () => {
     const refusedWhileDown: Record<string, number> = {};
     for (const name of ['consumer', 'dispatcher', 'api']) {
       await sleep(3000);
-      const pid = pidOf(name);
+      const pid = pidOf(name)!;
       const refusedBefore = refused;
       const killed = Date.now();
       process.kill(pid, 'SIGKILL');
-      await waitFor(async () => (pidOf(name) !== pid ? true : undefined), 15_000, `${name} to be started again`);
-      if (name === 'api') await supervisor.until(() => answers(`${url}/readyz`), 15_000, 'the API to answer again');
-      if (name === 'consumer') await supervisor.until(() => answers(metricsUrl), 15_000, 'the consumer to answer again');
+      await waitFor(async () => (pidOf(name) && pidOf(name) !== pid ? true : undefined), 15_000, `${name} to be started again`);
+      await supervisor.until(() => answers(ready[name]!), 15_000, `the ${name} to answer again`);
       back[name] = Date.now() - killed;
       refusedWhileDown[name] = refused - refusedBefore;
     }

@@ -17,6 +17,7 @@ import { createConsumer, type Consumer } from '../../consumer/consumer.js';
 import { createLogger } from '../../common/logger.js';
 import { parseModelNames } from '../../common/models.js';
 import { uniqueName } from './env.js';
+import { answers, freePort } from './processes.js';
 
 export async function pngOf(width: number, height: number, seed = 1): Promise<Buffer> {
   const raw = Buffer.alloc(width * height * 3);
@@ -102,14 +103,19 @@ export class ConsumerProcess {
     private readonly models = 'tiny\n',
   ) {}
 
-  start(): this {
+  /** Where the consumer serves its metrics once its consumers run: its readiness signal. */
+  metricsUrl = '';
+
+  async start(): Promise<this> {
+    const port = Number(this.env.CONSUMER_METRICS_PORT) || (await freePort());
+    this.metricsUrl = `http://127.0.0.1:${port}/metrics`;
     const dir = mkdtempSync(join(tmpdir(), 'consumer-'));
     const modelsFile = join(dir, 'model_names.txt');
     writeFileSync(modelsFile, this.models);
     // node --import tsx, not the tsx wrapper: the pid must be the consumer's own, so that
     // SIGKILL kills the consumer and not a wrapper that leaves it running.
     this.child = spawn(process.execPath, ['--import', 'tsx', 'consumer/main.ts'], {
-      env: { ...process.env, MODEL_NAMES_FILE: modelsFile, LOG_LEVEL: 'info', CONSUMER_METRICS_PORT: '0', ...this.env },
+      env: { ...process.env, MODEL_NAMES_FILE: modelsFile, LOG_LEVEL: 'info', ...this.env, CONSUMER_METRICS_HOST: '127.0.0.1', CONSUMER_METRICS_PORT: String(port) },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.child.stdout!.on('data', (chunk) => (this.log += chunk));
@@ -118,7 +124,7 @@ export class ConsumerProcess {
   }
 
   async ready(timeoutMs = 60_000): Promise<void> {
-    await waitFor(async () => (this.log.includes('consumers running') ? true : undefined), timeoutMs, 'the consumer to start');
+    await waitFor(async () => ((await answers(this.metricsUrl)) ? true : undefined), timeoutMs, 'the consumer to serve its metrics');
   }
 
   /** The pid of the runner (python) child of this consumer. */

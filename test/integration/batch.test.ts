@@ -54,7 +54,7 @@ const queued = () => topicSize(api.services.admin, jobTopic(api.config.TOPIC_PRE
 
 beforeAll(async () => {
   api = await startTestApi();
-  consumer = new ConsumerProcess({ TOPIC_PREFIX: api.config.TOPIC_PREFIX }).start();
+  consumer = await new ConsumerProcess({ TOPIC_PREFIX: api.config.TOPIC_PREFIX }).start();
   folder = await mkdtemp(join(tmpdir(), 'batch-'));
   await mkdir(join(folder, 'sub'));
   await writeFile(join(folder, 'a.png'), await pngOf(64, 64, 1));

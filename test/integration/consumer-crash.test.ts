@@ -26,7 +26,7 @@ afterAll(async () => {
 
 describe('consumer crash', () => {
   it('finishes a job exactly once after the consumer is killed mid-job', async () => {
-    const first = new ConsumerProcess(env).start();
+    const first = await new ConsumerProcess(env).start();
     consumers.push(first);
     await first.ready();
     const id = await enqueue(kafka, config, store, records, { size: 256, params: { steps: 60, strength: 1 } });
@@ -35,7 +35,7 @@ describe('consumer crash', () => {
     await first.stop('SIGKILL');
     if (runnerPid) process.kill(runnerPid, 'SIGKILL'); // as if the whole machine died
 
-    const second = new ConsumerProcess(env).start();
+    const second = await new ConsumerProcess(env).start();
     consumers.push(second);
     const record = await waitForStatus(records, id, ['succeeded', 'failed'], 120_000);
     if (record.attempts !== 2) console.log(first.log, '\n=====\n', second.log, JSON.stringify(record));
@@ -52,7 +52,7 @@ describe('consumer crash', () => {
   });
 
   it('stops an idle runner, keeps a standby, and starts the next job on it; a shutdown takes the standby too', async () => {
-    const consumer = new ConsumerProcess({ ...env, IDLE_UNLOAD_MS: '1500' }).start();
+    const consumer = await new ConsumerProcess({ ...env, IDLE_UNLOAD_MS: '1500' }).start();
     consumers.push(consumer);
     await consumer.ready();
     const first = await enqueue(kafka, config, store, records);

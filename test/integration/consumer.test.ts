@@ -35,7 +35,7 @@ beforeAll(async () => {
   await prepareServers(kafka, config, store);
   await producer.connect();
   await publisher.connect();
-  consumer.start();
+  await consumer.start();
   await consumer.ready();
 }, 120_000);
 

@@ -176,7 +176,7 @@ describe.skipIf(!prometheusBinary)('dashboards against a real Prometheus scrapin
     ]);
     prometheusUrl = `http://127.0.0.1:${prometheusPort}`;
     // Idle unload after 1 s, so the test sees one; a short grace, so the consumer stops quickly.
-    consumer = new ConsumerProcess({
+    consumer = await new ConsumerProcess({
       TOPIC_PREFIX: config.TOPIC_PREFIX, CONSUMER_METRICS_PORT: String(consumerPort), IDLE_UNLOAD_MS: '1000', SHUTDOWN_GRACE_MS: '1000',
     }).start();
     await Promise.all([
