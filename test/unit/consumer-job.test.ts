@@ -12,6 +12,32 @@ const ID = 'q0vN3rJ8T6yWm1bXc2dEfA';
 const params = { prompt: 'p', negative_prompt: null, strength: 0.6, steps: 10, guidance_scale: 7.5, seed: 1 };
 const t0 = new Date('2026-01-01T00:00:00.000Z').getTime();
 
+/** A JobRun's dependencies as fakes; each test replaces the parts it watches. */
+function fakeDeps(parts: Record<string, unknown>): JobDeps {
+  return {
+    publisher: { publishEvent: async () => {}, send: async () => {} },
+    config: { MAX_ATTEMPTS: 3 },
+    store: { getBytes: async () => Buffer.from('input'), put: async () => 'etag' },
+    pool: { cancel() {} },
+    model: { name: 'tiny' },
+    logger: { warn() {}, error() {}, info() {}, debug() {} },
+    dlq: 'dlq',
+    ...parts,
+  } as unknown as JobDeps;
+}
+
+/** The job's message as the worker received it from the high topic. */
+const receivedJob = (): Received => ({
+  topic: 'jobs.tiny.high',
+  partition: 0,
+  offset: '0',
+  priority: 'high',
+  raw: null,
+  message: { v: 1, id: ID, model_name: 'tiny', priority: 'high', created_at: new Date(t0).toISOString() },
+  problem: undefined,
+  attempt: 0,
+});
+
 /** Runs one job whose runner reports `steps` steps, one every `stepMs`; returns the record writes in order. */
 async function runJob(steps: number, stepMs: number): Promise<JobRecord[]> {
   let record = lifecycle.queued({ id: ID, model_name: 'tiny', priority: 'high', params, width: 64, height: 64, input_key: `jobs/${ID}/input.png`, idempotency: null }).record;
@@ -37,28 +63,8 @@ async function runJob(steps: number, stepMs: number): Promise<JobRecord[]> {
       return { ok: true, image: Buffer.from('png'), result };
     },
   };
-  const quiet = { warn() {}, error() {}, info() {}, debug() {} };
-  const deps = {
-    publisher: { publishEvent: async () => {}, send: async () => {} },
-    config: { MAX_ATTEMPTS: 3 },
-    store: { getBytes: async () => Buffer.from('input'), put: async () => 'etag' },
-    records,
-    pool: { cancel() {} },
-    verifier,
-    model: { name: 'tiny' },
-    logger: quiet,
-    dlq: 'dlq',
-  } as unknown as JobDeps;
-  const received: Received = {
-    topic: 'jobs.tiny.high',
-    partition: 0,
-    offset: '0',
-    priority: 'high',
-    raw: null,
-    message: { v: 1, id: ID, model_name: 'tiny', priority: 'high', created_at: new Date(t0).toISOString() },
-    problem: undefined,
-    attempt: 0,
-  };
+  const deps = fakeDeps({ records, verifier });
+  const received = receivedJob();
   const verdict = await new JobRun(received, deps).execute();
   expect(verdict).toMatchObject({ kind: 'done', status: 'succeeded' });
   return writes;
@@ -95,19 +101,12 @@ describe('JobRun of a message whose record was never written', () => {
 
   it('skips it as abandoned: no dead letter, no failed job', async () => {
     const sent: string[] = [];
-    const deps = {
+    const deps = fakeDeps({
       publisher: { publishEvent: async () => {}, send: async (topic: string) => void sent.push(topic) },
-      config: { MAX_ATTEMPTS: 3 },
-      store: { getBytes: async () => Buffer.from('input'), put: async () => 'etag' },
       // Each read finds nothing, and two seconds pass: the record wait runs out after a few reads.
       records: { get: async () => void vi.setSystemTime(Date.now() + 2000), apply: async () => ({ record: undefined }) },
-      pool: { cancel() {} },
-      model: { name: 'tiny' },
-      logger: { warn() {}, error() {}, info() {}, debug() {} },
-      dlq: 'dlq',
-    } as unknown as JobDeps;
-    const message = { v: 1 as const, id: ID, model_name: 'tiny', priority: 'high' as const, created_at: new Date(t0).toISOString() };
-    const received: Received = { topic: 'jobs.tiny.high', partition: 0, offset: '0', priority: 'high', raw: null, message, problem: undefined, attempt: 0 };
+    });
+    const received = receivedJob();
     const verdict = await new JobRun(received, deps).execute();
     expect(verdict).toEqual({ kind: 'done', status: 'abandoned', record: undefined, deadLettered: false });
     expect(sent).toEqual([]);
@@ -140,19 +139,8 @@ describe('JobRun of a job that waits in its runner', () => {
         return { ok: true, image: Buffer.from('png'), result: { v: 1, type: 'result', id: ID, batch_size: 1, peak_memory_bytes: 0, timings: { compute_s: 0.02 } } };
       },
     };
-    const deps = {
-      publisher: { publishEvent: async (event: { type: string }) => void events.push(event.type), send: async () => {} },
-      config: { MAX_ATTEMPTS: 3 },
-      store: { getBytes: async () => Buffer.from('input'), put: async () => 'etag' },
-      records,
-      pool: { cancel() {} },
-      verifier,
-      model: { name: 'tiny' },
-      logger: { warn() {}, error() {}, info() {}, debug() {} },
-      dlq: 'dlq',
-    } as unknown as JobDeps;
-    const message = { v: 1 as const, id: ID, model_name: 'tiny', priority: 'high' as const, created_at: new Date().toISOString() };
-    const received: Received = { topic: 'jobs.tiny.high', partition: 0, offset: '0', priority: 'high', raw: null, message, problem: undefined, attempt: 0 };
+    const deps = fakeDeps({ publisher: { publishEvent: async (event: { type: string }) => void events.push(event.type), send: async () => {} }, records, verifier });
+    const received = receivedJob();
     const verdict = await new JobRun(received, deps).execute();
     expect(verdict).toMatchObject({ kind: 'done', status: 'succeeded' });
     expect(seen).toEqual(['handed over: queued, high, 4096 px', 'still waiting: queued', 'after its start: running, attempt 1']);
