@@ -60,9 +60,9 @@ async function runnerAlone(size: number): Promise<number> {
   });
   await runner.ensureStarted();
   const image = await noise(size);
-  await runner.run('warm', PARAMS, image);
+  await runner.run({ id: 'warm', params: PARAMS, image: image });
   const started = performance.now();
-  const outcomes = await Promise.all(Array.from({ length: JOBS }, (_, i) => runner.run(`job-${i}`, { ...PARAMS, seed: i }, image)));
+  const outcomes = await Promise.all(Array.from({ length: JOBS }, (_, i) => runner.run({ id: `job-${i}`, params: { ...PARAMS, seed: i }, image: image })));
   const seconds = (performance.now() - started) / 1000;
   await runner.stop(10_000);
   if (outcomes.some((o) => !o.ok)) throw new Error('runner failed a job');

@@ -12,10 +12,11 @@ import { loadConfig } from '../common/config.js';
 import { createLogger } from '../common/logger.js';
 import type { VerifyPolicy } from '../common/models.js';
 import type { WorkerStore, WorkerToken } from '../common/workers.js';
-import { Gateway } from '../consumer/gateway.js';
+import { Gateway } from '../consumer/remote/gateway.js';
 import { RunnerPool } from '../consumer/pool.js';
-import { Runner, type RunnerOutcome } from '../consumer/runner.js';
-import { Verifier, type WorkerLedger } from '../consumer/verify.js';
+import type { RunnerOutcome } from '../consumer/run.js';
+import { Runner } from '../consumer/runner.js';
+import { Verifier, type WorkerLedger } from '../consumer/remote/verify.js';
 
 const { values: flags } = parseArgs({
   options: {
@@ -107,16 +108,16 @@ async function transport(image: Buffer): Promise<void> {
   const rates: Record<string, number[]> = {};
   const times: Record<string, number[]> = {};
   let seq = 0;
-  for (const pool of Object.values(modes)) await pool.run(`warm-${seq++}`, PARAMS, image); // first call pays for lazy imports
+  for (const pool of Object.values(modes)) await pool.run({ id: `warm-${seq++}`, params: PARAMS, image: image }); // first call pays for lazy imports
   // The two take turns (job by job for latency, round by round, first one then the other, for
   // throughput), so a noisy neighbour on the machine hits both alike.
   const ratios: number[] = [];
   for (let round = 0; round < Number(flags.rounds); round++) {
     const order = round % 2 ? Object.entries(modes).reverse() : Object.entries(modes);
-    for (const [name, pool] of order) (rates[name] ??= []).push(await throughput((i) => pool.run(`t${seq++}`, { ...PARAMS, seed: i }, image), JOBS));
+    for (const [name, pool] of order) (rates[name] ??= []).push(await throughput((i) => pool.run({ id: `t${seq++}`, params: { ...PARAMS, seed: i }, image: image }), JOBS));
     ratios.push(rates['remote (WebSocket)']!.at(-1)! / rates['local (stdio)']!.at(-1)!);
     for (let i = 0; i < Number(flags.light); i++) {
-      for (const [name, pool] of order) (times[name] ??= []).push(...(await latencies(() => pool.run(`l${seq++}`, { ...PARAMS, seed: i }, image), 1)));
+      for (const [name, pool] of order) (times[name] ??= []).push(...(await latencies(() => pool.run({ id: `l${seq++}`, params: { ...PARAMS, seed: i }, image: image }), 1)));
     }
   }
   console.log(`\n${SIZE}x${SIZE}, ${JOBS} jobs at once x ${flags.rounds} rounds; ${flags.light} one at a time x ${flags.rounds} rounds; steps ${PARAMS.steps}, strength ${PARAMS.strength}, CPU`);
@@ -145,8 +146,8 @@ async function verification(image: Buffer): Promise<void> {
   let seq = 0;
   // Warm both workers: a first call pays for lazy imports.
   const first = await pool.pick();
-  await pool.runOn(first, 'warm-a', PARAMS, image);
-  await pool.runOn(await pool.pick({ exclude: new Set([first.worker!]) }), 'warm-b', PARAMS, image);
+  await pool.runOn(first, { id: 'warm-a', params: PARAMS, image: image });
+  await pool.runOn(await pool.pick({ exclude: new Set([first.worker!]) }), { id: 'warm-b', params: PARAMS, image: image });
   const rates: Record<string, number[]> = {};
   const runsPerJob: Record<string, number[]> = {};
   for (let round = 0; round < Number(flags.rounds); round++) {
@@ -154,7 +155,7 @@ async function verification(image: Buffer): Promise<void> {
     for (const [name, policy] of policies.map((_, i) => policies[(i + round) % policies.length]!)) {
       const verifier = new Verifier(pool, policy, ledger, config.VERIFY_PSNR_DB, logger);
       runs.count = 0;
-      (rates[name] ??= []).push(await throughput((i) => verifier.run(`v${seq++}`, { ...PARAMS, seed: i }, image, {}), jobs));
+      (rates[name] ??= []).push(await throughput((i) => verifier.run({ id: `v${seq++}`, params: { ...PARAMS, seed: i }, image: image }), jobs));
       (runsPerJob[name] ??= []).push(runs.count / jobs);
     }
   }

@@ -51,7 +51,7 @@ export const JobEvent = z.object({
 });
 export type JobEvent = z.infer<typeof JobEvent>;
 
-/** How a result was checked (consumer/verify.ts); the policy is the model's in model_names.txt. */
+/** How a result was checked (consumer/remote/verify.ts); the policy is the model's in model_names.txt. */
 export const Verification = z.object({
   policy: z.string(),
   /** waiting_for_workers: the check needs more distinct workers than are connected; single: one worker ran it. */

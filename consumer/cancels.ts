@@ -1,4 +1,4 @@
-// Follows the cancels topic and passes each request to the workers. Every consumer process
+// Follows the cancels topic and passes each request to the model's feed. Every consumer process
 // reads it in a group of its own, so each one sees every request; progress events, which
 // it does not need, live on another topic.
 import { randomUUID } from 'node:crypto';

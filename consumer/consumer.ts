@@ -1,4 +1,4 @@
-// A consumer process' parts, built from its config: one worker (Kafka consumer group) and
+// A consumer process' parts, built from its config: one feed (Kafka consumer group) and
 // one runner pool per model, the cancel listener, the metrics server. createConsumer does no
 // I/O; start() connects and begins, stop() finishes in-flight jobs and lets go, so tests run
 // a consumer in-process as they run the API.
@@ -17,12 +17,12 @@ import { allTopics } from '../common/topics.js';
 import { WorkerStore } from '../common/workers.js';
 import { CancelListener } from './cancels.js';
 import { compileCacheSetup } from './compilecache.js';
-import { Gateway } from './gateway.js';
-import { consumerMetrics, type WorkerMetrics } from './metrics.js';
+import { ModelFeed } from './feed.js';
+import { consumerMetrics, type ConsumerMetrics } from './metrics.js';
 import { RunnerPool } from './pool.js';
+import { Gateway } from './remote/gateway.js';
+import { Verifier } from './remote/verify.js';
 import { Runner } from './runner.js';
-import { Verifier } from './verify.js';
-import { ModelWorker } from './worker.js';
 
 export interface ConsumerOptions {
   /** The models this process serves. */
@@ -33,7 +33,7 @@ export interface ConsumerOptions {
 }
 
 export interface Consumer {
-  workers: ModelWorker[];
+  feeds: ModelFeed[];
   start(): Promise<void>;
   /** Finishes in-flight jobs (up to SHUTDOWN_GRACE_MS), commits, disconnects. */
   stop(): Promise<void>;
@@ -43,7 +43,7 @@ export interface Consumer {
   gatewayUrl(): string | undefined;
 }
 
-function runnerPool(config: ConsumerConfig, model: ModelEntry, store: ObjectStore, logger: Logger, metrics: WorkerMetrics): RunnerPool {
+function runnerPool(config: ConsumerConfig, model: ModelEntry, store: ObjectStore, logger: Logger, metrics: ConsumerMetrics): RunnerPool {
   const extraArgs = [
     ...(config.RUNNER_MAX_BATCH ? ['--max-batch', String(config.RUNNER_MAX_BATCH)] : []),
     ...(config.RUNNER_BENCH_LOG ? ['--bench-log', resolve(config.RUNNER_BENCH_LOG)] : []),
@@ -90,25 +90,25 @@ export function createConsumer(config: ConsumerConfig, { models, listed, logger 
           leaseMs: config.WORKER_LEASE_MS, maxStrikes: config.WORKER_MAX_STRIKES, logger: logger.child({ component: 'gateway' }), registry,
         })
       : undefined;
-  const workers = models.map((model) => {
+  const feeds = models.map((model) => {
     const log = logger.child({ model: model.name });
     const pool = pools.get(model.name)!;
-    const verifier = new Verifier(pool, model.verify ?? { kind: 'off' }, gateway, config.VERIFY_PSNR_DB, log);
-    return new ModelWorker({ kafka, publisher, config, store, records, pool, verifier, model, logger: log, metrics });
+    const verifier = new Verifier(pool, model.verify ?? { kind: 'off' }, gateway?.ledgers, config.VERIFY_PSNR_DB, log);
+    return new ModelFeed({ kafka, publisher, config, store, records, pool, verifier, model, logger: log, metrics });
   });
-  const cancels = new CancelListener(kafka, config.TOPIC_PREFIX, (id, model) => workers.find((w) => w.name === model)?.cancel(id));
+  const cancels = new CancelListener(kafka, config.TOPIC_PREFIX, (id, model) => feeds.find((feed) => feed.name === model)?.cancel(id));
   let metricsServer: Server | undefined;
   let started = false;
 
   return {
-    workers,
+    feeds,
     async start() {
       await store.ensureBucket();
       await admin.connect();
       await ensureTopics(admin, allTopics(config.TOPIC_PREFIX, listed.map((e) => e.name)), config.TOPIC_PARTITIONS);
       await publisher.connect();
       await cancels.start();
-      await Promise.all(workers.map((worker) => worker.start()));
+      await Promise.all(feeds.map((feed) => feed.start()));
       await gateway?.start();
       // Last: the metrics endpoint answering is the consumer's readiness signal (probes, tests).
       metricsServer = await serveMetrics(registry, config.CONSUMER_METRICS_HOST, config.CONSUMER_METRICS_PORT);
@@ -116,7 +116,7 @@ export function createConsumer(config: ConsumerConfig, { models, listed, logger 
       logger.info({ models: models.map((m) => m.name), metrics: this.metricsUrl(), gateway: this.gatewayUrl() }, 'consumers running');
     },
     async stop() {
-      await Promise.all(workers.map((worker) => worker.stop(config.SHUTDOWN_GRACE_MS)));
+      await Promise.all(feeds.map((feed) => feed.stop(config.SHUTDOWN_GRACE_MS)));
       await gateway?.stop();
       await cancels.stop();
       await publisher.disconnect();

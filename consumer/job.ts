@@ -1,5 +1,5 @@
 // The path of one job through a consumer: record -> input -> runner -> output ->
-// final record -> event. It answers what the worker does with the message next. Every
+// final record -> event. It answers what the feed does with the message next. Every
 // record change is a lifecycle transition (common/lifecycle.ts).
 import type { ConsumerConfig } from '../common/config.js';
 import type { JobEvent, JobMessage, JobRecord } from '../common/jobs.js';
@@ -11,12 +11,12 @@ import type { Publisher } from '../common/publisher.js';
 import type { RecordStore } from '../common/records.js';
 import { jobKeys, type ObjectStore } from '../common/storage.js';
 import type { Priority } from '../common/topics.js';
-import type { WorkerMetrics } from './metrics.js';
+import type { ConsumerMetrics } from './metrics.js';
 import type { RunnerPool } from './pool.js';
-import type { RunnerOutcome } from './runner.js';
-import { describePolicy, type VerifiedOutcome, type Verifier } from './verify.js';
+import type { RunnerOutcome } from './run.js';
+import { describePolicy, type VerifiedOutcome, type Verifier } from './remote/verify.js';
 
-/** A Kafka message as received, with what the worker knows about it. */
+/** A Kafka message as received, with what the feed knows about it. */
 export interface Received {
   topic: string;
   partition: number;
@@ -51,7 +51,7 @@ export interface JobDeps {
   verifier: Verifier;
   model: ModelEntry;
   logger: Logger;
-  metrics?: WorkerMetrics;
+  metrics?: ConsumerMetrics;
   dlq: string;
 }
 
@@ -164,12 +164,16 @@ export class JobRun {
     // The job stays queued until its runner starts it (a batch may be computing ahead of it).
     const start = this.startOnce(record, resumes);
     // A suspect of an earlier crash runs alone, so that if it crashes again it is known to be the cause.
-    const ran = this.deps.verifier.run(message.id, record.params, input, this.progressReporter(record, start), {
-      solo: this.received.suspect,
+    const request = {
+      id: message.id,
+      params: record.params,
+      image: input,
       priority: message.priority,
       pixels: record.width * record.height,
-      onWait: () => void this.markWaiting(message.id),
-    });
+      solo: this.received.suspect,
+      callbacks: this.progressReporter(record, start),
+    };
+    const ran = this.deps.verifier.run(request, { onWait: () => void this.markWaiting(message.id) });
     const outcome = await Promise.race([ran, this.cancelGrace]);
     if (!outcome.ok && outcome.code === 'canceled') {
       await start.written()?.catch(() => {}); // a started event goes out before the ending

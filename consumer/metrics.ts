@@ -5,7 +5,7 @@ import { SECONDS_BUCKETS } from '../common/metrics.js';
 import type { Priority } from '../common/topics.js';
 
 /** Hooks for metrics; every one optional. */
-export interface WorkerMetrics {
+export interface ConsumerMetrics {
   finished?(model: string, priority: Priority, status: string, record: JobRecord | undefined): void;
   retried?(model: string): void;
   deadLettered?(model: string): void;
@@ -17,7 +17,7 @@ export interface WorkerMetrics {
 
 export type DepthSource = () => Promise<Map<string, Record<Priority, number>>>;
 
-export function consumerMetrics(registry: Registry, depth: DepthSource): WorkerMetrics {
+export function consumerMetrics(registry: Registry, depth: DepthSource): ConsumerMetrics {
   const registers = [registry];
   const byModelPriority = ['model', 'priority'] as const;
   const queueWait = new Histogram({ name: 'img2img_queue_wait_seconds', help: 'Time from acceptance to the first start of a job', labelNames: byModelPriority, buckets: SECONDS_BUCKETS, registers });

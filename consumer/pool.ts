@@ -1,9 +1,8 @@
 // The runners of one model: local ones (one per GPU, consumer/runner.ts) and remote workers
-// that connect to the gateway and leave again (consumer/remote.ts). A job goes to the runner
+// that connect to the gateway and leave again (consumer/remote/runner.ts). A job goes to the runner
 // with the most room; a verified job asks for runners of distinct workers. Cancel reaches
 // every runner that holds the job.
-import type { JobParams } from '../common/jobs.js';
-import type { JobCallbacks, RunnerOutcome, RunOptions } from './runner.js';
+import type { RunnerOutcome, RunRequest } from './run.js';
 
 /** What the pool needs of a runner, local or remote. */
 export interface PoolRunner {
@@ -13,7 +12,7 @@ export interface PoolRunner {
   readonly capacity: number;
   readonly running: boolean;
   ensureStarted?(): Promise<unknown>;
-  run(id: string, params: JobParams, image: Uint8Array, callbacks?: JobCallbacks, options?: RunOptions): Promise<RunnerOutcome>;
+  run(request: RunRequest): Promise<RunnerOutcome>;
   cancel(id: string): void;
   /** standby: an idle unload (a local runner may keep a standby process for its next start). */
   stop(graceMs: number, options?: { standby?: boolean }): Promise<void>;
@@ -97,18 +96,19 @@ export class RunnerPool {
     })();
   }
 
-  async run(id: string, params: JobParams, image: Uint8Array, callbacks?: JobCallbacks, options?: RunOptions & PickOptions): Promise<RunnerOutcome> {
+  async run(request: RunRequest, options?: PickOptions): Promise<RunnerOutcome> {
     const picked = this.pick(options);
     const runner = picked instanceof Promise ? await picked : picked;
-    return this.runOn(runner, id, params, image, callbacks, options);
+    return this.runOn(runner, request);
   }
 
   /** Runs the job on a runner pick() gave; cancel() then reaches it there. */
-  async runOn(runner: PoolRunner, id: string, params: JobParams, image: Uint8Array, callbacks?: JobCallbacks, options?: RunOptions): Promise<RunnerOutcome> {
+  async runOn(runner: PoolRunner, request: RunRequest): Promise<RunnerOutcome> {
+    const { id } = request;
     const owners = this.owners.get(id) ?? new Set();
     this.owners.set(id, owners.add(runner));
     try {
-      return await runner.run(id, params, image, callbacks, options);
+      return await runner.run(request);
     } finally {
       if (this.load.has(runner)) this.load.set(runner, this.load.get(runner)! - 1); // gone from the pool: nothing to count
       owners.delete(runner);

@@ -1,6 +1,5 @@
 // Faults of the runner: a job that stalls its runner must not spend the
 // attempts of the jobs in the runner beside it, and a cancel reaches a job stuck in a long step.
-import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { JobRecord } from '../../common/jobs.js';
 import { createKafka } from '../../common/kafka.js';
@@ -9,6 +8,7 @@ import { json, noisePng, pngImage, postJob, startTestApi, type TestApi } from '.
 import { startTestConsumer, waitFor, waitForStatus } from '../helpers/consumer.js';
 import { uniqueName } from '../helpers/env.js';
 import { countOf, followEvents, report } from '../helpers/faults.js';
+import { childPids } from '../helpers/processes.js';
 
 const ENDED = ['succeeded', 'failed', 'canceled'];
 
@@ -23,13 +23,7 @@ async function submit(api: TestApi, image: Buffer, seed: number, params: Record<
 }
 
 /** The runner processes this test process started (the in-process consumer's children). */
-function runnerPids(): number[] {
-  try {
-    return execFileSync('pgrep', ['-P', String(process.pid), '-f', 'img2img_runner'], { encoding: 'utf8' }).trim().split('\n').map(Number);
-  } catch {
-    return []; // none running
-  }
-}
+const runnerPids = () => childPids(process.pid, 'img2img_runner');
 
 describe('a job that stalls its runner', () => {
   let api: TestApi;

@@ -1,7 +1,6 @@
 // One process's death is not an outage: under a steady stream of jobs, each of the API, the
 // consumer and the dispatcher is killed with SIGKILL in turn. The supervisor (scripts/start's)
 // starts it again; the others keep answering meanwhile, and every accepted job succeeds once.
-import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKafka } from '../../common/kafka.js';
 import { RecordStore } from '../../common/records.js';
@@ -10,7 +9,7 @@ import { pngImage, postJob } from '../helpers/api.js';
 import { waitFor } from '../helpers/consumer.js';
 import { testConfig, uniqueName } from '../helpers/env.js';
 import { countOf, followEvents, report, sleep } from '../helpers/faults.js';
-import { answers, ChildService, freePort, modelNamesFile } from '../helpers/processes.js';
+import { answers, ChildService, childPids, freePort, modelNamesFile } from '../helpers/processes.js';
 import type { JobRecord } from '../../common/jobs.js';
 
 let supervisor: ChildService;
@@ -44,12 +43,7 @@ afterAll(async () => {
 
 /** The pid of the supervisor's child running `name` (api, consumer, dispatcher), if one runs. */
 function pidOf(name: string): number | undefined {
-  try {
-    const found = execFileSync('pgrep', ['-P', String(supervisor.child.pid), '-f', `${name}/main.ts`], { encoding: 'utf8' });
-    return Number(found.trim().split('\n')[0]);
-  } catch {
-    return undefined; // none running
-  }
+  return childPids(supervisor.child.pid!, `${name}/main.ts`)[0];
 }
 
 describe('each process killed under load', () => {

@@ -17,7 +17,7 @@ import { createConsumer, type Consumer } from '../../consumer/consumer.js';
 import { createLogger } from '../../common/logger.js';
 import { parseModelNames } from '../../common/models.js';
 import { uniqueName } from './env.js';
-import { answers, freePort } from './processes.js';
+import { answers, childPids, freePort } from './processes.js';
 
 export async function pngOf(width: number, height: number, seed = 1): Promise<Buffer> {
   const raw = Buffer.alloc(width * height * 3);
@@ -127,10 +127,9 @@ export class ConsumerProcess {
     await waitFor(async () => ((await answers(this.metricsUrl)) ? true : undefined), timeoutMs, 'the consumer to serve its metrics');
   }
 
-  /** The pid of the runner (python) child of this consumer. */
+  /** The pid of this consumer's newest runner (python) child. */
   runnerPid(): number | undefined {
-    const match = [...this.log.matchAll(/"runner_pid":(\d+)/g)].at(-1);
-    return match ? Number(match[1]) : undefined;
+    return this.child?.pid === undefined ? undefined : childPids(this.child.pid, 'img2img_runner').at(-1);
   }
 
   async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {

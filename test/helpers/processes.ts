@@ -1,6 +1,6 @@
 // Real processes for the deployment tests: free ports, child services that keep their logs,
 // the API as the process it is in production, and binaries installed from Debian when missing.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -24,6 +24,21 @@ export async function freePort(): Promise<number> {
       return port;
     }
   }
+}
+
+/** The children of `parent` whose command line contains `pattern`, oldest first. */
+export function childPids(parent: number, pattern: string): number[] {
+  let listed = '';
+  try {
+    listed = execFileSync('ps', ['--ppid', String(parent), '--sort=start_time', '-o', 'pid=,args='], { encoding: 'utf8' });
+  } catch {
+    return []; // no children: ps exits 1
+  }
+  return listed
+    .split('\n')
+    .map((line) => /^\s*(\d+)\s(.*)$/.exec(line))
+    .filter((match) => match?.[2]!.includes(pattern))
+    .map((match) => Number(match![1]));
 }
 
 /** true when `url` answers 2xx within a second; never throws. */

@@ -198,7 +198,7 @@ describe('compile cache with the store down', () => {
 
   async function servesOneJob(runner: Runner): Promise<void> {
     const params = { prompt: 'a test', negative_prompt: null, strength: 0.6, steps: 2, guidance_scale: 7.5, seed: 1 };
-    const outcome = await runner.run(uniqueName('job'), params, await pngOf(64, 64));
+    const outcome = await runner.run({ id: uniqueName('job'), params: params, image: await pngOf(64, 64) });
     expect(outcome.ok).toBe(true);
   }
 

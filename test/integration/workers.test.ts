@@ -6,7 +6,7 @@ import type { JobRecord } from '../../common/jobs.js';
 import { jobKeys } from '../../common/storage.js';
 import { WorkerStore } from '../../common/workers.js';
 import type { Consumer } from '../../consumer/consumer.js';
-import { psnr } from '../../consumer/compare.js';
+import { psnr } from '../../consumer/remote/compare.js';
 import { json, pngImage, postJob, startTestApi, type TestApi } from '../helpers/api.js';
 import { startTestConsumer, waitFor, waitForStatus } from '../helpers/consumer.js';
 import { newWorker, removeWorker, WorkerProcess } from '../helpers/workers.js';

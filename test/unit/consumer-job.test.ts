@@ -6,7 +6,7 @@ import type { JobRecord } from '../../common/jobs.js';
 import * as lifecycle from '../../common/lifecycle.js';
 import type { Transition } from '../../common/lifecycle.js';
 import { JobRun, type Received, type JobDeps } from '../../consumer/job.js';
-import type { JobCallbacks } from '../../consumer/runner.js';
+import type { RunRequest } from '../../consumer/run.js';
 
 const ID = 'q0vN3rJ8T6yWm1bXc2dEfA';
 const params = { prompt: 'p', negative_prompt: null, strength: 0.6, steps: 10, guidance_scale: 7.5, seed: 1 };
@@ -53,11 +53,11 @@ async function runJob(steps: number, stepMs: number): Promise<JobRecord[]> {
     },
   };
   const verifier = {
-    run: async (_id: string, _params: unknown, _image: Uint8Array, callbacks: JobCallbacks) => {
-      callbacks.onStarted!(1);
+    run: async ({ callbacks }: RunRequest) => {
+      callbacks!.onStarted!(1);
       for (let step = 1; step <= steps; step++) {
         vi.setSystemTime(Date.now() + stepMs);
-        callbacks.onProgress!(step, steps);
+        callbacks!.onProgress!(step, steps);
       }
       const result = { v: 1, type: 'result', id: ID, batch_size: 1, peak_memory_bytes: 0, timings: { compute_s: (steps * stepMs) / 1000 } };
       return { ok: true, image: Buffer.from('png'), result };
@@ -127,15 +127,15 @@ describe('JobRun of a job that waits in its runner', () => {
       },
     };
     const verifier = {
-      run: async (_id: string, _params: unknown, _image: Uint8Array, callbacks: JobCallbacks, options: { priority?: string; pixels?: number }) => {
-        seen.push(`handed over: ${record.status}, ${options.priority}, ${options.pixels} px`);
+      run: async ({ callbacks, priority, pixels }: RunRequest) => {
+        seen.push(`handed over: ${record.status}, ${priority}, ${pixels} px`);
         await new Promise((resolve) => setTimeout(resolve, 20)); // a batch computes ahead of it
         seen.push(`still waiting: ${record.status}`);
-        callbacks.onStarted!(1);
-        callbacks.onProgress!(1, 2);
+        callbacks!.onStarted!(1);
+        callbacks!.onProgress!(1, 2);
         await new Promise((resolve) => setTimeout(resolve, 20));
         seen.push(`after its start: ${record.status}, attempt ${record.attempts}`);
-        callbacks.onProgress!(2, 2);
+        callbacks!.onProgress!(2, 2);
         return { ok: true, image: Buffer.from('png'), result: { v: 1, type: 'result', id: ID, batch_size: 1, peak_memory_bytes: 0, timings: { compute_s: 0.02 } } };
       },
     };

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { RunnerPool } from '../../consumer/pool.js';
-import type { Runner, RunnerOutcome } from '../../consumer/runner.js';
+import type { RunnerOutcome, RunRequest } from '../../consumer/run.js';
+import type { Runner } from '../../consumer/runner.js';
 
 /** A runner that holds its jobs until told to finish them. */
 function fakeRunner(name: string) {
@@ -14,7 +15,7 @@ function fakeRunner(name: string) {
     get pending() {
       return jobs.size;
     },
-    run: (id: string) => new Promise<RunnerOutcome>((resolve) => jobs.set(id, resolve)),
+    run: ({ id }: RunRequest) => new Promise<RunnerOutcome>((resolve) => jobs.set(id, resolve)),
     cancel: (id: string) => void canceled.push(id),
     stop: async () => {},
     finish(id: string) {
@@ -32,12 +33,12 @@ describe('RunnerPool', () => {
     const gpu1 = fakeRunner('gpu1');
     const pool = new RunnerPool([gpu0, gpu1] as unknown as Runner[]);
     const params = { prompt: 'p', negative_prompt: null, strength: 0.5, steps: 2, guidance_scale: 1, seed: 1 };
-    const a = pool.run('a', params, new Uint8Array());
-    const b = pool.run('b', params, new Uint8Array());
+    const a = pool.run({ id: 'a', params: params, image: new Uint8Array() });
+    const b = pool.run({ id: 'b', params: params, image: new Uint8Array() });
     expect([gpu0.holds('a'), gpu1.holds('b')]).toEqual([true, true]);
     gpu0.finish('a');
     await a;
-    void pool.run('c', params, new Uint8Array());
+    void pool.run({ id: 'c', params: params, image: new Uint8Array() });
     expect(gpu0.holds('c')).toBe(true);
     pool.cancel('b');
     expect([gpu0.canceled, gpu1.canceled]).toEqual([[], ['b']]);

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import type { WebSocket } from 'ws';
 import { FrameDecoder } from '../../common/frames.js';
 import { createLogger } from '../../common/logger.js';
-import { RemoteRunner } from '../../consumer/remote.js';
+import { RemoteRunner } from '../../consumer/remote/runner.js';
 
 class FakeSocket extends EventEmitter {
   readonly sent: string[] = [];
@@ -29,13 +29,13 @@ function remote() {
 describe('RemoteRunner', () => {
   it('loses the jobs of a dropped connection as shared (no attempt spent) unless one ran alone', async () => {
     const first = remote();
-    const outcomes = [first.runner.run('a', params, new Uint8Array()), first.runner.run('b', params, new Uint8Array())];
+    const outcomes = [first.runner.run({ id: 'a', params: params, image: new Uint8Array() }), first.runner.run({ id: 'b', params: params, image: new Uint8Array() })];
     await new Promise((resolve) => setImmediate(resolve));
     first.socket.close();
     for (const outcome of await Promise.all(outcomes)) expect(outcome).toMatchObject({ ok: false, code: 'runner_crashed', shared: true });
 
     const second = remote();
-    const alone = second.runner.run('a', params, new Uint8Array(), {}, { solo: true });
+    const alone = second.runner.run({ id: 'a', params: params, image: new Uint8Array(), solo: true });
     await new Promise((resolve) => setImmediate(resolve));
     second.socket.close();
     expect(await alone).toMatchObject({ ok: false, code: 'runner_crashed', shared: false });
@@ -43,9 +43,9 @@ describe('RemoteRunner', () => {
 
   it('holds a solo job until the runner is empty, and lets nothing join it', async () => {
     const { socket, runner } = remote();
-    void runner.run('a', params, new Uint8Array());
-    const solo = runner.run('s', params, new Uint8Array(), {}, { solo: true });
-    const later = runner.run('b', params, new Uint8Array());
+    void runner.run({ id: 'a', params: params, image: new Uint8Array() });
+    const solo = runner.run({ id: 's', params: params, image: new Uint8Array(), solo: true });
+    const later = runner.run({ id: 'b', params: params, image: new Uint8Array() });
     await new Promise((resolve) => setImmediate(resolve));
     expect(socket.sent).toEqual(['job:a']);
     socket.emit('message', errorFrame('a'), true);

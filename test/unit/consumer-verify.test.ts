@@ -4,10 +4,10 @@ import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { createLogger } from '../../common/logger.js';
 import type { VerifyPolicy } from '../../common/models.js';
-import { psnr } from '../../consumer/compare.js';
+import { psnr } from '../../consumer/remote/compare.js';
 import { RunnerPool, type PoolRunner } from '../../consumer/pool.js';
-import type { RunnerOutcome } from '../../consumer/runner.js';
-import { Verifier, type WorkerLedger } from '../../consumer/verify.js';
+import type { RunnerOutcome, RunRequest } from '../../consumer/run.js';
+import { Verifier, type WorkerLedger } from '../../consumer/remote/verify.js';
 
 const png = (value: number) => sharp({ create: { width: 8, height: 8, channels: 3, background: { r: value, g: value, b: value } } }).png().toBuffer();
 const params = { prompt: 'p', negative_prompt: null, strength: 0.5, steps: 2, guidance_scale: 1, seed: 1 };
@@ -16,7 +16,7 @@ function fakeWorker(worker: string, value: number): PoolRunner & { ran: string[]
   const ran: string[] = [];
   return {
     worker, ran, pending: 0, capacity: 2, running: true,
-    async run(id: string): Promise<RunnerOutcome> {
+    async run({ id }: RunRequest): Promise<RunnerOutcome> {
       ran.push(id);
       const result = { v: 1 as const, type: 'result' as const, id, width: 8, height: 8, batch_size: 1, timings: { decode_s: 0, compute_s: 0, encode_s: 0 }, peak_memory_bytes: 0 };
       return { ok: true, image: await png(value), result };
@@ -45,7 +45,7 @@ describe('Verifier', () => {
   it('all:2 keeps a result two distinct workers agree on', async () => {
     const [a, b] = [fakeWorker('a', 100), fakeWorker('b', 100)];
     const l = ledger();
-    const outcome = await verifier(new RunnerPool([a, b]), { kind: 'all' }, l.value).run('j1', params, new Uint8Array(), {});
+    const outcome = await verifier(new RunnerPool([a, b]), { kind: 'all' }, l.value).run({ id: 'j1', params: params, image: new Uint8Array() });
     expect(outcome).toMatchObject({ ok: true, verification: { policy: 'all:2', state: 'verified', workers: ['a', 'b'], outvoted: [] } });
     expect(l.strikes).toEqual([]);
   });
@@ -53,7 +53,7 @@ describe('Verifier', () => {
   it('all:2 asks a third worker when two disagree, keeps the majority and strikes the liar', async () => {
     const [honest1, liar, honest2] = [fakeWorker('h1', 100), fakeWorker('liar', 155), fakeWorker('h2', 100)];
     const l = ledger();
-    const outcome = await verifier(new RunnerPool([honest1, liar, honest2]), { kind: 'all' }, l.value).run('j1', params, new Uint8Array(), {});
+    const outcome = await verifier(new RunnerPool([honest1, liar, honest2]), { kind: 'all' }, l.value).run({ id: 'j1', params: params, image: new Uint8Array() });
     expect(outcome.ok).toBe(true);
     expect(outcome.worker).not.toBe('liar');
     expect(outcome.verification).toMatchObject({ state: 'verified', outvoted: ['liar'] });
@@ -70,7 +70,7 @@ describe('Verifier', () => {
       waits++;
       waiting();
     };
-    const running = verifier(pool, { kind: 'all' }, ledger().value).run('j1', params, new Uint8Array(), {}, { onWait });
+    const running = verifier(pool, { kind: 'all' }, ledger().value).run({ id: 'j1', params: params, image: new Uint8Array() }, { onWait });
     await waited;
     pool.add(fakeWorker('b', 100));
     expect(await running).toMatchObject({ ok: true, verification: { state: 'verified', workers: ['a', 'b'] } });
@@ -82,8 +82,8 @@ describe('Verifier', () => {
     const l = ledger();
     const draws = [0.05, 0.5];
     const v = verifier(new RunnerPool([a, b]), { kind: 'spot', fraction: 0.1 }, l.value, () => draws.shift()!);
-    expect((await v.run('checked', params, new Uint8Array(), {})).verification?.state).toBe('verified');
-    expect((await v.run('single', params, new Uint8Array(), {})).verification?.state).toBe('single');
+    expect((await v.run({ id: 'checked', params: params, image: new Uint8Array() })).verification?.state).toBe('verified');
+    expect((await v.run({ id: 'single', params: params, image: new Uint8Array() })).verification?.state).toBe('single');
     expect(l.unverified).toHaveLength(1);
   });
 
@@ -99,7 +99,7 @@ describe('Verifier', () => {
     };
     const pool = new RunnerPool([liar, honest]);
     const v = verifier(pool, { kind: 'spot', fraction: 0.1 }, l.value, () => 0.5);
-    const outcome = await v.run('j1', params, new Uint8Array(), {});
+    const outcome = await v.run({ id: 'j1', params: params, image: new Uint8Array() });
     expect(liar.ran).toEqual(['j1']);
     expect(honest.ran).toEqual(['j1']);
     expect(outcome).toMatchObject({ ok: true, worker: 'honest', verification: { state: 'single', workers: ['honest'] } });
@@ -108,7 +108,7 @@ describe('Verifier', () => {
 
   it('fails the attempt (retryable) when no two of three agree', async () => {
     const pool = new RunnerPool([fakeWorker('a', 0), fakeWorker('b', 120), fakeWorker('c', 250)]);
-    expect(await verifier(pool, { kind: 'all' }, ledger().value).run('j1', params, new Uint8Array(), {})).toMatchObject({
+    expect(await verifier(pool, { kind: 'all' }, ledger().value).run({ id: 'j1', params: params, image: new Uint8Array() })).toMatchObject({
       ok: false, code: 'unverified', retryable: true,
     });
   });

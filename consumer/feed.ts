@@ -1,4 +1,4 @@
-// One model's consumer: reads img2img.<model>.{high,normal,low}, keeps strict
+// One model's feed: reads img2img.<model>.{high,normal,low}, keeps strict
 // priority, hands jobs to the runner and commits an offset only once its job is
 // finished for good (see docs/ARCHITECTURE.md, "Priorities and offsets").
 import type { Consumer, EachMessagePayload, Kafka } from 'kafkajs';
@@ -11,11 +11,11 @@ import { OffsetTracker } from './offsets.js';
 /** Above this many waiting messages a priority's topic is paused, so memory stays bounded. */
 const BUFFER_HIGH_WATER = 256;
 
-export interface WorkerDeps extends Omit<JobDeps, 'dlq'> {
+export interface FeedDeps extends Omit<JobDeps, 'dlq'> {
   kafka: Kafka;
 }
 
-export class ModelWorker {
+export class ModelFeed {
   private readonly consumer: Consumer;
   private readonly buffers = new PriorityBuffers<Received>();
   private readonly offsets = new OffsetTracker();
@@ -26,7 +26,7 @@ export class ModelWorker {
   private stopping = false;
   readonly name: string;
 
-  constructor(private readonly deps: WorkerDeps) {
+  constructor(private readonly deps: FeedDeps) {
     this.name = deps.model.name;
     // Remote workers join and leave: more room means waiting jobs can go now.
     deps.pool.onChange(() => this.pump());
@@ -129,7 +129,7 @@ export class ModelWorker {
   private async process(received: Received): Promise<void> {
     const running = received.message && this.active.get(received.message.id);
     if (running) {
-      // Redelivered (after a rebalance, or a retry that crossed one) while this worker still runs
+      // Redelivered (after a rebalance, or a retry that crossed one) while this feed still runs
       // the job: never run it twice at once; the offset is finished with the run.
       running.redeliveries.push(received);
       return;

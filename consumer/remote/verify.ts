@@ -3,12 +3,12 @@
 // When they disagree a third distinct worker breaks the tie: the majority's result is kept and
 // the outvoted worker gets a strike. A check that cannot find enough distinct workers waits
 // for them rather than accept an unchecked result.
-import type { JobParams, Verification } from '../common/jobs.js';
-import type { Logger } from '../common/logger.js';
-import type { VerifyPolicy } from '../common/models.js';
+import type { Verification } from '../../common/jobs.js';
+import type { Logger } from '../../common/logger.js';
+import type { VerifyPolicy } from '../../common/models.js';
+import { workerOf, type PoolRunner, type RunnerPool } from '../pool.js';
+import type { RunnerOutcome, RunRequest } from '../run.js';
 import { psnr } from './compare.js';
-import { workerOf, type PoolRunner, type RunnerPool } from './pool.js';
-import type { JobCallbacks, RunnerOutcome, RunOptions } from './runner.js';
 
 /** Where the verifier reports what it learnt of workers (the gateway keeps their ledger). */
 export interface WorkerLedger {
@@ -22,7 +22,7 @@ export interface WorkerLedger {
 
 export type VerifiedOutcome = RunnerOutcome & { worker?: string; verification?: Verification };
 
-export interface VerifyOptions extends RunOptions {
+export interface VerifyOptions {
   /** The job waits for distinct workers (called once per wait). */
   onWait?(): void;
 }
@@ -41,36 +41,30 @@ export class Verifier {
     private readonly random: () => number = Math.random,
   ) {}
 
-  async run(id: string, params: JobParams, image: Uint8Array, callbacks: JobCallbacks, options: VerifyOptions = {}): Promise<VerifiedOutcome> {
+  async run(request: RunRequest, options: VerifyOptions = {}): Promise<VerifiedOutcome> {
     const policy = describePolicy(this.policy);
     const first = await this.pick(new Set(), options);
-    if (!this.checks()) return this.single(first, id, params, image, callbacks, options, policy);
+    if (!this.checks()) return this.single(first, request, options, policy);
     const second = await this.pick(new Set([workerOf(first)]), options);
-    const runs = [first, second].map((runner, i) => this.pool.runOn(runner, id, params, image, i === 0 ? callbacks : {}, options));
+    // Only the first run reports the job's start and progress.
+    const runs = [first, second].map((runner, i) => this.pool.runOn(runner, i === 0 ? request : { ...request, callbacks: {} }));
     const [a, b] = await Promise.all(runs);
     if (!a!.ok) return a!;
     if (!b!.ok) return b!;
     const named = [{ runner: first, outcome: a! }, { runner: second, outcome: b! }];
     if ((await psnr(a!.image, b!.image)) >= this.thresholdDb) return this.keep(named[0]!, [first, second], [], policy);
-    return this.tieBreak(id, params, image, named, options, policy);
+    return this.tieBreak(request, named, options, policy);
   }
 
   /**
    * One unchecked run. A worker evicted while it ran (outvoted on another job) is a known liar:
    * its result is not kept, and the job runs on another worker.
    */
-  private async single(
-    first: PoolRunner,
-    id: string,
-    params: JobParams,
-    image: Uint8Array,
-    callbacks: JobCallbacks,
-    options: VerifyOptions,
-    policy: string,
-  ): Promise<VerifiedOutcome> {
+  private async single(first: PoolRunner, request: RunRequest, options: VerifyOptions, policy: string): Promise<VerifiedOutcome> {
+    const { id } = request;
     const evicted = new Set<string>();
     for (let runner = first; ; runner = await this.pick(evicted, options)) {
-      const outcome = await this.pool.runOn(runner, id, params, image, callbacks, options);
+      const outcome = await this.pool.runOn(runner, request);
       const worker = workerOf(runner);
       if (outcome.ok && this.ledger?.evicted(worker)) {
         this.logger.warn({ job: id, worker }, 'the worker was evicted while it ran this job: its result is dropped, the job runs elsewhere');
@@ -93,17 +87,15 @@ export class Verifier {
   }
 
   private async tieBreak(
-    id: string,
-    params: JobParams,
-    image: Uint8Array,
+    request: RunRequest,
     [a, b]: { runner: PoolRunner; outcome: Extract<RunnerOutcome, { ok: true }> }[],
     options: VerifyOptions,
     policy: string,
   ): Promise<VerifiedOutcome> {
     const [wa, wb] = [workerOf(a!.runner), workerOf(b!.runner)];
-    this.logger.warn({ job: id, workers: [wa, wb] }, 'two workers disagree; asking a third');
+    this.logger.warn({ job: request.id, workers: [wa, wb] }, 'two workers disagree; asking a third');
     const third = await this.pick(new Set([wa, wb]), options);
-    const c = await this.pool.runOn(third, id, params, image, {}, options);
+    const c = await this.pool.runOn(third, { ...request, callbacks: {} });
     if (!c.ok) return c;
     const [withA, withB] = await Promise.all([psnr(c.image, a!.outcome.image), psnr(c.image, b!.outcome.image)]);
     const agreesA = withA >= this.thresholdDb;

@@ -1,24 +1,18 @@
 // A remote worker's runner: the same frames as a local runner (common/protocol.ts), one per
 // binary WebSocket message, over a connection the worker opened to the gateway
-// (consumer/gateway.ts). Jobs are leased: each has a deadline that every frame from the worker
+// (consumer/remote/gateway.ts). Jobs are leased: each has a deadline that every frame from the worker
 // renews. A closed connection or a missed deadline loses the worker's jobs as a shared,
 // retryable crash: they run again elsewhere as the same attempt (consumer/job.ts), since a
 // network or a machine we do not run is no proof against a job. The second time, the job runs
 // alone (solo, as on a local runner): lost again alone, it spends an attempt, so a job that
 // kills every worker it reaches fails after MAX_ATTEMPTS instead of going round for ever.
 import type { WebSocket } from 'ws';
-import { encodeFrame, FrameDecoder } from '../common/frames.js';
-import type { JobParams } from '../common/jobs.js';
-import type { Logger } from '../common/logger.js';
-import { readRunnerFrame, type FromRunner, type ReadyFrame, type ToRunner } from '../common/protocol.js';
-import type { PoolRunner } from './pool.js';
-import { deliverJobFrame, type JobCallbacks, type RunnerOutcome, type RunOptions } from './runner.js';
-
-interface Lease {
-  callbacks: JobCallbacks;
-  resolve(outcome: RunnerOutcome): void;
-  deadline: number;
-}
+import { encodeFrame, FrameDecoder } from '../../common/frames.js';
+import type { Logger } from '../../common/logger.js';
+import { readRunnerFrame, type FromRunner, type ReadyFrame, type ToRunner } from '../../common/protocol.js';
+import { InFlight } from '../inflight.js';
+import type { PoolRunner } from '../pool.js';
+import type { RunnerOutcome, RunRequest } from '../run.js';
 
 export interface RemoteOptions {
   worker: string;
@@ -34,20 +28,19 @@ export interface RemoteOptions {
 
 export class RemoteRunner implements PoolRunner {
   readonly worker: string;
-  private readonly leases = new Map<string, Lease>();
+  /** Each job is leased until lastFrame (or its hand-over, if later) + leaseMs. */
+  private readonly leases: InFlight;
+  private lastFrame = 0;
   private readonly decoder = new FrameDecoder();
   private readonly timer: NodeJS.Timeout;
   private closed = false;
-  /** Jobs running alone; while one runs, or one waits for the runner to empty, nothing joins. */
-  private readonly soloJobs = new Set<string>();
-  private soloWaiting = 0;
-  private readonly gateWaiters: (() => void)[] = [];
 
   constructor(
     private readonly socket: WebSocket,
     private readonly options: RemoteOptions,
   ) {
     this.worker = options.worker;
+    this.leases = new InFlight({ open: () => !this.closed, onSettle: options.onOutcome });
     socket.on('message', (data: Buffer, isBinary: boolean) => this.receive(data, isBinary));
     socket.on('close', (code, reason) => this.lose(`worker connection closed (${code} ${reason.toString() || 'no reason'})`));
     socket.on('error', (error) => options.logger.warn({ err: error, worker: this.worker }, 'worker connection error'));
@@ -71,35 +64,15 @@ export class RemoteRunner implements PoolRunner {
     return this.options.ready;
   }
 
-  async run(id: string, params: JobParams, image: Uint8Array, callbacks: JobCallbacks = {}, options: RunOptions = {}): Promise<RunnerOutcome> {
-    // A solo job waits for an empty runner, and nothing joins a solo one (as consumer/runner.ts
-    // does). Leaving the wait and taking the lease happen in one synchronous step, so two jobs
-    // woken together cannot both think the runner is theirs.
-    const solo = Boolean(options.solo);
-    if (solo) this.soloWaiting++;
-    while (this.blocked(solo)) await new Promise<void>((resolve) => this.gateWaiters.push(resolve));
-    if (solo) {
-      this.soloWaiting--;
-      this.soloJobs.add(id);
-    }
+  async run(request: RunRequest): Promise<RunnerOutcome> {
+    await this.leases.enter(request);
     if (this.closed) {
-      this.release(solo, id);
+      this.leases.leave(request);
       return lost('worker connection closed before the job was sent', true);
     }
-    const outcome = new Promise<RunnerOutcome>((resolve) => {
-      this.leases.set(id, { callbacks, resolve, deadline: Date.now() + this.options.leaseMs });
-    });
-    this.send({ v: 1, type: 'job', id, priority: options.priority ?? 'normal', params }, image);
-    return outcome.finally(() => this.release(solo, id));
-  }
-
-  private blocked(solo: boolean): boolean {
-    return !this.closed && (this.soloJobs.size > 0 || (solo ? this.leases.size > 0 : this.soloWaiting > 0));
-  }
-
-  private release(solo: boolean, id: string): void {
-    if (solo) this.soloJobs.delete(id);
-    for (const wake of this.gateWaiters.splice(0)) wake();
+    const outcome = this.leases.hold(request);
+    this.send({ v: 1, type: 'job', id: request.id, priority: request.priority ?? 'normal', params: request.params }, request.image);
+    return outcome;
   }
 
   cancel(id: string): void {
@@ -136,29 +109,18 @@ export class RemoteRunner implements PoolRunner {
 
   private onMessage(message: Exclude<FromRunner, { type: 'ready' }>, payload: Buffer): void {
     // Any frame shows the worker alive and working: it renews every lease it holds.
-    const deadline = Date.now() + this.options.leaseMs;
-    for (const lease of this.leases.values()) lease.deadline = deadline;
+    this.lastFrame = Date.now();
     if (message.type === 'compiled') {
       this.options.logger.info({ worker: this.worker, ok: message.ok, compile_seconds: message.seconds }, 'worker background compile ended');
       return;
     }
     if (message.type === 'pong') return;
-    const lease = message.id === null ? undefined : this.leases.get(message.id);
-    if (!lease) return;
-    deliverJobFrame(message, payload, lease.callbacks, (outcome) => this.settle(message.id!, outcome));
-  }
-
-  private settle(id: string, outcome: RunnerOutcome): void {
-    const lease = this.leases.get(id);
-    if (!lease) return;
-    this.leases.delete(id);
-    this.options.onOutcome?.(id, outcome);
-    lease.resolve(outcome);
+    this.leases.deliver(message, payload);
   }
 
   private checkLeases(): void {
-    const now = Date.now();
-    if ([...this.leases.values()].some((lease) => lease.deadline < now)) {
+    const oldest = this.leases.oldestSince;
+    if (oldest !== undefined && Math.max(oldest, this.lastFrame) + this.options.leaseMs < Date.now()) {
       this.options.logger.error({ worker: this.worker, lease_ms: this.options.leaseMs }, 'worker missed a lease; dropping it');
       this.close(4008, 'lease expired');
     }
@@ -168,8 +130,8 @@ export class RemoteRunner implements PoolRunner {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.timer);
-    for (const id of [...this.leases.keys()]) this.settle(id, lost(reason, !this.soloJobs.has(id)));
-    for (const wake of this.gateWaiters.splice(0)) wake();
+    this.leases.settleAll((id) => lost(reason, !this.leases.isSolo(id)));
+    this.leases.wake();
     this.options.onClose();
   }
 }
