@@ -651,7 +651,9 @@ def _fast_variants(record, out, deadline, source, size, batches, compare_batch, 
     import torch
 
     from img2img_runner import deepcache
-    from img2img_runner.tuning import TUNINGS, quantize_fp8, tiny_vae_like
+    from img2img_runner.arch import tiny_vae_like
+    from img2img_runner.bench.fp8 import quantize_fp8
+    from img2img_runner.tuning import TUNINGS
 
     fast = TUNINGS["fast"]
     pipe = _tuned(record, out, deadline, source, size, batches, dataclasses.replace(TUNINGS["regional"], background=False), "regional", compare_batch=compare_batch)
@@ -740,7 +742,7 @@ def stage_sd15_fp8_eager(record, out, deadline, args):
     import numpy as np
     import torch._dynamo.config as dynamo_config
 
-    from img2img_runner.tuning import fp8_linears, quantize_fp8
+    from img2img_runner.bench.fp8 import fp8_linears, quantize_fp8
 
     size, images = (512, 512), _inputs(COMPARE_BATCH, (512, 512))
     pipe = _tuned(record, out, deadline, "sd15-arch", size, [24], "eager", "eager", compare_batch=COMPARE_BATCH)

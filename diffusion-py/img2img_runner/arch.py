@@ -1,6 +1,8 @@
-"""Benchmark models: full-size SD 1.5 and SDXL architectures with seeded random weights.
+"""Benchmark sources: full-size SD 1.5 and SDXL architectures with seeded random weights.
 
-`sd15-arch` and `sdxl-arch` are model sources (model_names.txt: `sd15 sd15-arch`).
+No production model uses them. `sd15-arch` and `sdxl-arch` (sources.ARCH_SOURCES)
+are model sources (model_names.txt: `sd15 sd15-arch`) that models.load_pipeline
+serves like any other, so the benchmarks measure the whole service.
 They build the real networks at their real sizes from the configs below (the
 published diffusers configs of runwayml/stable-diffusion-v1-5 and
 stabilityai/stable-diffusion-xl-base-1.0), so every call costs exactly the
@@ -31,6 +33,7 @@ weights, a CPU and a GPU give different ones (different random generators).
 import torch
 from diffusers import (
     AutoencoderKL,
+    AutoencoderTiny,
     DDIMScheduler,
     EulerDiscreteScheduler,
     StableDiffusionImg2ImgPipeline,
@@ -39,6 +42,7 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
+from .sources import ARCH_SOURCES
 from .tiny import build_tokenizer
 
 WEIGHT_SEED = 0
@@ -133,7 +137,6 @@ PARAMS = {
     "sd15-arch": {"unet": 859_520_964, "vae": 83_653_863, "text_encoder": 123_060_480},
     "sdxl-arch": {"unet": 2_567_463_684, "vae": 83_653_863, "text_encoder": 123_060_480, "text_encoder_2": 694_659_840},
 }
-SOURCES = tuple(PARAMS)  # == models.ARCH_SOURCES
 
 # Scheduler settings shared by SD 1.5 and SDXL (their training noise schedule).
 _SCHEDULE = dict(
@@ -171,7 +174,7 @@ def build_components(source: str, tokenizer) -> dict:
             "text_encoder": _clip(CLIP_L, tokenizer, with_projection=False),
             "text_encoder_2": _clip(CLIP_BIGG, tokenizer, with_projection=True),
         }
-    raise ValueError(f"unknown benchmark source {source!r} (one of {', '.join(SOURCES)})")
+    raise ValueError(f"unknown benchmark source {source!r} (one of {', '.join(ARCH_SOURCES)})")
 
 
 def rng_devices(device: torch.device) -> list[int]:
@@ -207,3 +210,11 @@ def build_arch_pipeline(source: str, device: torch.device, dtype: torch.dtype):
         add_watermarker=False,
         **common,
     )
+
+
+def tiny_vae_like(vae, device: torch.device, dtype: torch.dtype):
+    """A TAESD-architecture AutoencoderTiny with seeded random weights (the benchmark sources' tiny VAE)."""
+    with torch.random.fork_rng(devices=rng_devices(device)), torch.device(device):
+        torch.manual_seed(WEIGHT_SEED)
+        tiny = AutoencoderTiny(latent_channels=vae.config.latent_channels).to(dtype=dtype).eval()
+    return tiny

@@ -22,6 +22,8 @@ import time
 
 import torch
 
+from . import compile_cache
+
 log = logging.getLogger("img2img_runner")
 
 
@@ -134,7 +136,7 @@ def _trace_fx_once() -> None:
     ("module is not installed as a submodule", seen on the H200). Done here, the
     compile thread never traces with FX.
     """
-    try:
+    try:  # Inductor: seconds to import, and a private module other torch versions may lack
         from torch._inductor.loop_body import InterpreterShim
 
         InterpreterShim._dummy_gm()
@@ -149,12 +151,10 @@ def switches_of(pipe) -> list[Switch]:
 class BackgroundCompile:
     """The compile thread, and the flip to compiled forwards when the runner asks between batches."""
 
-    def __init__(self, pipe, device: torch.device, cache, max_batch: int = 1):
+    def __init__(self, pipe, device: torch.device, cache, max_batch: int = 1, cudnn_benchmark: bool = False):
         _trace_fx_once()
         self.switches = switches_of(pipe)
-        from .tuning import tuning_of
-
-        self.cudnn_benchmark = tuning_of(pipe).cudnn_benchmark
+        self.cudnn_benchmark = cudnn_benchmark
         self.max_batch = max_batch
         self.device = device
         self.cache = cache  # compile_cache.CompileCache or None
@@ -182,9 +182,6 @@ class BackgroundCompile:
         return calls
 
     def _run(self) -> None:
-        from . import compile_cache
-        from .tuning import compile_stats
-
         started = time.perf_counter()
         if self.cudnn_benchmark:
             torch.backends.cudnn.benchmark = True  # left off by apply_tuning(defer_compile=True): the compiled path's setting
@@ -198,16 +195,13 @@ class BackgroundCompile:
                     raise
                 log.exception("background compile failed with the cached artifacts: moving them aside, compiling from scratch")
                 self.cache.quarantine("the background compile failed with these artifacts loaded")
-                import torch._inductor.config as inductor_config
-
-                torch._dynamo.reset()
-                inductor_config.force_disable_caches = True
+                compile_cache.compile_from_scratch()
                 for switch in self.switches:
                     switch.compiled = None
                 self.cache = None
                 calls = self._compile_all()
             self.seconds = time.perf_counter() - started
-            log.info("background compile took %.1fs (%d recorded calls); compiler: %s", self.seconds, calls, compile_stats())
+            log.info("background compile took %.1fs (%d recorded calls); compiler: %s", self.seconds, calls, compile_cache.compile_stats())
             if self.cache is not None:
                 self.cache.save(compile_seconds=self.seconds)
         except Exception:

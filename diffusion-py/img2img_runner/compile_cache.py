@@ -36,6 +36,7 @@ Nothing here runs on the CPU path or for `tiny` (tuning.wants_tuning); the
 functions are plain Python and unit-tested on CPU (tests/test_compile_cache.py).
 """
 
+import argparse
 import dataclasses
 import hashlib
 import json
@@ -46,6 +47,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass, field
+from importlib.metadata import version
 
 log = logging.getLogger("img2img_runner")
 
@@ -68,8 +70,6 @@ OFF, MISS, HIT, CORRUPT = "off", "miss", "hit", "corrupt"
 
 def _version(distribution: str) -> str | None:
     try:
-        from importlib.metadata import version
-
         return version(distribution)
     except Exception:
         return None
@@ -77,7 +77,7 @@ def _version(distribution: str) -> str | None:
 
 def environment_fields(device) -> dict:
     """Software and hardware that compiled code depends on."""
-    import torch
+    import torch  # not at the top: main() lists a cache without torch
 
     fields = {
         "torch": torch.__version__,
@@ -117,7 +117,7 @@ def pipeline_fields(pipe, tuning, max_batch: int | None, size: tuple[int, int], 
         # What changes the compiled code: not the tuning's name, nor whether it compiles before or after the ready frame.
         "tuning": {k: v for k, v in dataclasses.asdict(tuning).items() if k not in KEY_IGNORES} if dataclasses.is_dataclass(tuning) else tuning,
         "size": list(size),
-        # None: the runner measures the largest batch that fits (at most tuning.BATCH_CAP).
+        # None: the runner measures the largest batch that fits (at most warmup.BATCH_CAP).
         "max_batch": max_batch,
         "buckets": list(buckets) if buckets else None,
     }
@@ -161,18 +161,18 @@ class Backend:
     """The torch calls, replaceable in tests."""
 
     def load(self, data: bytes):
-        import torch
+        import torch  # not at the top: main() lists a cache without torch
 
         return torch.compiler.load_cache_artifacts(data)
 
     def save(self):
-        import torch
+        import torch  # not at the top: main() lists a cache without torch
 
         return torch.compiler.save_cache_artifacts()
 
     def compiled_anything(self) -> bool:
         """Whether this process compiled a graph (a cache miss) rather than only loading it."""
-        from torch._dynamo.utils import counters
+        from torch._dynamo.utils import counters  # not at the top: main() lists a cache without torch
 
         misses = counters["inductor"].get("fxgraph_cache_miss", 0) + counters["aot_autograd"].get("autograd_cache_miss", 0)
         bypasses = counters["inductor"].get("fxgraph_cache_bypass", 0) + counters["aot_autograd"].get("autograd_cache_bypass", 0)
@@ -390,10 +390,30 @@ def open_cache(pipe, device, tuning, max_batch: int | None, size: tuple[int, int
         return None
 
 
+def compile_stats() -> dict:
+    """Graphs compiled and cache hits/misses of this process so far (for the log and the benchmarks)."""
+    from torch._dynamo.utils import counters  # not at the top: main() lists a cache without torch
+
+    return {
+        "unique_graphs": counters["stats"].get("unique_graphs", 0),
+        "fxgraph_hit": counters["inductor"].get("fxgraph_cache_hit", 0),
+        "fxgraph_miss": counters["inductor"].get("fxgraph_cache_miss", 0),
+        "aot_hit": counters["aot_autograd"].get("autograd_cache_hit", 0),
+        "aot_miss": counters["aot_autograd"].get("autograd_cache_miss", 0),
+    }
+
+
+def compile_from_scratch() -> None:
+    """After a compilation failed with loaded artifacts: forget what Dynamo traced and turn torch's compile caches off."""
+    import torch  # not at the top: main() lists a cache without torch
+    import torch._inductor.config as inductor_config
+
+    torch._dynamo.reset()
+    inductor_config.force_disable_caches = True
+
+
 def main(argv=None) -> int:
     """python -m img2img_runner.compile_cache DIR: list the entries of a cache directory and check their files."""
-    import argparse
-
     parser = argparse.ArgumentParser(prog="python -m img2img_runner.compile_cache", description=main.__doc__)
     parser.add_argument("directory", nargs="?", default=cache_root())
     args = parser.parse_args(argv)

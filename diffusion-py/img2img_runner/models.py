@@ -7,11 +7,12 @@ from dataclasses import dataclass
 
 import torch
 
+from .sources import ARCH_SOURCES
+from .tuning import TUNINGS
+
 log = logging.getLogger("img2img_runner")
 
 TINY = "tiny"
-# Built-in benchmark sources (img2img_runner/arch.py): `sd15 sd15-arch` in model_names.txt.
-ARCH_SOURCES = ("sd15-arch", "sdxl-arch")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -30,8 +31,6 @@ def parse_model_names(path: str) -> list[ModelEntry]:
     e.g. the opt-in `fast`); `verify=POLICY` is the service's verification policy
     (common/models.ts checks it), which the runner skips.
     """
-    from .tuning import TUNINGS
-
     entries: list[ModelEntry] = []
     seen: set[str] = set()
     with open(path, encoding="utf-8") as handle:
@@ -96,12 +95,14 @@ def _from_source(source: str, dtype: torch.dtype):
 def load_pipeline(name: str, source: str | None = None, device: torch.device | None = None, dtype: torch.dtype | None = None):
     """Return an img2img pipeline ready to serve: on device, SDPA attention, no progress bars."""
     started = time.perf_counter()
+    # Imported here and timed: the log gives diffusers' import its own figure.
     from diffusers.models.attention_processor import AttnProcessor2_0
 
     imported = time.perf_counter()
     device = device or pick_device()
     dtype = dtype or pick_dtype(device)
     if name == TINY and source is None:
+        # tiny and arch import transformers and diffusers' pipelines (seconds): only for their own model.
         from .tiny import build_tiny_pipeline
 
         if device.type == "cpu":
@@ -113,7 +114,7 @@ def load_pipeline(name: str, source: str | None = None, device: torch.device | N
         raise ValueError(f"model {name!r} has no source: give a local diffusers folder or an HF repo id")
     elif source in ARCH_SOURCES:
         # Benchmark models: real architecture and size, random weights (images are noise).
-        from .arch import build_arch_pipeline
+        from .arch import build_arch_pipeline  # see tiny above
 
         pipe = build_arch_pipeline(source=source, device=device, dtype=dtype)
     else:

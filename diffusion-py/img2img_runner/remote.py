@@ -18,6 +18,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from .frames import encode_frame
+from .runner import FrameWriter
 
 log = logging.getLogger("img2img_runner")
 
@@ -59,8 +60,6 @@ def _pump(socket: ClientConnection, pipe_in: int) -> None:
 
 def serve_connection(socket: ClientConnection, ready: dict, make_runner: Callable) -> None:
     """One connection: ready frame, then frames both ways until the socket closes."""
-    from .runner import FrameWriter
-
     writer = FrameWriter(SocketStream(socket))
     socket.send(encode_frame(ready))
     runner = make_runner(writer)

@@ -2,7 +2,7 @@
 
     python -m img2img_runner --model sd15 --source 'standin:{"1":150,"8":420,"32":1400}'
 
-__main__ gives the real Runner (same reader thread, queue, batching, cancel,
+cli.py gives the real Runner (same reader thread, queue, batching, cancel,
 progress, result and error frames) a pipeline that sleeps: a batch of B jobs
 takes per_batch_ms[B] milliseconds (linear between the listed batch sizes),
 split evenly over its denoising steps with one progress frame per step. The

@@ -1,4 +1,5 @@
-"""The fast CUDA path for full-size Stable Diffusion pipelines (SD 1.5, SDXL and their kin).
+"""The fast CUDA path for full-size Stable Diffusion pipelines (SD 1.5, SDXL and their kin):
+the tunings (TUNINGS) and apply_tuning, which sets one up on a loaded pipeline.
 
 Measured on an H100 against the out-of-the-box pipeline (bench/gpu/;
 BENCHMARKS.md, the GPU sections), SD 1.5 img2img 512x512, 15 steps:
@@ -20,8 +21,8 @@ BENCHMARKS.md, the GPU sections), SD 1.5 img2img 512x512, 15 steps:
 The UNet's batch dimension is compiled dynamic, so one compilation serves
 batch sizes 1 to 31; a new image size compiles again on its first job. By
 default the compilation runs in a background thread behind an eager warm-up
-(background.py): the runner takes jobs in seconds and switches to the compiled
-path when it is ready.
+(warmup.py, background.py): the runner takes jobs in seconds and switches to
+the compiled path when it is ready.
 
 Nothing here runs for the CPU path or for the `tiny` model: they stay exactly
 as models.load_pipeline makes them.
@@ -29,23 +30,16 @@ as models.load_pipeline makes them.
 
 import logging
 import os
-import time
 from dataclasses import dataclass
 
 import torch
-from PIL import Image
+from torch.nn.attention import SDPBackend
 
-from . import guidance
+from . import deepcache
+from .background import Switch
+from .sources import ARCH_SOURCES
 
 log = logging.getLogger("img2img_runner")
-
-# Jobs per pipeline call at most, whatever memory allows. SD 1.5 on an H100:
-# 12.05 images/s at 16, 12.35 at 24, 12.30 at 31; at 32 (64 UNet rows) diffusers'
-# Upsample2D takes another code path, which costs a second compilation (86 s).
-BATCH_CAP = 24
-# Share of the free GPU memory (after load) that batches may take; the rest is
-# headroom for fragmentation, cuDNN workspaces and a second image size.
-MEMORY_SHARE = 0.8
 
 
 @dataclass(frozen=True)
@@ -147,7 +141,7 @@ def compile_targets(pipe, tuning: Tuning) -> list:
 
 
 def _regional_dynamo_config() -> None:
-    import torch._dynamo.config as dynamo_config
+    import torch._dynamo.config as dynamo_config  # Dynamo: seconds to import, for the compiled path only
 
     # Only the marked batch dimension is dynamic: a block of another width
     # compiles its own static graph instead of turning channels dynamic.
@@ -155,18 +149,6 @@ def _regional_dynamo_config() -> None:
     for name in ("recompile_limit", "cache_size_limit"):
         if hasattr(dynamo_config, name):
             setattr(dynamo_config, name, max(getattr(dynamo_config, name), REGION_RECOMPILE_LIMIT))
-
-
-def tiny_vae_like(vae, device: torch.device, dtype: torch.dtype):
-    """A TAESD-architecture AutoencoderTiny with seeded random weights (the benchmark models' tiny VAE)."""
-    from diffusers import AutoencoderTiny
-
-    from .arch import rng_devices
-
-    with torch.random.fork_rng(devices=rng_devices(device)), torch.device(device):
-        torch.manual_seed(0)
-        tiny = AutoencoderTiny(latent_channels=vae.config.latent_channels).to(dtype=dtype).eval()
-    return tiny
 
 
 # A model folder's tiny VAE (TAESD weights for its latent space, e.g. madebyollin/taesd for SD 1.5).
@@ -179,77 +161,21 @@ def tiny_vae_for(pipe, source: str | None):
     A random tiny VAE on a real model would turn its images into noise, so a model
     without TAESD weights keeps its full VAE.
     """
-    from .models import ARCH_SOURCES
-
     if source in ARCH_SOURCES:
+        from .arch import tiny_vae_like  # arch imports diffusers: seconds, for the fast tunings only
+
         return tiny_vae_like(pipe.vae, pipe.device, pipe.dtype)
     folder = os.path.join(source, TINY_VAE_FOLDER) if source else None
     if folder is None or not os.path.isfile(os.path.join(folder, "config.json")):
         log.warning("no %s/ in the model's folder (%s): keeping the full VAE", TINY_VAE_FOLDER, source)
         return None
-    from diffusers import AutoencoderTiny
+    from diffusers import AutoencoderTiny  # seconds to import, for the fast tunings only
 
     return AutoencoderTiny.from_pretrained(folder, torch_dtype=pipe.dtype, local_files_only=True).to(pipe.device).eval()
 
 
-# FP8 matmuls (benchmarks only, bench/gpu sd15-fp8*): not part of any tuning. On the H200 with
-# torch 2.11 and torchao 0.18 the eager UNet got slower (separate scaling and cast kernels)
-# and Dynamo could not trace torchao's FP8 tensors, so nothing compiled (BENCHMARKS.md).
-# The blocks whose linear layers FP8 takes: attention projections and feed-forward.
-FP8_BLOCKS = ("Transformer2DModel",)
-
-
-def fp8_linears(unet) -> list:
-    """The linear layers quantize_fp8 converts: inside FP8_BLOCKS, both sides multiples of 16 (FP8 GEMMs need it)."""
-    return [
-        module
-        for block in unet.modules()
-        if type(block).__name__ in FP8_BLOCKS
-        for module in block.modules()
-        if isinstance(module, torch.nn.Linear) and module.in_features % 16 == 0 and module.out_features % 16 == 0
-    ]
-
-
-def fp8_convolutions(unet) -> list:
-    """The resnet blocks' convolutions with both channel counts multiples of 16 (quantize_fp8's convolutions)."""
-    return [
-        module
-        for block in unet.modules()
-        if type(block).__name__ == "ResnetBlock2D"
-        for module in block.modules()
-        if isinstance(module, torch.nn.Conv2d) and module.in_channels % 16 == 0 and module.out_channels % 16 == 0
-    ]
-
-
-def quantize_fp8(unet, convolutions: bool = False) -> int:
-    """FP8 weights and dynamically scaled FP8 activations for fp8_linears(unet); return how many were converted.
-
-    With convolutions, fp8_convolutions(unet) instead. Needs torchao and a GPU of compute
-    capability 8.9 or more (Ada, Hopper); elsewhere it logs why and leaves the UNet as it
-    is, so the caller goes on in the pipeline's dtype.
-    """
-    device = unet.device
-    if device.type != "cuda" or torch.cuda.get_device_capability(device) < (8, 9):
-        log.warning("fp8: needs a CUDA GPU of compute capability 8.9 or more, this is %s: not quantized", device)
-        return 0
-    try:
-        from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, PerTensor, quantize_
-    except ImportError as exc:
-        log.warning("fp8: torchao is not importable (%s): not quantized", exc)
-        return 0
-    modules = fp8_convolutions(unet) if convolutions else fp8_linears(unet)
-    chosen = {id(module) for module in modules}
-    # torchao scales per row only bf16 weights (and convolutions only per tensor).
-    granularity = PerRow() if unet.dtype == torch.bfloat16 and not convolutions else PerTensor()
-    quantize_(unet, Float8DynamicActivationFloat8WeightConfig(granularity=granularity), filter_fn=lambda module, _name: id(module) in chosen)
-    log.info("fp8: %d %s quantized (%s)", len(chosen), "convolutions" if convolutions else "linear layers", type(granularity).__name__)
-    return len(chosen)
-
-
 def prefer_cudnn_attention() -> bool:
     """SDPA priority: cuDNN first, then the default order; shapes cuDNN refuses (the VAE's) fall through."""
-    from torch.nn.attention import SDPBackend
-
     if not hasattr(torch._C, "_set_sdp_priority_order"):
         return False
     torch.backends.cuda.enable_cudnn_sdp(True)
@@ -264,11 +190,9 @@ def apply_tuning(pipe, tuning: Tuning, defer_compile: bool = False):
 
     Compiled modules get a background.Switch as their forward: compiled at once
     (their first call compiles), or, with defer_compile, eager until
-    warm_up_background's thread has compiled them. cudnn_benchmark and
+    warmup.warm_up_background's thread has compiled them. cudnn_benchmark and
     cudnn_attention are process-wide switches: the runner serves one pipeline a process.
     """
-    from .background import Switch
-
     # Deferred: the compile thread switches it on (background.py); the eager warm-up skips seconds of benchmarking.
     if tuning.cudnn_benchmark and not defer_compile:
         torch.backends.cudnn.benchmark = True
@@ -286,7 +210,7 @@ def apply_tuning(pipe, tuning: Tuning, defer_compile: bool = False):
         pipe.vae.to(memory_format=torch.channels_last)
     switches = []
     if tuning.compile_mode:
-        import torch._inductor.config as inductor_config
+        import torch._inductor.config as inductor_config  # Inductor: seconds to import, for the compiled path only
 
         # 1x1 convolutions (the attention blocks' proj_in/out, the VAE's shortcuts) as matmuls.
         inductor_config.conv_1x1_as_mm = True
@@ -299,8 +223,6 @@ def apply_tuning(pipe, tuning: Tuning, defer_compile: bool = False):
             for switch in switches:
                 switch.use_compiled()
     if tuning.feature_cache:
-        from . import deepcache
-
         # Outside the compiled forwards: the step counter must not be traced.
         deepcache.install(pipe.unet, pipe.scheduler, tuning.feature_cache, tuning.feature_cache_layers)
     pipe._img2img_switches = switches
@@ -308,169 +230,3 @@ def apply_tuning(pipe, tuning: Tuning, defer_compile: bool = False):
     pipe._img2img_tuning = tuning
     return pipe
 
-
-def native_size(pipe) -> tuple[int, int]:
-    """The image size the model was trained at (512 for SD 1.5, 1024 for SDXL)."""
-    side = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    return side, side
-
-
-def run_batch(pipe, device: torch.device, batch: int, size: tuple[int, int]):
-    """One pipeline call on gray images, as the runner makes it (seeded generators, PIL out).
-
-    One denoising step, or as few as reach the tuning's unguided steps (the UNet on half the rows).
-    """
-    share = tuning_of(pipe).guidance_share
-    image = Image.new("RGB", size, (128, 128, 128))
-    with torch.inference_mode():
-        return pipe(
-            prompt=["warm-up"] * batch,
-            negative_prompt=[""] * batch,
-            image=[image] * batch,
-            strength=0.5,
-            num_inference_steps=2 * guidance.steps_reaching_the_cut(share),
-            guidance_scale=7.5,
-            generator=[torch.Generator(device=device).manual_seed(index) for index in range(batch)],
-            output_type="pil",
-            **guidance.call_kwargs(pipe, share),
-        )
-
-
-def _peak_bytes(pipe, device: torch.device, batch: int, size: tuple[int, int]) -> int:
-    torch.cuda.synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    run_batch(pipe, device, batch, size)
-    torch.cuda.synchronize(device)
-    return torch.cuda.max_memory_allocated(device)
-
-
-def fit_batch(pipe, device: torch.device, size: tuple[int, int], cap: int = BATCH_CAP, check: bool = True) -> int:
-    """The largest batch (<= cap) whose measured memory fits in MEMORY_SHARE of the free GPU memory.
-
-    Peak memory grows linearly with the batch (the UNet's activations and the
-    latents; the VAE decodes one image at a time): measured at batches 2 and 4,
-    extrapolated, then checked by running the chosen batch.
-    """
-    two, four = _peak_bytes(pipe, device, 2, size), _peak_bytes(pipe, device, 4, size)
-    per_image = max((four - two) / 2, 1)
-    fixed = two - 2 * per_image
-    free, _total = torch.cuda.mem_get_info(device)
-    budget = torch.cuda.memory_allocated(device) + MEMORY_SHARE * (free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
-    batch = int(max(1, min(cap, (budget - fixed) // per_image)))
-    log.info("memory: %.0f MiB fixed + %.0f MiB per image, budget %.0f MiB: batch %d", fixed / 2**20, per_image / 2**20, budget / 2**20, batch)
-    while check and batch > 1:
-        try:
-            run_batch(pipe, device, batch, size)
-            return batch
-        except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            batch //= 2
-            log.warning("out of memory while checking the batch size: trying %d", batch)
-    return batch
-
-
-def _warm_up(pipe, device: torch.device, max_batch: int | None, size: tuple[int, int], run_largest: bool = True) -> int:
-    """Batch 1, then 2 (and 4 to measure memory), then, with run_largest, the chosen batch; return it.
-
-    The eager warm-up of a background compile skips the largest batch (seconds of cuDNN
-    benchmarking before the ready frame); the first full batch pays them, and an
-    out-of-memory there halves the batch (Runner._run_group).
-    """
-    started = time.perf_counter()
-    run_batch(pipe, device, 1, size)
-    log.info("first call at %dx%d took %.1fs", *size, time.perf_counter() - started)
-    if max_batch is None:
-        batch = fit_batch(pipe, device, size, check=run_largest)
-    else:
-        for batch in sorted({1, 2, max_batch} if run_largest else {1, min(2, max_batch)}):
-            run_batch(pipe, device, batch, size)
-        batch = max_batch
-    buckets = tuning_of(pipe).buckets
-    if buckets:
-        # The largest batch is a bucket, and every bucket's graph is recorded before the first job.
-        batch = max([bucket for bucket in buckets if bucket <= batch] or [1])
-        for bucket in sorted(bucket for bucket in buckets if bucket <= batch):
-            run_batch(pipe, device, bucket, size)
-    return batch
-
-
-def _open_cache(pipe, device, max_batch, size, cache_dir):
-    from . import compile_cache
-
-    tuning = tuning_of(pipe)
-    if not tuning.compile_mode:
-        return None
-    return compile_cache.open_cache(pipe, device, tuning, max_batch, size, directory=cache_dir)
-
-
-def warm_up_tuned(pipe, device: torch.device, max_batch: int | None, cache_dir: str | None = None) -> int:
-    """Compile and warm every path a job of the native size takes; return the max batch to serve.
-
-    Batch 1 first (the compilation), then 2 and 4 (the memory measurement, and
-    a check that the dynamic batch does not compile again), then the chosen
-    largest batch.
-
-    With a compile cache directory (cache_dir, else IMG2IMG_COMPILE_CACHE; see
-    compile_cache.py) the compiled artifacts of an earlier runner with the same
-    key are loaded first and what this runner compiled is saved once warm. A
-    warm-up that fails with loaded artifacts moves them aside and compiles
-    again from scratch with torch's caches off.
-    """
-    from . import compile_cache
-
-    size = native_size(pipe)
-    cache = _open_cache(pipe, device, max_batch, size, cache_dir)
-    if cache is not None:
-        cache.load()
-    started = time.perf_counter()
-    try:
-        batch = _warm_up(pipe, device, max_batch, size)
-    except Exception:
-        if cache is None or cache.status != compile_cache.HIT:
-            raise
-        log.exception("warm-up failed with the cached compile artifacts: moving them aside, compiling from scratch")
-        cache.quarantine("the warm-up failed with these artifacts loaded")
-        import torch._inductor.config as inductor_config
-
-        torch._dynamo.reset()
-        inductor_config.force_disable_caches = True
-        cache = None
-        batch = _warm_up(pipe, device, max_batch, size)
-    seconds = time.perf_counter() - started
-    log.info("warm-up took %.1fs; compiler: %s", seconds, compile_stats())
-    if cache is not None:
-        cache.save(compile_seconds=seconds)
-    return batch
-
-
-def warm_up_background(pipe, device: torch.device, max_batch: int | None, cache_dir: str | None = None):
-    """Warm up eagerly (recording the compiled modules' inputs), start the compile thread; return (max batch, thread).
-
-    For a pipeline tuned with defer_compile. The eager warm-up picks the batch
-    size (eager activations take more memory than compiled ones, so the choice
-    is on the safe side); the thread compiles what the warm-up recorded, with
-    the compile cache loaded first and saved after (background.py).
-    """
-    from .background import BackgroundCompile, switches_of
-
-    size = native_size(pipe)
-    cache = _open_cache(pipe, device, max_batch, size, cache_dir)
-    started = time.perf_counter()
-    for switch in switches_of(pipe):
-        switch.recording = True
-    batch = _warm_up(pipe, device, max_batch, size, run_largest=False)
-    log.info("eager warm-up took %.1fs", time.perf_counter() - started)
-    return batch, BackgroundCompile(pipe, device, cache, max_batch=batch).start()
-
-
-def compile_stats() -> dict:
-    """Graphs compiled and cache hits/misses of this process so far (for the log and the benchmarks)."""
-    from torch._dynamo.utils import counters
-
-    return {
-        "unique_graphs": counters["stats"].get("unique_graphs", 0),
-        "fxgraph_hit": counters["inductor"].get("fxgraph_cache_hit", 0),
-        "fxgraph_miss": counters["inductor"].get("fxgraph_cache_miss", 0),
-        "aot_hit": counters["aot_autograd"].get("autograd_cache_hit", 0),
-        "aot_miss": counters["aot_autograd"].get("autograd_cache_miss", 0),
-    }

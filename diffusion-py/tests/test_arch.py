@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from img2img_runner.arch import CLIP_VOCAB_SIZE, PARAMS, build_arch_pipeline, build_components
-from img2img_runner.models import ARCH_SOURCES, load_pipeline
+from img2img_runner.models import load_pipeline
+from img2img_runner.sources import ARCH_SOURCES
 from img2img_runner.tiny import build_tokenizer
 
 

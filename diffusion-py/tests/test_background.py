@@ -11,7 +11,8 @@ from img2img_runner import background as background_module
 from img2img_runner.frames import encode_frame, read_frame
 from img2img_runner.models import load_pipeline
 from img2img_runner.runner import FrameWriter, Runner
-from img2img_runner.tuning import Tuning, apply_tuning, warm_up_background
+from img2img_runner.tuning import Tuning, apply_tuning
+from img2img_runner.warmup import warm_up_background
 from tests.helpers import call_tiny, job_header, on_each_call, png_bytes, sample_image
 
 CPU = torch.device("cpu")
@@ -187,7 +188,7 @@ def test_a_shutdown_during_the_background_compile_leaves_at_once(monkeypatch):
     import threading
     import types
 
-    from img2img_runner import __main__ as entry
+    from img2img_runner import cli as entry
 
     exits = []
     monkeypatch.setattr(entry.os, "_exit", exits.append)

@@ -7,7 +7,8 @@ from img2img_runner.jobs import parse_job
 from img2img_runner.models import load_pipeline
 from img2img_runner.protocol import TO_RUNNER, parse
 from img2img_runner.runner import bucket_for
-from img2img_runner.tuning import BATCH_CAP, TUNINGS, Tuning, _warm_up
+from img2img_runner.tuning import TUNINGS, Tuning
+from img2img_runner.warmup import BATCH_CAP, _warm_up
 from tests.helpers import job_header, on_each_call, png_bytes, run_one_batch, sample_image
 
 CPU = torch.device("cpu")
@@ -62,7 +63,7 @@ def test_no_padding_past_max_batch(pipe):
 
 
 def test_the_warm_up_records_every_bucket_up_to_a_largest_batch_that_is_a_bucket(monkeypatch):
-    import img2img_runner.tuning as tuning
+    import img2img_runner.warmup as tuning
 
     ran = []
     monkeypatch.setattr(tuning, "run_batch", lambda pipe, device, batch, size: ran.append(batch))

@@ -291,11 +291,11 @@ def test_cli_lists_and_checks_entries(tmp_path, capsys):
     assert compile_cache.main([str(tmp_path / "other")]) == 1
 
 
-# ------------------------------------------------------------------ the warm-up hook (tuning.warm_up_tuned)
+# ------------------------------------------------------------------ the warm-up hook (warmup.warm_up_tuned)
 
 
 def test_warm_up_tuned_loads_then_saves(monkeypatch, tmp_path):
-    import img2img_runner.tuning as tuning
+    import img2img_runner.warmup as tuning
 
     backend = FakeBackend(produce=b"compiled")
     monkeypatch.setattr(compile_cache, "Backend", lambda: backend)
@@ -314,7 +314,7 @@ def test_warm_up_tuned_loads_then_saves(monkeypatch, tmp_path):
 def test_warm_up_failing_with_loaded_artifacts_recompiles_without_caches(monkeypatch, tmp_path):
     import torch._inductor.config as inductor_config
 
-    import img2img_runner.tuning as tuning
+    import img2img_runner.warmup as tuning
 
     backend = FakeBackend(produce=b"compiled")
     monkeypatch.setattr(compile_cache, "Backend", lambda: backend)
@@ -338,7 +338,7 @@ def test_warm_up_failing_with_loaded_artifacts_recompiles_without_caches(monkeyp
 
 
 def test_untuned_or_uncompiled_pipelines_touch_no_cache(monkeypatch, tmp_path):
-    import img2img_runner.tuning as tuning
+    import img2img_runner.warmup as tuning
 
     monkeypatch.setattr(tuning, "_warm_up", lambda pipe, device, max_batch, size: max_batch)
     pipe = load_pipeline("tiny", device=torch.device("cpu"))
@@ -351,8 +351,7 @@ def test_untuned_or_uncompiled_pipelines_touch_no_cache(monkeypatch, tmp_path):
 
 ROUND_TRIP = r"""
 import json, sys, torch
-from img2img_runner.compile_cache import CompileCache
-from img2img_runner.tuning import compile_stats
+from img2img_runner.compile_cache import CompileCache, compile_stats
 
 fields = {"test": "round-trip", "torch": torch.__version__}
 cache = CompileCache(root=sys.argv[1], fields=fields)

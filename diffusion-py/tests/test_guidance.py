@@ -7,7 +7,8 @@ from img2img_runner import guidance
 from img2img_runner.jobs import parse_job
 from img2img_runner.models import load_pipeline
 from img2img_runner.protocol import TO_RUNNER, parse
-from img2img_runner.tuning import TUNINGS, Tuning, run_batch
+from img2img_runner.tuning import TUNINGS, Tuning
+from img2img_runner.warmup import run_batch
 from tests.helpers import call_tiny, job_header, png_bytes, run_one_batch, sample_image
 
 CPU = torch.device("cpu")

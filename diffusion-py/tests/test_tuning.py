@@ -8,7 +8,8 @@ import torch
 
 from img2img_runner.models import load_pipeline
 from img2img_runner.runner import images_to_tensor, tensor_to_arrays
-from img2img_runner.tuning import DEFAULT_TUNING, TUNINGS, Tuning, apply_tuning, native_size, wants_tuning
+from img2img_runner.tuning import DEFAULT_TUNING, TUNINGS, Tuning, apply_tuning, wants_tuning
+from img2img_runner.warmup import native_size
 from tests.helpers import sample_image
 
 
@@ -87,7 +88,7 @@ def test_failed_tuning_serves_the_plain_pipeline(monkeypatch):
     import logging
 
     import img2img_runner.tuning as tuning
-    from img2img_runner.__main__ import _prepare
+    from img2img_runner.cli import _prepare
 
     def broken(pipe, tuning, defer_compile=False):
         raise RuntimeError("compiler failed")
@@ -109,7 +110,8 @@ def test_failed_tuning_serves_the_plain_pipeline(monkeypatch):
 def test_the_fast_tuning_takes_the_models_own_tiny_vae_or_none(tmp_path):
     from diffusers import AutoencoderTiny
 
-    from img2img_runner.tuning import TINY_VAE_FOLDER, tiny_vae_for, tiny_vae_like
+    from img2img_runner.arch import tiny_vae_like
+    from img2img_runner.tuning import TINY_VAE_FOLDER, tiny_vae_for
 
     pipe = load_pipeline("tiny", device=torch.device("cpu"))
     # Benchmark models (random weights anyway): a random TAESD-sized one.
@@ -126,7 +128,7 @@ def test_the_fast_tuning_takes_the_models_own_tiny_vae_or_none(tmp_path):
 
 
 def test_fp8_takes_only_the_transformer_blocks_linear_layers(tiny):
-    from img2img_runner.tuning import FP8_BLOCKS, fp8_linears
+    from img2img_runner.bench.fp8 import FP8_BLOCKS, fp8_linears
 
     chosen = fp8_linears(tiny.unet)
     assert chosen and all(isinstance(module, torch.nn.Linear) for module in chosen)
@@ -147,7 +149,7 @@ def test_fp8_takes_only_the_transformer_blocks_linear_layers(tiny):
 def test_fp8_leaves_a_cpu_unet_as_it_is_and_says_why(caplog):
     import logging
 
-    from img2img_runner.tuning import quantize_fp8
+    from img2img_runner.bench.fp8 import quantize_fp8
 
     unet = load_pipeline("tiny", device=torch.device("cpu")).unet
     before = {name: (type(param), param.dtype, param.detach().clone()) for name, param in unet.named_parameters()}
