@@ -7,12 +7,9 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from .params import ImageLimits, Range, load_limits
+from .families import FAMILIES, Family
+from .params import LIMITS, ImageLimits, Range
 from .protocol import JobFrame
-
-# Read once at start: the same file (common/params.json) sets the API's limits, so the API
-# refuses at submission what the runner would refuse here.
-LIMITS = load_limits()
 
 
 class JobError(Exception):
@@ -40,16 +37,15 @@ class Job:
     size: tuple[int, int] = (0, 0)
     # 0 high, 1 normal, 2 low: lower runs first.
     rank: int = 1
-
-    @property
-    def batch_key(self) -> tuple:
-        """Jobs with equal keys can share one pipeline call."""
-        return (self.image.width, self.image.height, self.steps, self.strength, self.guidance_scale)
+    # Jobs with equal keys can share one pipeline call (the family's key).
+    batch_key: tuple = ()
+    # The denoising steps the call runs (the family's rule).
+    denoising_steps: int = 0
 
     @property
     def cost(self) -> int:
         """Pixel-steps: what one denoising pass over this job costs, near enough (a step's work grows with the pixels)."""
-        return self.image.width * self.image.height * max(1, int(self.steps * self.strength))
+        return self.image.width * self.image.height * max(1, self.denoising_steps)
 
 
 def _number(key: str, value: float, limits: Range) -> float:
@@ -105,33 +101,48 @@ def _decode_image(payload: bytes, limits: ImageLimits) -> Image.Image:
     return rgb
 
 
-def _computable(image: Image.Image, limits: ImageLimits) -> Image.Image:
-    """Small images are enlarged to compute_min_side (on the 8-pixel grid) to compute; the result is shrunk back."""
-    size = _check_size(image.width, image.height, limits)
+def _computable(image: Image.Image, limits: ImageLimits, family: Family) -> Image.Image:
+    """The image at the size its family computes: small images enlarged to compute_min_side (on
+    the 8-pixel grid), then each side on the family's grid; the result is resized back."""
+    width, height = _check_size(image.width, image.height, limits)
+    size = family.compute_size(width, height)
+    if max(size) > limits.max_side or size[0] * size[1] > limits.max_pixels:
+        raise JobError("bad_image", f"image is {image.width}x{image.height}; on the model's {family.rules.multiple}-pixel grid it is {size[0]}x{size[1]}, over the limits")
     return image if size == image.size else image.resize(size, Image.Resampling.LANCZOS)
 
 
 PRIORITY_RANKS = {"high": 0, "normal": 1, "low": 2}
 
 
-def parse_job(message: JobFrame, payload: bytes, model: str | None = None) -> Job:
+def _applies(key: str, value, family: Family) -> None:
+    """A field the family does not take must carry the value the API records for it (not_applied)."""
+    if key not in family.rules.applies and value != LIMITS.not_applied[key]:
+        raise JobError("bad_params", f"params.{key} does not apply to models of the {family.name} family (got {value!r})")
+
+
+def parse_job(message: JobFrame, payload: bytes, model: str | None = None, family: Family | None = None) -> Job:
     """The message's types are already checked (protocol.parse); here its values and its image,
-    against the limits of `model` (the general ones when None)."""
+    against the rules of the model's family (None: Stable Diffusion's) and the image limits of
+    `model` (the general ones when None)."""
+    family = family or FAMILIES["sd"]
     if message.priority not in PRIORITY_RANKS:
         raise JobError("bad_params", f"priority must be one of high, normal, low, got {message.priority!r}")
     params = message.params
-    strength = _number("strength", params.strength, LIMITS.strength)
-    steps = _integer("steps", params.steps, LIMITS.steps)
-    # Same arithmetic as diffusers' get_timesteps: zero denoising steps cannot run.
-    if int(steps * strength) < LIMITS.min_denoising_steps:
+    rules = family.rules
+    for key in ("negative_prompt", "strength", "guidance_scale"):
+        _applies(key, getattr(params, key), family)
+    strength = _number("strength", params.strength, rules.strength)
+    steps = _integer("steps", params.steps, rules.steps)
+    denoising = rules.denoising_steps(steps, strength)
+    if denoising < LIMITS.min_denoising_steps:
         raise JobError("bad_params", f"steps*strength must give at least one step (steps={steps}, strength={strength})")
-    guidance_scale = _number("guidance_scale", params.guidance_scale, LIMITS.guidance_scale)
+    guidance_scale = _number("guidance_scale", params.guidance_scale, rules.guidance_scale)
     seed = _integer("seed", params.seed, LIMITS.seed)
     limits = LIMITS.image_for(model)
     started = time.perf_counter()
     decoded = _decode_image(payload, limits)
-    image = _computable(decoded, limits)
-    return Job(
+    image = _computable(decoded, limits, family)
+    job = Job(
         id=message.id,
         prompt=params.prompt,
         negative_prompt=params.negative_prompt,
@@ -144,4 +155,7 @@ def parse_job(message: JobFrame, payload: bytes, model: str | None = None) -> Jo
         size=decoded.size,
         payload=payload,
         rank=PRIORITY_RANKS[message.priority],
+        denoising_steps=denoising,
     )
+    job.batch_key = family.batch_key(job)
+    return job

@@ -14,6 +14,7 @@ import logging
 import resource
 import threading
 import time
+from types import SimpleNamespace
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -22,6 +23,7 @@ from PIL import Image
 
 from . import guidance
 from .benchlog import append_bench_line
+from .families import family_of
 from .frames import BadHeader, FrameError, encode_frame, read_frame
 from .jobs import Job, JobError, parse_job
 from .protocol import (
@@ -74,15 +76,14 @@ class FrameWriter:
 
 
 def warm_up(pipe, device: torch.device) -> None:
-    """One tiny call so kernels, allocator and lazy imports are ready before the first job."""
-    image = Image.new("RGB", (64, 64), (128, 128, 128))
+    """One small call so kernels, allocator and lazy imports are ready before the first job."""
+    family = family_of(pipe)
+    image = Image.new("RGB", family.compute_size(64, 64), (128, 128, 128))
+    row = SimpleNamespace(prompt="", negative_prompt=None, strength=1.0, steps=1, guidance_scale=family.rules.guidance_scale.default, image=image)
     with torch.inference_mode():
         pipe(
-            prompt=[""],
-            image=[image],
-            strength=1.0,
-            num_inference_steps=1,
-            guidance_scale=7.5,
+            **family.call_kwargs(pipe, [row]),
+            **family.image_kwargs([image]),
             generator=[torch.Generator(device=device).manual_seed(0)],
             output_type="pil",
         )
@@ -141,6 +142,8 @@ class Runner:
         overtaking: bool = False,
     ):
         self.pipe = pipe
+        # A pipeline no family serves is refused here, at start (UnsupportedModel).
+        self.family = family_of(pipe)
         self.overtaking = overtaking
         self._nested = False
         self.background = background
@@ -223,7 +226,7 @@ class Runner:
 
     def _decode(self, message: JobFrame, payload: bytes) -> None:
         try:
-            job, problem = parse_job(message, payload, self.model), None
+            job, problem = parse_job(message, payload, self.model, self.family), None
         except JobError as exc:
             job, problem = None, exc
         except Exception as exc:  # never leave a job without its one final frame
@@ -406,13 +409,8 @@ class Runner:
         tensor_io = self._can_use_tensors(head)
         with torch.inference_mode():
             output = self.pipe(
-                prompt=[job.prompt for job in rows],
-                # None and "" give the same unconditional embedding; a list must be all strings.
-                negative_prompt=[job.negative_prompt or "" for job in rows],
-                image=self._input_tensor(rows) if tensor_io else [job.image for job in rows],
-                strength=head.strength,
-                num_inference_steps=head.steps,
-                guidance_scale=head.guidance_scale,
+                **self.family.call_kwargs(self.pipe, rows),
+                **self.family.image_kwargs(self._input_tensor(rows) if tensor_io else [job.image for job in rows]),
                 generator=generators,
                 output_type="pt" if tensor_io else "pil",
                 **self._step_callback(jobs),
@@ -426,7 +424,7 @@ class Runner:
     def _can_use_tensors(self, head: Job) -> bool:
         # Sizes off the VAE's grid are resized by diffusers, differently for PIL and tensors.
         factor = getattr(self.pipe, "vae_scale_factor", 8)
-        return self.tensor_io and head.image.width % factor == 0 and head.image.height % factor == 0
+        return self.tensor_io and self.family.tensor_io and head.image.width % factor == 0 and head.image.height % factor == 0
 
     def _input_tensor(self, jobs: list[Job]) -> torch.Tensor:
         return images_to_tensor([job.image for job in jobs], self.device)

@@ -65,6 +65,8 @@ class SleepingPipeline:
     """Quacks like a diffusers img2img pipeline for Runner: sleeps the measured latency, returns the inputs."""
 
     vae_scale_factor = 8
+    # Called as a Stable Diffusion img2img pipeline is (families/sd.py).
+    _img2img_family = "sd"
 
     def __init__(self, latencies: Latencies):
         self.latencies = latencies

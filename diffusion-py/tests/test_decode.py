@@ -17,10 +17,10 @@ def test_cancel_reaches_a_job_whose_image_is_still_decoding(monkeypatch):
     decoding, release = threading.Event(), threading.Event()
     real_parse = runner_module.parse_job
 
-    def slow_parse(message, payload, model=None):  # an image that takes long to decode
+    def slow_parse(message, payload, model=None, family=None):  # an image that takes long to decode
         decoding.set()
         assert release.wait(30)
-        return real_parse(message, payload, model)
+        return real_parse(message, payload, model, family)
 
     monkeypatch.setattr(runner_module, "parse_job", slow_parse)
     stdin_r, stdin_w = os.pipe()
