@@ -40,6 +40,15 @@ export class ValidationError extends ApiError {
   }
 }
 
+/** A valid field that the chosen model does not take, or outside the model's own range. */
+export class ModelParamError extends ApiError {
+  override name = 'ModelParamError';
+  readonly status = 422;
+  constructor(field: string, message: string) {
+    super(message, 'invalid_for_model', { field });
+  }
+}
+
 /** No valid API key. Never says whether the key was missing, malformed, unknown, revoked or wrong. */
 export class Unauthorized extends ApiError {
   override name = 'Unauthorized';

@@ -14,8 +14,8 @@ async function main(): Promise<void> {
   const config = loadConfig(process.env, ApiConfigSchema);
   const log = createLogger('api', config.LOG_LEVEL);
   configureSharp();
-  const models = (await readModelNames(config.MODEL_NAMES_FILE)).map((entry) => entry.name);
-  const services = createServices(config, models, log);
+  const services = createServices(config, await readModelNames(config.MODEL_NAMES_FILE), log);
+  const { models } = services;
   await prepareStorage(services);
   await checkAuth(config, services.keys, log); // before anything listens: no keys, no exposed API
   await prepareKafka(services);

@@ -21,6 +21,14 @@ export const errorResponse = (description: string, example: { code: string; mess
 });
 
 
+const ModelRange = z.object({
+  applies: z.boolean(),
+  minimum: z.number(),
+  exclusive_minimum: z.boolean().optional(),
+  maximum: z.number(),
+  default: z.number(),
+});
+
 export const ModelList = z
   .object({
     models: z.array(
@@ -44,6 +52,31 @@ export const ModelList = z
             description: 'The images this model takes: each side from min_side to max_side pixels, and at most max_pixels in all',
             example: { min_side: 8, max_side: 4096, max_pixels: 1048576 },
           }),
+        family: z.string().nullable().openapi({
+          description: 'The model’s family (common/params.json `families`); null when this deployment cannot tell (its folder is not readable by the API): the general rules then apply here and the runner checks its own',
+          example: 'sd',
+        }),
+        params: z
+          .object({
+            negative_prompt: z.object({ applies: z.boolean() }),
+            strength: ModelRange,
+            steps: ModelRange,
+            guidance_scale: ModelRange,
+          })
+          .openapi({
+            description: 'What the model takes: a field that does not apply is refused (422 invalid_for_model), and its job records the neutral value',
+            example: {
+              negative_prompt: { applies: true },
+              strength: { applies: true, minimum: 0, exclusive_minimum: true, maximum: 1, default: 0.6 },
+              steps: { applies: true, minimum: 1, maximum: 150, default: 10 },
+              guidance_scale: { applies: true, minimum: 0, maximum: 30, default: 7.5 },
+            },
+          }),
+        denoising: z.object({ steps_rule: z.enum(['times_strength', 'flow', 'all']), multiple: z.number().int() }).openapi({
+          description:
+            'How many denoising steps a job runs (times_strength: floor(steps × strength); flow: steps − floor(steps − steps × strength), at least one; all: steps), and the multiple of pixels its sides are computed at (the result has the input’s size)',
+          example: { steps_rule: 'times_strength', multiple: 8 },
+        }),
       }),
     ),
   })

@@ -23,6 +23,8 @@ import { UploadBudget } from './upload.js';
 import { KeyStore } from '../common/keys.js';
 import { Publisher } from '../common/publisher.js';
 import { createRegistry } from '../common/metrics.js';
+import { familyOf, type ModelEntry } from '../common/models.js';
+import { rulesFor, type ModelRules } from '../common/params.js';
 import type { Registry } from 'prom-client';
 import { apiMetrics, type ApiMetrics } from './metrics.js';
 
@@ -30,6 +32,8 @@ export interface Services {
   config: ApiConfig;
   log: Logger;
   models: string[];
+  /** What each model takes (its family's rules), by name. */
+  rules: Map<string, ModelRules>;
   store: ObjectStore;
   records: RecordStore;
   kafka: Kafka;
@@ -51,7 +55,9 @@ export interface Services {
   metrics: ApiMetrics;
 }
 
-export function createServices(config: ApiConfig, models: string[], log: Logger): Services {
+export function createServices(config: ApiConfig, entries: ModelEntry[], log: Logger): Services {
+  const models = entries.map((entry) => entry.name);
+  const rules = new Map(entries.map((entry) => [entry.name, rulesFor(entry.name, familyOf(entry))]));
   const store = new ObjectStore(config);
   const records = new RecordStore(store);
   const kafka = createKafka(config, `${config.KAFKA_CLIENT_ID}-api`, log);
@@ -93,7 +99,7 @@ export function createServices(config: ApiConfig, models: string[], log: Logger)
   const uploads = new UploadBudget(config.UPLOAD_MEMORY_BYTES);
   const registry = createRegistry('api');
   const metrics = apiMetrics(registry);
-  return { config, log, models, store, records, kafka, admin, publisher, hub, depth, images, intake, sweeper, tenants, keys, limits, endings, uploads, registry, metrics };
+  return { config, log, models, rules, store, records, kafka, admin, publisher, hub, depth, images, intake, sweeper, tenants, keys, limits, endings, uploads, registry, metrics };
 }
 
 export async function prepareStorage(services: Services): Promise<void> {

@@ -3,9 +3,9 @@
 import { createHash } from 'node:crypto';
 import { z } from '@hono/zod-openapi';
 import toRegexRange from 'to-regex-range';
-import { defaultsFor, denoisingSteps, PARAMS } from '../common/params.js';
+import { defaultsFor, denoisingSteps, OPTIONAL_FIELDS, PARAMS, type ModelRules, type RangeWithDefault } from '../common/params.js';
 import type { Priority } from '../common/topics.js';
-import { ValidationError } from './errors.js';
+import { ModelParamError, ValidationError } from './errors.js';
 import { webhookFields } from './webhook.js';
 
 export const MAX_PROMPT = PARAMS.prompt.max_length;
@@ -170,14 +170,16 @@ export function mergeFields(query: SubmissionFields, form: SubmissionFields): Su
   return merged as SubmissionFields;
 }
 
-export function toSubmission(fields: SubmissionFields): Submission {
+export function toSubmission(fields: SubmissionFields, rulesOf: (model: string) => ModelRules): Submission {
   const { model_name, prompt } = fields;
   if (!model_name) throw new ValidationError('model_name', 'model_name is required (a query parameter or a form field)');
   if (!prompt) throw new ValidationError('prompt', `prompt is required: 1..${MAX_PROMPT} characters after trimming`);
-  const defaults = defaultsFor(model_name);
+  const rules = rulesOf(model_name);
+  checkModelRules(fields, model_name, rules);
+  const defaults = defaultsFor(rules);
   const strength = fields.strength ?? defaults.strength;
   const steps = fields.steps ?? defaults.steps;
-  checkDenoising(steps, strength, fields.steps === undefined ? 'strength' : fields.strength === undefined ? 'steps' : 'strength');
+  checkDenoising(rules, steps, strength, fields.steps === undefined ? 'strength' : fields.strength === undefined ? 'steps' : 'strength');
   return {
     model_name,
     priority: fields.priority ?? 'normal',
@@ -190,10 +192,26 @@ export function toSubmission(fields: SubmissionFields): Submission {
   };
 }
 
-/** The runner runs floor(steps × strength) steps (diffusers' get_timesteps) and refuses a job with too few. */
-function checkDenoising(steps: number, strength: number, field: 'steps' | 'strength'): void {
+/** A field the model's family does not take is refused, as is a value outside the model's own range. */
+function checkModelRules(fields: SubmissionFields, model: string, rules: ModelRules): void {
+  const whose = `model ${model}${rules.family ? ` (family ${rules.family})` : ''}`;
+  for (const field of OPTIONAL_FIELDS) {
+    const given = fields[field];
+    if (!rules.applies[field] && given !== undefined && given !== '') throw new ModelParamError(field, `${field}: does not apply to ${whose}`);
+  }
+  for (const field of ['strength', 'steps', 'guidance_scale'] as const) {
+    const value = fields[field];
+    if (value !== undefined && !inRange(value, rules[field])) throw new ModelParamError(field, `${field}: ${whose} takes values ${rangeText(rules[field])}`);
+  }
+}
+
+const inRange = (value: number, range: RangeWithDefault) =>
+  (range.exclusive_minimum ? value > range.minimum : value >= range.minimum) && value <= range.maximum;
+
+/** The runner refuses a job whose step rule gives too few denoising steps (floor(steps × strength) for most families). */
+function checkDenoising(rules: ModelRules, steps: number, strength: number, field: 'steps' | 'strength'): void {
   const { minimum } = PARAMS.denoising_steps;
-  const runs = denoisingSteps(steps, strength);
+  const runs = denoisingSteps(rules, steps, strength);
   if (runs >= minimum) return;
   throw new ValidationError(
     field,

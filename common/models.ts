@@ -1,10 +1,14 @@
 // model_names.txt: one model per line, `name` or `name source`, then optionally
-// `tuning=NAME` (the runner's GPU tuning, e.g. the opt-in `fast`: one of common/tunings.json)
-// and `verify=off|spot:P|all:2` (how results of remote workers are checked); `#` starts a comment.
+// `tuning=NAME` (the runner's GPU tuning, e.g. the opt-in `fast`: one of common/tunings.json),
+// `verify=off|spot:P|all:2` (how results of remote workers are checked) and `family=NAME` (the
+// model's family in common/params.json, when the folder is not readable here); `#` starts a comment.
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { FAMILIES, PARAMS } from './params.js';
 
 export const MODEL_NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+const DTYPES = ['float16', 'bfloat16', 'float32'];
 
 export interface ModelEntry {
   name: string;
@@ -14,6 +18,10 @@ export interface ModelEntry {
   tuning?: string;
   /** How results are verified on distinct workers; absent: off. */
   verify?: VerifyPolicy;
+  /** The model's family as model_names.txt gives it; absent: found from the source (familyOf). */
+  family?: string;
+  /** The weights' precision on a GPU (`dtype=`); absent: the family's. */
+  dtype?: 'float16' | 'bfloat16' | 'float32';
 }
 
 /** spot: a fraction of jobs, chosen at random, also runs on a second worker; all: every job runs on two. */
@@ -45,6 +53,10 @@ export function parseModelNames(text: string, file = 'model_names.txt'): ModelEn
     };
     const verifyField = take('verify');
     const tuning = take('tuning');
+    const family = take('family');
+    const dtype = take('dtype');
+    if (dtype !== undefined && !DTYPES.includes(dtype)) throw new Error(`${where}: dtype "${dtype}" must be one of ${DTYPES.join(', ')}`);
+    if (family !== undefined && !FAMILIES[family]) throw new Error(`${where}: family "${family}" must be one of ${Object.keys(FAMILIES).join(', ')}`);
     // Checked here, not only by the runner: a runner refusing its tuning would be restarted with backoff forever.
     if (tuning !== undefined && !TUNINGS.includes(tuning)) throw new Error(`${where}: tuning "${tuning}" must be one of ${TUNINGS.join(', ')}`);
     const [name = '', source, ...rest] = fields;
@@ -55,9 +67,9 @@ export function parseModelNames(text: string, file = 'model_names.txt'): ModelEn
       throw new Error(`${where}: ${(error as Error).message}`);
     }
     if (!MODEL_NAME.test(name)) throw new Error(`${where}: model name "${name}" must match ${MODEL_NAME.source}`);
-    if (rest.length) throw new Error(`${where}: expected "name [source] [tuning=name] [verify=policy]", got "${line}"`);
+    if (rest.length) throw new Error(`${where}: expected "name [source] [tuning=name] [verify=policy] [family=name] [dtype=name]", got "${line}"`);
     if (entries.some((entry) => entry.name === name)) throw new Error(`${where}: model "${name}" is listed twice`);
-    entries.push({ name, ...(source ? { source } : {}), ...(tuning ? { tuning } : {}), ...(verify && verify.kind !== 'off' ? { verify } : {}) });
+    entries.push({ name, ...(source ? { source } : {}), ...(tuning ? { tuning } : {}), ...(verify && verify.kind !== 'off' ? { verify } : {}), ...(family ? { family } : {}), ...(dtype ? { dtype: dtype as ModelEntry['dtype'] } : {}) });
   });
   if (!entries.length) throw new Error(`${file}: lists no models`);
   return entries;
@@ -65,4 +77,33 @@ export function parseModelNames(text: string, file = 'model_names.txt'): ModelEn
 
 export async function readModelNames(path: string): Promise<ModelEntry[]> {
   return parseModelNames(await readFile(path, 'utf8'), path);
+}
+
+/** The built-in sources and their families (the runner's random-weight benchmark models). */
+const BUILT_IN_SOURCES: Record<string, string> = { 'sd15-arch': 'sd', 'sdxl-arch': 'sdxl' };
+/** Test and benchmark sources that answer as a Stable Diffusion pipeline would. */
+const STAND_IN = /^(standin|liar):/;
+
+/**
+ * A model's family: model_names.txt's `family=`, else the built-in model's or source's, else the
+ * pipeline class of the folder's model_index.json (FLUX.1 without a guidance embedding is
+ * schnell); null when none of these tells (a hub id, a folder this process cannot read): the
+ * general rules then apply here, and the runner checks its own.
+ */
+export function familyOf(entry: ModelEntry): string | null {
+  if (entry.family) return entry.family;
+  if (!entry.source) return PARAMS.model_defaults[entry.name]?.family ?? null;
+  if (BUILT_IN_SOURCES[entry.source]) return BUILT_IN_SOURCES[entry.source]!;
+  if (STAND_IN.test(entry.source)) return 'sd';
+  const readJson = (path: string): Record<string, unknown> | undefined => {
+    try {
+      return JSON.parse(readFileSync(join(entry.source!, path), 'utf8'));
+    } catch {
+      return undefined;
+    }
+  };
+  const pipeline = readJson('model_index.json')?._class_name;
+  const found = Object.entries(FAMILIES).find(([, family]) => family.pipelines.includes(String(pipeline)))?.[0];
+  if (found === 'flux' && readJson('transformer/config.json')?.guidance_embeds === false) return 'flux-schnell';
+  return found ?? null;
 }

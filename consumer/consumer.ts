@@ -9,7 +9,7 @@ import { QueueDepth } from '../common/depth.js';
 import { createKafka, ensureTopics } from '../common/kafka.js';
 import type { Logger } from '../common/logger.js';
 import { createRegistry, metricsUrlOf, serveMetrics } from '../common/metrics.js';
-import type { ModelEntry } from '../common/models.js';
+import { familyOf, type ModelEntry } from '../common/models.js';
 import { Publisher } from '../common/publisher.js';
 import { RecordStore } from '../common/records.js';
 import { ObjectStore } from '../common/storage.js';
@@ -56,6 +56,8 @@ function runnerPool(config: ConsumerConfig, model: ModelEntry, store: ObjectStor
         model: model.name,
         source: model.source,
         tuning: model.tuning,
+        family: familyOf(model) ?? undefined,
+        dtype: model.dtype,
         python: resolve(config.RUNNER_PYTHON),
         cwd: resolve(config.RUNNER_DIR),
         device: config.RUNNER_DEVICE,

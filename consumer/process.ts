@@ -25,6 +25,10 @@ export interface ProcessOptions {
   source?: string;
   /** The runner's GPU tuning from model_names.txt (`tuning=`); absent: the runner's default. */
   tuning?: string;
+  /** The family the model must be of (common/models.ts familyOf); absent: any the runner serves. */
+  family?: string;
+  /** The weights' precision (`dtype=`); absent: the family's. */
+  dtype?: string;
   python: string;
   cwd: string;
   device: 'auto' | 'cpu' | 'cuda';
@@ -200,8 +204,9 @@ export class RunnerProcess {
   }
 
   private launch(standby: boolean, cacheEnv: Record<string, string> = {}): ChildProcess {
-    const { model, source, tuning, python, cwd, device } = this.options;
+    const { model, source, tuning, family, dtype, python, cwd, device } = this.options;
     const args = ['-m', 'img2img_runner', '--model', model, ...(source ? ['--source', source] : []), ...(tuning ? ['--tuning', tuning] : [])];
+    args.push(...(family ? ['--family', family] : []), ...(dtype ? ['--dtype', dtype] : []));
     if (device !== 'auto') args.push('--device', device);
     args.push(...(this.options.extraArgs ?? []), ...(standby ? ['--standby'] : []));
     const child = spawn(python, args, {

@@ -11,7 +11,7 @@ import type { AppEnv } from '../env.js';
 import { tenantOf } from '../auth.js';
 import { readUpload, type Upload } from '../upload.js';
 import { acceptedView, JobAccepted } from '../../common/view.js';
-import { computeSize, denoisingSteps, imageLimitsFor } from '../../common/params.js';
+import { computeSize, denoisingSteps, imageLimitsFor, type ModelRules } from '../../common/params.js';
 import { webhookOf } from '../webhook.js';
 
 const imageField = z
@@ -78,7 +78,7 @@ function route(models: readonly string[], fields: ReturnType<typeof submissionFi
         message: 'svg/xml images are not accepted; send png, jpeg or webp',
         field: 'image',
       }),
-      422: errorResponse('The image cannot be decoded, or is smaller than 8 pixels on a side', {
+      422: errorResponse('The image cannot be decoded or is smaller than 8 pixels on a side; or a field does not apply to the model, or is outside its own range (invalid_for_model: GET /api/models gives each model’s rules)', {
         code: 'unprocessable',
         message: 'the image cannot be decoded (corrupt or truncated)',
         field: 'image',
@@ -134,14 +134,15 @@ function checkRawRequest(c: Context<AppEnv>): void {
 const CEILING_WAIT_MS = 1000;
 
 /** What a job asks of a GPU: the pixels it is computed at times its denoising steps, and how to say it. */
-function costOf({ submission, image }: NewSubmission): [pixelSteps: number, what: string] {
-  const { width, height } = computeSize(image.width, image.height, imageLimitsFor(submission.model_name));
-  const steps = denoisingSteps(submission.steps, submission.strength);
+function costOf({ submission, image }: NewSubmission, rules: ModelRules): [pixelSteps: number, what: string] {
+  const { width, height } = computeSize(image.width, image.height, imageLimitsFor(submission.model_name), rules.multiple);
+  const steps = denoisingSteps(rules, submission.steps, submission.strength);
   return [width * height * steps, `${width}x${height}, ${steps} denoising steps`];
 }
 
 export function diffusionRoutes(services: Services) {
-  const { config, images, intake, limits, models, uploads } = services;
+  const { config, images, intake, limits, models, rules, uploads } = services;
+  const rulesOf = (model: string) => rules.get(model)!;
   const fields = submissionFields(models);
   const documented = route(models, fields);
 
@@ -150,7 +151,7 @@ export function diffusionRoutes(services: Services) {
     const answered = new Promise<void>((resolve) => c.env.outgoing.once('close', resolve));
     const upload = await readUpload(c.env.incoming, config.MAX_BODY_BYTES, uploads, answered);
     const merged = mergeFields(query, formFields(upload, fields));
-    const submission = toSubmission(merged);
+    const submission = toSubmission(merged, rulesOf);
     const webhook = webhookOf(merged, { allowPrivate: config.WEBHOOK_ALLOW_PRIVATE, fallback: c.var.principal?.webhook });
     const source = uploadedImage(upload);
     const idempotency = key === undefined ? undefined : { key, imageSha256: createHash('sha256').update(source).digest('hex') };
@@ -169,7 +170,7 @@ export function diffusionRoutes(services: Services) {
     const admission = await limits.admit(principal); // before the body is read: a refused client sends it for nothing
     try {
       const job = await receive(c, c.req.valid('query'), c.req.valid('header')['idempotency-key']);
-      await admission.charge(...costOf(job));
+      await admission.charge(...costOf(job, rulesOf(job.submission.model_name)));
       // The ceiling reads Kafka: it waits a second at most, within the request's deadline.
       const ceilingWait = AbortSignal.any([c.var.deadline(), AbortSignal.timeout(CEILING_WAIT_MS)]);
       await limits.checkCeiling(job.submission.model_name, job.submission.priority, ceilingWait);

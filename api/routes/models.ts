@@ -1,7 +1,8 @@
 // GET /api/models: the models this deployment serves, the depth of their queues, and each
-// model's parameter defaults and image limits (what a client needs to fill in a form).
+// model's family, the parameters it takes with their ranges and defaults, and its image limits
+// (what a client needs to fill in a form).
 import { createRoute, OpenAPIHono } from '@hono/zod-openapi';
-import { defaultsFor } from '../../common/params.js';
+import { defaultsFor, type ModelRules, type RangeWithDefault } from '../../common/params.js';
 import { call } from '../dependency.js';
 import type { AppEnv } from '../env.js';
 import { limitsFor } from '../image.js';
@@ -22,14 +23,38 @@ const route = createRoute({
 });
 
 export function modelRoutes(services: Services) {
-  const { depth, models, config } = services;
+  const { depth, models, config, rules } = services;
   const deployment = { maxSide: config.MAX_IMAGE_SIDE, maxPixels: config.MAX_IMAGE_PIXELS };
   const described = models.map((name) => {
     const { min_side, max_side, max_pixels } = limitsFor(name, deployment);
-    return { name, defaults: defaultsFor(name), image: { min_side, max_side, max_pixels } };
+    const own = rules.get(name)!;
+    return {
+      name,
+      defaults: defaultsFor(own),
+      image: { min_side, max_side, max_pixels },
+      family: own.family,
+      params: paramsOf(own),
+      denoising: { steps_rule: own.steps_rule, multiple: own.multiple },
+    };
   });
   return new OpenAPIHono<AppEnv>().openapi(route, async (c) => {
     const depths = await call('kafka', () => depth.get(), c.var.deadline());
     return c.json({ models: described.map((model) => ({ ...model, queue_depth: depths.get(model.name)! })) }, 200);
   });
+}
+
+function paramsOf(rules: ModelRules) {
+  const range = (applies: boolean, { minimum, maximum, exclusive_minimum, default: value }: RangeWithDefault) => ({
+    applies,
+    minimum,
+    maximum,
+    ...(exclusive_minimum ? { exclusive_minimum } : {}),
+    default: value,
+  });
+  return {
+    negative_prompt: { applies: rules.applies.negative_prompt },
+    strength: range(rules.applies.strength, rules.strength),
+    steps: range(true, rules.steps),
+    guidance_scale: range(rules.applies.guidance_scale, rules.guidance_scale),
+  };
 }

@@ -127,14 +127,24 @@ function numberField(name, schema) {
   return input;
 }
 
-/** Defaults for the chosen model: its own (from /api/models), else the document's. */
+/**
+ * The chosen model's form: its own ranges and defaults (from /api/models), else the document's;
+ * a field the model does not take is disabled (and so never sent).
+ */
 function applyDefaults() {
   const model = models.get($('model').value);
   for (const { name, spec, input } of numbers) {
-    if (edited.has(name)) continue;
-    const value = model?.defaults?.[name] ?? spec.default;
-    input.value = value === undefined ? '' : String(value);
+    const own = model?.params?.[name];
+    input.disabled = own?.applies === false;
+    input.closest('.field').hidden = input.disabled;
+    Object.assign(input, { min: own?.minimum ?? spec.minimum, max: own?.maximum ?? spec.maximum });
+    if (edited.has(name) && !input.disabled) continue;
+    const value = own?.default ?? model?.defaults?.[name] ?? spec.default;
+    input.value = value === undefined || input.disabled ? '' : String(value);
   }
+  const negative = model?.params?.negative_prompt.applies !== false;
+  $('negative_prompt').disabled = !negative;
+  $('negative_prompt').closest('.field').hidden = !negative;
   describeModel();
 }
 
@@ -232,8 +242,8 @@ async function submit(event) {
   form.append('model_name', $('model').value);
   form.append('priority', $('priority').value);
   form.append('prompt', $('prompt').value);
-  if ($('negative_prompt').value.trim()) form.append('negative_prompt', $('negative_prompt').value);
-  for (const { name, input } of numbers) if (input.value !== '') form.append(name, input.value);
+  if (!$('negative_prompt').disabled && $('negative_prompt').value.trim()) form.append('negative_prompt', $('negative_prompt').value);
+  for (const { name, input } of numbers) if (!input.disabled && input.value !== '') form.append(name, input.value);
   $('submit').disabled = true;
   try {
     const job = await apiJson('/api/diffusion', { method: 'POST', body: form });

@@ -5,7 +5,7 @@ import argparse
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import torch
@@ -13,7 +13,9 @@ import torch
 from . import tuning
 from .liar import PREFIX as LIAR_PREFIX
 from .liar import lying
-from .models import load_pipeline, parse_model_names, pick_device, pick_dtype
+from .families import family_of
+from .models import family_of_source, load_pipeline, parse_model_names, pick_device, pick_dtype
+from .params import LIMITS
 from .protocol import CompiledFrame, ReadyFrame
 from .remote import serve_remote
 from .runner import FrameWriter, Runner, warm_up
@@ -34,7 +36,10 @@ def _parse_args(argv):
     )
     parser.add_argument("--model-names", help="model_names.txt to look the model's source up in")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available, else cpu")
-    parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="default: float16 on cuda, float32 on cpu")
+    parser.add_argument(
+        "--dtype", choices=["float32", "float16", "bfloat16"], help="default: the model's `dtype=`, else its family's on cuda (common/params.json), float32 on cpu"
+    )
+    parser.add_argument("--family", choices=sorted(LIMITS.families), help="the family the model must be of (default: the model's `family=`, else any)")
     parser.add_argument(
         "--max-batch",
         type=int,
@@ -66,8 +71,16 @@ def _parse_args(argv):
     return args
 
 
-def _resolve(args) -> tuple[str | None, str]:
-    """The model's source and tuning: the command line's, else model_names.txt's (--model-names), else the defaults."""
+@dataclass(frozen=True)
+class Resolved:
+    source: str | None
+    tuning: str
+    family: str | None
+    dtype: str | None
+
+
+def _resolve(args) -> Resolved:
+    """The model's source, tuning, family and dtype: the command line's, else model_names.txt's (--model-names), else the defaults."""
     entry = None
     if args.model_names is not None:
         entries = {entry.name: entry for entry in parse_model_names(args.model_names)}
@@ -76,7 +89,7 @@ def _resolve(args) -> tuple[str | None, str]:
         entry = entries[args.model]
     source = args.source or (entry.source if entry else None)
     tuning_name = args.tuning if args.tuning != "auto" else (entry.tuning if entry and entry.tuning else tuning.DEFAULT_TUNING)
-    return source, tuning_name
+    return Resolved(source, tuning_name, args.family or (entry.family if entry else None), args.dtype or (entry.dtype if entry else None))
 
 
 def _prepare(load, args, device, log, tuning_name: str):
@@ -104,6 +117,11 @@ def _prepare(load, args, device, log, tuning_name: str):
             torch._dynamo.reset()
             torch.cuda.empty_cache()
             pipe = load()
+    elif device.type == "cuda":
+        why = {"off": "tuning=off", "tiny": "the built-in toy model is never tuned"}.get(
+            "off" if tuning_name == "off" else args.model, f"the {family_of(pipe).name} family has no GPU tuning yet"
+        )
+        log.warning("model %s runs untuned: %s", args.model, why)
     warm_up(pipe, device)
     return pipe, False, args.max_batch or (8 if device.type == "cuda" else 4), None
 
@@ -122,12 +140,19 @@ class Serving:
     background: Any = None  # background.BackgroundCompile still compiling, or None
 
 
-def _load_model(args, source: str | None, tuning_name: str, log) -> Serving:
+def _load_model(args, model: Resolved, log) -> Serving:
     device = pick_device(args.device)
-    dtype = pick_dtype(device, args.dtype)
-    pipe, tuned, max_batch, background = _prepare(
-        lambda: load_pipeline(name=args.model, source=source, device=device, dtype=dtype), args, device, log, tuning_name
-    )
+    dtype = pick_dtype(device, model.dtype, model.family or family_of_source(args.model, model.source))
+
+    def load():
+        pipe = load_pipeline(name=args.model, source=model.source, device=device, dtype=dtype)
+        found = family_of(pipe)  # UnsupportedModel: no family serves it
+        if model.family is not None and found.name != model.family:
+            raise ValueError(f"model {args.model} should be of the {model.family} family, but its {type(pipe).__name__} is of {found.name}")
+        log.info("model %s is of the %s family", args.model, found.name)
+        return pipe
+
+    pipe, tuned, max_batch, background = _prepare(load, args, device, log, model.tuning)
     return Serving(pipe, device, str(device), str(dtype).removeprefix("torch."), max_batch, tuned=tuned, background=background)
 
 
@@ -174,14 +199,14 @@ def run(argv, frames_out) -> int:
             return 0
     started = time.perf_counter()
     try:
-        source, tuning_name = _resolve(args)
-        lies = source is not None and source.startswith(LIAR_PREFIX)
+        model = _resolve(args)
+        lies = model.source is not None and model.source.startswith(LIAR_PREFIX)
         if lies:
-            source = source.removeprefix(LIAR_PREFIX) or None
-        if source is not None and source.startswith(STANDIN_PREFIX):
-            serving = _load_standin(args, source.removeprefix(STANDIN_PREFIX), log)
+            model = replace(model, source=model.source.removeprefix(LIAR_PREFIX) or None)
+        if model.source is not None and model.source.startswith(STANDIN_PREFIX):
+            serving = _load_standin(args, model.source.removeprefix(STANDIN_PREFIX), log)
         else:
-            serving = _load_model(args, source, tuning_name, log)
+            serving = _load_model(args, model, log)
     except Exception:
         log.exception("cannot load model %s", args.model)
         return 1

@@ -1,12 +1,15 @@
 """Which model to load, on which device, and loading it (never from the network)."""
 
+import json
 import logging
 import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
+from .params import LIMITS
 from .sources import ARCH_SOURCES
 from .tuning import TUNINGS
 
@@ -22,14 +25,17 @@ class ModelEntry:
     name: str
     source: str | None  # local diffusers folder or HF repo id in the offline cache; None for built-ins
     tuning: str | None = None  # `tuning=NAME`: the GPU tuning (tuning.TUNINGS); None: the default
+    family: str | None = None  # `family=NAME`: what the loaded pipeline must be (common/params.json families)
+    dtype: str | None = None  # `dtype=NAME`: the weights' precision on a GPU; None: the family's
 
 
 def parse_model_names(path: str) -> list[ModelEntry]:
     """Read model_names.txt: one `name` or `name source` per line, `#` starts a comment.
 
     Trailing `key=value` fields: `tuning=NAME` picks the model's GPU tuning (tuning.TUNINGS,
-    e.g. the opt-in `fast`); `verify=POLICY` is the service's verification policy
-    (common/models.ts checks it), which the runner skips.
+    e.g. the opt-in `fast`); `family=NAME` is the family the model must be of; `dtype=NAME` its
+    precision on a GPU; `verify=POLICY` is the service's verification policy (common/models.ts
+    checks it), which the runner skips.
     """
     entries: list[ModelEntry] = []
     seen: set[str] = set()
@@ -40,10 +46,13 @@ def parse_model_names(path: str) -> list[ModelEntry]:
                 continue
             where = f"{path}:{number}: {raw.rstrip()!r}"
             fields = [field for field in line.split() if not field.startswith("verify=")]
-            tunings = [field.removeprefix("tuning=") for field in fields if field.startswith("tuning=")]
-            fields = [field for field in fields if not field.startswith("tuning=")]
-            if len(tunings) > 1 or (tunings and tunings[0] not in TUNINGS):
-                raise ValueError(f"{where}: tuning must be one of {', '.join(TUNINGS)}")
+            keyed = {}
+            for key, allowed in (("tuning", TUNINGS), ("family", LIMITS.families), ("dtype", DTYPES)):
+                found = [field.removeprefix(f"{key}=") for field in fields if field.startswith(f"{key}=")]
+                fields = [field for field in fields if not field.startswith(f"{key}=")]
+                if len(found) > 1 or (found and found[0] not in allowed):
+                    raise ValueError(f"{where}: {key} must be one of {', '.join(allowed)}, given once")
+                keyed[key] = found[0] if found else None
             if len(fields) > 2:
                 raise ValueError(f"{where}: expected `name` or `name source`, got {len(fields)} fields")
             name = fields[0]
@@ -52,7 +61,7 @@ def parse_model_names(path: str) -> list[ModelEntry]:
             if name in seen:
                 raise ValueError(f"{where}: model name {name!r} is listed twice")
             seen.add(name)
-            entries.append(ModelEntry(name=name, source=fields[1] if len(fields) == 2 else None, tuning=tunings[0] if tunings else None))
+            entries.append(ModelEntry(name=name, source=fields[1] if len(fields) == 2 else None, **keyed))
     return entries
 
 
@@ -68,13 +77,32 @@ def pick_device(requested: str | None = None) -> torch.device:
     raise ValueError(f"unknown device {choice!r} (cpu or cuda)")
 
 
-def pick_dtype(device: torch.device, requested: str | None = None) -> torch.dtype:
+def pick_dtype(device: torch.device, requested: str | None = None, family: str | None = None) -> torch.dtype:
     if requested is None:
-        # Half precision halves GPU memory and time; CPU kernels want float32.
-        return torch.float16 if device.type == "cuda" else torch.float32
+        # Half precision halves GPU memory and time (in the family's own: bf16 for models trained
+        # in it, whose T5 or Qwen text encoders overflow in fp16); CPU kernels want float32.
+        return DTYPES[LIMITS.families[family or "sd"].dtype] if device.type == "cuda" else torch.float32
     if requested not in DTYPES:
         raise ValueError(f"unknown dtype {requested!r} (one of {', '.join(DTYPES)})")
     return DTYPES[requested]
+
+
+# SD3's T5 encoder, which a model may leave out (its prompts are then encoded by the two CLIPs alone).
+DROPPABLE_COMPONENTS = ("text_encoder_3", "tokenizer_3")
+
+
+def _dropped_components(source: str) -> dict:
+    """None for the droppable components a local folder lacks (null in its model_index.json, or no
+    subfolder): diffusers fills in None only for a pipeline's _optional_components, which SD3's T5 is not."""
+    folder = Path(source)
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # a repo id, or no diffusers folder: from_pretrained says what is wrong
+    listed = [name for name in DROPPABLE_COMPONENTS if name in index]
+    if any(not isinstance(index[name], list) or index[name][0] is None or not (folder / name).is_dir() for name in listed):
+        return dict.fromkeys(listed)
+    return {}
 
 
 def _from_source(source: str, dtype: torch.dtype):
@@ -89,6 +117,7 @@ def _from_source(source: str, dtype: torch.dtype):
         local_files_only=True,
         safety_checker=None,
         requires_safety_checker=False,
+        **_dropped_components(source),
     )
 
 
@@ -134,3 +163,18 @@ def load_pipeline(name: str, source: str | None = None, device: torch.device | N
     # Start-up cost, part by part (spawn to ready).
     log.info("pipeline loaded in %.1fs (diffusers import %.1fs)", time.perf_counter() - started, imported - started)
     return pipe
+
+
+def family_of_source(name: str, source: str | None) -> str | None:
+    """The family a model's source says it is of before it loads (for its dtype): the folder's
+    model_index.json pipeline class, or the built-in model's; None when it cannot tell."""
+    if source is None:
+        return LIMITS.model_defaults.get(name, {}).get("family")
+    if source in ARCH_SOURCES:
+        return ARCH_SOURCES[source]
+    try:
+        with open(Path(source) / "model_index.json", encoding="utf-8") as handle:
+            pipeline = json.load(handle).get("_class_name")
+    except (OSError, ValueError):
+        return None
+    return next((family for family, rules in LIMITS.families.items() if pipeline in rules.pipelines), None)

@@ -52,11 +52,11 @@ class FamilyRules:
     guidance_scale: Range
 
     def denoising_steps(self, steps: int, strength: float) -> int:
-        """How many denoising steps a call runs (diffusers' get_timesteps of each scheduler kind)."""
+        """How many denoising steps a call runs: the arithmetic of diffusers' get_timesteps, float for float."""
         if self.steps_rule == "times_strength" and "strength" in self.applies:
-            return int(steps * strength)
+            return min(int(steps * strength), steps)
         if self.steps_rule == "flow" and "strength" in self.applies:
-            return steps - int(steps * (1 - strength))
+            return steps - int(max(steps - min(steps * strength, steps), 0))
         return steps
 
 

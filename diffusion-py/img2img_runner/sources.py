@@ -1,4 +1,5 @@
 """The names of the built-in benchmark sources, apart from arch.py so that naming them costs no diffusers import."""
 
-# Full-size architectures with random weights (arch.py): `sd15 sd15-arch` in model_names.txt.
-ARCH_SOURCES = ("sd15-arch", "sdxl-arch")
+# Full-size architectures with random weights (arch.py), by the family each is of:
+# `sd15 sd15-arch` in model_names.txt.
+ARCH_SOURCES = {"sd15-arch": "sd", "sdxl-arch": "sdxl"}

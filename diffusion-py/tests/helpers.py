@@ -28,11 +28,18 @@ def png_bytes(image: Image.Image) -> bytes:
 
 
 def job_header(
-    job_id: str, seed: int = 1, prompt: str = "a cat", steps: int = 10, strength: float = 0.6, guidance_scale: float = 7.5, priority: str = "normal"
+    job_id: str,
+    seed: int = 1,
+    prompt: str = "a cat",
+    steps: int = 10,
+    strength: float = 0.6,
+    guidance_scale: float = 7.5,
+    priority: str = "normal",
+    negative_prompt: str | None = None,
 ) -> dict:
     params = {
         "prompt": prompt,
-        "negative_prompt": None,
+        "negative_prompt": negative_prompt,
         "strength": strength,
         "steps": steps,
         "guidance_scale": guidance_scale,

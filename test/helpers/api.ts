@@ -32,14 +32,13 @@ export interface StartOptions {
 export async function startTestApi(overrides: Record<string, string> = {}, options: StartOptions = {}): Promise<TestApi> {
   const config = testConfig(overrides);
   configureSharp();
-  const models = (await readModelNames(config.MODEL_NAMES_FILE)).map((entry) => entry.name);
-  const services = createServices(config, models, createLogger('api-test', config.LOG_LEVEL));
+  const services = createServices(config, await readModelNames(config.MODEL_NAMES_FILE), createLogger('api-test', config.LOG_LEVEL));
   if (options.storage !== false) await prepareStorage(services);
   if (options.kafka !== false) await prepareKafka(services);
   const { server, url } = await listen(createApp(services), '127.0.0.1', 0, config);
   const close = async () => {
     // Topics of a test are of no use afterwards; deleting them keeps the shared broker small.
-    if (options.kafka !== false) await services.admin.deleteTopics({ topics: allTopics(config.TOPIC_PREFIX, models) }).catch(() => {});
+    if (options.kafka !== false) await services.admin.deleteTopics({ topics: allTopics(config.TOPIC_PREFIX, services.models) }).catch(() => {});
     await shutdown(server, services, 2000);
   };
   return { url, config, services, close };

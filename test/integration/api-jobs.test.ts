@@ -2,7 +2,7 @@
 // component, so the tests play its part by writing records and outputs through RecordStore.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JobEvent, type JobRecord } from '../../common/jobs.js';
-import { defaultsFor, imageLimitsFor, PARAMS } from '../../common/params.js';
+import { defaultsFor, imageLimitsFor, PARAMS, rulesFor } from '../../common/params.js';
 import { jobKeys } from '../../common/storage.js';
 import { consumerGroup, eventsTopic, jobTopic } from '../../common/topics.js';
 import { json, pngImage, postJob, readTopic, startTestApi, type TestApi } from '../helpers/api.js';
@@ -167,7 +167,7 @@ describe('GET /api/models', () => {
     const { models } = await json(await fetch(`${api.url}/api/models`));
     expect(models[0]).toMatchObject({
       name: 'tiny',
-      defaults: { ...defaultsFor('tiny') },
+      defaults: { ...defaultsFor(rulesFor('tiny', 'sd')) },
       image: { min_side: PARAMS.image.min_side, max_side: Math.min(imageLimitsFor('tiny').max_side, api.config.MAX_IMAGE_SIDE), max_pixels: imageLimitsFor('tiny').max_pixels },
     });
     expect(models[0].defaults.steps).not.toBe(PARAMS.steps.default); // tiny has its own

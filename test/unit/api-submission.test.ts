@@ -2,7 +2,7 @@ import { createRoute, OpenAPIHono } from '@hono/zod-openapi';
 import { describe, expect, it } from 'vitest';
 import { ValidationError } from '../../api/errors.js';
 import { mergeFields, rangePattern, requestHash, submissionFields, toSubmission, type SubmissionFields } from '../../api/submission.js';
-import { PARAMS } from '../../common/params.js';
+import { PARAMS, rulesFor } from '../../common/params.js';
 
 const schema = submissionFields(['tiny', 'sd15']);
 const parse = (input: Record<string, unknown>) => schema.parse(input) as SubmissionFields;
@@ -87,9 +87,12 @@ describe('the OpenAPI patterns', () => {
   });
 });
 
+// tiny is of the SD family; sd15 stands for a model whose folder cannot be read (the general rules).
+const rulesOf = (model: string) => rulesFor(model, model === 'tiny' ? 'sd' : null);
+
 describe('mergeFields and toSubmission', () => {
   it('fills the defaults, steps from the model', () => {
-    expect(toSubmission(mergeFields(parse({ model_name: 'sd15' }), parse({ prompt: 'p' })))).toEqual({
+    expect(toSubmission(mergeFields(parse({ model_name: 'sd15' }), parse({ prompt: 'p' })), rulesOf)).toEqual({
       model_name: 'sd15',
       priority: 'normal',
       prompt: 'p',
@@ -99,7 +102,7 @@ describe('mergeFields and toSubmission', () => {
       guidance_scale: 7.5,
       seed: null,
     });
-    expect(toSubmission(parse({ model_name: 'tiny', prompt: 'p' })).steps).toBe(10);
+    expect(toSubmission(parse({ model_name: 'tiny', prompt: 'p' }), rulesOf).steps).toBe(10);
   });
 
   it('accepts the same value from both sources, refuses different ones', () => {
@@ -108,24 +111,24 @@ describe('mergeFields and toSubmission', () => {
   });
 
   it('refuses steps × strength under one denoising step, naming the field the client sent', () => {
-    expect(() => toSubmission(parse({ model_name: 'tiny', prompt: 'p', strength: '0.05' }))).toThrow(
+    expect(() => toSubmission(parse({ model_name: 'tiny', prompt: 'p', strength: '0.05' }), rulesOf)).toThrow(
       expect.objectContaining({ field: 'strength', message: expect.stringMatching(/steps=10 and strength=0.05 give 0/) }),
     );
-    expect(() => toSubmission(parse({ model_name: 'tiny', prompt: 'p', steps: '1' }))).toThrow(expect.objectContaining({ field: 'steps' }));
-    expect(() => toSubmission(parse({ model_name: 'tiny', prompt: 'p', steps: '1', strength: '0.9' }))).toThrow(
+    expect(() => toSubmission(parse({ model_name: 'tiny', prompt: 'p', steps: '1' }), rulesOf)).toThrow(expect.objectContaining({ field: 'steps' }));
+    expect(() => toSubmission(parse({ model_name: 'tiny', prompt: 'p', steps: '1', strength: '0.9' }), rulesOf)).toThrow(
       expect.objectContaining({ field: 'strength' }),
     );
-    expect(toSubmission(parse({ model_name: 'tiny', prompt: 'p', steps: '1', strength: '1' })).steps).toBe(1);
+    expect(toSubmission(parse({ model_name: 'tiny', prompt: 'p', steps: '1', strength: '1' }), rulesOf).steps).toBe(1);
   });
 
   it('requires a model and a prompt', () => {
-    expect(() => toSubmission(parse({ prompt: 'p' }))).toThrow(expect.objectContaining({ field: 'model_name' }));
-    expect(() => toSubmission(parse({ model_name: 'tiny' }))).toThrow(expect.objectContaining({ field: 'prompt' }));
+    expect(() => toSubmission(parse({ prompt: 'p' }), rulesOf)).toThrow(expect.objectContaining({ field: 'model_name' }));
+    expect(() => toSubmission(parse({ model_name: 'tiny' }), rulesOf)).toThrow(expect.objectContaining({ field: 'prompt' }));
   });
 });
 
 describe('requestHash', () => {
-  const base = toSubmission(parse({ model_name: 'tiny', prompt: 'p' }));
+  const base = toSubmission(parse({ model_name: 'tiny', prompt: 'p' }), rulesOf);
   it('changes with any field and with the image', () => {
     const hash = requestHash(base, 'a');
     expect(requestHash({ ...base }, 'a')).toBe(hash);

@@ -7,6 +7,10 @@ class StableDiffusion(Family):
     name = "sd"
     tensor_io = True
 
+    def compute_size(self, width: int, height: int) -> tuple[int, int]:
+        # As given: the pipeline's image processor floors odd sides to the VAE's grid itself.
+        return width, height
+
     def call_kwargs(self, pipe, rows: list) -> dict:
         head = rows[0]
         return {
