@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from .params import LIMITS
-from .sources import ARCH_SOURCES
+from .sources import ARCH_FAMILIES, ARCH_SOURCES
 from .tuning import TUNINGS
 
 log = logging.getLogger("img2img_runner")
@@ -170,8 +170,8 @@ def family_of_source(name: str, source: str | None) -> str | None:
     model_index.json pipeline class, or the built-in model's; None when it cannot tell."""
     if source is None:
         return LIMITS.model_defaults.get(name, {}).get("family")
-    if source in ARCH_SOURCES:
-        return ARCH_SOURCES[source]
+    if source in ARCH_FAMILIES:
+        return ARCH_FAMILIES[source]
     try:
         with open(Path(source) / "model_index.json", encoding="utf-8") as handle:
             pipeline = json.load(handle).get("_class_name")
