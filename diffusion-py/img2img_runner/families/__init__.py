@@ -9,9 +9,13 @@ serve right fails at start, never at its first job.
 """
 
 from .base import Family, UnsupportedModel
+from .flux import FLUX_FAMILIES
+from .qwen import QWEN_FAMILIES
 from .sd import SD_FAMILIES
+from .sd3 import SD3_FAMILIES
+from .zimage import ZIMAGE_FAMILIES
 
-FAMILIES: dict[str, Family] = {family.name: family for family in SD_FAMILIES}
+FAMILIES: dict[str, Family] = {family.name: family for family in (*SD_FAMILIES, *SD3_FAMILIES, *FLUX_FAMILIES, *QWEN_FAMILIES, *ZIMAGE_FAMILIES)}
 
 
 def family_of(pipe) -> Family:

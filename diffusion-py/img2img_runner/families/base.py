@@ -13,6 +13,9 @@ class Family:
     name = ""
     # The runner may hand the batch to the pipeline as one tensor (Stable Diffusion's image processor).
     tensor_io = False
+    # The call names its height and width (the DiT pipelines compute at 1024x1024 unless told)
+    # and how many prompt tokens its text encoder reads.
+    sized = True
 
     @property
     def rules(self) -> FamilyRules:
@@ -33,7 +36,17 @@ class Family:
 
     def call_kwargs(self, pipe, rows: list) -> dict:
         """The pipeline call's arguments for these rows, all but the image, generators, output type and callbacks."""
-        raise NotImplementedError
+        head = rows[0]
+        kwargs = {"prompt": [job.prompt for job in rows], "num_inference_steps": head.steps, **self.guidance_kwargs(rows)}
+        if "strength" in self.rules.applies:
+            kwargs["strength"] = head.strength
+        if self.sized:
+            kwargs.update(height=head.image.height, width=head.image.width, max_sequence_length=self.rules.prompt_tokens)
+        return kwargs
+
+    def guidance_kwargs(self, rows: list) -> dict:
+        """Classifier-free guidance: the scale, and a negative prompt a row (None and "" are the same unconditional prompt)."""
+        return {"negative_prompt": [job.negative_prompt or "" for job in rows], "guidance_scale": rows[0].guidance_scale}
 
     def image_kwargs(self, images) -> dict:
         """How the input images enter the call (an img2img init image, or an edit's reference)."""

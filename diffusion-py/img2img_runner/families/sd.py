@@ -4,23 +4,15 @@ from .base import Family
 
 
 class StableDiffusion(Family):
+    """The image's size is the call's; the text encoder reads CLIP's 77 tokens."""
+
     name = "sd"
     tensor_io = True
+    sized = False
 
     def compute_size(self, width: int, height: int) -> tuple[int, int]:
         # As given: the pipeline's image processor floors odd sides to the VAE's grid itself.
         return width, height
-
-    def call_kwargs(self, pipe, rows: list) -> dict:
-        head = rows[0]
-        return {
-            "prompt": [job.prompt for job in rows],
-            # None and "" give the same unconditional embedding; a list must be all strings.
-            "negative_prompt": [job.negative_prompt or "" for job in rows],
-            "strength": head.strength,
-            "num_inference_steps": head.steps,
-            "guidance_scale": head.guidance_scale,
-        }
 
 
 class StableDiffusionXL(StableDiffusion):
@@ -32,8 +24,8 @@ class StableDiffusionXL(StableDiffusion):
     def batch_key(self, job) -> tuple:
         return (*super().batch_key(job), bool(job.negative_prompt))
 
-    def call_kwargs(self, pipe, rows: list) -> dict:
-        kwargs = super().call_kwargs(pipe, rows)
+    def guidance_kwargs(self, rows: list) -> dict:
+        kwargs = super().guidance_kwargs(rows)
         if not any(job.negative_prompt for job in rows):
             kwargs["negative_prompt"] = None
         return kwargs
@@ -44,10 +36,8 @@ class LatentConsistency(StableDiffusion):
 
     name = "lcm"
 
-    def call_kwargs(self, pipe, rows: list) -> dict:
-        kwargs = super().call_kwargs(pipe, rows)
-        del kwargs["negative_prompt"]
-        return kwargs
+    def guidance_kwargs(self, rows: list) -> dict:
+        return {"guidance_scale": rows[0].guidance_scale}
 
 
 SD_FAMILIES = (StableDiffusion(), StableDiffusionXL(), LatentConsistency())
