@@ -58,7 +58,7 @@ export async function ensureTopics(admin: Admin, topics: string[], partitions: n
 }
 
 /**
- * Resolves once every partition of `topics` has a leader. kafkajs' own wait (waitForLeaders)
+ * Resolves once every partition of `topics` has a leader that answers. kafkajs' own wait (waitForLeaders)
  * gives up when it asks a broker that has not yet heard of a new topic, which happens in a
  * cluster of several brokers; here that answer (retriable) is asked again.
  */
@@ -67,7 +67,11 @@ async function waitForLeaders(admin: Admin, topics: string[], timeoutMs = 30_000
   for (;;) {
     try {
       const { topics: metadata } = await admin.fetchTopicMetadata({ topics });
-      if (metadata.every(({ partitions }) => partitions.length > 0 && partitions.every((p) => p.leader >= 0))) return;
+      if (metadata.every(({ partitions }) => partitions.length > 0 && partitions.every((p) => p.leader >= 0))) {
+        // The metadata can name a leader before that broker serves the partition: ask it.
+        await Promise.all(topics.map((topic) => admin.fetchTopicOffsets(topic)));
+        return;
+      }
     } catch (error) {
       if (!(error as { retriable?: boolean }).retriable || Date.now() > deadline) throw error;
     }

@@ -173,7 +173,7 @@ describe('compile cache in the consumer', () => {
     try {
       const id = await enqueue(kafka, config, store, records);
       expect((await waitForStatus(records, id, ['succeeded', 'failed'])).status).toBe('succeeded');
-      expect(spawns().slice(before)).toEqual([{ dir: '', files: {}, args: '-m img2img_runner --model tiny --tuning fast --device cpu' }]);
+      expect(spawns().slice(before)).toEqual([{ dir: '', files: {}, args: '-m img2img_runner --model tiny --tuning fast --family sd --device cpu' }]);
     } finally {
       await consumer.stop();
     }
