@@ -80,7 +80,7 @@ export async function readModelNames(path: string): Promise<ModelEntry[]> {
 }
 
 /** The built-in sources and their families (the runner's random-weight benchmark models). */
-const BUILT_IN_SOURCES: Record<string, string> = { 'sd15-arch': 'sd', 'sdxl-arch': 'sdxl' };
+const BUILT_IN_SOURCES: Record<string, string> = { 'sd15-arch': 'sd', 'sdxl-arch': 'sdxl', 'flux-arch': 'flux', 'sd35-arch': 'sd3' };
 /** Test and benchmark sources that answer as a Stable Diffusion pipeline would. */
 const STAND_IN = /^(standin|liar):/;
 

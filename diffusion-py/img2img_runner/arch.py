@@ -1,19 +1,22 @@
-"""Benchmark sources: full-size SD 1.5 and SDXL architectures with seeded random weights.
+"""Benchmark sources: full-size SD 1.5, SDXL, FLUX.1 [dev] and SD 3.5 Large architectures with seeded random weights.
 
-No production model uses them. `sd15-arch` and `sdxl-arch` (sources.ARCH_SOURCES)
-are model sources (model_names.txt: `sd15 sd15-arch`) that models.load_pipeline
-serves like any other, so the benchmarks measure the whole service.
-They build the real networks at their real sizes from the configs below (the
-published diffusers configs of runwayml/stable-diffusion-v1-5 and
-stabilityai/stable-diffusion-xl-base-1.0), so every call costs exactly the
-FLOPs, bytes and kernels the real models cost, but the weights are random:
-THE IMAGES THEY MAKE ARE NOISE. They exist to measure and tune the GPU path
-without downloading weights.
+No production model uses them. `sd15-arch`, `sdxl-arch`, `flux-arch` and
+`sd35-arch` (sources.ARCH_SOURCES) are model sources (model_names.txt:
+`sd15 sd15-arch`) that models.load_pipeline serves like any other, so the
+benchmarks measure the whole service. They build the real networks at their
+real sizes from the configs below (the published diffusers configs of
+runwayml/stable-diffusion-v1-5, stabilityai/stable-diffusion-xl-base-1.0,
+black-forest-labs/FLUX.1-dev and stabilityai/stable-diffusion-3.5-large), so
+every call costs exactly the FLOPs, bytes and kernels the real models cost,
+but the weights are random: THE IMAGES THEY MAKE ARE NOISE. They exist to
+measure and tune the GPU path without downloading weights.
 
-Nothing is downloaded. The tokenizer is the byte-level one of tiny.py (every
-byte is a token, 77 tokens a prompt, as in CLIP); the embedding tables keep
-CLIP's real vocabulary size (49408 rows), so the text encoders have their real
-parameter counts.
+Nothing is downloaded. The CLIP tokenizer is the byte-level one of tiny.py
+(every byte is a token, 77 tokens a prompt, as in CLIP); the T5 tokenizer is a
+Unigram model of printable ASCII built in memory (the pipelines pad T5 prompts
+to their max_sequence_length, so the sequence the transformer sees is the real
+one). The embedding tables keep the real vocabulary sizes (CLIP 49408, T5
+32128 rows), so the text encoders have their real parameter counts.
 
 Differences from the published pipelines, on purpose:
 - scheduler: DDIM for sd15-arch (the published default is PNDM, which runs one
@@ -23,11 +26,16 @@ Differences from the published pipelines, on purpose:
   widely used fp16-fixed SDXL VAE (madebyollin/sdxl-vae-fp16-fix), instead of
   upcasting the VAE to fp32 for every encode and decode.
 
+- flux-arch and sd35-arch are served in the dtype asked for; their benchmarks
+  run them in bf16, the dtype both were published and trained in.
+
 Build time: the weights are created directly on the target device (a
-torch.device context) and cast once, so building on a GPU takes about a second
-instead of the tens of seconds a CPU initialisation of 1-3.5 B parameters
-takes. Weights are seeded (WEIGHT_SEED): the same device gives the same
-weights, a CPU and a GPU give different ones (different random generators).
+torch.device context) and each network is cast as soon as it is built, so
+building on a GPU takes seconds instead of the minutes a CPU initialisation
+of 1-17 B parameters takes, and the float32 copy of only one network exists
+at a time (FLUX.1's transformer: 48 GB in float32, 24 GB in bf16). Weights
+are seeded (WEIGHT_SEED): the same device gives the same weights, a CPU and a
+GPU give different ones (different random generators).
 """
 
 import torch
@@ -36,11 +44,16 @@ from diffusers import (
     AutoencoderTiny,
     DDIMScheduler,
     EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    FluxImg2ImgPipeline,
+    FluxTransformer2DModel,
+    SD3Transformer2DModel,
+    StableDiffusion3Img2ImgPipeline,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionXLImg2ImgPipeline,
     UNet2DConditionModel,
 )
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel, T5TokenizerFast
 
 from .sources import ARCH_SOURCES
 from .tiny import build_tokenizer
@@ -132,10 +145,77 @@ CLIP_BIGG = dict(
     projection_dim=1280,
 )
 
+# FLUX.1 [dev]'s transformer: 19 double-stream and 38 single-stream blocks, 24 heads of 128
+# (3072 wide), the guidance embedding of the distilled guidance.
+FLUX_TRANSFORMER = dict(
+    patch_size=1,
+    in_channels=64,
+    num_layers=19,
+    num_single_layers=38,
+    attention_head_dim=128,
+    num_attention_heads=24,
+    joint_attention_dim=4096,
+    pooled_projection_dim=768,
+    guidance_embeds=True,
+    axes_dims_rope=(16, 56, 56),
+)
+
+# SD 3.5 Large's MMDiT: 38 joint blocks, 38 heads of 64 (2432 wide), RMS-normed queries and keys.
+SD35_TRANSFORMER = dict(
+    sample_size=128,
+    patch_size=2,
+    in_channels=16,
+    num_layers=38,
+    attention_head_dim=64,
+    num_attention_heads=38,
+    joint_attention_dim=4096,
+    caption_projection_dim=2432,
+    pooled_projection_dim=2048,
+    out_channels=16,
+    pos_embed_max_size=192,
+    qk_norm="rms_norm",
+)
+
+# The 16-channel VAE of FLUX.1 and SD3 (no quant convs); only their latent scaling differs.
+DIT_VAE = dict(VAE, latent_channels=16, sample_size=1024, use_quant_conv=False, use_post_quant_conv=False)
+FLUX_VAE = dict(DIT_VAE, scaling_factor=0.3611, shift_factor=0.1159)
+SD35_VAE = dict(DIT_VAE, scaling_factor=1.5305, shift_factor=0.0609)
+
+# T5 v1.1 XXL's encoder (google/t5-v1_1-xxl): FLUX.1's text_encoder_2, SD3's text_encoder_3.
+T5_VOCAB_SIZE = 32128
+T5_XXL = dict(
+    vocab_size=T5_VOCAB_SIZE,
+    d_model=4096,
+    d_kv=64,
+    d_ff=10240,
+    num_layers=24,
+    num_heads=64,
+    relative_attention_num_buckets=32,
+    relative_attention_max_distance=128,
+    feed_forward_proj="gated-gelu",
+    dense_act_fn="gelu_new",
+    is_gated_act=True,
+    layer_norm_epsilon=1e-6,
+    tie_word_embeddings=False,
+    pad_token_id=0,
+    eos_token_id=1,
+    decoder_start_token_id=0,
+)
+
 # Parameter counts of the published checkpoints (the tests check the builds against them).
 PARAMS = {
     "sd15-arch": {"unet": 859_520_964, "vae": 83_653_863, "text_encoder": 123_060_480},
     "sdxl-arch": {"unet": 2_567_463_684, "vae": 83_653_863, "text_encoder": 123_060_480, "text_encoder_2": 694_659_840},
+    # FLUX.1-dev's safetensors hold 23,802,816,640 bytes of bf16 transformer and 9,524,621,312 of T5.
+    "flux-arch": {"transformer": 11_901_408_320, "text_encoder_2": 4_762_310_656, "vae": 83_819_683, "text_encoder": 123_060_480},
+    # SD 3.5 Large: the "8.1B" MMDiT, CLIP-L and OpenCLIP bigG with their projections, T5 XXL.
+    "sd35-arch": {
+        "transformer": 8_056_627_520,
+        "text_encoder_3": 4_762_310_656,
+        "vae": 83_819_683,
+        "text_encoder": 123_650_304,
+        "text_encoder_2": 694_659_840,
+    },
 }
 
 # Scheduler settings shared by SD 1.5 and SDXL (their training noise schedule).
@@ -159,22 +239,56 @@ def _clip(settings: dict, tokenizer, with_projection: bool):
     return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(config)
 
 
-def build_components(source: str, tokenizer) -> dict:
-    """The networks of a source, created on the current default device (use a torch.device context)."""
+def t5_tokenizer() -> T5TokenizerFast:
+    """A Unigram T5 tokenizer built in memory: printable ASCII characters and ▁-prefixed letters.
+
+    T5's layout: <pad>=0, </s>=1, <unk>=2, then the pieces; every id is far below T5's 32128 rows.
+    """
+    pieces = [("▁", -2.0)] + [(chr(code), -3.0) for code in range(32, 127)] + [("▁" + chr(code), -2.5) for code in range(97, 123)]
+    return T5TokenizerFast(vocab=[("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), *pieces], extra_ids=0)
+
+
+def _factories(source: str, tokenizer) -> dict:
+    """Each network of a source as a function that builds it, largest first."""
+    clip_l = lambda: _clip(CLIP_L, tokenizer, with_projection=False)  # noqa: E731
     if source == "sd15-arch":
-        return {
-            "unet": UNet2DConditionModel(**SD15_UNET),
-            "vae": AutoencoderKL(**SD15_VAE),
-            "text_encoder": _clip(CLIP_L, tokenizer, with_projection=False),
-        }
+        return {"unet": lambda: UNet2DConditionModel(**SD15_UNET), "vae": lambda: AutoencoderKL(**SD15_VAE), "text_encoder": clip_l}
     if source == "sdxl-arch":
         return {
-            "unet": UNet2DConditionModel(**SDXL_UNET),
-            "vae": AutoencoderKL(**SDXL_VAE),
-            "text_encoder": _clip(CLIP_L, tokenizer, with_projection=False),
-            "text_encoder_2": _clip(CLIP_BIGG, tokenizer, with_projection=True),
+            "unet": lambda: UNet2DConditionModel(**SDXL_UNET),
+            "vae": lambda: AutoencoderKL(**SDXL_VAE),
+            "text_encoder": clip_l,
+            "text_encoder_2": lambda: _clip(CLIP_BIGG, tokenizer, with_projection=True),
+        }
+    if source == "flux-arch":
+        return {
+            "transformer": lambda: FluxTransformer2DModel(**FLUX_TRANSFORMER),
+            "text_encoder_2": lambda: T5EncoderModel(T5Config(**T5_XXL)),
+            "vae": lambda: AutoencoderKL(**FLUX_VAE),
+            "text_encoder": clip_l,
+        }
+    if source == "sd35-arch":
+        return {
+            "transformer": lambda: SD3Transformer2DModel(**SD35_TRANSFORMER),
+            "text_encoder_3": lambda: T5EncoderModel(T5Config(**T5_XXL)),
+            "vae": lambda: AutoencoderKL(**SD35_VAE),
+            "text_encoder": lambda: _clip(CLIP_L, tokenizer, with_projection=True),
+            "text_encoder_2": lambda: _clip(CLIP_BIGG, tokenizer, with_projection=True),
         }
     raise ValueError(f"unknown benchmark source {source!r} (one of {', '.join(ARCH_SOURCES)})")
+
+
+def build_components(source: str, tokenizer, dtype: torch.dtype | None = None) -> dict:
+    """The networks of a source, created on the current default device (use a torch.device context).
+
+    With a dtype each network is cast (and set to eval) as soon as it is built: created in
+    float32, the init functions' precision, one network at a time.
+    """
+    components = {}
+    for name, build in _factories(source, tokenizer).items():
+        module = build()
+        components[name] = module if dtype is None else module.to(dtype=dtype).eval()
+    return components
 
 
 def rng_devices(device: torch.device) -> list[int]:
@@ -191,13 +305,22 @@ def _seed(device: torch.device) -> None:
 
 
 def build_arch_pipeline(source: str, device: torch.device, dtype: torch.dtype):
-    """A full-size SD 1.5 / SDXL img2img pipeline with seeded random weights, on device, in dtype."""
+    """A full-size img2img pipeline of a benchmark source with seeded random weights, on device, in dtype."""
     tokenizer = build_tokenizer()
     with torch.random.fork_rng(devices=rng_devices(device)), torch.device(device):
         _seed(device)
-        # Created in float32 (the init functions' precision), cast once per network.
-        components = {name: module.to(dtype=dtype).eval() for name, module in build_components(source, tokenizer).items()}
+        components = build_components(source, tokenizer, dtype)
     common = dict(tokenizer=tokenizer, feature_extractor=None, **components)
+    if source == "flux-arch":
+        # FLUX.1 [dev]'s schedule: the shift grows with the image's token count (1024x1024: 1.15).
+        scheduler = FlowMatchEulerDiscreteScheduler(
+            shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096
+        )
+        return FluxImg2ImgPipeline(scheduler=scheduler, tokenizer_2=t5_tokenizer(), image_encoder=None, **common)
+    if source == "sd35-arch":
+        return StableDiffusion3Img2ImgPipeline(
+            scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), tokenizer_2=tokenizer, tokenizer_3=t5_tokenizer(), image_encoder=None, **common
+        )
     if source == "sd15-arch":
         scheduler = DDIMScheduler(**_SCHEDULE, clip_sample=False, set_alpha_to_one=False)
         return StableDiffusionImg2ImgPipeline(scheduler=scheduler, safety_checker=None, requires_safety_checker=False, **common)

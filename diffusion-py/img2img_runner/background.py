@@ -27,30 +27,48 @@ from . import compile_cache
 log = logging.getLogger("img2img_runner")
 
 
-def _mark_batch_dynamic(*values) -> None:
+def _tensors(values):
+    """The tensors in values (a tensor, or a tuple, list or dict of them, nested), in call order."""
+    if isinstance(values, dict):
+        values = list(values.values())
+    if isinstance(values, (tuple, list)):
+        for value in values:
+            yield from _tensors(value)
+    elif torch.is_tensor(values):
+        yield values
+
+
+def call_batch(args, kwargs) -> int:
+    """A call's batch size: the leading dimension of its first tensor (the hidden states or latents).
+
+    Only tensors with that leading dimension are the batch's: a transformer block also takes
+    inputs the batch does not change (FLUX.1's rotary embedding: one row a token).
+    """
+    first = next((value for value in _tensors((args, kwargs)) if value.dim() > 0), None)
+    return 1 if first is None else first.shape[0]
+
+
+def _mark_batch_dynamic(batch: int, *values) -> None:
     for value in values:
         if isinstance(value, dict):
-            _mark_batch_dynamic(*value.values())
-        elif torch.is_tensor(value) and value.dim() > 0 and value.shape[0] > 1:
+            _mark_batch_dynamic(batch, *value.values())
+        elif batch > 1 and torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == batch:
             torch._dynamo.maybe_mark_dynamic(value, 0)
 
 
-def _batched(values) -> bool:
-    """Whether any tensor in values (nested) has a batch dimension over 1."""
-    if isinstance(values, dict):
-        return any(_batched(value) for value in values.values())
-    if isinstance(values, (tuple, list)):
-        return any(_batched(value) for value in values)
-    return torch.is_tensor(values) and values.dim() > 0 and values.shape[0] > 1
+def _batched(call) -> bool:
+    """Whether a recorded call (args, kwargs) has a batch over 1."""
+    return call_batch(*call) > 1
 
 
-def _repeat_batch(values, times: int):
-    """values (a tuple, list or dict, nested) with every batched tensor repeated `times` along dim 0, layout kept."""
+def _repeat_batch(values, times: int, batch: int):
+    """values (a tuple, list or dict, nested) with every tensor of the batch (leading dimension
+    `batch`) repeated `times` along dim 0, layout kept."""
     if isinstance(values, dict):
-        return {key: _repeat_batch(value, times) for key, value in values.items()}
+        return {key: _repeat_batch(value, times, batch) for key, value in values.items()}
     if isinstance(values, (tuple, list)):
-        return type(values)(_repeat_batch(value, times) for value in values)
-    if torch.is_tensor(values) and values.dim() > 0 and values.shape[0] > 1:
+        return type(values)(_repeat_batch(value, times, batch) for value in values)
+    if torch.is_tensor(values) and values.dim() > 0 and values.shape[0] == batch:
         layout = torch.channels_last if values.dim() == 4 and values.is_contiguous(memory_format=torch.channels_last) and not values.is_contiguous() else torch.contiguous_format
         return torch.cat([values] * times).contiguous(memory_format=layout)
     return values
@@ -96,7 +114,7 @@ class Switch:
 
             def forward(*args, **kwargs):
                 # One graph serves every batch size > 1.
-                _mark_batch_dynamic(*args, *kwargs.values())
+                _mark_batch_dynamic(call_batch(args, kwargs), *args, *kwargs.values())
                 return compiled(*args, **kwargs)
 
             self.compiled = forward
@@ -121,8 +139,9 @@ class Switch:
         for args, kwargs in self.recorded.values():
             self.compiled(*args, **kwargs)
             calls += 1
-            if times > 1 and _batched((args, kwargs)):
-                self.compiled(*_repeat_batch(args, times), **_repeat_batch(kwargs, times))
+            batch = call_batch(args, kwargs)
+            if times > 1 and batch > 1:
+                self.compiled(*_repeat_batch(args, times, batch), **_repeat_batch(kwargs, times, batch))
                 calls += 1
         return calls
 

@@ -92,8 +92,16 @@ def _resolve(args) -> Resolved:
     return Resolved(source, tuning_name, args.family or (entry.family if entry else None), args.dtype or (entry.dtype if entry else None))
 
 
+def _untuned_because(model: str, tuning_name: str, pipe) -> str:
+    if tuning_name == "off":
+        return "tuning=off"
+    if model == "tiny":
+        return "the built-in toy model is never tuned"
+    return f"the {family_of(pipe).name} family's {type(pipe).__name__} has neither a UNet nor a transformer to tune"
+
+
 def _prepare(load, args, device, log, tuning_name: str):
-    """Load, tune (full-size SD pipelines on cuda) and warm the pipeline; return (pipe, tuned, max_batch, background).
+    """Load, tune (full-size UNet and DiT pipelines on cuda) and warm the pipeline; return (pipe, tuned, max_batch, background).
 
     A pipeline the tuning cannot handle (an unusual architecture, a compiler
     error) is reloaded and served plain rather than not at all. With a
@@ -118,10 +126,7 @@ def _prepare(load, args, device, log, tuning_name: str):
             torch.cuda.empty_cache()
             pipe = load()
     elif device.type == "cuda":
-        why = {"off": "tuning=off", "tiny": "the built-in toy model is never tuned"}.get(
-            "off" if tuning_name == "off" else args.model, f"the {family_of(pipe).name} family has no GPU tuning yet"
-        )
-        log.warning("model %s runs untuned: %s", args.model, why)
+        log.warning("model %s runs untuned: %s", args.model, _untuned_because(args.model, tuning_name, pipe))
     warm_up(pipe, device)
     return pipe, False, args.max_batch or (8 if device.type == "cuda" else 4), None
 
@@ -212,8 +217,9 @@ def run(argv, frames_out) -> int:
         return 1
     load_seconds = time.perf_counter() - started
     log.info(
-        "model %s ready on %s (%s) in %.2fs, max_batch %d",
+        "model %s ready on %s (%s) in %.2fs, max_batch %d%s",
         args.model, serving.device_name, serving.dtype_name, load_seconds, serving.max_batch,
+        "" if serving.tuned or not serving.device_name.startswith("cuda") else ", untuned",
     )
 
     ready = ReadyFrame(

@@ -23,8 +23,8 @@ background thread, by default) rather than the ready frame.
 
 The key is a hash of everything that makes compiled code valid or invalid:
 torch, Triton, CUDA, cuDNN, Python and diffusers versions, the GPU's name and
-compute capability, the pipeline class, the UNet and VAE configs (the
-architecture: weights are graph inputs, not constants), the dtype, the tuning,
+compute capability, the pipeline class, the UNet, transformer and VAE configs
+(the architecture: weights are graph inputs, not constants), the dtype, the tuning,
 the image size and the batch plan. A different value of any of them is a
 different key, so a stale entry is never loaded: it is a miss, and the log
 says which fields differ from the entries present. An entry whose files do not
@@ -108,7 +108,7 @@ def _config(module) -> dict | None:
 
 def pipeline_fields(pipe, tuning, max_batch: int | None, size: tuple[int, int], buckets=None) -> dict:
     """What the compiled graphs of this pipeline depend on (not the weights' values)."""
-    return {
+    fields = {
         "pipeline": type(pipe).__name__,
         "unet": _config(getattr(pipe, "unet", None)),
         "vae": _config(getattr(pipe, "vae", None)),
@@ -121,6 +121,13 @@ def pipeline_fields(pipe, tuning, max_batch: int | None, size: tuple[int, int], 
         "max_batch": max_batch,
         "buckets": list(buckets) if buckets else None,
     }
+    transformer = getattr(pipe, "transformer", None)
+    if transformer is not None:
+        # A DiT's compiled blocks are the transformer's (width, heads, norms, block counts); a UNet
+        # pipeline has no such field, so its keys stay what they were.
+        fields["transformer"] = _config(transformer)
+        fields["transformer_class"] = type(transformer).__name__
+    return fields
 
 
 def canonical(fields: dict) -> str:

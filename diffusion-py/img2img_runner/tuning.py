@@ -1,5 +1,6 @@
-"""The fast CUDA path for full-size Stable Diffusion pipelines (SD 1.5, SDXL and their kin):
-the tunings (TUNINGS) and apply_tuning, which sets one up on a loaded pipeline.
+"""The fast CUDA path for full-size pipelines: the UNet families (SD 1.5, SDXL and their kin)
+and the diffusion-transformer (DiT) families (FLUX.1, SD3, Qwen-Image, Z-Image): the tunings
+(TUNINGS) and apply_tuning, which sets one up on a loaded pipeline.
 
 Measured on an H100 against the out-of-the-box pipeline (bench/gpu/;
 BENCHMARKS.md, the GPU sections), SD 1.5 img2img 512x512, 15 steps:
@@ -24,10 +25,21 @@ default the compilation runs in a background thread behind an eager warm-up
 (warmup.py, background.py): the runner takes jobs in seconds and switches to
 the compiled path when it is ready.
 
+A DiT pipeline takes the same tunings, applied to what it has (apply_tuning):
+the transformer's repeated blocks (REPEATED_BLOCKS) compiled one by one,
+whatever the tuning's `regional` says (the glue around them, a few small
+kernels a step, stays eager; so does the VAE); fused QKV projections only
+where the fused attention keeps the model's function (FUSED_QKV_MODELS);
+cuDNN attention first. The UNet-only trades (feature caching, the tiny VAE,
+guidance in the first steps only) are left out, and the tuning recorded on
+the pipeline says so. Measured on an H100: BENCHMARKS.md, "GPU: the DiT
+families".
+
 Nothing here runs for the CPU path or for the `tiny` model: they stay exactly
 as models.load_pipeline makes them.
 """
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -113,9 +125,14 @@ def tuning_of(pipe) -> Tuning:
     return getattr(pipe, "_img2img_tuning", None) or TUNINGS["off"]
 
 
+def is_dit(pipe) -> bool:
+    """A diffusion-transformer pipeline: a `transformer` network where the SD families have their UNet."""
+    return getattr(pipe, "unet", None) is None and isinstance(getattr(pipe, "transformer", None), torch.nn.Module)
+
+
 def wants_tuning(model: str, device: torch.device, pipe) -> bool:
-    """Only full-size UNet pipelines on CUDA are tuned; the tiny model and the CPU path never are."""
-    return device.type == "cuda" and model != "tiny" and hasattr(pipe, "unet") and hasattr(pipe, "vae")
+    """Full-size UNet and DiT pipelines on CUDA are tuned; the tiny model and the CPU path never are."""
+    return device.type == "cuda" and model != "tiny" and hasattr(pipe, "vae") and (hasattr(pipe, "unet") or is_dit(pipe))
 
 
 # Blocks compiled one by one under the `regional` tuning. In SD 1.5's UNet the 16
@@ -130,8 +147,27 @@ REGION_CLASSES = ("Transformer2DModel", "ResnetBlock2D", "EncoderTiny", "Decoder
 REGION_RECOMPILE_LIMIT = 128
 
 
+# Transformers whose fused QKV projection computes the same function: FLUX.1's attention
+# processors read the fused weights and then apply its RMS norms. SD3's fused processor
+# (FusedJointAttnProcessor2_0) skips the query/key RMS norms SD 3.5 has; Qwen-Image's and
+# Z-Image's processors never read fused weights (fusing would only add a copy of them).
+FUSED_QKV_MODELS = ("FluxTransformer2DModel",)
+
+
+def repeated_blocks(transformer) -> list:
+    """The transformer's repeated blocks: the classes it declares in `_repeated_blocks` (diffusers'
+    regional compilation), else the classes of its block stacks (its own ModuleLists: SD3 declares none)."""
+    names = getattr(transformer, "_repeated_blocks", None)
+    if not names:
+        names = {type(block).__name__ for child in transformer.children() if isinstance(child, torch.nn.ModuleList) for block in child}
+    return [module for module in transformer.modules() if type(module).__name__ in names]
+
+
 def compile_targets(pipe, tuning: Tuning) -> list:
-    """The modules whose forwards are compiled: the UNet and the VAE halves, or their repeated blocks."""
+    """The modules whose forwards are compiled: the UNet and the VAE halves, or their repeated blocks;
+    a DiT's repeated blocks."""
+    if is_dit(pipe):
+        return repeated_blocks(pipe.transformer)
     if not tuning.regional:
         targets = [pipe.unet]
         if hasattr(pipe.vae, "encoder"):
@@ -140,12 +176,15 @@ def compile_targets(pipe, tuning: Tuning) -> list:
     return [module for root in (pipe.unet, pipe.vae) for module in root.modules() if type(module).__name__ in REGION_CLASSES]
 
 
-def _regional_dynamo_config() -> None:
+def _regional_dynamo_config(static_shapes: bool = True) -> None:
+    """Dynamo's settings for compiled blocks. static_shapes (the UNet's blocks): only the marked
+    batch dimension is dynamic, so a block of another width compiles its own static graph instead
+    of turning channels dynamic. A DiT's blocks of a class all have one width, and a new token
+    count (another image size, Qwen-Image's prompt lengths) should make that dimension dynamic
+    once rather than compile a graph per count: Dynamo's automatic dynamic shapes are on."""
     import torch._dynamo.config as dynamo_config  # Dynamo: seconds to import, for the compiled path only
 
-    # Only the marked batch dimension is dynamic: a block of another width
-    # compiles its own static graph instead of turning channels dynamic.
-    dynamo_config.automatic_dynamic_shapes = False
+    dynamo_config.automatic_dynamic_shapes = not static_shapes
     for name in ("recompile_limit", "cache_size_limit"):
         if hasattr(dynamo_config, name):
             setattr(dynamo_config, name, max(getattr(dynamo_config, name), REGION_RECOMPILE_LIMIT))
@@ -185,6 +224,23 @@ def prefer_cudnn_attention() -> bool:
     return True
 
 
+def for_dit(tuning: Tuning) -> Tuning:
+    """The part of a tuning a DiT pipeline takes: the UNet-only trades left out."""
+    dropped = [name for name, off in (("feature_cache", 0), ("tiny_vae", False), ("guidance_share", 1.0)) if getattr(tuning, name) != off]
+    if not dropped:
+        return tuning
+    log.warning("tuning %s: %s apply to UNet models only: left out for this transformer", tuning.name, ", ".join(dropped))
+    return dataclasses.replace(tuning, feature_cache=0, tiny_vae=False, guidance_share=1.0)
+
+
+def _fuse_qkv(pipe, vae: bool) -> None:
+    if not is_dit(pipe):
+        # Also sets FusedAttnProcessor2_0 (SDPA) on the UNet and the KL VAE.
+        pipe.fuse_qkv_projections(vae=vae)
+    elif type(pipe.transformer).__name__ in FUSED_QKV_MODELS:
+        pipe.transformer.fuse_qkv_projections()
+
+
 def apply_tuning(pipe, tuning: Tuning, defer_compile: bool = False):
     """Apply a Tuning to a loaded pipeline in place (weights stay as they are).
 
@@ -192,7 +248,11 @@ def apply_tuning(pipe, tuning: Tuning, defer_compile: bool = False):
     (their first call compiles), or, with defer_compile, eager until
     warmup.warm_up_background's thread has compiled them. cudnn_benchmark and
     cudnn_attention are process-wide switches: the runner serves one pipeline a process.
+    A DiT pipeline takes what applies to it (module doc).
     """
+    dit = is_dit(pipe)
+    if dit:
+        tuning = for_dit(tuning)
     # Deferred: the compile thread switches it on (background.py); the eager warm-up skips seconds of benchmarking.
     if tuning.cudnn_benchmark and not defer_compile:
         torch.backends.cudnn.benchmark = True
@@ -203,9 +263,9 @@ def apply_tuning(pipe, tuning: Tuning, defer_compile: bool = False):
         pipe.vae = tiny_vae
         pipe.register_modules(vae=tiny_vae)
     if tuning.fuse_qkv:
-        # Also sets FusedAttnProcessor2_0 (SDPA) on the UNet and the KL VAE.
-        pipe.fuse_qkv_projections(vae=tiny_vae is None)
-    if tuning.channels_last:
+        _fuse_qkv(pipe, vae=tiny_vae is None)
+    # A DiT's VAE stays eager, where channels_last was the slower layout (module doc).
+    if tuning.channels_last and not dit:
         pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
     switches = []
@@ -215,8 +275,8 @@ def apply_tuning(pipe, tuning: Tuning, defer_compile: bool = False):
         # 1x1 convolutions (the attention blocks' proj_in/out, the VAE's shortcuts) as matmuls.
         inductor_config.conv_1x1_as_mm = True
         inductor_config.layout_optimization = tuning.inductor_layout_optimization
-        if tuning.regional:
-            _regional_dynamo_config()
+        if tuning.regional or dit:
+            _regional_dynamo_config(static_shapes=not dit)
         switches = [Switch(module, tuning.compile_mode, tuning.compile_backend) for module in compile_targets(pipe, tuning)]
         log.info("compiling %d modules%s", len(switches), " in the background" if defer_compile else "")
         if not defer_compile:

@@ -1,20 +1,23 @@
 """Warming a tuned pipeline up before the ready frame, and choosing its batch size.
 
 A warm-up runs gray images through every path a job of the model's native size
-takes: compiled at once (warm_up_tuned), or eagerly with the compilation left
-to a background thread (warm_up_background, background.py). Either measures
-the GPU memory a batch takes and returns the largest batch to serve.
+takes, calling the pipeline as its family does (families/): compiled at once
+(warm_up_tuned), or eagerly with the compilation left to a background thread
+(warm_up_background, background.py). Either measures the GPU memory a batch
+takes and returns the largest batch to serve.
 """
 
 import logging
 import time
+from types import SimpleNamespace
 
 import torch
 from PIL import Image
 
 from . import compile_cache, guidance
 from .background import BackgroundCompile, switches_of
-from .tuning import tuning_of
+from .families import family_of
+from .tuning import is_dit, tuning_of
 
 log = logging.getLogger("img2img_runner")
 
@@ -25,32 +28,62 @@ BATCH_CAP = 24
 # Share of the free GPU memory (after load) that batches may take; the rest is
 # headroom for fragmentation, cuDNN workspaces and a second image size.
 MEMORY_SHARE = 0.8
+# The same for the DiT families: at their native 1024x1024 one image is 4096 tokens, matrix
+# products that fill the GPU already, so larger batches add latency, not throughput.
+DIT_BATCH_CAP = 8
+# The side the DiT pipelines compute at when not told (their default_sample_size x 8).
+DIT_NATIVE_SIDE = 1024
 
 
 def native_size(pipe) -> tuple[int, int]:
-    """The image size the model was trained at (512 for SD 1.5, 1024 for SDXL)."""
+    """The image size the model was trained at (512 for SD 1.5, 1024 for SDXL and the DiT families),
+    on the family's grid."""
+    if is_dit(pipe):
+        sample = getattr(pipe, "default_sample_size", None)
+        side = sample * pipe.vae_scale_factor if sample else DIT_NATIVE_SIDE
+        return family_of(pipe).compute_size(side, side)
     side = pipe.unet.config.sample_size * pipe.vae_scale_factor
     return side, side
 
 
-def run_batch(pipe, device: torch.device, batch: int, size: tuple[int, int]):
-    """One pipeline call on gray images, as the runner makes it (seeded generators, PIL out).
+def batch_cap(pipe) -> int:
+    """Jobs per call at most: BATCH_CAP, DIT_BATCH_CAP for a DiT, 1 for a family that never batches.
 
-    One denoising step, or as few as reach the tuning's unguided steps (the UNet on half the rows).
+    A family never batches when two jobs alike but for their id get different batch keys
+    (Qwen-Image-Edit: its pipelines take one prompt a call).
     """
-    share = tuning_of(pipe).guidance_share
+    family = family_of(pipe)
+    image = Image.new("RGB", (64, 64))
+    one, other = ({"id": name, "image": image, "steps": 2, "strength": 0.5, "guidance_scale": 1.0, "negative_prompt": None, "prompt": ""} for name in "ab")
+    if family.batch_key(SimpleNamespace(**one)) != family.batch_key(SimpleNamespace(**other)):
+        return 1
+    return DIT_BATCH_CAP if is_dit(pipe) else BATCH_CAP
+
+
+def warm_up_rows(pipe, batch: int, size: tuple[int, int]) -> list:
+    """The rows of a warm-up call, as jobs: gray images, the family's default guidance.
+
+    One denoising step (two steps at strength 0.5; a family without strength runs both), or
+    as few as reach the tuning's unguided steps (the UNet on half the rows).
+    """
+    family = family_of(pipe)
+    steps = 2 * guidance.steps_reaching_the_cut(tuning_of(pipe).guidance_share)
     image = Image.new("RGB", size, (128, 128, 128))
+    row = SimpleNamespace(prompt="warm-up", negative_prompt=None, strength=0.5, steps=steps, guidance_scale=family.rules.guidance_scale.default, image=image)
+    return [row] * batch
+
+
+def run_batch(pipe, device: torch.device, batch: int, size: tuple[int, int]):
+    """One pipeline call on gray images, as the runner makes it (the family's call, seeded generators, PIL out)."""
+    family = family_of(pipe)
+    rows = warm_up_rows(pipe, batch, size)
     with torch.inference_mode():
         return pipe(
-            prompt=["warm-up"] * batch,
-            negative_prompt=[""] * batch,
-            image=[image] * batch,
-            strength=0.5,
-            num_inference_steps=2 * guidance.steps_reaching_the_cut(share),
-            guidance_scale=7.5,
+            **family.call_kwargs(pipe, rows),
+            **family.image_kwargs([row.image for row in rows]),
             generator=[torch.Generator(device=device).manual_seed(index) for index in range(batch)],
             output_type="pil",
-            **guidance.call_kwargs(pipe, share),
+            **guidance.call_kwargs(pipe, tuning_of(pipe).guidance_share),
         )
 
 
@@ -65,10 +98,14 @@ def _peak_bytes(pipe, device: torch.device, batch: int, size: tuple[int, int]) -
 def fit_batch(pipe, device: torch.device, size: tuple[int, int], cap: int = BATCH_CAP, check: bool = True) -> int:
     """The largest batch (<= cap) whose measured memory fits in MEMORY_SHARE of the free GPU memory.
 
+    A cap of 1 measures nothing.
+
     Peak memory grows linearly with the batch (the UNet's activations and the
     latents; the VAE decodes one image at a time): measured at batches 2 and 4,
     extrapolated, then checked by running the chosen batch.
     """
+    if cap <= 1:
+        return 1
     two, four = _peak_bytes(pipe, device, 2, size), _peak_bytes(pipe, device, 4, size)
     per_image = max((four - two) / 2, 1)
     fixed = two - 2 * per_image
@@ -94,11 +131,13 @@ def _warm_up(pipe, device: torch.device, max_batch: int | None, size: tuple[int,
     benchmarking before the ready frame); the first full batch pays them, and an
     out-of-memory there halves the batch (Runner._run_group).
     """
+    if max_batch is not None and batch_cap(pipe) == 1:
+        max_batch = 1  # the family never batches: a larger call would be refused
     started = time.perf_counter()
     run_batch(pipe, device, 1, size)
     log.info("first call at %dx%d took %.1fs", *size, time.perf_counter() - started)
     if max_batch is None:
-        batch = fit_batch(pipe, device, size, check=run_largest)
+        batch = fit_batch(pipe, device, size, cap=batch_cap(pipe), check=run_largest)
     else:
         for batch in sorted({1, 2, max_batch} if run_largest else {1, min(2, max_batch)}):
             run_batch(pipe, device, batch, size)
