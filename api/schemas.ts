@@ -77,6 +77,11 @@ export const ModelList = z
             'How many denoising steps a job runs (times_strength: floor(steps × strength); flow: steps − floor(steps − steps × strength), at least one; all: steps), and the multiple of pixels its sides are computed at (the result has the input’s size)',
           example: { steps_rule: 'times_strength', multiple: 8 },
         }),
+        prompt_tokens: z.number().int().nullable().openapi({
+          description:
+            "The tokens the model's main text encoder reads (CLIP: 77; T5 or Qwen: the family's limit); null when the API does not know the model's family. Of a longer prompt the model reads the start, and the job's notes say so.",
+          example: 77,
+        }),
       }),
     ),
   })

@@ -103,6 +103,8 @@ export const JobRecord = z.object({
   // that never ran has neither.
   worker: z.string().nullable().optional(),
   verification: Verification.nullable().optional(),
+  /** What the runner said about how the job ran (a prompt cut to what a text encoder reads). */
+  notes: z.array(z.string()).optional(),
 });
 export type JobRecord = z.infer<typeof JobRecord>;
 

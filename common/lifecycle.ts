@@ -115,6 +115,8 @@ export interface Outcome {
   /** Who computed the kept result (`local` or a remote worker's id), and how it was checked. */
   worker?: string | null;
   verification?: Verification | null;
+  /** The runner's notes on the run. */
+  notes?: string[];
 }
 
 /** Every step done: of the run's own count, else of the last progress recorded; none when neither is known. */
@@ -141,6 +143,7 @@ export function succeed(record: JobRecord, outcome: Outcome, clock: Clock = {}):
     peak_memory_bytes: outcome.peak_memory_bytes,
     worker: outcome.worker ?? null,
     verification: outcome.verification ?? null,
+    ...(outcome.notes?.length ? { notes: outcome.notes } : {}),
     timings: {
       queue_s: record.started_at ? (Date.parse(record.started_at) - Date.parse(record.created_at)) / 1000 : 0,
       run_s: since(record.started_at),

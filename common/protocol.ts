@@ -38,6 +38,8 @@ export const ResultFrame = z.object({
   batch_size: z.number().int(),
   timings: z.object({ decode_s: z.number(), compute_s: z.number(), encode_s: z.number() }),
   peak_memory_bytes: z.number().int(),
+  /** What the user should know about the run (a prompt longer than a text encoder reads); a runner without notes sends none. */
+  notes: z.array(z.string().max(2000)).max(16).default([]),
 });
 export const ErrorFrame = z.object({
   ...base,

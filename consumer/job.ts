@@ -252,6 +252,7 @@ export class JobRun {
         total_steps: this.totalSteps,
         worker: outcome.worker,
         verification: outcome.verification,
+        notes: result.notes,
       }),
     );
     await this.flush(applied.record);

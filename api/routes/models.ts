@@ -35,6 +35,7 @@ export function modelRoutes(services: Services) {
       family: own.family,
       params: paramsOf(own),
       denoising: { steps_rule: own.steps_rule, multiple: own.multiple },
+      prompt_tokens: own.prompt_tokens,
     };
   });
   return new OpenAPIHono<AppEnv>().openapi(route, async (c) => {

@@ -281,6 +281,9 @@ function showJob(view) {
     $('job-error').textContent = `${view.error.code}: ${view.error.message}`;
     $('job-error').hidden = false;
   }
+  const notes = view.notes ?? [];
+  $('job-notes').replaceChildren(...notes.map((note) => Object.assign(document.createElement('li'), { textContent: note })));
+  $('job-notes').hidden = !notes.length;
   if (view.timings) $('job-time').textContent = `Took ${seconds(view.timings.total_s)}: ${seconds(view.timings.queue_s)} queued, ${seconds(view.timings.run_s)} running`;
   updateJob(view.id, { status });
 }
@@ -300,6 +303,7 @@ async function follow(id, input) {
   $('job').hidden = false;
   $('job-id').textContent = id;
   $('job-error').hidden = true;
+  $('job-notes').hidden = true;
   $('job-result').hidden = true;
   $('job-time').textContent = '';
   setProgress(0, 0);

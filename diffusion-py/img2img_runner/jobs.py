@@ -3,7 +3,7 @@
 import io
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from PIL import Image
 
@@ -41,6 +41,8 @@ class Job:
     batch_key: tuple = ()
     # The denoising steps the call runs (the family's rule).
     denoising_steps: int = 0
+    # What the result frame tells the user about the run (the family's prompt_notes).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def cost(self) -> int:

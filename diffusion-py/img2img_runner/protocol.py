@@ -125,6 +125,8 @@ class ResultFrame(Message):
     batch_size: int
     timings: Timings
     peak_memory_bytes: int
+    # What the user should know about how the job ran (a prompt longer than a text encoder reads).
+    notes: list[str]
 
 
 @dataclass(frozen=True)
@@ -198,6 +200,10 @@ def _check(kind, name: str, value, where: str):
         if not isinstance(value, str) or (name == "id" and not value):
             what = "a non-empty string" if name == "id" else "a string"
             raise ProtocolError(f"{where} must be {what}{' or null' if kind != str else ''}")
+        return value
+    if kind == list[str]:
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise ProtocolError(f"{where} must be a list of strings")
         return value
     # bool is an int in Python; JSON has true/false apart from numbers.
     if kind is bool:

@@ -405,6 +405,10 @@ class Runner:
         rows = jobs + [jobs[-1]] * ((size if size <= self.max_batch else len(jobs)) - len(jobs))
         # One generator per job, seeded by the job: its noise never depends on batch-mates.
         generators = [torch.Generator(device=self.device).manual_seed(job.seed) for job in rows]
+        for job in jobs:
+            # Here, in the thread that calls the pipeline: a fast tokenizer shared across threads can
+            # fail ("Already borrowed") while the pipeline sets its truncation.
+            job.notes = self.family.prompt_notes(self.pipe, job)
         started = time.perf_counter()
         tensor_io = self._can_use_tensors(head)
         with torch.inference_mode():
@@ -460,6 +464,7 @@ class Runner:
             batch_size=batch_size,
             timings=Timings(decode_s=round(job.decode_s, 6), compute_s=round(compute_s, 6), encode_s=round(encode_s, 6)),
             peak_memory_bytes=peak,
+            notes=job.notes,
         )
         if self.bench_log:
             # Before the result frame, so a parent that saw the result finds the line.

@@ -5,6 +5,7 @@ import pytest
 from img2img_runner.frames import encode_frame
 from img2img_runner.protocol import (
     ALL,
+    FROM_RUNNER,
     TO_RUNNER,
     ErrorFrame,
     JobFrame,
@@ -33,8 +34,8 @@ def test_vector_parses_into_its_type_and_serialises_to_the_same_bytes(vector):
 def test_built_messages_keep_the_wire_key_order():
     ready = ReadyFrame(model="tiny", device="cpu", dtype="float32", max_batch=4, load_seconds=0.5)
     assert list(ready.header()) == ["v", "type", "model", "device", "dtype", "max_batch", "load_seconds"]
-    result = ResultFrame(id="a", width=1, height=2, batch_size=1, timings=Timings(0.1, 0.2, 0.3), peak_memory_bytes=5)
-    assert list(result.header()) == ["v", "type", "id", "width", "height", "batch_size", "timings", "peak_memory_bytes"]
+    result = ResultFrame(id="a", width=1, height=2, batch_size=1, timings=Timings(0.1, 0.2, 0.3), peak_memory_bytes=5, notes=[])
+    assert list(result.header()) == ["v", "type", "id", "width", "height", "batch_size", "timings", "peak_memory_bytes", "notes"]
     assert list(result.header()["timings"]) == ["decode_s", "compute_s", "encode_s"]
     assert ErrorFrame.of(None, "oom", "x").retryable is True
     assert ErrorFrame.of("a", "bad_image", "x").retryable is False
@@ -74,3 +75,11 @@ def test_shape_errors_name_the_field_and_keep_a_usable_id(header, job_id, text):
         parse(header, TO_RUNNER)
     assert text in str(error.value)
     assert error.value.id == job_id
+
+
+@pytest.mark.parametrize("notes", ["one note", [1], None])
+def test_result_notes_must_be_a_list_of_strings(notes):
+    header = ResultFrame(id="a", width=1, height=2, batch_size=1, timings=Timings(0.1, 0.2, 0.3), peak_memory_bytes=5, notes=["ok"]).header()
+    assert parse(header, FROM_RUNNER).notes == ["ok"]
+    with pytest.raises(ProtocolError, match="result.notes must be a list of strings"):
+        parse(header | {"notes": notes}, FROM_RUNNER)

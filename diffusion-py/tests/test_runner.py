@@ -50,10 +50,11 @@ def test_two_jobs_give_two_results_with_progress(runner, bench_log):
     for job_id, job_frames in frames.items():
         header, payload = final(job_frames)
         assert header["type"] == "result", header
-        assert list(header) == ["v", "type", "id", "width", "height", "batch_size", "timings", "peak_memory_bytes"]
+        assert list(header) == ["v", "type", "id", "width", "height", "batch_size", "timings", "peak_memory_bytes", "notes"]
         assert (header["width"], header["height"]) == (64, 64)
         assert list(header["timings"]) == ["decode_s", "compute_s", "encode_s"]
         assert header["peak_memory_bytes"] > 0
+        assert header["notes"] == []
         assert Image.open(io.BytesIO(payload)).size == (64, 64)
         assert kinds(job_frames)[0] == "started"
         progress = [h for h, _ in job_frames if h["type"] == "progress"]

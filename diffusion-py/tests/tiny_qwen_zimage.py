@@ -161,7 +161,7 @@ def build_z_image() -> ZImageImg2ImgPipeline:
             rope_theta=256.0,
             t_scale=1000.0,
             axes_dims=[8, 4, 4],
-            axes_lens=[256, 32, 32],
+            axes_lens=[1024, 32, 32],  # the first axis holds the caption: room for 512 tokens
         )
         # Three downsamples (vae_scale_factor 8, as Z-Image's FLUX VAE): sides on a 16-pixel grid.
         vae = AutoencoderKL(

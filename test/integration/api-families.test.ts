@@ -36,7 +36,7 @@ const enqueued = async (model: string) => {
 describe('per-model parameters over HTTP', () => {
   it('refuses what the model does not take with 422 naming the field and the model, and enqueues nothing', async () => {
     const image = await pngImage(64, 48);
-    const cases = [
+    const cases: { query: Record<string, string>; field: string; message: string }[] = [
       { query: { model_name: 'flux-dev', negative_prompt: 'blurry' }, field: 'negative_prompt', message: 'negative_prompt: does not apply to model flux-dev (family flux)' },
       { query: { model_name: 'kontext', strength: '0.5' }, field: 'strength', message: 'strength: does not apply to model kontext (family flux-kontext)' },
       { query: { model_name: 'flux-dev', guidance_scale: '25' }, field: 'guidance_scale', message: 'guidance_scale: model flux-dev (family flux) takes values from 0 to 20' },

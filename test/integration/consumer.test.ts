@@ -64,6 +64,7 @@ describe('consumer', () => {
     expect(record.attempts).toBe(1);
     expect(record.timings?.compute_s).toBeGreaterThan(0);
     expect(record.peak_memory_bytes).toBeGreaterThan(0);
+    expect(record.notes).toBeUndefined();
     const output = await store.getBytes(jobKeys(id).output);
     const meta = await sharp(output!).metadata();
     expect([meta.format, meta.width, meta.height]).toEqual(['png', 64, 64]);
@@ -77,6 +78,13 @@ describe('consumer', () => {
     // The benchmark log: model; time in seconds; memory in MiB, one line per job.
     const lines = readFileSync(benchLog, 'utf8').trim().split('\n');
     expect(lines.at(-1)).toMatch(/^tiny;\d+(\.\d+)?;\d+(\.\d+)?$/);
+  });
+
+  it('records the runner’s note on a prompt longer than the text encoder reads', async () => {
+    // tiny's tokenizer reads each byte as a token: 100 bytes and CLIP's start and end tokens.
+    const id = await submit({ size: 64, params: { prompt: 'a'.repeat(100) } });
+    const record = await waitForStatus(records, id, ['succeeded', 'failed']);
+    expect([record.status, record.notes]).toEqual(['succeeded', ['prompt: 102 tokens for CLIPTokenizer, which reads 77: the rest was left out']]);
   });
 
   it('gives the same bytes for the same input, parameters and seed', async () => {

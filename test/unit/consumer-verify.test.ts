@@ -18,7 +18,7 @@ function fakeWorker(worker: string, value: number): PoolRunner & { ran: string[]
     worker, ran, pending: 0, capacity: 2, running: true,
     async run({ id }: RunRequest): Promise<RunnerOutcome> {
       ran.push(id);
-      const result = { v: 1 as const, type: 'result' as const, id, width: 8, height: 8, batch_size: 1, timings: { decode_s: 0, compute_s: 0, encode_s: 0 }, peak_memory_bytes: 0 };
+      const result = { v: 1 as const, type: 'result' as const, id, width: 8, height: 8, batch_size: 1, timings: { decode_s: 0, compute_s: 0, encode_s: 0 }, peak_memory_bytes: 0, notes: [] };
       return { ok: true, image: await png(value), result };
     },
     cancel() {},

@@ -78,6 +78,13 @@ describe('lifecycle', () => {
     expect(lifecycle.succeed(running, outcome, at(3))!.record.progress).toBeNull(); // no step ever reported
   });
 
+  it('succeed: the runner’s notes are kept, and a run without any adds no field', () => {
+    const running = lifecycle.start(newRecord(), at(2))!.record;
+    const note = 'prompt: 93 tokens for CLIPTokenizer, which reads 77: the rest was left out';
+    expect(lifecycle.succeed(running, { ...outcome, notes: [note] }, at(3))!.record.notes).toEqual([note]);
+    expect('notes' in lifecycle.succeed(running, { ...outcome, notes: [] }, at(3))!.record).toBe(false);
+  });
+
   it('cancel: from queued or running, keeping how far it got', () => {
     for (const status of ['queued', 'running'] as const) {
       const next = lifecycle.cancel(inState(status, { progress: { step: 1, total: 2 } }), at(1))!;

@@ -16,6 +16,11 @@ class Family:
     # The call names its height and width (the DiT pipelines compute at 1024x1024 unless told)
     # and how many prompt tokens its text encoder reads.
     sized = True
+    # The pipeline's tokenizers a prompt goes through, each with its text encoder's attribute.
+    tokenizers = {"tokenizer": "text_encoder"}
+    # The tokenizer that reads the family's prompt_tokens (its max_sequence_length); the others
+    # (CLIP) read their own model_max_length.
+    long_tokenizer: str | None = None
 
     @property
     def rules(self) -> FamilyRules:
@@ -51,3 +56,28 @@ class Family:
     def image_kwargs(self, images) -> dict:
         """How the input images enter the call (an img2img init image, or an edit's reference)."""
         return {"image": images}
+
+    def prompt_length(self, pipe, attribute: str, text: str) -> int:
+        """The tokens `text` is to this tokenizer as the pipeline encodes it, special tokens included."""
+        return len(getattr(pipe, attribute)(text).input_ids)
+
+    def prompt_limit(self, pipe, attribute: str) -> int:
+        return self.rules.prompt_tokens if attribute == self.long_tokenizer else getattr(pipe, attribute).model_max_length
+
+    def prompt_notes(self, pipe, job) -> list[str]:
+        """One note for each prompt a text encoder reads only the start of (the pipelines cut the
+        rest off without a word): the user sees in the job what the model did not read."""
+        notes = []
+        # Every family encodes a negative prompt only for classifier-free guidance (a scale above 1).
+        negative = job.negative_prompt if job.guidance_scale > 1 else None
+        for field, text in (("prompt", job.prompt), ("negative_prompt", negative)):
+            for attribute, encoder in self.tokenizers.items():
+                tokenizer = getattr(pipe, attribute, None)
+                # A model without that encoder (SD3 without T5) reads nothing through it.
+                if not text or tokenizer is None or getattr(pipe, encoder, None) is None:
+                    continue
+                count, limit = self.prompt_length(pipe, attribute, text), self.prompt_limit(pipe, attribute)
+                note = f"{field}: {count} tokens for {type(tokenizer).__name__}, which reads {limit}: the rest was left out"
+                if count > limit and note not in notes:
+                    notes.append(note)
+        return notes

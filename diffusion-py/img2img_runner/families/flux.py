@@ -19,10 +19,16 @@ def _of_classes(pipe, names) -> bool:
     return any(cls.__name__ in names for cls in type(pipe).__mro__)
 
 
+# CLIP gives FLUX.1 its pooled vector, T5 the sequence the transformer attends to.
+FLUX_TOKENIZERS = {"tokenizer": "text_encoder", "tokenizer_2": "text_encoder_2"}
+
+
 class Flux(Family):
     """FLUX.1 [dev] img2img: prompt, strength, steps, guidance_scale (the embedded guidance)."""
 
     name = "flux"
+    tokenizers = FLUX_TOKENIZERS
+    long_tokenizer = "tokenizer_2"
 
     def serves(self, pipe) -> bool:
         # A transformer without the guidance embedding is schnell's: guidance would do nothing.
@@ -58,6 +64,8 @@ class FluxKontext(Family):
     """
 
     name = "flux-kontext"
+    tokenizers = FLUX_TOKENIZERS
+    long_tokenizer = "tokenizer_2"
 
     def serves(self, pipe) -> bool:
         # guidance_scale applies to the family: a transformer without the embedding would ignore it.

@@ -34,6 +34,15 @@ class QwenImage(Family):
     """
 
     name = "qwen-image"
+    long_tokenizer = "tokenizer"
+
+    def prompt_length(self, pipe, attribute: str, text: str) -> int:
+        # The pipeline wraps the prompt in its template and drops the template's system part.
+        template, dropped = pipe.prompt_template_encode, pipe.prompt_template_encode_start_idx
+        return len(pipe.tokenizer(template.format(text)).input_ids) - dropped
+
+    def prompt_limit(self, pipe, attribute: str) -> int:
+        return min(self.rules.prompt_tokens, pipe.tokenizer_max_length)
 
     def serves(self, pipe) -> bool:
         if not super().serves(pipe):

@@ -20,6 +20,7 @@ class StableDiffusionXL(StableDiffusion):
     for an empty prompt (force_zeros_for_empty_prompt) then guide against zeros, as diffusers does."""
 
     name = "sdxl"
+    tokenizers = {"tokenizer": "text_encoder", "tokenizer_2": "text_encoder_2"}
 
     def batch_key(self, job) -> tuple:
         return (*super().batch_key(job), bool(job.negative_prompt))

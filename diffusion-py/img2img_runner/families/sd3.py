@@ -12,6 +12,8 @@ class StableDiffusion3(Family):
     """
 
     name = "sd3"
+    tokenizers = {"tokenizer": "text_encoder", "tokenizer_2": "text_encoder_2", "tokenizer_3": "text_encoder_3"}
+    long_tokenizer = "tokenizer_3"
 
 
 SD3_FAMILIES = (StableDiffusion3(),)

@@ -25,6 +25,14 @@ class ZImage(Family):
     """
 
     name = "z-image"
+    long_tokenizer = "tokenizer"
+
+    def prompt_length(self, pipe, attribute: str, text: str) -> int:
+        # The pipeline encodes the prompt inside its chat template, and the template's tokens count.
+        chat = pipe.tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True, enable_thinking=True
+        )
+        return len(pipe.tokenizer(chat).input_ids)
 
     def guidance_kwargs(self, rows: list) -> dict:
         guidance = pipeline_guidance(rows[0].guidance_scale)
