@@ -1,4 +1,4 @@
-"""Spawn-to-ready of the runner: cold, then with the compile cache fetched from a stand-in object store (issue 13).
+"""Spawn-to-ready of the runner: cold, then with the compile cache fetched from a stand-in object store.
 
     python3 bench/gpu/coldstart.py --out $OUT --tunings compile,regional
 

@@ -1,4 +1,4 @@
-"""The compile cache (issue 13): keys, invalidation, corruption, the warm-up hook, and a real torch round trip on CPU."""
+"""The compile cache: keys, invalidation, corruption, the warm-up hook, and a real torch round trip on CPU."""
 
 import json
 import logging
