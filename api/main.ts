@@ -1,5 +1,7 @@
 // The API's composition root: the only place that reads the environment. It builds the
 // clients, creates the topics and the bucket, serves the app, and shuts down on SIGTERM.
+import { Command } from 'commander';
+import { parseCommandLine } from '../common/cli.js';
 import { ApiConfigSchema, loadConfig } from '../common/config.js';
 import { runMain, stopOnSignals } from '../common/signals.js';
 import { createLogger } from '../common/logger.js';
@@ -11,6 +13,7 @@ import { listen, shutdown } from './server.js';
 import { createServices, prepareKafka, prepareStorage } from './services.js';
 
 async function main(): Promise<void> {
+  parseCommandLine(new Command('api').description('The img2img HTTP API; settings come from the environment (.env.example).'));
   const config = loadConfig(process.env, ApiConfigSchema);
   const log = createLogger('api', config.LOG_LEVEL);
   configureSharp();

@@ -1,7 +1,8 @@
 // Composition root of a consumer process: reads the config and the model list, runs
 // createConsumer, and stops it on SIGTERM.
 //   npm run consumer -- [--models tiny,other]
-import { parseArgs } from 'node:util';
+import { Command } from 'commander';
+import { parseCommandLine } from '../common/cli.js';
 import { ConsumerConfigSchema, loadConfig } from '../common/config.js';
 import { runMain, stopOnSignals } from '../common/signals.js';
 import { createLogger } from '../common/logger.js';
@@ -9,13 +10,11 @@ import { readModelNames } from '../common/models.js';
 import { createConsumer } from './consumer.js';
 
 async function main(): Promise<void> {
-  const { values: args } = parseArgs({
-    options: { models: { type: 'string', short: 'm' }, help: { type: 'boolean', short: 'h' } },
-  });
-  if (args.help) {
-    console.log('usage: npm run consumer -- [--models a,b]   (default: every model of MODEL_NAMES_FILE)');
-    return;
-  }
+  const args = parseCommandLine<{ models?: string }>(
+    new Command('consumer')
+      .description('Consumes the queues of the models of MODEL_NAMES_FILE and runs their jobs; settings come from the environment (.env.example).')
+      .option('-m, --models <names>', 'comma-separated models to serve (default: every model of MODEL_NAMES_FILE)'),
+  );
   const config = loadConfig(process.env, ConsumerConfigSchema);
   const logger = createLogger('consumer', config.LOG_LEVEL);
   const listed = await readModelNames(config.MODEL_NAMES_FILE);
