@@ -107,6 +107,15 @@ export class Unavailable extends ApiError {
   }
 }
 
+/** The model's source cannot be served (the consumer's check at start): no retry helps until it is fixed. */
+export class ModelUnavailable extends ApiError {
+  override name = 'ModelUnavailable';
+  readonly status = 503;
+  constructor(model: string, reason: string) {
+    super(`model_name: model ${model} is unavailable: ${reason}`, 'model_unavailable', { field: 'model_name' });
+  }
+}
+
 /** It existed and is gone for good (a job past its retention). */
 export class Gone extends ApiError {
   override name = 'Gone';

@@ -2,7 +2,7 @@
 // clients, creates the topics and the bucket, serves the app, and shuts down on SIGTERM.
 import { Command } from 'commander';
 import { parseCommandLine } from '../common/cli.js';
-import { ApiConfigSchema, loadConfig } from '../common/config.js';
+import { ApiConfigSchema, loadConfig, readPepperFile } from '../common/config.js';
 import { runMain, stopOnSignals } from '../common/signals.js';
 import { createLogger } from '../common/logger.js';
 import { readModelNames } from '../common/models.js';
@@ -14,7 +14,7 @@ import { createServices, prepareKafka, prepareStorage } from './services.js';
 
 async function main(): Promise<void> {
   parseCommandLine(new Command('api').description('The img2img HTTP API; settings come from the environment (.env.example).'));
-  const config = loadConfig(process.env, ApiConfigSchema);
+  const config = readPepperFile(loadConfig(process.env, ApiConfigSchema));
   const log = createLogger('api', config.LOG_LEVEL);
   configureSharp();
   const services = createServices(config, await readModelNames(config.MODEL_NAMES_FILE), log);

@@ -26,6 +26,7 @@ import { createRegistry } from '../common/metrics.js';
 import { familyOf, type ModelEntry } from '../common/models.js';
 import { rulesFor, type ModelRules } from '../common/params.js';
 import type { Registry } from 'prom-client';
+import { ModelAvailability } from './availability.js';
 import { apiMetrics, type ApiMetrics } from './metrics.js';
 
 export interface Services {
@@ -41,6 +42,7 @@ export interface Services {
   publisher: Publisher;
   hub: EventHub;
   depth: QueueDepth;
+  availability: ModelAvailability;
   images: ImageNormaliser;
   intake: Intake;
   sweeper: Sweeper;
@@ -93,13 +95,14 @@ export function createServices(config: ApiConfig, entries: ModelEntry[], log: Lo
     log,
   });
   const depth = new QueueDepth(admin, config.TOPIC_PREFIX, models);
+  const availability = new ModelAvailability(store, models);
   const keys = config.AUTH_PEPPER ? new KeyStore(store, config.AUTH_PEPPER) : undefined;
   const limits = new Limits({ config, depth, log });
   const endings = new EndingsFollower(kafka, config.TOPIC_PREFIX, limits);
   const uploads = new UploadBudget(config.UPLOAD_MEMORY_BYTES);
   const registry = createRegistry('api');
   const metrics = apiMetrics(registry);
-  return { config, log, models, rules, store, records, kafka, admin, publisher, hub, depth, images, intake, sweeper, tenants, keys, limits, endings, uploads, registry, metrics };
+  return { config, log, models, rules, store, records, kafka, admin, publisher, hub, depth, availability, images, intake, sweeper, tenants, keys, limits, endings, uploads, registry, metrics };
 }
 
 export async function prepareStorage(services: Services): Promise<void> {

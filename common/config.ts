@@ -1,5 +1,6 @@
 // Configuration is read once, from the environment, at each process' composition root.
 // A bad value stops the process with a message that names the variable.
+import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 
 const originOf = (url: string) => {
@@ -45,8 +46,11 @@ const shared = {
 };
 
 /** API keys: the pepper their hashes are made with (the keys CLI and every API replica need the same). */
+const pepper = z.string().min(16, 'at least 16 characters');
 const keys = {
-  AUTH_PEPPER: z.string().min(16, 'at least 16 characters').optional(),
+  AUTH_PEPPER: pepper.optional(),
+  /** A file holding the pepper instead (a Docker secret or volume); its surrounding white space is ignored. */
+  AUTH_PEPPER_FILE: z.string().min(1).optional(),
 };
 
 /** Webhooks: whether receivers may be on loopback or private networks (checked by the API at submission, by the dispatcher at connect time). */
@@ -203,4 +207,24 @@ export function loadConfig(env: Record<string, string | undefined>, schema: z.Zo
   if (parsed.success) return parsed.data;
   const lines = parsed.error.issues.map((issue) => `  ${issue.path.join('.')}: ${issue.message}`);
   throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
+}
+
+/**
+ * The config with AUTH_PEPPER read from AUTH_PEPPER_FILE when that is set. A file that cannot be
+ * read, a short pepper, or both variables set stop the process with a message naming the file's variable.
+ */
+export function readPepperFile<C extends { AUTH_PEPPER?: string | undefined; AUTH_PEPPER_FILE?: string | undefined }>(config: C): C {
+  const path = config.AUTH_PEPPER_FILE;
+  if (!path) return config;
+  const fail = (message: string) => new ConfigError(`invalid configuration:\n  AUTH_PEPPER_FILE: ${message}`);
+  if (config.AUTH_PEPPER) throw fail('set AUTH_PEPPER or AUTH_PEPPER_FILE, not both');
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8').trim();
+  } catch (error) {
+    throw fail(`cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+  }
+  const parsed = pepper.safeParse(text);
+  if (!parsed.success) throw fail(`${path} holds ${text.length} characters; the pepper needs at least 16`);
+  return { ...config, AUTH_PEPPER: parsed.data };
 }

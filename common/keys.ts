@@ -56,6 +56,9 @@ function newKeyId(): string {
   return Array.from(bytes, (byte) => ALPHANUMERIC[byte % ALPHANUMERIC.length]).join('');
 }
 
+/** A new pepper: 32 random bytes, hex (what `openssl rand -hex 32` gives). */
+export const newPepper = () => randomBytes(32).toString('hex');
+
 /** The key id a token names, or undefined for a malformed token. */
 export const keyIdOf = (token: string) => TOKEN.exec(token)?.[1];
 

@@ -2,9 +2,9 @@
 // `tuning=NAME` (the runner's GPU tuning, e.g. the opt-in `fast`: one of common/tunings.json),
 // `verify=off|spot:P|all:2` (how results of remote workers are checked) and `family=NAME` (the
 // model's family in common/params.json, when the folder is not readable here); `#` starts a comment.
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { FAMILIES, PARAMS } from './params.js';
 
 export const MODEL_NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
@@ -75,14 +75,27 @@ export function parseModelNames(text: string, file = 'model_names.txt'): ModelEn
   return entries;
 }
 
+/** A Hugging Face repo id (`org/name`), which the runner loads from the local cache only. */
+export const REPO_ID = /^[\w.-]+\/[\w.-]+$/;
+
+/**
+ * The file's models, a relative folder resolved against the file's own folder (wherever the
+ * processes run from); a relative source that is no folder there and has the form of a repo id
+ * stays a repo id.
+ */
 export async function readModelNames(path: string): Promise<ModelEntry[]> {
-  return parseModelNames(await readFile(path, 'utf8'), path);
+  return parseModelNames(await readFile(path, 'utf8'), path).map((entry) => {
+    const { source } = entry;
+    if (!source || isAbsolute(source) || BUILT_IN_SOURCES[source] || STAND_IN.test(source) || source.startsWith('~/')) return entry;
+    const folder = resolve(dirname(path), source);
+    return existsSync(folder) || !REPO_ID.test(source) ? { ...entry, source: folder } : entry;
+  });
 }
 
 /** The built-in sources and their families (the runner's random-weight benchmark models). */
-const BUILT_IN_SOURCES: Record<string, string> = { 'sd15-arch': 'sd', 'sdxl-arch': 'sdxl', 'flux-arch': 'flux', 'sd35-arch': 'sd3' };
+export const BUILT_IN_SOURCES: Record<string, string> = { 'sd15-arch': 'sd', 'sdxl-arch': 'sdxl', 'flux-arch': 'flux', 'sd35-arch': 'sd3' };
 /** Test and benchmark sources that answer as a Stable Diffusion pipeline would. */
-const STAND_IN = /^(standin|liar):/;
+export const STAND_IN = /^(standin|liar):/;
 
 /**
  * A model's family: model_names.txt's `family=`, else the built-in model's or source's, else the

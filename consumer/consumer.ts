@@ -13,6 +13,7 @@ import { familyOf, type ModelEntry } from '../common/models.js';
 import { Publisher } from '../common/publisher.js';
 import { RecordStore } from '../common/records.js';
 import { ObjectStore } from '../common/storage.js';
+import { checkSource, writeModelStatus } from '../common/sources.js';
 import { allTopics } from '../common/topics.js';
 import { WorkerStore } from '../common/workers.js';
 import { CancelListener } from './cancels.js';
@@ -75,6 +76,19 @@ function runnerPool(config: ConsumerConfig, model: ModelEntry, store: ObjectStor
   return new RunnerPool(runners);
 }
 
+/**
+ * The feeds whose model's source can be served. Each model's availability is written for the API,
+ * which refuses jobs for an unavailable one; those already queued wait for a fixed source.
+ */
+async function servable(feeds: ModelFeed[], models: ModelEntry[], store: ObjectStore, logger: Logger): Promise<ModelFeed[]> {
+  const checks = new Map(models.map((model) => [model.name, checkSource(model)]));
+  await Promise.all([...checks].map(([name, check]) => writeModelStatus(store, name, check)));
+  for (const [name, check] of checks) {
+    if (!check.ok) logger.error({ model: name, reason: check.reason }, `model ${name} cannot be served: ${check.reason}`);
+  }
+  return feeds.filter((feed) => checks.get(feed.name)?.ok);
+}
+
 export function createConsumer(config: ConsumerConfig, { models, listed, logger }: ConsumerOptions): Consumer {
   const kafka = createKafka(config, `${config.KAFKA_CLIENT_ID}-consumer`, logger);
   const store = new ObjectStore(config);
@@ -101,6 +115,8 @@ export function createConsumer(config: ConsumerConfig, { models, listed, logger 
   const cancels = new CancelListener(kafka, config.TOPIC_PREFIX, (id, model) => feeds.find((feed) => feed.name === model)?.cancel(id));
   let metricsServer: Server | undefined;
   let started = false;
+  /** The feeds of the models whose source can be served (checked at start). */
+  let serving: ModelFeed[] = [];
 
   return {
     feeds,
@@ -110,7 +126,8 @@ export function createConsumer(config: ConsumerConfig, { models, listed, logger 
       await ensureTopics(admin, allTopics(config.TOPIC_PREFIX, listed.map((e) => e.name)), config.TOPIC_PARTITIONS);
       await publisher.connect();
       await cancels.start();
-      await Promise.all(feeds.map((feed) => feed.start()));
+      serving = await servable(feeds, models, store, logger);
+      await Promise.all(serving.map((feed) => feed.start()));
       await gateway?.start();
       // Last: the metrics endpoint answering is the consumer's readiness signal (probes, tests).
       metricsServer = await serveMetrics(registry, config.CONSUMER_METRICS_HOST, config.CONSUMER_METRICS_PORT);
@@ -118,7 +135,7 @@ export function createConsumer(config: ConsumerConfig, { models, listed, logger 
       logger.info({ models: models.map((m) => m.name), metrics: this.metricsUrl(), gateway: this.gatewayUrl() }, 'consumers running');
     },
     async stop() {
-      await Promise.all(feeds.map((feed) => feed.stop(config.SHUTDOWN_GRACE_MS)));
+      await Promise.all(serving.map((feed) => feed.stop(config.SHUTDOWN_GRACE_MS)));
       await gateway?.stop();
       await cancels.stop();
       await publisher.disconnect();

@@ -17,6 +17,9 @@ export type ProcessState = 'stopped' | 'starting' | 'ready' | 'stopping';
 /** The job size RUNNER_STALL_MS is meant for: 512x512. */
 export const STALL_REFERENCE_PIXELS = 512 * 512;
 
+/** A runner log line at ERROR or CRITICAL ("<date> <time> ERROR <logger>: <message>"): the message. */
+const RUNNER_ERROR = /^\S+ \S+ (?:ERROR|CRITICAL) \S+: (.*)$/;
+
 /** The stall bound for the largest job in hand: `stallMs`, scaled up by its pixels past the reference. */
 export const stallBound = (stallMs: number, pixels: number) => Math.round(stallMs * Math.max(1, pixels / STALL_REFERENCE_PIXELS));
 
@@ -71,6 +74,8 @@ export class RunnerProcess {
   private stopCalls = 0;
   private starting: Promise<ReadyInfo> | undefined;
   private lastFrameAt = 0;
+  /** The runner's last ERROR log line (its Python logging format), for a start-up that fails. */
+  private lastRunnerError: string | undefined;
   private watchdog: NodeJS.Timeout | undefined;
   private failures = 0;
   /** stop() came while the start was still fetching the compile cache: do not spawn. */
@@ -215,8 +220,14 @@ export class RunnerProcess {
       env: { ...process.env, HF_HUB_OFFLINE: '1', PYTHONUNBUFFERED: '1', ...cacheEnv, ...this.options.env },
     });
     // From the spawn on, also for a standby that waits: a full pipe would block the runner.
+    // Its ERROR lines (why it cannot load, say) are logged as errors and kept for the start-up failure.
     child.stderr!.setEncoding('utf8').on('data', (text: string) => {
-      for (const line of text.split('\n')) if (line.trim()) this.options.logger.debug({ runner: this.options.model }, line);
+      for (const line of text.split('\n')) {
+        if (!line.trim()) continue;
+        const error = RUNNER_ERROR.exec(line);
+        if (error) this.lastRunnerError = error[1];
+        this.options.logger[error ? 'error' : 'debug']({ runner: this.options.model }, line);
+      }
     });
     return child;
   }
@@ -247,7 +258,8 @@ export class RunnerProcess {
     child.stdin!.on('error', () => {}); // EPIPE after a crash is reported by 'exit'
     child.on('error', (error) => onEarlyExit(error));
     child.on('exit', (code, signal) => {
-      onEarlyExit(new Error(`runner for ${this.options.model} exited during start-up (code ${code}, signal ${signal})`));
+      const why = this.lastRunnerError ? `: ${this.lastRunnerError}` : '';
+      onEarlyExit(new Error(`runner for ${this.options.model} exited during start-up (code ${code}, signal ${signal})${why}`));
       this.onExit(child, code, signal);
     });
     this.watchdog ??= setInterval(() => this.checkStall(), Math.min(1000, this.options.stallMs / 4)).unref();

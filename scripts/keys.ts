@@ -1,21 +1,25 @@
 // API keys: create (the secret is printed once), list, revoke. They live in the object store,
 // so every API replica sees a change within seconds. Reads .env like `npm start` does.
+//   npm run keys -- init [--tenant admin] [--name first-admin]   (a first start: the pepper file and an admin key)
 //   npm run keys -- create --tenant acme --name ci-bot [--rate 600/min] [--concurrency 32] [--cost 500/min] [--admin]
 //   npm run keys -- list
 //   npm run keys -- revoke <key id>
 //   npm run keys -- retention --tenant acme --days 30   (or --default)
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
-import { ConfigError, KeysConfigSchema, loadConfig } from '../common/config.js';
-import { KeyStore, parseCost, parseRate, TENANT, type ApiKey } from '../common/keys.js';
+import { ConfigError, KeysConfigSchema, loadConfig, readPepperFile, type KeysConfig } from '../common/config.js';
+import { KeyStore, newPepper, parseCost, parseRate, TENANT, type ApiKey } from '../common/keys.js';
 import { urlProblem } from '../common/addresses.js';
 import { ObjectStore } from '../common/storage.js';
 import { TenantStore } from '../common/tenants.js';
 import { DEFAULT_WEBHOOK_EVENTS } from '../common/webhooks.js';
 
-async function objectStore(): Promise<{ store: ObjectStore; pepper: string | undefined }> {
+function keysConfig(): KeysConfig {
   if (existsSync('.env')) process.loadEnvFile('.env'); // what is already set wins
-  const config = loadConfig(process.env, KeysConfigSchema);
+  return loadConfig(process.env, KeysConfigSchema);
+}
+
+async function objectStore(config = readPepperFile(keysConfig())): Promise<{ store: ObjectStore; pepper: string | undefined }> {
   const store = new ObjectStore(config);
   await store.ensureBucket(); // keys may come before the API first starts
   return { store, pepper: config.AUTH_PEPPER };
@@ -35,6 +39,50 @@ const option = <T>(parse: (text: string) => T) => (text: string) => {
   }
 };
 
+const tenantOption = option((text) => {
+  if (!TENANT.test(text)) throw new Error('a tenant is 1-64 of a-z 0-9 . _ - starting with a letter or digit');
+  return text;
+});
+
+const printToken = (key: ApiKey, token: string) => {
+  console.log(describe(key));
+  console.log(`\n${token}\n\nKeep it now: only its hash is stored. Send it as  Authorization: Bearer ${token}`);
+};
+
+/**
+ * A first start (the Docker path's `init` service): with AUTH_PEPPER_FILE naming a file that does
+ * not exist, makes a pepper and writes it there; then, when no key exists or the pepper is new,
+ * creates an admin key and prints it. Run again, it changes nothing. The file is written after the
+ * key, so an interrupted run leaves no pepper without a key that uses it.
+ */
+async function init(options: { tenant: string; name: string }): Promise<void> {
+  const config = keysConfig();
+  const path = config.AUTH_PEPPER_FILE;
+  const fresh = path !== undefined && !config.AUTH_PEPPER && !existsSync(path);
+  const { store, pepper } = await objectStore(fresh ? { ...config, AUTH_PEPPER: newPepper() } : readPepperFile(config));
+  if (!pepper) throw new ConfigError('set AUTH_PEPPER_FILE (where init keeps the pepper it makes) or AUTH_PEPPER (see .env.example)');
+  const keys = new KeyStore(store, pepper);
+  const existing = await keys.any();
+  if (!fresh && existing) {
+    console.log(`keys: the pepper${path ? ` (${path})` : ''} and API keys exist; nothing to do. More keys: \`keys create --tenant <t> --name <n>\`.`);
+    return;
+  }
+  const { key, token } = await keys.create({
+    tenant: options.tenant,
+    name: options.name,
+    role: 'admin',
+    limits: { rate: null, concurrency: null, cost: null },
+    webhook: null,
+  });
+  if (fresh) {
+    writeFileSync(path, `${pepper}\n`, { flag: 'wx', mode: 0o600 });
+    console.log(`keys: a new pepper in ${path}`);
+    if (existing) console.log('keys: keys made with an earlier pepper no longer verify; revoke them with `keys revoke <id>`');
+  }
+  console.log('keys: the first admin key (it sees and cancels every tenant’s jobs, and can read /metrics):');
+  printToken(key, token);
+}
+
 const describe = (key: ApiKey) =>
   [
     key.id,
@@ -52,10 +100,7 @@ export function program(): Command {
   command
     .command('create')
     .description('create a key; its secret is shown once')
-    .requiredOption('--tenant <tenant>', 'the tenant the key acts for', option((text) => {
-      if (!TENANT.test(text)) throw new Error('a tenant is 1-64 of a-z 0-9 . _ - starting with a letter or digit');
-      return text;
-    }))
+    .requiredOption('--tenant <tenant>', 'the tenant the key acts for', tenantOption)
     .requiredOption('--name <name>', 'what the key is for, e.g. ci-bot')
     .option('--rate <rate>', 'submissions allowed, e.g. 600/min, 10/s', option(parseRate))
     .option('--concurrency <n>', 'jobs queued or running at once', option((text) => {
@@ -79,9 +124,14 @@ export function program(): Command {
         limits: { rate: options.rate ?? null, concurrency: options.concurrency ?? null, cost: options.cost ?? null },
         webhook: options.webhookUrl ? { url: options.webhookUrl, events: [...DEFAULT_WEBHOOK_EVENTS] } : null,
       });
-      console.log(describe(key));
-      console.log(`\n${token}\n\nKeep it now: only its hash is stored. Send it as  Authorization: Bearer ${token}`);
+      printToken(key, token);
     });
+  command
+    .command('init')
+    .description('a first start: the pepper file AUTH_PEPPER_FILE names (made if missing) and an admin key when none exists; prints that key once')
+    .option('--tenant <tenant>', 'the admin key’s tenant', tenantOption, 'admin')
+    .option('--name <name>', 'the admin key’s name', 'first-admin')
+    .action(init);
   command
     .command('list')
     .description('every key, revoked ones included (never their secrets)')

@@ -85,7 +85,7 @@ function route(models: readonly string[], fields: ReturnType<typeof submissionFi
       }),
       401: unauthorized,
       429: tooManyRequests,
-      503: errorResponse('Object storage, Kafka or (with closed limits) Redis is unavailable, or too many uploads are in progress (uploads_busy); retry after Retry-After seconds', {
+      503: errorResponse('Object storage, Kafka or (with closed limits) Redis is unavailable, or too many uploads are in progress (uploads_busy): retry after Retry-After seconds; or the model cannot be served (model_unavailable, without Retry-After: its source failed the consumer’s check at start, and the message says why)', {
         code: 'kafka_unavailable',
         message: 'the queue (Kafka) is unavailable; retry later',
       }),
@@ -141,7 +141,7 @@ function costOf({ submission, image }: NewSubmission, rules: ModelRules): [pixel
 }
 
 export function diffusionRoutes(services: Services) {
-  const { config, images, intake, limits, models, rules, uploads } = services;
+  const { availability, config, images, intake, limits, models, rules, uploads } = services;
   const rulesOf = (model: string) => rules.get(model)!;
   const fields = submissionFields(models);
   const documented = route(models, fields);
@@ -155,6 +155,7 @@ export function diffusionRoutes(services: Services) {
     const webhook = webhookOf(merged, { allowPrivate: config.WEBHOOK_ALLOW_PRIVATE, fallback: c.var.principal?.webhook });
     const source = uploadedImage(upload);
     const idempotency = key === undefined ? undefined : { key, imageSha256: createHash('sha256').update(source).digest('hex') };
+    await availability.check(submission.model_name);
     const reservation = intake.reserve(); // its sweep entry is written while the image is checked
     return { reservation, submission, webhook, image: await images.accept(source, submission.model_name), idempotency };
   }

@@ -23,7 +23,7 @@ const route = createRoute({
 });
 
 export function modelRoutes(services: Services) {
-  const { depth, models, config, rules } = services;
+  const { availability, depth, models, config, rules } = services;
   const deployment = { maxSide: config.MAX_IMAGE_SIDE, maxPixels: config.MAX_IMAGE_PIXELS };
   const described = models.map((name) => {
     const { min_side, max_side, max_pixels } = limitsFor(name, deployment);
@@ -39,8 +39,12 @@ export function modelRoutes(services: Services) {
     };
   });
   return new OpenAPIHono<AppEnv>().openapi(route, async (c) => {
-    const depths = await call('kafka', () => depth.get(), c.var.deadline());
-    return c.json({ models: described.map((model) => ({ ...model, queue_depth: depths.get(model.name)! })) }, 200);
+    const [depths, statuses] = await Promise.all([call('kafka', () => depth.get(), c.var.deadline()), availability.get()]);
+    const availabilityOf = (name: string) => {
+      const status = statuses.get(name);
+      return { available: status?.available ?? true, unavailable_reason: status?.available === false ? status.reason : null };
+    };
+    return c.json({ models: described.map((model) => ({ ...model, ...availabilityOf(model.name), queue_depth: depths.get(model.name)! })) }, 200);
   });
 }
 

@@ -153,6 +153,7 @@ function describeModel() {
   const priority = $('priority').value;
   if (!model) return ($('model-info').textContent = '');
   const { image, queue_depth: depth } = model;
+  if (model.available === false) return ($('model-info').textContent = `Unavailable: ${model.unavailable_reason}`);
   $('model-info').textContent =
     `${depth.total} queued (${depth[priority] ?? 0} at ${priority}); ` +
     `takes images of ${image.min_side} to ${image.max_side} px a side, ${image.max_pixels.toLocaleString('en')} px in all`;

@@ -212,8 +212,9 @@ def run(argv, frames_out) -> int:
             serving = _load_standin(args, model.source.removeprefix(STANDIN_PREFIX), log)
         else:
             serving = _load_model(args, model, log)
-    except Exception:
-        log.exception("cannot load model %s", args.model)
+    except Exception as exc:
+        # One line with the reason (the consumer reports it as the start-up failure), then the traceback.
+        log.exception("cannot load model %s: %s", args.model, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
         return 1
     load_seconds = time.perf_counter() - started
     log.info(

@@ -17,6 +17,8 @@ log = logging.getLogger("img2img_runner")
 
 TINY = "tiny"
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+# A Hugging Face repo id (org/name), loaded from the local cache only.
+REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -111,6 +113,12 @@ def _from_source(source: str, dtype: torch.dtype):
 
     # A local diffusers folder, or a repo id that must already be in the HF cache
     # (local_files_only: a missing model fails here instead of downloading).
+    folder = Path(source).expanduser()
+    if not folder.exists() and not REPO_ID.fullmatch(source):
+        # Else diffusers takes it for a repo id and talks about the hub.
+        raise FileNotFoundError(f"model folder {folder.resolve()} does not exist")
+    if folder.is_dir() and not (folder / "model_index.json").exists():
+        raise FileNotFoundError(f"{folder.resolve()} has no model_index.json: it is not a diffusers pipeline folder")
     return AutoPipelineForImage2Image.from_pretrained(
         source,
         dtype=dtype,

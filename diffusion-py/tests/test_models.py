@@ -83,6 +83,14 @@ def test_missing_hub_model_fails_offline():
         load_pipeline(name="nope", source="img2img-tests/does-not-exist", device=torch.device("cpu"))
 
 
+def test_a_missing_folder_or_one_without_a_pipeline_is_named_as_such(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"model folder {tmp_path}/gone does not exist"):
+        load_pipeline(name="gone", source=str(tmp_path / "gone"), device=torch.device("cpu"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="has no model_index.json: it is not a diffusers pipeline folder"):
+        load_pipeline(name="empty", source=str(tmp_path / "empty"), device=torch.device("cpu"))
+
+
 def test_local_diffusers_folder_loads_and_runs(tmp_path):
     saved = load_pipeline(name="tiny", device=torch.device("cpu"))
     saved.save_pretrained(tmp_path / "tiny-saved")

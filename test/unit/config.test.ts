@@ -1,5 +1,8 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../../common/config.js';
+import { ConfigError, KeysConfigSchema, loadConfig, readPepperFile } from '../../common/config.js';
 
 describe('loadConfig', () => {
   it('fills defaults for an empty environment', () => {
@@ -35,5 +38,38 @@ describe('loadConfig', () => {
 
   it('treats an empty variable as unset', () => {
     expect(loadConfig({ API_PORT: '' }).API_PORT).toBe(8000);
+  });
+});
+
+describe('readPepperFile', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'pepper-'));
+  const file = (name: string, text: string) => {
+    writeFileSync(join(dir, name), text);
+    return join(dir, name);
+  };
+  const failure = (config: { AUTH_PEPPER?: string; AUTH_PEPPER_FILE?: string }) => {
+    try {
+      readPepperFile(config);
+    } catch (error) {
+      expect(error).toBeInstanceOf(ConfigError);
+      return (error as Error).message;
+    }
+    throw new Error('readPepperFile accepted it');
+  };
+
+  it('reads the pepper from AUTH_PEPPER_FILE, without the trailing newline', () => {
+    const config = readPepperFile(loadConfig({ AUTH_PEPPER_FILE: file('ok', `${'ab'.repeat(32)}\n`) }, KeysConfigSchema));
+    expect(config.AUTH_PEPPER).toBe('ab'.repeat(32));
+  });
+
+  it('leaves AUTH_PEPPER alone when no file is named', () => {
+    expect(readPepperFile({ AUTH_PEPPER: 'p'.repeat(16) }).AUTH_PEPPER).toBe('p'.repeat(16));
+    expect(readPepperFile<{ AUTH_PEPPER?: string }>({}).AUTH_PEPPER).toBeUndefined();
+  });
+
+  it('refuses a missing file, a short pepper, and both variables, naming AUTH_PEPPER_FILE', () => {
+    expect(failure({ AUTH_PEPPER_FILE: join(dir, 'absent') })).toMatch(/^ {2}AUTH_PEPPER_FILE: cannot read .*absent \(ENOENT\)$/m);
+    expect(failure({ AUTH_PEPPER_FILE: file('short', 'tooshort\n') })).toMatch(/^ {2}AUTH_PEPPER_FILE: .* holds 8 characters; the pepper needs at least 16$/m);
+    expect(failure({ AUTH_PEPPER: 'p'.repeat(16), AUTH_PEPPER_FILE: file('both', 'q'.repeat(16)) })).toMatch(/^ {2}AUTH_PEPPER_FILE: set AUTH_PEPPER or AUTH_PEPPER_FILE, not both$/m);
   });
 });
