@@ -34,6 +34,11 @@ export const ModelList = z
     models: z.array(
       z.object({
         name: z.string().openapi({ example: 'tiny' }),
+        available: z.boolean().openapi({
+          description: 'false when a consumer found the model’s source unusable at start (a missing folder, no diffusers pipeline, a pipeline no family serves): its jobs are refused with 503 model_unavailable',
+          example: true,
+        }),
+        unavailable_reason: z.string().nullable().openapi({ description: 'Why the model is unavailable; null when it is available', example: null }),
         queue_depth: z
           .object({ high: z.number().int(), normal: z.number().int(), low: z.number().int(), total: z.number().int() })
           .openapi({

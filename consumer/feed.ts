@@ -5,7 +5,7 @@ import type { Consumer, EachMessagePayload, Kafka } from 'kafkajs';
 import { JobMessage, parseValue } from '../common/jobs.js';
 import { consumerGroup, dlqTopic, jobTopic, PRIORITIES, type Priority } from '../common/topics.js';
 import { PriorityBuffers } from './buffers.js';
-import { JobRun, type Received, type JobDeps } from './job.js';
+import { endedLine, JobRun, type Received, type JobDeps } from './job.js';
 import { OffsetTracker } from './offsets.js';
 
 /** Above this many waiting messages a priority's topic is paused, so memory stays bounded. */
@@ -149,6 +149,8 @@ export class ModelFeed {
       } else if (verdict.kind === 'done') {
         for (const d of [received, ...run.redeliveries]) this.offsets.finish(d.topic, d.partition, d.offset);
         if (verdict.deadLettered) this.deps.metrics?.deadLettered?.(this.name);
+        const ended = endedLine(verdict);
+        if (ended) this.deps.logger.info(ended, 'job ended');
         this.deps.metrics?.finished?.(this.name, received.priority, verdict.status, verdict.record);
         void this.commit();
       }

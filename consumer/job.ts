@@ -86,6 +86,29 @@ function exhausted(record: JobRecord): Failure {
 
 const done = (status: string, record: JobRecord | undefined, deadLettered = false): Verdict => ({ kind: 'done', status, record, deadLettered });
 
+/** The statuses a run ends a job with (a redelivery of a job that had ended already is skipped). */
+const ENDINGS: ReadonlySet<string> = new Set(['succeeded', 'failed', 'canceled']);
+
+/**
+ * The one info line of a job this run ended: which, how, after how many attempts, how long it
+ * waited from acceptance to its start and ran from its start to its end (null: it never started).
+ */
+export function endedLine(verdict: Verdict): Record<string, unknown> | undefined {
+  if (verdict.kind !== 'done' || !verdict.record || !ENDINGS.has(verdict.status)) return undefined;
+  const { id, model_name, priority, status, attempts, created_at, started_at, finished_at, error } = verdict.record;
+  const seconds = (from: string | null, to: string | null) => (from && to ? (Date.parse(to) - Date.parse(from)) / 1000 : null);
+  return {
+    job: id,
+    model: model_name,
+    priority,
+    status,
+    attempts,
+    queue_s: seconds(created_at, started_at ?? finished_at),
+    run_s: seconds(started_at, finished_at),
+    ...(error ? { error: error.code } : {}),
+  };
+}
+
 /** Writes an attempt's start once (see JobRun.startOnce); `written` is that write, if it began. */
 type Start = (() => Promise<JobRecord | undefined>) & { written(): Promise<JobRecord | undefined> | undefined };
 

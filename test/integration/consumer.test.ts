@@ -55,6 +55,13 @@ async function requestCancel(id: string): Promise<void> {
   await publisher.publishCancel({ v: 1, id, model_name: 'tiny', at: new Date().toISOString() }, AbortSignal.timeout(5000));
 }
 
+/** The consumer's JSON log lines about one job. */
+const jobLines = (id: string) =>
+  consumer.log
+    .split('\n')
+    .filter((line) => line.startsWith('{') && line.includes(id))
+    .map((line) => JSON.parse(line) as { level: number; msg: string; [field: string]: unknown });
+
 describe('consumer', () => {
   it('turns a queued job into a stored PNG of the same size and records it', async () => {
     const id = await submit({ size: 64 });
@@ -78,6 +85,13 @@ describe('consumer', () => {
     // The benchmark log: model; time in seconds; memory in MiB, one line per job.
     const lines = readFileSync(benchLog, 'utf8').trim().split('\n');
     expect(lines.at(-1)).toMatch(/^tiny;\d+(\.\d+)?;\d+(\.\d+)?$/);
+
+    // One info line when the job ends, none for its start or steps.
+    const ended = await waitFor(async () => jobLines(id).find((line) => line.msg === 'job ended'), 10_000, 'the job’s log line');
+    expect(ended).toMatchObject({ level: 30, job: id, model: 'tiny', priority: 'normal', status: 'succeeded', attempts: 1 });
+    expect(ended.queue_s).toBeGreaterThanOrEqual(0);
+    expect(ended.run_s).toBeGreaterThan(0);
+    expect(jobLines(id).filter((line) => line.level >= 30)).toEqual([ended]);
   });
 
   it('records the runner’s note on a prompt longer than the text encoder reads', async () => {
@@ -161,6 +175,8 @@ describe('consumer', () => {
     const seen = await readEvents(kafka, config, [id], (list) => list.some((e) => e.type === 'succeeded'));
     expect(seen.filter((event) => event.type === 'succeeded')).toHaveLength(1);
     expect(consumer.runnerPid()).not.toBe(pid);
+    const ended = await waitFor(async () => jobLines(id).find((line) => line.msg === 'job ended'), 10_000, 'the job’s log line');
+    expect(ended).toMatchObject({ status: 'succeeded', attempts: 2 });
   });
 
   it('dead-letters a poison message once and keeps serving', async () => {
