@@ -1,7 +1,7 @@
-// Deployment: the compose files as docker-compose itself reads them (there is no Docker
-// engine here to run them), and nginx/nginx.conf run by Debian's nginx in front of two real
-// API processes: large uploads, unbuffered Server-Sent Events, replicas sharing their jobs.
-import { execFileSync, spawnSync } from 'node:child_process';
+// Deployment: the Dockerfiles' shape, the Prometheus configs, and nginx/nginx.conf run by
+// Debian's nginx in front of two real API processes: large uploads, unbuffered Server-Sent
+// Events, replicas sharing their jobs. The compose files: compose.test.ts.
+import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,119 +19,6 @@ import { answers, aptInstall, ChildService, ensureBinary, freePort, startApiProc
 const MiB = 1024 * 1024;
 const API_LIMIT = 20 * MiB; // MAX_BODY_BYTES's default
 const PROXY_LIMIT = 21 * MiB; // client_max_body_size in nginx/nginx.conf
-
-// ---------------------------------------------------------------- docker-compose
-
-const dockerCompose = ensureBinary('/usr/bin/docker-compose', aptInstall('docker-compose'));
-
-interface Mount {
-  source: string;
-  target: string;
-  read_only: boolean;
-}
-interface ComposeService {
-  image?: string;
-  build?: { context: string; dockerfile: string };
-  environment?: Record<string, string | number | null>;
-  ports?: unknown[];
-  /** docker-compose 1.29 prints the short form, source:target[:ro]. */
-  volumes?: string[];
-  healthcheck?: { test: string[] | string };
-  depends_on?: Record<string, { condition: string }>;
-  deploy?: { replicas?: number; resources?: { reservations?: { devices?: { driver?: string; capabilities?: string[]; count?: unknown }[] } } };
-  entrypoint?: string[] | string;
-  command?: string[] | string;
-}
-interface Compose {
-  services: Record<string, ComposeService>;
-  volumes?: Record<string, unknown>;
-}
-
-/**
- * `docker-compose config` of these files: validated and merged by docker-compose, then read as
- * JSON through the python3-yaml that Debian's docker-compose depends on.
- */
-function composeConfig(...files: string[]): Compose {
-  const args = files.flatMap((file) => ['-f', file]);
-  const yaml = execFileSync(dockerCompose!, [...args, 'config'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, COMPOSE_PROJECT_NAME: 'img2img' } });
-  const asJson = execFileSync('/usr/bin/python3', ['-c', 'import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)'], { input: yaml, encoding: 'utf8' });
-  return JSON.parse(asJson) as Compose;
-}
-
-function mounts(service: ComposeService): Record<string, Mount> {
-  return Object.fromEntries(
-    (service.volumes ?? []).map((volume) => {
-      const [source = '', target = '', mode = ''] = volume.split(':');
-      return [target, { source, target, read_only: mode.split(',').includes('ro') }];
-    }),
-  );
-}
-
-describe.skipIf(!dockerCompose)('docker-compose files (validated by docker-compose config)', () => {
-  it('docker-compose-infra.yaml alone brings Kafka in KRaft mode, MinIO with its bucket, Nginx, Prometheus and Grafana', () => {
-    const { services, volumes } = composeConfig('docker-compose-infra.yaml');
-    expect(Object.keys(services).sort()).toEqual(['grafana', 'kafka', 'minio', 'minio-init', 'nginx', 'prometheus', 'redis']);
-
-    const kafka = services.kafka!;
-    expect(kafka.image).toMatch(/^apache\/kafka:3\.9\.\d+$/);
-    expect(kafka.environment?.KAFKA_PROCESS_ROLES).toBe('broker,controller');
-    expect(Object.keys(kafka.environment ?? {}).filter((name) => /ZOOKEEPER/.test(name))).toEqual([]);
-    expect(kafka.environment?.KAFKA_AUTO_CREATE_TOPICS_ENABLE).toBe('false');
-
-    const init = services['minio-init']!;
-    expect(init.image).toMatch(/^minio\/mc:/);
-    expect(init.depends_on?.minio?.condition).toBe('service_healthy');
-    expect(JSON.stringify([init.entrypoint, init.command])).toContain('mc mb --ignore-existing');
-
-    expect(mounts(services.nginx!)['/etc/nginx/nginx.conf']).toMatchObject({ source: expect.stringMatching(/\/nginx\/nginx\.conf$/), read_only: true });
-    expect(mounts(services.prometheus!)['/etc/prometheus/prometheus.yml']?.source).toMatch(/\/prometheus\.docker\.yml$/);
-    expect(mounts(services.grafana!)['/etc/grafana/provisioning']?.source).toMatch(/\/grafana\/provisioning$/);
-    expect(mounts(services.grafana!)['/etc/grafana/dashboards']?.source).toMatch(/\/grafana\/dashboards$/);
-    // The limits' counters outlive a restart: an append-only file on a volume.
-    expect(mounts(services.redis!)['/data']?.source).toMatch(/redis-data$/);
-    expect([services.redis!.command].flat().join(' ')).toMatch(/--appendonly yes/);
-
-    for (const name of ['kafka', 'minio', 'redis', 'nginx', 'prometheus', 'grafana']) expect(services[name]!.healthcheck, `${name} has no healthcheck`).toBeDefined();
-    expect(Object.keys(volumes ?? {}).sort()).toEqual(['grafana-data', 'kafka-data', 'minio-data', 'prometheus-data', 'redis-data']);
-  });
-
-  it('with docker-compose.yaml adds API replicas behind Nginx and a GPU consumer, built from the repo', () => {
-    const { services } = composeConfig('docker-compose-infra.yaml', 'docker-compose.yaml');
-    const { api, consumer, nginx } = services as Record<string, ComposeService>;
-
-    expect(api!.build?.dockerfile).toBe('api/Dockerfile');
-    expect(api!.deploy?.replicas).toBeGreaterThanOrEqual(2);
-    expect(api!.ports ?? [], 'replicas cannot share a host port: Nginx publishes the API').toEqual([]);
-    expect(api!.environment?.KAFKA_BROKERS).toMatch(/^kafka:\d+$/);
-    expect(nginx!.depends_on?.api?.condition).toBe('service_healthy');
-
-    expect(consumer!.build?.dockerfile).toBe('consumer/Dockerfile');
-    const [gpu] = consumer!.deploy?.resources?.reservations?.devices ?? [];
-    expect(gpu).toMatchObject({ driver: 'nvidia', capabilities: ['gpu'] });
-    expect(mounts(consumer!)['/models']?.read_only).toBe(true);
-    expect(mounts(consumer!)['/app/model_names.txt']).toMatchObject({ source: expect.stringMatching(/\/model_names\.txt$/), read_only: true });
-    expect(consumer!.environment?.CONSUMER_METRICS_HOST, 'the metrics server must listen beyond the container').toBe('0.0.0.0');
-    expect(consumer!.environment?.WORKER_GATEWAY_HOST, 'remote workers reach the gateway from outside the container').toBe('0.0.0.0');
-    expect(consumer!.environment?.WORKER_GATEWAY, 'the gateway is opt-in').toBe('off');
-
-    for (const service of [api!, consumer!]) {
-      expect(service.depends_on?.kafka?.condition).toBe('service_healthy');
-      expect(service.depends_on?.['minio-init']?.condition).toBe('service_completed_successfully');
-    }
-  });
-
-  it('mounts only files that exist in the repo', () => {
-    const { services } = composeConfig('docker-compose-infra.yaml', 'docker-compose.yaml');
-    const repo = process.cwd();
-    for (const [name, service] of Object.entries(services)) {
-      for (const volume of Object.values(mounts(service))) {
-        if (!volume.source.startsWith(repo) || volume.target === '/models') continue;
-        expect(existsSync(volume.source), `${name} mounts ${volume.source}`).toBe(true);
-      }
-      if (service.build) expect(existsSync(join(repo, service.build.dockerfile)), `${name}'s ${service.build.dockerfile}`).toBe(true);
-    }
-  });
-});
 
 describe('Dockerfiles and Prometheus configs', () => {
   const stages = (dockerfile: string) => readFileSync(dockerfile, 'utf8').split('\n').filter((line) => /^FROM\s/i.test(line));
