@@ -17,6 +17,7 @@ import { webhookRoutes } from './routes/webhooks.js';
 import { workerRoutes } from './routes/workers.js';
 import type { Services } from './services.js';
 import { requestContext, type AppEnv } from './env.js';
+import { requestIds } from './requestid.js';
 import { authenticate, authRequired } from './auth.js';
 
 /** Every zod failure on a request part (query, path, headers) becomes one ValidationError naming the field. */
@@ -38,6 +39,7 @@ function methodsByPath(routes: ReadonlyArray<{ method: string; path: string }>):
 
 export function createApp(services: Services) {
   const app = new OpenAPIHono<AppEnv>({ defaultHook: validationHook });
+  app.use('*', requestIds());
   app.use('*', services.metrics.middleware);
   app.use('*', securityHeaders());
   const cors = corsFor(services.config);

@@ -1,7 +1,8 @@
 // The API's errors: a small typed set, turned into HTTP in one place (toErrorResponse).
-// Every answer that is not a success has the body {error: {code, message, field?}}.
+// Every answer that is not a success has the body {error: {code, message, field?, request_id?}}.
 import { HTTPException } from 'hono/http-exception';
 import type { Logger } from '../common/logger.js';
+import { currentRequestId } from './requestid.js';
 
 interface Options {
   /** A more specific machine-readable code than the class default. */
@@ -165,7 +166,13 @@ export function fromZod(error: { issues: ReadonlyArray<{ path: PropertyKey[]; me
 }
 
 export interface ErrorBody {
-  error: { code: string; message: string; field?: string };
+  error: { code: string; message: string; field?: string; request_id?: string };
+}
+
+/** An error's body; request_id (api/requestid.ts) finds the request's lines in the API's logs. */
+function errorBody(code: string, message: string, field?: string): ErrorBody {
+  const requestId = currentRequestId();
+  return { error: { code, message, ...(field ? { field } : {}), ...(requestId ? { request_id: requestId } : {}) } };
 }
 
 const HTTP_CODES: Record<number, string> = {
@@ -185,7 +192,7 @@ export function errorResponse(error: ApiError): Response {
   if (error instanceof MethodNotAllowed) headers.Allow = error.allow.join(', ');
   if (error instanceof Unauthorized) headers['WWW-Authenticate'] = 'Bearer realm="img2img"';
   if (error instanceof TooManyRequests) Object.assign(headers, error.headers);
-  return Response.json({ error: { code, message, ...(field ? { field } : {}) } } satisfies ErrorBody, { status, headers });
+  return Response.json(errorBody(code, message, field), { status, headers });
 }
 
 /** The one mapping from anything thrown to an HTTP answer; unknown errors are logged, never shown. */
@@ -198,8 +205,8 @@ export function toErrorResponse(error: unknown, log: Logger): Response {
     const code = HTTP_CODES[error.status] ?? 'bad_request';
     // The only request body the API reads is the multipart upload, so that is what a 415 is about.
     const message = error.status === 415 ? 'the request body must be multipart/form-data' : error.message || code;
-    return Response.json({ error: { code, message } } satisfies ErrorBody, { status: error.status });
+    return Response.json(errorBody(code, message), { status: error.status });
   }
   log.error({ err: error }, 'unhandled error');
-  return Response.json({ error: { code: 'internal_error', message: 'internal error' } } satisfies ErrorBody, { status: 500 });
+  return Response.json(errorBody('internal_error', 'internal error'), { status: 500 });
 }

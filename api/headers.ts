@@ -75,8 +75,8 @@ export function corsFor(config: Pick<ApiConfig, 'CORS_ORIGINS'>): MiddlewareHand
   return cors({
     origin: origins.includes('*') ? '*' : origins,
     allowMethods: ['GET', 'HEAD', 'POST', 'DELETE'],
-    allowHeaders: ['Content-Type', 'Idempotency-Key', 'If-None-Match', 'Last-Event-ID'],
-    exposeHeaders: ['Location', 'Retry-After', 'ETag'],
+    allowHeaders: ['Content-Type', 'Idempotency-Key', 'If-None-Match', 'Last-Event-ID', 'X-Request-Id'],
+    exposeHeaders: ['Location', 'Retry-After', 'ETag', 'X-Request-Id'],
     maxAge: 600,
   });
 }

@@ -9,13 +9,14 @@ import { readModelNames } from '../common/models.js';
 import { createApp } from './app.js';
 import { checkAuth } from './auth.js';
 import { configureSharp } from './image.js';
+import { requestIdMixin } from './requestid.js';
 import { listen, shutdown } from './server.js';
 import { createServices, prepareKafka, prepareStorage } from './services.js';
 
 async function main(): Promise<void> {
   parseCommandLine(new Command('api').description('The img2img HTTP API; settings come from the environment (.env.example).'));
   const config = readPepperFile(loadConfig(process.env, ApiConfigSchema));
-  const log = createLogger('api', config.LOG_LEVEL);
+  const log = createLogger('api', config.LOG_LEVEL, requestIdMixin); // request_id on the lines of a request
   configureSharp();
   const services = createServices(config, await readModelNames(config.MODEL_NAMES_FILE), log);
   const { models } = services;

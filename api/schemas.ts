@@ -10,6 +10,7 @@ export const ErrorBody = z
       code: z.string().openapi({ example: 'validation_error' }),
       message: z.string().openapi({ example: 'priority: must be one of high, normal, low (or 0, 1, 2)' }),
       field: z.string().optional().openapi({ example: 'priority' }),
+      request_id: z.string().optional().openapi({ description: 'The request’s id, as in X-Request-Id and the API’s log lines', example: '0b6c5cf4-3c1e-4f7b-9d3a-5f0e2a9d8c11' }),
     }),
   })
   .openapi('Error');
