@@ -8,8 +8,11 @@ import { PRIORITIES } from './topics.js';
 export const newJobId = () => randomBytes(16).toString('base64url');
 export const JOB_ID = /^[A-Za-z0-9_-]{22}$/;
 
-/** How a job ends: each is a status of its record and the type of the event that announces it. */
-export const ENDINGS = ['succeeded', 'failed', 'canceled'] as const;
+/**
+ * How a job ends: each is a status of its record and the type of the event that announces it.
+ * `aborted`: its deadline passed before it started; it never reached a runner.
+ */
+export const ENDINGS = ['succeeded', 'failed', 'canceled', 'aborted'] as const;
 export type Ending = (typeof ENDINGS)[number];
 
 /** `expired`: a job past its retention; its input and output are gone, its record stays as a tombstone. */
@@ -103,6 +106,11 @@ export const JobRecord = z.object({
   // that never ran has neither.
   worker: z.string().nullable().optional(),
   verification: Verification.nullable().optional(),
+  /**
+   * start_by: the job ends aborted if it has not started by then; cancel_at: it ends then, aborted
+   * if it has not started, canceled if it runs. Absent or null: none.
+   */
+  deadlines: z.object({ start_by: z.string().nullable(), cancel_at: z.string().nullable() }).nullable().optional(),
   /** What the runner said about how the job ran (a prompt cut to what a text encoder reads). */
   notes: z.array(z.string()).optional(),
 });

@@ -47,6 +47,7 @@ export interface NewJob {
   idempotency: JobRecord['idempotency'];
   tenant?: string | null;
   webhook?: JobRecord['webhook'];
+  deadlines?: JobRecord['deadlines'];
 }
 
 /** A new job, queued. */
@@ -164,6 +165,35 @@ export function cancel(record: JobRecord, clock: Clock = {}): Transition | undef
   return ending(next, eventOf(next, 'canceled', at));
 }
 
+/** The time by which a job must start: the earlier of its two deadlines; undefined without either. */
+export function startDeadline(record: JobRecord): number | undefined {
+  const times = [record.deadlines?.start_by, record.deadlines?.cancel_at].filter((time): time is string => !!time).map(Date.parse);
+  return times.length ? Math.min(...times) : undefined;
+}
+
+/** A job that never started and whose start deadline has passed: aborted, without reaching a runner. */
+export function abortIfLate(record: JobRecord, clock: Clock = {}): Transition | undefined {
+  const deadline = startDeadline(record);
+  const now = clock.now ?? new Date();
+  if (!from(record, ['queued']) || record.started_at !== null || deadline === undefined || now.getTime() < deadline) return undefined;
+  const at = now.toISOString();
+  const error: JobError = {
+    code: 'deadline_exceeded',
+    message: `not started by its deadline ${new Date(deadline).toISOString()}: aborted before it reached a runner (no GPU time spent)`,
+  };
+  const next: JobRecord = { ...record, status: 'aborted', error, finished_at: at, updated_at: at };
+  return ending(next, eventOf(next, 'aborted', at, { error }));
+}
+
+/** A running job stopped at its cancel_at deadline: canceled, with the deadline as its reason. */
+export function cancelAtDeadline(record: JobRecord, clock: Clock = {}): Transition | undefined {
+  const canceled = cancel(record, clock);
+  if (!canceled || !record.deadlines?.cancel_at) return canceled;
+  const error: JobError = { code: 'deadline_exceeded', message: `still running at its deadline ${record.deadlines.cancel_at} (Cancel-After): canceled` };
+  const next: JobRecord = { ...canceled.record, error, outbox: record.outbox };
+  return ending(next, { ...canceled.event!, error });
+}
+
 /** A DELETE: a queued job is canceled at once, a running one asked to stop (requestCancel). */
 export function cancelOrRequest(record: JobRecord, clock: Clock = {}): Transition | undefined {
   return record.status === 'queued' ? cancel(record, clock) : requestCancel(record, clock);
@@ -208,7 +238,7 @@ export function delivered(record: JobRecord, events: readonly JobEvent[]): Trans
 /** The event that announced a job's ending, rebuilt from its record, for a stream that was not there. */
 export function endingOf(record: JobRecord): JobEvent | undefined {
   if (!isEnding(record.status)) return undefined;
-  const extra = record.status === 'failed' && record.error ? { error: record.error } : {};
+  const extra = record.status !== 'succeeded' && record.error ? { error: record.error } : {};
   return eventOf(record, record.status, record.finished_at ?? record.updated_at, extra);
 }
 

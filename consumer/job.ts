@@ -2,7 +2,7 @@
 // final record -> event. It answers what the feed does with the message next. Every
 // record change is a lifecycle transition (common/lifecycle.ts).
 import type { ConsumerConfig } from '../common/config.js';
-import type { JobEvent, JobMessage, JobRecord } from '../common/jobs.js';
+import { isEnding, type JobEvent, type JobMessage, type JobRecord } from '../common/jobs.js';
 import * as lifecycle from '../common/lifecycle.js';
 import { publishOutbox } from '../common/outbox.js';
 import type { Logger } from '../common/logger.js';
@@ -86,15 +86,12 @@ function exhausted(record: JobRecord): Failure {
 
 const done = (status: string, record: JobRecord | undefined, deadLettered = false): Verdict => ({ kind: 'done', status, record, deadLettered });
 
-/** The statuses a run ends a job with (a redelivery of a job that had ended already is skipped). */
-const ENDINGS: ReadonlySet<string> = new Set(['succeeded', 'failed', 'canceled']);
-
 /**
  * The one info line of a job this run ended: which, how, after how many attempts, how long it
  * waited from acceptance to its start and ran from its start to its end (null: it never started).
  */
 export function endedLine(verdict: Verdict): Record<string, unknown> | undefined {
-  if (verdict.kind !== 'done' || !verdict.record || !ENDINGS.has(verdict.status)) return undefined;
+  if (verdict.kind !== 'done' || !verdict.record || !isEnding(verdict.status)) return undefined;
   const { id, model_name, priority, status, attempts, created_at, started_at, finished_at, error } = verdict.record;
   const seconds = (from: string | null, to: string | null) => (from && to ? (Date.parse(to) - Date.parse(from)) / 1000 : null);
   return {
@@ -116,6 +113,9 @@ export class JobRun {
   /** Later deliveries of the same job that finish with it. */
   readonly redeliveries: Received[];
   private canceled = false;
+  /** Set when the job's cancel_at deadline stopped it (Cancel-After). */
+  private deadlinePassed = false;
+  private deadlineTimer: NodeJS.Timeout | undefined;
   /**
    * Settles CANCEL_GRACE_MS after cancel(): the runner stops a job at its next step, but one
    * stuck in a long step (or in the VAE) must not keep its user waiting.
@@ -155,6 +155,7 @@ export class JobRun {
       }
       return await this.run(message);
     } catch (error) {
+      clearTimeout(this.deadlineTimer);
       if (!(error instanceof Failure)) return this.retryLater(error);
       if (error.code === 'no_record') return this.abandoned(error);
       return this.fail(error).catch((failed: unknown) => this.retryLater(failed));
@@ -178,6 +179,8 @@ export class JobRun {
       return done(`skipped_${record.status}`, record);
     }
     if (record.cancel_requested || this.canceled) return this.finishCanceled(message.id);
+    // Checked before the job reaches a runner: one past its start deadline never does.
+    if (lifecycle.abortIfLate(record)) return this.finishAborted(message.id);
 
     const input = await inputRead;
     if (!input) throw new Failure('missing_input', `input object ${jobKeys(message.id).input} does not exist`);
@@ -197,7 +200,9 @@ export class JobRun {
       callbacks: this.progressReporter(record, start),
     };
     const ran = this.deps.verifier.run(request, { onWait: () => void this.markWaiting(message.id) });
+    this.stopAtDeadline(record);
     const outcome = await Promise.race([ran, this.cancelGrace]);
+    clearTimeout(this.deadlineTimer);
     if (!outcome.ok && outcome.code === 'canceled') {
       await start.written()?.catch(() => {}); // a started event goes out before the ending
       return this.finishCanceled(message.id);
@@ -282,10 +287,29 @@ export class JobRun {
     return done(applied.record?.status ?? 'succeeded', applied.record);
   }
 
-  private async finishCanceled(id: string): Promise<Verdict> {
-    const applied = await this.deps.records.apply(id, (r) => lifecycle.cancel(r));
+  /** At the job's cancel_at (Cancel-After) the run is canceled, as a DELETE would. */
+  private stopAtDeadline(record: JobRecord): void {
+    const cancelAt = record.deadlines?.cancel_at;
+    if (!cancelAt) return;
+    this.deadlineTimer = setTimeout(() => {
+      this.deadlinePassed = true;
+      this.cancel();
+    }, Math.max(0, Date.parse(cancelAt) - Date.now()));
+    this.deadlineTimer.unref();
+  }
+
+  private async finishAborted(id: string): Promise<Verdict> {
+    const applied = await this.deps.records.apply(id, (r) => lifecycle.abortIfLate(r));
     await this.flush(applied.record);
-    return done('canceled', applied.record);
+    return done(applied.record?.status ?? 'aborted', applied.record);
+  }
+
+  private async finishCanceled(id: string): Promise<Verdict> {
+    // Stopped by its deadline: aborted if it never started, else canceled with the deadline as the reason.
+    const stop = this.deadlinePassed ? (r: JobRecord) => lifecycle.abortIfLate(r) ?? lifecycle.cancelAtDeadline(r) : (r: JobRecord) => lifecycle.cancel(r);
+    const applied = await this.deps.records.apply(id, stop);
+    await this.flush(applied.record);
+    return done(applied.record?.status ?? 'canceled', applied.record);
   }
 
   /**

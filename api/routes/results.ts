@@ -76,11 +76,12 @@ async function sendImage(c: Context<AppEnv>, services: Services, record: JobReco
   return c.body(Readable.toWeb(object.body) as ReadableStream, 200, { ...headers, ...length, 'Content-Type': 'image/png' });
 }
 
-function refuse(record: JobRecord): never {
+/** The endings without a result, as the 409 words them (its code is job_<status>). */
+const NO_RESULT = { failed: 'failed', canceled: 'was canceled', aborted: 'was aborted' } as const;
+
+function refuse(record: JobRecord & { status: keyof typeof NO_RESULT }): never {
   const reason = record.error ? `: ${record.error.message}` : '';
-  throw new Conflict(`the job ${record.status === 'failed' ? 'failed' : 'was canceled'}${reason}`, {
-    code: record.status === 'failed' ? 'job_failed' : 'job_canceled',
-  });
+  throw new Conflict(`the job ${NO_RESULT[record.status]}${reason}`, { code: `job_${record.status}` });
 }
 
 export function resultRoutes(services: Services) {
@@ -89,7 +90,7 @@ export function resultRoutes(services: Services) {
     const record = await loadJob(records, c.req.valid('param').id, c.var.deadline(), c.var.principal);
     if (record.status === 'succeeded' && record.output_key) return sendImage(c, services, record, c.req.valid('header')['if-none-match']);
     if (record.status === 'expired') throw new Gone(`the job expired: its retention ended and its result was deleted`, { code: 'job_expired' });
-    if (record.status === 'failed' || record.status === 'canceled') refuse(record);
+    if (record.status in NO_RESULT) refuse(record as JobRecord & { status: keyof typeof NO_RESULT });
     const view = jobView(record, c.var.baseUrl);
     return c.json(view, 202, { 'Retry-After': record.status === 'running' ? '1' : '2', 'Cache-Control': 'no-store' });
   });

@@ -6,7 +6,7 @@ const $ = (id) => document.getElementById(id);
 const KEY = 'img2img.key'; // sessionStorage: the API key, for this tab only
 const JOBS = 'img2img.jobs'; // localStorage: the jobs submitted from this browser
 const MAX_JOBS = 50;
-const TERMINAL = new Set(['succeeded', 'failed', 'canceled', 'expired']);
+const TERMINAL = new Set(['succeeded', 'failed', 'canceled', 'aborted', 'expired']);
 
 // ---------------------------------------------------------------- talking to the API
 

@@ -71,6 +71,9 @@ function client(batch: Batch, file: InputFile): Client {
   };
 }
 
+/** The endings without a result: a re-run sends such a file again. */
+const NO_RESULT: ReadonlySet<string> = new Set(['failed', 'canceled', 'aborted']);
+
 /**
  * Sends one file. Its Idempotency-Key makes the API answer with the job an earlier run made;
  * when that job failed or was canceled, the file is sent again under a key derived from it.
@@ -81,7 +84,7 @@ async function sendFile(batch: Batch, file: InputFile): Promise<JobAccepted> {
   let key = idempotencyKey(sha256(bytes), fields);
   for (let fresh = 0; ; fresh++) {
     const job = await submitImage(client(batch, file), { bytes, filename: file.name }, fields, key);
-    if ((job.status !== 'failed' && job.status !== 'canceled') || fresh === MAX_FRESH_TRIES) return job;
+    if (!NO_RESULT.has(job.status) || fresh === MAX_FRESH_TRIES) return job;
     key = retryKey(key, job.id);
   }
 }
@@ -113,9 +116,9 @@ async function submitFile(batch: Batch, file: InputFile): Promise<Followed | und
     say(batch, `${file.name}\t${job.result_url}\t(already done)`);
     return output ? { file, job, counted: false } : undefined;
   }
-  if (job.status === 'failed' || job.status === 'canceled') {
+  if (NO_RESULT.has(job.status)) {
     summary.failed++;
-    warn(batch, `${file.name}: ${MAX_FRESH_TRIES + 1} jobs in a row failed or were canceled (the last: ${job.id}); not submitted again`);
+    warn(batch, `${file.name}: ${MAX_FRESH_TRIES + 1} jobs in a row failed, were canceled or aborted (the last: ${job.id}); not submitted again`);
     return undefined;
   }
   summary.submitted++;

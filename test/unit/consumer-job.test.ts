@@ -148,3 +148,72 @@ describe('JobRun of a job that waits in its runner', () => {
     expect(events.indexOf('started')).toBeLessThan(events.indexOf('progress'));
   });
 });
+
+describe('JobRun of a job with a deadline', () => {
+  /** A record store over one record; `verifier` stands in for the runner. */
+  function deadlineRun(deadlines: JobRecord['deadlines'], verifier: { cancel?: () => void }) {
+    const queued = lifecycle.queued({ id: ID, model_name: 'tiny', priority: 'high', params, width: 64, height: 64, input_key: `jobs/${ID}/input.png`, idempotency: null, deadlines });
+    let record = queued.record;
+    const published: string[] = [];
+    const records = {
+      get: async () => record,
+      apply: async (_id: string, transition: (current: JobRecord) => Transition | undefined) => {
+        const next = transition(structuredClone(record));
+        if (next) record = next.record;
+        return { record, event: next?.event };
+      },
+    };
+    const publisher = { publishEvent: async (event: { type: string }) => void published.push(event.type), send: async () => {} };
+    const pool = { cancel: () => verifier.cancel?.() };
+    const run = new JobRun(receivedJob(), fakeDeps({ records, verifier, publisher, pool }));
+    return { run, record: () => record, published };
+  }
+
+  it('past its start deadline it ends aborted without reaching a runner', async () => {
+    let handedOver = false;
+    const past = new Date(Date.now() - 1000).toISOString();
+    const { run, record, published } = deadlineRun({ start_by: past, cancel_at: null }, { run: async () => void (handedOver = true) } as never);
+    expect(await run.execute()).toMatchObject({ kind: 'done', status: 'aborted' });
+    expect(handedOver).toBe(false);
+    expect(record()).toMatchObject({ status: 'aborted', started_at: null, error: { code: 'deadline_exceeded' } });
+    expect(record().error!.message).toBe(`not started by its deadline ${past}: aborted before it reached a runner (no GPU time spent)`);
+    expect(published).toEqual(['aborted']);
+  });
+
+  it('a start deadline still ahead lets it run', async () => {
+    const ahead = new Date(Date.now() + 60_000).toISOString();
+    const verifier = { run: async ({ callbacks }: RunRequest) => (callbacks!.onStarted!(1), { ok: true, image: Buffer.from('png'), result: { batch_size: 1, peak_memory_bytes: 0, timings: { compute_s: 0.01 }, notes: [] } }) };
+    const { run, record } = deadlineRun({ start_by: ahead, cancel_at: null }, verifier as never);
+    expect(await run.execute()).toMatchObject({ kind: 'done', status: 'succeeded' });
+    expect(record().status).toBe('succeeded');
+  });
+
+  /** A runner that starts the job (or not) and then runs until it is canceled. */
+  const runsUntilCanceled = (starts: boolean) => {
+    let stop!: (outcome: unknown) => void;
+    return {
+      run: ({ callbacks }: RunRequest) => {
+        if (starts) callbacks!.onStarted!(1);
+        return new Promise((resolve) => (stop = resolve));
+      },
+      cancel: () => stop({ ok: false, code: 'canceled', retryable: false, message: 'canceled' }),
+    };
+  };
+
+  it('running at its cancel_at, it is canceled at the next step with the deadline as its reason', async () => {
+    const runner = runsUntilCanceled(true);
+    const cancelAt = new Date(Date.now() + 150).toISOString();
+    const { run, record, published } = deadlineRun({ start_by: null, cancel_at: cancelAt }, runner);
+    expect(await run.execute()).toMatchObject({ kind: 'done', status: 'canceled' });
+    expect(record()).toMatchObject({ status: 'canceled', error: { code: 'deadline_exceeded', message: `still running at its deadline ${cancelAt} (Cancel-After): canceled` } });
+    expect(published).toEqual(['started', 'canceled']);
+  });
+
+  it('still waiting in its runner at its cancel_at, it ends aborted', async () => {
+    const runner = runsUntilCanceled(false);
+    const { run, record, published } = deadlineRun({ start_by: null, cancel_at: new Date(Date.now() + 150).toISOString() }, runner);
+    expect(await run.execute()).toMatchObject({ kind: 'done', status: 'aborted' });
+    expect(record()).toMatchObject({ status: 'aborted', started_at: null, error: { code: 'deadline_exceeded' } });
+    expect(published).toEqual(['aborted']);
+  });
+});

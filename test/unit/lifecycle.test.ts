@@ -15,7 +15,7 @@ function newRecord(): JobRecord {
 }
 
 const inState = (status: JobStatus, extra: Partial<JobRecord> = {}): JobRecord => ({ ...newRecord(), status, ...extra });
-const ALL: JobStatus[] = ['queued', 'running', 'succeeded', 'failed', 'canceled'];
+const ALL: JobStatus[] = ['queued', 'running', 'succeeded', 'failed', 'canceled', 'aborted'];
 const error = { code: 'runner_crashed', message: 'runner exited' };
 const outcome = { output_key: 'jobs/x/output.png', peak_memory_bytes: 1234, compute_s: 0.5 };
 
@@ -83,6 +83,28 @@ describe('lifecycle', () => {
     const note = 'prompt: 93 tokens for CLIPTokenizer, which reads 77: the rest was left out';
     expect(lifecycle.succeed(running, { ...outcome, notes: [note] }, at(3))!.record.notes).toEqual([note]);
     expect('notes' in lifecycle.succeed(running, { ...outcome, notes: [] }, at(3))!.record).toBe(false);
+  });
+
+  it('abortIfLate: a queued job that never started, at or past the earlier of its deadlines', () => {
+    const deadlines = { start_by: at(10).now.toISOString(), cancel_at: at(5).now.toISOString() };
+    const late = lifecycle.abortIfLate(inState('queued', { deadlines }), at(5))!;
+    expect(late.record).toMatchObject({ status: 'aborted', finished_at: at(5).now.toISOString(), error: { code: 'deadline_exceeded' } });
+    expect(late.record.outbox).toEqual([late.event]);
+    expect(lifecycle.endingOf(late.record)).toMatchObject({ type: 'aborted', error: { code: 'deadline_exceeded' } });
+    expect(lifecycle.abortIfLate(inState('queued', { deadlines }), at(4))).toBeUndefined(); // still in time
+    expect(lifecycle.abortIfLate(inState('queued'), at(100))).toBeUndefined(); // no deadline
+    // Started once (then re-queued by a failed attempt): its start deadline was met.
+    expect(lifecycle.abortIfLate(inState('queued', { deadlines, started_at: at(1).now.toISOString() }), at(6))).toBeUndefined();
+    for (const status of ALL.filter((s) => s !== 'queued')) expect(lifecycle.abortIfLate(inState(status, { deadlines }), at(6)), status).toBeUndefined();
+  });
+
+  it('cancelAtDeadline: canceled with the deadline as its reason; without one, as cancel', () => {
+    const deadlines = { start_by: null, cancel_at: at(5).now.toISOString() };
+    const next = lifecycle.cancelAtDeadline(inState('running', { deadlines }), at(5))!;
+    expect(next.record).toMatchObject({ status: 'canceled', error: { code: 'deadline_exceeded' } });
+    expect(next.record.outbox).toEqual([next.event]);
+    expect(next.event).toMatchObject({ type: 'canceled', error: { code: 'deadline_exceeded' } });
+    expect(lifecycle.cancelAtDeadline(inState('running'), at(5))!.record.error).toBeNull();
   });
 
   it('cancel: from queued or running, keeping how far it got', () => {
