@@ -1,6 +1,6 @@
 // The response shapes of the HTTP API. The OpenAPI document is generated from these
 // same zod schemas, so the documentation cannot drift from what the routes send.
-import { z } from '@hono/zod-openapi';
+import { z, type RouteConfig } from '@hono/zod-openapi';
 import { JOB_ID } from '../common/jobs.js';
 import { EXAMPLE_ID } from '../common/view.js';
 
@@ -15,11 +15,45 @@ export const ErrorBody = z
   })
   .openapi('Error');
 
+type HeaderSpec = { description: string; required?: boolean; schema: { type: 'integer'; minimum?: number; example?: number } };
+type Responses = RouteConfig['responses'];
+
 /** An error response for the route table, with one example per situation. */
-export const errorResponse = (description: string, example: { code: string; message: string; field?: string }) => ({
+export const errorResponse = (description: string, example: { code: string; message: string; field?: string }, headers?: Record<string, HeaderSpec>) => ({
   description,
+  ...(headers ? { headers } : {}),
   content: { 'application/json': { schema: ErrorBody, example: { error: example } } },
 });
+
+/** Sent with every 429 and with the 503s of a dependency that failed or is busy; `absent` says when a response goes without. */
+export const retryAfter = (example: number, absent?: string): Record<string, HeaderSpec> => ({
+  'Retry-After': {
+    description: `Seconds to wait before trying again${absent ? `; absent ${absent}` : ''}`,
+    required: !absent,
+    schema: { type: 'integer', minimum: 1, example },
+  },
+});
+
+/** With API keys, on every answer to a key that has a rate limit (IETF draft fields). */
+const rateLimit: Record<string, HeaderSpec> = {
+  'RateLimit-Limit': { description: 'With a rate-limited key: the jobs it may submit per window', schema: { type: 'integer', minimum: 1, example: 600 } },
+  'RateLimit-Remaining': { description: 'With a rate-limited key: the submissions left in this window', schema: { type: 'integer', minimum: 0, example: 599 } },
+  'RateLimit-Reset': { description: 'With a rate-limited key: seconds until the window starts again', schema: { type: 'integer', minimum: 0, example: 12 } },
+};
+
+/** A dependency (object storage, Kafka, Redis) failed, missed its deadline or is busy: 503 with Retry-After. */
+export const unavailable = (description: string, example: { code: string; message: string }) => errorResponse(description, example, retryAfter(2));
+
+/**
+ * The responses of a route that needs a key when keys are on: each answer to a valid key carries
+ * the key's RateLimit-* fields (api/auth.ts), so each response but 401 documents them.
+ */
+export function keyed<T extends Responses>(responses: T): T {
+  const withFields = Object.entries(responses).map(([status, response]) =>
+    status === '401' || '$ref' in response ? [status, response] : [status, { ...response, headers: { ...response.headers, ...rateLimit } }],
+  );
+  return Object.fromEntries(withFields) as T;
+}
 
 
 const ModelRange = z.object({
@@ -43,7 +77,8 @@ export const ModelList = z
         queue_depth: z
           .object({ high: z.number().int(), normal: z.number().int(), low: z.number().int(), total: z.number().int() })
           .openapi({
-            description: 'Messages not yet consumed by the model’s consumer group, per priority',
+            description:
+              'Jobs of the model queued or running, per priority: the lag of its consumer group, which commits a job’s offset once that job and those before it in its partition have ended',
             example: { high: 0, normal: 3, low: 1, total: 4 },
           }),
         defaults: z
@@ -133,15 +168,23 @@ export const unauthorized = errorResponse('No valid API key (Authorization: Bear
   field: 'Authorization',
 });
 
-/** Over a key's rate or concurrency limit, or the model's queue ceiling; with Retry-After and RateLimit-* fields. */
 /** Too many failed key checks from the client's address (any route that needs a key). */
-export const authFailures = errorResponse('Too many requests without a valid API key from this address; retry after Retry-After seconds', {
-  code: 'auth_failures',
-  message: 'too many requests without a valid API key from this address; retry in 42 s',
-  field: 'Authorization',
-});
+export const authFailures = errorResponse(
+  'Too many requests without a valid API key from this address; retry after Retry-After seconds',
+  {
+    code: 'auth_failures',
+    message: 'too many requests without a valid API key from this address; retry in 42 s',
+    field: 'Authorization',
+  },
+  retryAfter(42),
+);
 
-export const tooManyRequests = errorResponse('Over a limit: the code names which (rate_limit, concurrency_limit, cost_limit, queue_full, auth_failures); retry after Retry-After seconds', {
-  code: 'rate_limit',
-  message: 'this key may submit 600 jobs per 60 s; retry in 12 s',
-});
+/** Over a key's rate, concurrency or cost limit, or the model's queue ceiling; with Retry-After (and RateLimit-* where the key has a rate). */
+export const tooManyRequests = errorResponse(
+  'Over a limit: the code names which (rate_limit, concurrency_limit, cost_limit, queue_full, auth_failures); retry after Retry-After seconds',
+  {
+    code: 'rate_limit',
+    message: 'this key may submit 600 jobs per 60 s; retry in 12 s',
+  },
+  { ...retryAfter(12), ...rateLimit },
+);

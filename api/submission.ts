@@ -58,7 +58,7 @@ const rangeText = ({ minimum, maximum, exclusive_minimum: exclusive }: Range) =>
 const PRIORITY_CODES: Record<string, Priority> = { '0': 'high', '1': 'normal', '2': 'low', high: 'high', normal: 'normal', low: 'low' };
 
 /** Free text; the limits apply to the text as sent (in characters, as OpenAPI counts them), then it is trimmed. */
-const text = (description: string, example: string, required: boolean) =>
+const text = (description: string, example: string | undefined, required: boolean) =>
   z
     .string({ error: 'must be given once, as text' })
     .refine((value) => [...value].length <= MAX_PROMPT, `must be at most ${MAX_PROMPT} characters`)
@@ -67,14 +67,14 @@ const text = (description: string, example: string, required: boolean) =>
     // Browsers send form text with CRLF line ends; the record keeps plain newlines.
     .overwrite((value) => value.replace(/\r\n?/g, '\n'))
     .trim()
-    .openapi({ description, example, pattern: required ? NOT_BLANK : TEXT, minLength: required ? 1 : 0, maxLength: MAX_PROMPT });
+    .openapi({ description, ...(example === undefined ? {} : { example }), pattern: required ? NOT_BLANK : TEXT, minLength: required ? 1 : 0, maxLength: MAX_PROMPT });
 
 /**
  * A number sent as text, in plain decimal notation only: `0x10`, `1e1`, ` 5` and `Infinity`
  * are refused rather than read as numbers, and blank text is not 0. The OpenAPI document
  * states the rule as the pattern that checks it, the range included.
  */
-function numeric(range: Range, options: { integer?: boolean; description: string; example: number; default?: number }) {
+function numeric(range: Range, options: { integer?: boolean; description: string; default?: number }) {
   const pattern = rangePattern(range, options.integer ?? false);
   // The same range for programs (the web page's inputs): what the pattern says, as numbers.
   const number = {
@@ -90,10 +90,15 @@ function numeric(range: Range, options: { integer?: boolean; description: string
     .regex(options.integer ? INTEGER : DECIMAL, `must be ${notation}`)
     .regex(new RegExp(pattern), `must be ${rangeText(range)}`)
     .transform(Number)
-    .openapi({ description: options.description, example: String(options.example), pattern, 'x-number': number });
+    .openapi({ description: options.description, pattern, 'x-number': number });
 }
 
-/** The fields shared by the query string and the multipart body; every one is optional in each source. */
+/**
+ * The fields shared by the query string and the multipart body; every one is optional in each
+ * source. Only model_name, prompt and priority carry an example: Swagger UI's Try it out fills
+ * and sends every example, and the parameters' right values depend on the model (a family may
+ * not take a negative prompt or a guidance scale) and a fixed seed would repeat one image.
+ */
 export function submissionFields(models: readonly string[]) {
   const known = models.join(', ');
   const { strength, steps, guidance_scale: guidance, seed } = PARAMS;
@@ -112,29 +117,25 @@ export function submissionFields(models: readonly string[]) {
       .transform((value) => PRIORITY_CODES[value] as Priority)
       .optional()
       .openapi({ description: 'Queue priority; 0=high, 1=normal, 2=low. Default normal', example: 'normal', default: 'normal' }),
-    negative_prompt: text('What the image should not show; empty means none', 'blurry', false).optional(),
+    negative_prompt: text('What the image should not show (for example "blurry"); empty means none', undefined, false).optional(),
     strength: numeric(strength, {
       description:
         `How far to move from the input image, ${rangeText(strength)}; plain decimal notation. Default ${strength.default}. ` +
         `floor(steps × strength) denoising steps run, and at least ${PARAMS.denoising_steps.minimum} must`,
-      example: strength.default,
       default: strength.default,
     }).optional(),
     steps: numeric(steps, {
       integer: true,
       description: `Denoising steps, ${rangeText(steps)}. Default ${steps.default}, or the model’s own`,
-      example: 10,
       default: steps.default,
     }).optional(),
     guidance_scale: numeric(guidance, {
       description: `Classifier-free guidance, ${rangeText(guidance)}; plain decimal notation. Default ${guidance.default}`,
-      example: guidance.default,
       default: guidance.default,
     }).optional(),
     seed: numeric(seed, {
       integer: true,
-      description: `Random seed, ${rangeText(seed)}; random when absent, and recorded in the job`,
-      example: 1234,
+      description: `Random seed, ${rangeText(seed)}; random when absent, and recorded in the job (the same seed and parameters repeat an image)`,
     }).optional(),
     ...webhookFields(),
   });

@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { fromZod, ValidationError } from '../errors.js';
-import { errorResponse, tooManyRequests, unauthorized } from '../schemas.js';
+import { errorResponse, keyed, retryAfter, tooManyRequests, unauthorized } from '../schemas.js';
 import type { Services } from '../services.js';
 import type { NewSubmission } from '../intake.js';
 import { mergeFields, submissionFields, toSubmission, type SubmissionFields } from '../submission.js';
@@ -40,19 +40,22 @@ function route(models: readonly string[], fields: ReturnType<typeof submissionFi
   return createRoute({
     method: 'post',
     path: '/api/diffusion',
+    operationId: 'submitJob',
     tags: ['jobs'],
     summary: 'Submit an img2img job',
     description:
-      'Every field may be sent as a query parameter or as a multipart field; ' +
-      'the image is always the multipart field `image`. Answers 202 once the input is stored and Kafka has acknowledged the job.',
+      'The image is the multipart field `image`. Every other field is documented here as a query parameter and may ' +
+      'equally be sent as a multipart field beside the image (`curl -F image=@in.png -F prompt=...`); a field sent both ways must ' +
+      'have the same value. A field left out gets the model’s default (GET /api/models), and the seed a random one. ' +
+      'Answers 202 once the input is stored and Kafka has acknowledged the job.',
     request: {
+      // Each field is documented once, as a query parameter: Swagger UI's Try it out sends a query
+      // parameter only when it has a value, but every form field of the document, empty or not.
       query: fields,
       headers: idempotencyHeader,
-      // The webhook fields are documented as query parameters only (the form takes them too):
-      // Swagger UI sends every documented form field, an empty webhook_url included, which is refused.
-      body: { required: true, content: { 'multipart/form-data': { schema: fields.omit({ webhook_url: true, webhook_events: true }).extend({ image: imageField }) } } },
+      body: { required: true, content: { 'multipart/form-data': { schema: z.object({ image: imageField }) } } },
     },
-    responses: {
+    responses: keyed({
       202: {
         description: 'Queued: follow status_url, events_url (SSE) or result_url',
         headers: { Location: { schema: { type: 'string' }, description: 'status_url' } },
@@ -88,8 +91,8 @@ function route(models: readonly string[], fields: ReturnType<typeof submissionFi
       503: errorResponse('Object storage, Kafka or (with closed limits) Redis is unavailable, or too many uploads are in progress (uploads_busy): retry after Retry-After seconds; or the model cannot be served (model_unavailable, without Retry-After: its source failed the consumer’s check at start, and the message says why)', {
         code: 'kafka_unavailable',
         message: 'the queue (Kafka) is unavailable; retry later',
-      }),
-    },
+      }, retryAfter(2, 'on model_unavailable')),
+    }),
   });
 }
 

@@ -8,7 +8,7 @@ import { isEnding, TERMINAL, type JobRecord } from '../../common/jobs.js';
 import { endingOf } from '../../common/lifecycle.js';
 import { formatPosition, isAfter, parsePosition, type Position, type Subscription } from '../hub.js';
 import { loadJob } from '../lookup.js';
-import { errorResponse, authFailures, unauthorized, JobIdParam } from '../schemas.js';
+import { errorResponse, authFailures, keyed, unauthorized, unavailable, JobIdParam } from '../schemas.js';
 import type { Services } from '../services.js';
 import type { AppEnv } from '../env.js';
 import { jobView } from '../../common/view.js';
@@ -36,6 +36,7 @@ const EXAMPLE_STREAM = [
 const route = createRoute({
   method: 'get',
   path: '/api/jobs/{id}/events',
+  operationId: 'followJobEvents',
   tags: ['jobs'],
   summary: 'Follow a job live (Server-Sent Events)',
   description:
@@ -53,7 +54,7 @@ const route = createRoute({
         .openapi({ description: 'The last `id:` seen', example: '0-41' }),
     }),
   },
-  responses: {
+  responses: keyed({
     200: {
       description: 'An event stream',
       content: { 'text/event-stream': { schema: z.string().openapi({ example: EXAMPLE_STREAM }) } },
@@ -61,8 +62,8 @@ const route = createRoute({
     401: unauthorized,
     429: authFailures,
     404: errorResponse('No job has this id', { code: 'job_not_found', message: 'no job with id "x"' }),
-    503: errorResponse('Object storage is unavailable', { code: 'storage_unavailable', message: 'object storage is unavailable; retry later' }),
-  },
+    503: unavailable('Object storage is unavailable', { code: 'storage_unavailable', message: 'object storage is unavailable; retry later' }),
+  }),
 });
 
 async function relay(stream: SSEStreamingApi, subscription: Subscription, after: Position | undefined): Promise<void> {

@@ -8,6 +8,7 @@ import { authRequired } from '../auth.js';
 const healthz = createRoute({
   method: 'get',
   path: '/healthz',
+  operationId: 'checkLiveness',
   security: [], // open to everyone, keys or not
   tags: ['health'],
   summary: 'Liveness: the process answers',
@@ -17,6 +18,7 @@ const healthz = createRoute({
 const readyz = createRoute({
   method: 'get',
   path: '/readyz',
+  operationId: 'checkReadiness',
   security: [], // open to everyone, keys or not
   tags: ['health'],
   summary: 'Readiness: Kafka and object storage are reachable',

@@ -7,7 +7,7 @@ import { call } from '../dependency.js';
 import { Conflict, Gone } from '../errors.js';
 import type { ApiKey } from '../../common/keys.js';
 import { jobNotFound, loadJob } from '../lookup.js';
-import { errorResponse, JobIdParam, authFailures, unauthorized } from '../schemas.js';
+import { errorResponse, JobIdParam, authFailures, keyed, unauthorized, unavailable } from '../schemas.js';
 import type { Services } from '../services.js';
 import type { AppEnv } from '../env.js';
 import { jobView, JobView } from '../../common/view.js';
@@ -16,7 +16,7 @@ const notFound = errorResponse('No job has this id (also for a malformed id)', {
   code: 'job_not_found',
   message: 'no job with id "q0vN3rJ8T6yWm1bXc2dEfA"',
 });
-const unavailable = errorResponse('Object storage or Kafka is unavailable', {
+const dependencyDown = unavailable('Object storage or Kafka is unavailable', {
   code: 'storage_unavailable',
   message: 'object storage is unavailable; retry later',
 });
@@ -25,22 +25,24 @@ const jobJson = (description: string) => ({ description, content: { 'application
 const getJob = createRoute({
   method: 'get',
   path: '/api/jobs/{id}',
+  operationId: 'getJob',
   tags: ['jobs'],
   summary: 'A job’s status, parameters, progress and timings',
   request: { params: JobIdParam },
-  responses: { 200: jobJson('The job'), 401: unauthorized, 429: authFailures, 404: notFound, 503: unavailable },
+  responses: keyed({ 200: jobJson('The job'), 401: unauthorized, 429: authFailures, 404: notFound, 503: dependencyDown }),
 });
 
 const cancelJob = createRoute({
   method: 'delete',
   path: '/api/jobs/{id}',
+  operationId: 'cancelJob',
   tags: ['jobs'],
   summary: 'Cancel a job',
   description:
     'A queued job is canceled at once (200). A running job gets cancel_requested=true and its consumer stops it at the ' +
     'next denoising step (202; follow events_url). Canceling a canceled job again answers 200; a succeeded or failed job, 409; an expired one, 410.',
   request: { params: JobIdParam },
-  responses: {
+  responses: keyed({
     200: jobJson('Canceled (or was already)'),
     202: jobJson('Cancellation requested; the running job stops at its next step'),
     401: unauthorized,
@@ -48,8 +50,8 @@ const cancelJob = createRoute({
     404: notFound,
     409: errorResponse('The job already finished', { code: 'job_finished', message: 'the job already succeeded' }),
     410: errorResponse('The job expired: its retention ended', { code: 'job_expired', message: 'the job expired: its retention ended' }),
-    503: unavailable,
-  },
+    503: dependencyDown,
+  }),
 });
 
 type Outcome = 'canceled' | 'requested' | 'already_canceled' | 'finished';

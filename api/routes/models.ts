@@ -6,19 +6,20 @@ import { defaultsFor, type ModelRules, type RangeWithDefault } from '../../commo
 import { call } from '../dependency.js';
 import type { AppEnv } from '../env.js';
 import { limitsFor } from '../image.js';
-import { errorResponse, ModelList } from '../schemas.js';
+import { ModelList, unavailable } from '../schemas.js';
 import type { Services } from '../services.js';
 
 const route = createRoute({
   method: 'get',
   path: '/api/models',
+  operationId: 'listModels',
   security: [], // open to everyone, keys or not
   tags: ['models'],
   summary: 'The models of model_names.txt with their queue depth per priority',
   description: 'Queue depth is the lag of the model’s consumer group, summed over partitions; refreshed at most once a second.',
   responses: {
     200: { description: 'The models', content: { 'application/json': { schema: ModelList } } },
-    503: errorResponse('Kafka is unavailable', { code: 'kafka_unavailable', message: 'the queue (Kafka) is unavailable; retry later' }),
+    503: unavailable('Kafka is unavailable', { code: 'kafka_unavailable', message: 'the queue (Kafka) is unavailable; retry later' }),
   },
 });
 

@@ -5,7 +5,7 @@ import { DeliveryLogStore } from '../../common/deliveries.js';
 import { isWebhookEvent, WEBHOOK_EVENTS } from '../../common/webhooks.js';
 import { call } from '../dependency.js';
 import { loadJob } from '../lookup.js';
-import { errorResponse, JobIdParam, authFailures, unauthorized } from '../schemas.js';
+import { errorResponse, JobIdParam, authFailures, keyed, unauthorized, unavailable } from '../schemas.js';
 import type { Services } from '../services.js';
 import type { AppEnv } from '../env.js';
 
@@ -46,16 +46,17 @@ export const WebhookDeliveries = z
 const route = createRoute({
   method: 'get',
   path: '/api/jobs/{id}/webhooks',
+  operationId: 'listJobWebhookDeliveries',
   tags: ['jobs'],
   summary: 'The job’s webhook deliveries and each attempt',
   request: { params: JobIdParam },
-  responses: {
+  responses: keyed({
     200: { description: 'The deliveries, oldest first', content: { 'application/json': { schema: WebhookDeliveries } } },
     401: unauthorized,
     429: authFailures,
     404: errorResponse('No job has this id', { code: 'job_not_found', message: 'no job with id "x"' }),
-    503: errorResponse('Object storage is unavailable', { code: 'storage_unavailable', message: 'object storage is unavailable; retry later' }),
-  },
+    503: unavailable('Object storage is unavailable', { code: 'storage_unavailable', message: 'object storage is unavailable; retry later' }),
+  }),
 });
 
 export function webhookRoutes(services: Services) {

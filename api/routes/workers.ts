@@ -6,7 +6,7 @@ import { seesAll } from '../auth.js';
 import { call } from '../dependency.js';
 import type { AppEnv } from '../env.js';
 import { Unauthorized } from '../errors.js';
-import { errorResponse, authFailures, unauthorized } from '../schemas.js';
+import { authFailures, keyed, unauthorized, unavailable } from '../schemas.js';
 import type { Services } from '../services.js';
 
 const WorkerList = z.object({ workers: z.array(WorkerStatus) }).openapi('WorkerList');
@@ -14,14 +14,15 @@ const WorkerList = z.object({ workers: z.array(WorkerStatus) }).openapi('WorkerL
 const route = createRoute({
   method: 'get',
   path: '/api/workers',
+  operationId: 'listWorkers',
   tags: ['workers'],
   summary: 'Remote GPU workers: connected since, models, capacity, jobs done, failures, strikes, state (admin keys only)',
-  responses: {
+  responses: keyed({
     200: { description: 'Every worker token and its live status', content: { 'application/json': { schema: WorkerList } } },
     401: unauthorized,
     429: authFailures,
-    503: errorResponse('Object storage is unavailable', { code: 'storage_unavailable', message: 'object storage is unavailable; retry later' }),
-  },
+    503: unavailable('Object storage is unavailable', { code: 'storage_unavailable', message: 'object storage is unavailable; retry later' }),
+  }),
 });
 
 export function workerRoutes(services: Services) {

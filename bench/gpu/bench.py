@@ -835,7 +835,9 @@ STAGE_FUNCS = {name: globals()["stage_" + name.replace("-", "_")] for name in ST
 # ------------------------------------------------------------------ orchestration
 
 
-def run_stages(args) -> None:
+def run_stages(args, stages: dict = STAGES, script: str = __file__, summary=None) -> None:
+    """Each of args.stages in its own process (`script --stage NAME`), under the time left of the budget;
+    then the summary (summary(out) -> markdown, default: this file's tables) in OUT/summary.md."""
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     deadline = time.perf_counter() + args.budget
@@ -844,7 +846,7 @@ def run_stages(args) -> None:
     statuses = []
     sampler = _sample_gpu(out / "gpu.csv")
     for name in args.stages:
-        _what, max_seconds, min_seconds = STAGES[name]
+        _what, max_seconds, min_seconds = stages[name]
         left = deadline - time.perf_counter()
         if left < min_seconds:
             statuses.append((name, "skipped (budget)", 0.0))
@@ -853,7 +855,7 @@ def run_stages(args) -> None:
         limit = min(max_seconds, left)
         print(f"=== {name}: up to {limit:.0f}s ({left:.0f}s left)", flush=True)
         started = time.perf_counter()
-        command = [sys.executable, __file__, "--stage", name, "--stage-seconds", str(limit - 5), *args.passthrough]
+        command = [sys.executable, script, "--stage", name, "--stage-seconds", str(limit - 5), *args.passthrough]
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
         # Reading the output blocks, so the time limit is a timer that kills the stage.
         timer = threading.Timer(limit, proc.kill)
@@ -878,9 +880,9 @@ def run_stages(args) -> None:
             handle.write(json.dumps({"stage": name, "kind": "status", "status": status, "seconds": round(seconds, 1)}) + "\n")
     if sampler is not None:
         sampler.terminate()
-    summary = summarize(out)
-    (out / "summary.md").write_text(summary)
-    print(summary, flush=True)
+    text = (summary or summarize)(out)
+    (out / "summary.md").write_text(text)
+    print(text, flush=True)
     if args.pack_cache:
         pack_cache(args.cache_dir, out / "inductor-cache.tar.gz")
 

@@ -10,7 +10,9 @@ beforeAll(async () => {
 });
 afterAll(() => api?.close());
 
-type Operation = { parameters?: { name: string; in: string }[]; responses: Record<string, unknown>; requestBody?: any };
+type Parameter = { name: string; in: string; schema: Record<string, any> };
+type Response = { headers?: Record<string, { required?: boolean }> };
+type Operation = { operationId?: string; parameters?: Parameter[]; responses: Record<string, Response>; requestBody?: any };
 type Document = { openapi: string; paths: Record<string, Record<string, Operation>> };
 
 describe('GET /openapi.json', () => {
@@ -44,18 +46,30 @@ describe('GET /openapi.json', () => {
     );
   });
 
-  it('describes the upload as multipart/form-data with a binary image, and its query parameters', () => {
+  it('gives every operation an operationId of its own', () => {
+    const ids = Object.values(document.paths).flatMap((methods) => Object.values(methods).map((operation) => operation.operationId));
+    expect(ids.every((id) => typeof id === 'string' && /^[a-z][A-Za-z]+$/.test(id)), ids.join(', ')).toBe(true);
+    expect(new Set(ids).size).toBe(ids.length);
+    expect(document.paths['/api/diffusion']!.post!.operationId).toBe('submitJob');
+  });
+
+  it('describes the upload as multipart/form-data with a binary image, and each other field once, as a query parameter', () => {
     const post = document.paths['/api/diffusion']!.post!;
     const schema = post.requestBody.content['multipart/form-data'].schema;
-    expect(schema.properties.image).toMatchObject({ type: 'string', format: 'binary' });
+    expect(schema.properties).toEqual({ image: expect.objectContaining({ type: 'string', format: 'binary' }) });
     expect(schema.required).toEqual(['image']);
     const names = post.parameters!.map((parameter) => `${parameter.in}:${parameter.name}`);
-    expect(names).toEqual(expect.arrayContaining(['query:model_name', 'query:prompt', 'query:priority', 'query:seed', 'header:idempotency-key']));
+    expect(names.sort()).toEqual(
+      ['model_name', 'prompt', 'priority', 'negative_prompt', 'strength', 'steps', 'guidance_scale', 'seed', 'webhook_url', 'webhook_events']
+        .map((name) => `query:${name}`)
+        .concat('header:idempotency-key')
+        .sort(),
+    );
     expect(Object.keys(post.responses).sort()).toEqual(['202', '400', '401', '409', '413', '415', '422', '429', '503']);
   });
 
   it('states each numeric field\'s range and default as numbers (x-number, read by the web page), in agreement with its pattern', () => {
-    const fields = document.paths['/api/diffusion']!.post!.requestBody.content['multipart/form-data'].schema.properties;
+    const fields = Object.fromEntries(document.paths['/api/diffusion']!.post!.parameters!.map((parameter) => [parameter.name, parameter.schema]));
     const numeric = Object.entries(fields as Record<string, { pattern: string; 'x-number'?: Record<string, number | boolean> }>).filter(([, schema]) => schema['x-number']);
     expect(numeric.map(([name]) => name).sort()).toEqual(['guidance_scale', 'seed', 'steps', 'strength']);
     for (const [name, schema] of numeric) {
@@ -70,14 +84,33 @@ describe('GET /openapi.json', () => {
     }
   });
 
-  it('gives every parameter an example, except where Swagger UI would send it for real', () => {
-    // Try it out fills inputs with examples: a webhook to example.com, or one Idempotency-Key for every try.
-    const sideEffects = new Set(['webhook_url', 'webhook_events', 'idempotency-key']);
+  it('gives every parameter an example, except where Swagger UI would send it for real and surprise the user', () => {
+    // Try it out fills each input with its example (or default) and sends it: a webhook to
+    // example.com, one Idempotency-Key for every try, one seed for every image, a negative
+    // prompt nobody wrote, or a parameter the chosen model does not take (422).
+    const sentForReal = new Set(['webhook_url', 'webhook_events', 'idempotency-key', 'seed', 'negative_prompt', 'strength', 'steps', 'guidance_scale']);
     for (const [path, methods] of Object.entries(document.paths)) {
       for (const operation of Object.values(methods)) {
         for (const parameter of operation.parameters ?? []) {
-          const hasExample = /"example"/.test(JSON.stringify(parameter));
-          expect(hasExample, `${path} ${parameter.name}`).toBe(!sideEffects.has(parameter.name.toLowerCase()));
+          const prefilled = /"(example|default)"/.test(JSON.stringify({ ...parameter, schema: { ...parameter.schema, 'x-number': undefined } }));
+          expect(prefilled, `${path} ${parameter.name}`).toBe(!sentForReal.has(parameter.name.toLowerCase()));
+        }
+      }
+    }
+  });
+
+  it('documents Retry-After on every 429 and on the 503s that send it, and RateLimit-* on the answers to a key', () => {
+    const keyless = new Set(['/api/models', '/healthz', '/readyz']);
+    for (const [path, methods] of Object.entries(document.paths)) {
+      for (const operation of Object.values(methods)) {
+        for (const [status, response] of Object.entries(operation.responses)) {
+          const headers = response.headers ?? {};
+          const where = `${operation.operationId} ${status}`;
+          // /readyz answers its 503 itself, without Retry-After; POST /api/diffusion's model_unavailable has none either.
+          if (status === '429' || (status === '503' && path !== '/readyz')) expect(headers['Retry-After'], where).toBeDefined();
+          if (status === '429' || (status === '503' && !['/readyz', '/api/diffusion'].includes(path))) expect(headers['Retry-After']!.required, where).toBe(true);
+          const rateFields = ['RateLimit-Limit', 'RateLimit-Remaining', 'RateLimit-Reset'].filter((name) => name in headers);
+          expect(rateFields.length, where).toBe(keyless.has(path) || status === '401' ? 0 : 3);
         }
       }
     }

@@ -1,9 +1,10 @@
 // The two pages in a real browser: Debian's Chromium driven by puppeteer-core, against the API
 // and a consumer in this process (the `tiny` model on CPU) and the real Kafka and MinIO.
-// Swagger UI uploads an image with "Try it out"; the web page runs a job to its result, cancels
-// another, keeps both over a reload and shows the API's own refusals; with keys on, both take a
-// Bearer key. No page may request anything but the API's origin, and the browser could not reach
-// anything else anyway. Screenshots go to test-results/browser/ (TEST_OUTPUT_DIR).
+// Swagger UI uploads an image with "Try it out", its fields as a person edits them; the web page
+// runs a job to its result, cancels another, keeps both over a reload and shows the API's own
+// refusals; with keys on, both take a Bearer key. No page may request anything but the API's
+// origin, and the browser could not reach anything else anyway.
+// Screenshots go to test-results/browser/ (TEST_OUTPUT_DIR).
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -42,20 +43,52 @@ async function open(path: string, base = api.url, viewport = DESKTOP): Promise<P
 const choose = async (page: Page, file: string) => (await page.$('input#image'))!.uploadFile(join(files, file));
 const text = (page: Page, selector: string) => page.$eval(selector, (element) => element.textContent ?? '');
 
-/**
- * Swagger UI's "Try it out" on POST /api/diffusion as a person first meets it: the fields
- * prefilled with the document's examples, an image chosen, Execute. Returns the answer shown.
- */
-async function tryUpload(page: Page): Promise<{ status: string; body: string }> {
-  const operation = '#operations-jobs-post_api_diffusion';
-  await page.click(`${operation} .opblock-summary-control`);
-  await (await page.waitForSelector(`${operation} .try-out__btn`))!.click();
-  await (await page.waitForSelector(`${operation} input[type=file]`))!.uploadFile(join(files, 'photo.png'));
-  await page.click(`${operation} .execute`);
-  const row = `${operation} .live-responses-table tr.response`;
-  await page.waitForSelector(`${row} .response-col_status`);
-  return { status: (await text(page, `${row} .response-col_status`)).trim(), body: await text(page, `${row} .response-col_description`) };
+const SUBMIT = '#operations-jobs-submitJob'; // Swagger UI names an operation's block by its operationId
+
+/** Opens "Try it out" on POST /api/diffusion: the fields as the document prefills them. */
+async function tryItOut(page: Page): Promise<void> {
+  await page.click(`${SUBMIT} .opblock-summary-control`);
+  await (await page.waitForSelector(`${SUBMIT} .try-out__btn`))!.click();
+  await page.waitForSelector(`${SUBMIT} .execute`);
 }
+
+/** Replaces the text of a query parameter's input, as a person would: select it all, type. */
+async function editParameter(page: Page, name: string, value: string): Promise<void> {
+  const input = (await page.$(`${SUBMIT} tr[data-param-name="${name}"][data-param-in="query"] input`))!;
+  await input.click({ clickCount: 3 });
+  await input.type(value);
+}
+
+/** Chooses the image and presses Execute. Returns the answer Swagger UI shows and the request it sent. */
+async function execute(page: Page): Promise<{ status: string; body: string; answer: Record<string, any>; url: URL; form: string }> {
+  await (await page.waitForSelector(`${SUBMIT} input[type=file]`))!.uploadFile(join(files, 'photo.png'));
+  const answered = page.waitForResponse((response) => response.request().method() === 'POST' && response.url().includes('/api/diffusion'));
+  await page.click(`${SUBMIT} .execute`);
+  const response = await answered;
+  const answer = (await response.json()) as Record<string, any>;
+  // The table may still show an earlier answer: wait until it shows this one (its job id, if any).
+  const id: string = answer.id ?? '';
+  const row = `${SUBMIT} .live-responses-table tr.response`;
+  await page.waitForFunction(
+    (row, status, id) =>
+      document.querySelector(`${row} .response-col_status`)?.textContent?.trim() === status &&
+      document.querySelector(`${row} .response-col_description`)?.textContent?.includes(id),
+    {},
+    row,
+    String(response.status()),
+    id,
+  );
+  return {
+    status: (await text(page, `${row} .response-col_status`)).trim(),
+    body: await text(page, `${row} .response-col_description`),
+    answer,
+    url: new URL(response.url()),
+    form: (await response.request().fetchPostData()) ?? '',
+  };
+}
+
+/** The names of a multipart body's fields. */
+const formFieldNames = (body: string) => [...body.matchAll(/Content-Disposition: form-data; name="([^"]+)"/g)].map((match) => match[1]);
 
 /** What the API itself answers to an image, for comparing with what the page shows. */
 async function apiRefusal(image: Buffer, filename: string): Promise<string> {
@@ -100,9 +133,36 @@ describe('Swagger UI at /docs', () => {
     expect(paths).toEqual(expect.arrayContaining(['/api/diffusion', '/api/jobs/{id}', '/api/jobs/{id}/events', '/api/results/{id}', '/api/models']));
     await page.screenshot({ path: join(shots, 'docs.png') });
 
-    const { status, body } = await tryUpload(page);
+    await tryItOut(page);
+    const { status, body, url, form } = await execute(page);
     expect(status, body).toBe('202');
     expect(body).toContain('"status": "queued"');
+    // What a person who changed nothing sends: the model, the example prompt and the priority;
+    // no seed (it would repeat one image), no negative prompt, no parameter the model might not take.
+    expect([...url.searchParams.keys()].sort()).toEqual(['model_name', 'priority', 'prompt']);
+    expect(formFieldNames(form)).toEqual(['image']);
+    await page.close();
+  });
+
+  it('"Try it out" takes edited fields: the job is recorded with them, and with a seed of its own', async () => {
+    const page = await open('/docs');
+    await page.waitForSelector('.opblock');
+    await tryItOut(page);
+    await editParameter(page, 'prompt', 'a harbour in the fog');
+    await editParameter(page, 'steps', '4');
+    const { status, body, answer, url } = await execute(page);
+    expect(status, body).toBe('202');
+    expect(url.searchParams.get('prompt')).toBe('a harbour in the fog');
+    expect(url.searchParams.has('seed')).toBe(false);
+
+    const job = await json(await fetch(`${api.url}/api/jobs/${answer.id}`));
+    const { models } = await json(await fetch(`${api.url}/api/models`));
+    expect(job.params).toMatchObject({ prompt: 'a harbour in the fog', steps: 4, negative_prompt: null, strength: models[0].defaults.strength });
+    // No seed was given, so each job draws its own: a second one with the same fields gets another.
+    const { answer: again } = await execute(page);
+    const second = await json(await fetch(`${api.url}/api/jobs/${again.id}`));
+    expect(second.params.steps).toBe(4);
+    expect(second.params.seed).not.toBe(job.params.seed);
     await page.close();
   });
 });
@@ -225,7 +285,8 @@ describe('with API keys on', () => {
     await page.click('.modal-ux .auth-btn-wrapper .authorize');
     await page.click('.modal-ux .btn-done');
     await page.waitForSelector('.modal-ux', { hidden: true });
-    const { status, body } = await tryUpload(page);
+    await tryItOut(page);
+    const { status, body } = await execute(page);
     expect(status, body).toBe('202');
     await page.close();
   });
