@@ -10,6 +10,8 @@ import { pathToFileURL } from 'node:url';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKafka } from '../../common/kafka.js';
+import { KeyStore } from '../../common/keys.js';
+import { ObjectStore } from '../../common/storage.js';
 import { allTopics } from '../../common/topics.js';
 import { testConfig, uniqueName } from '../helpers/env.js';
 import { ChildService, startApiProcess, type ApiProcess } from '../helpers/processes.js';
@@ -69,9 +71,12 @@ describe('docker compose config', () => {
     const { services, volumes } = render('docker-compose.yaml');
     expect(Object.keys(services).sort()).toEqual(['api', 'consumer', 'dispatcher', 'grafana', 'init', 'kafka', 'minio', 'minio-init', 'nginx', 'prometheus', 'redis']);
     expect(Object.keys(volumes ?? {}).sort()).toEqual(['auth', 'grafana-data', 'kafka-data', 'minio-data', 'prometheus-data', 'redis-data']);
-    for (const name of ['kafka', 'minio', 'redis', 'api', 'nginx', 'prometheus', 'grafana']) {
-      expect(services[name]!.healthcheck?.disable, `${name} has a healthcheck`).not.toBe(true);
+    for (const name of ['kafka', 'minio', 'redis', 'nginx', 'prometheus', 'grafana']) {
+      expect(services[name]!.healthcheck?.test, `${name} has a healthcheck`).toBeDefined();
     }
+    // The API's is its image's (Nginx waits for it): compose must not switch it off.
+    expect(readFileSync('api/Dockerfile', 'utf8')).toMatch(/^HEALTHCHECK .*\/readyz/ms);
+    expect(services.api!.healthcheck?.disable).not.toBe(true);
   });
 
   it('docker-compose-infra.yaml alone: Kafka in KRaft mode, MinIO with its bucket, Redis, each on loopback for native processes', () => {
@@ -274,5 +279,19 @@ describe('the first start docker-compose.yaml describes, run with its rendered e
     expect(again.output).toContain('nothing to do');
     expect(again.output).not.toMatch(/i2i_\w{12}_/);
     expect(readFileSync(join(dir, 'auth', 'pepper'), 'utf8')).toBe(pepper);
+  }, 60_000);
+
+  it('with the pepper lost (the auth volume deleted, the bucket kept), init makes a new pepper and admin key, and says the old keys no longer verify', async () => {
+    rmSync(join(dir, 'auth', 'pepper'));
+    const after = runInit();
+    expect(after.status, after.output).toBe(0);
+    expect(after.output).toContain('keys made with an earlier pepper no longer verify');
+    const fresh = /^(i2i_\w{12}_[\w-]{43})$/m.exec(after.output)?.[1] ?? '';
+    expect(fresh, after.output).not.toBe('');
+
+    const store = new ObjectStore({ ...config, S3_BUCKET: bucket });
+    const keys = new KeyStore(store, readFileSync(join(dir, 'auth', 'pepper'), 'utf8').trim());
+    expect(await keys.verify(fresh)).toMatchObject({ role: 'admin', tenant: 'admin' });
+    expect(await keys.verify(token)).toBeUndefined();
   }, 60_000);
 });
