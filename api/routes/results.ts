@@ -9,7 +9,7 @@ import type { JobRecord } from '../../common/jobs.js';
 import { call } from '../dependency.js';
 import { Conflict, Gone } from '../errors.js';
 import { loadJob } from '../lookup.js';
-import { errorResponse, authFailures, unauthorized, JobIdParam } from '../schemas.js';
+import { errorResponse, authFailures, keyed, retryAfter, unauthorized, unavailable, JobIdParam } from '../schemas.js';
 import type { Services } from '../services.js';
 import type { AppEnv } from '../env.js';
 import { jobView, JobView } from '../../common/view.js';
@@ -19,6 +19,7 @@ const IMMUTABLE = 'private, max-age=31536000, immutable';
 const route = createRoute({
   method: 'get',
   path: '/api/results/{id}',
+  operationId: 'getResult',
   tags: ['jobs'],
   summary: 'The result image (the access link)',
   request: {
@@ -30,7 +31,7 @@ const route = createRoute({
         .openapi({ description: 'An ETag from an earlier 200', example: '"9b2cf535f27731c974343645a3985328"' }),
     }),
   },
-  responses: {
+  responses: keyed({
     200: {
       description: 'The output image (cacheable forever, by the client only)',
       headers: {
@@ -41,7 +42,7 @@ const route = createRoute({
     },
     202: {
       description: 'Still queued or running; retry after Retry-After seconds',
-      headers: { 'Retry-After': { schema: { type: 'integer', example: 1 } } },
+      headers: retryAfter(1),
       content: { 'application/json': { schema: JobView } },
     },
     304: { description: 'Not modified (If-None-Match matched)' },
@@ -56,8 +57,8 @@ const route = createRoute({
       code: 'job_expired',
       message: 'the job expired: its retention ended and its result was deleted',
     }),
-    503: errorResponse('Object storage is unavailable', { code: 'storage_unavailable', message: 'object storage is unavailable; retry later' }),
-  },
+    503: unavailable('Object storage is unavailable', { code: 'storage_unavailable', message: 'object storage is unavailable; retry later' }),
+  }),
 });
 
 const etagMatches = (header: string | undefined, etag: string) =>

@@ -87,8 +87,9 @@ let models = new Map(); // name -> the /api/models entry (queue depth, defaults,
 let numbers = []; // the numeric fields of the document: { name, spec, input }
 const edited = new Set(); // numeric fields the user changed: a model's defaults leave them alone
 
-/** The multipart fields of POST /api/diffusion, as the document states them. */
-const submissionSchema = (doc) => doc.paths['/api/diffusion'].post.requestBody.content['multipart/form-data'].schema.properties;
+/** The fields of POST /api/diffusion, as the document states them: query parameters, which the API takes as form fields too. */
+const submissionSchema = (doc) =>
+  Object.fromEntries(doc.paths['/api/diffusion'].post.parameters.filter((parameter) => parameter.in === 'query').map((parameter) => [parameter.name, parameter.schema]));
 
 function buildForm(doc) {
   const fields = submissionSchema(doc);
