@@ -156,7 +156,7 @@ function describeModel() {
   const { image, queue_depth: depth } = model;
   if (model.available === false) return ($('model-info').textContent = `Unavailable: ${model.unavailable_reason}`);
   $('model-info').textContent =
-    `${depth.total} queued (${depth[priority] ?? 0} at ${priority}); ` +
+    `${depth.total} jobs queued or running (${depth[priority] ?? 0} at ${priority}); ` +
     `takes images of ${image.min_side} to ${image.max_side} px a side, ${image.max_pixels.toLocaleString('en')} px in all`;
 }
 
@@ -250,8 +250,9 @@ async function submit(event) {
   try {
     const job = await apiJson('/api/diffusion', { method: 'POST', body: form });
     formError(undefined);
+    // `thumb` is the list's picture (the result once there is one); `input` stays the input's.
     const thumb = await thumbnail(chosen.url).catch(() => undefined);
-    remember({ id: job.id, model: job.model_name, prompt: $('prompt').value.trim(), created: new Date().toISOString(), status: job.status, thumb });
+    remember({ id: job.id, model: job.model_name, prompt: $('prompt').value.trim(), created: new Date().toISOString(), status: job.status, thumb, input: thumb });
     follow(job.id, chosen.url);
   } catch (error) {
     formError(error);
@@ -269,7 +270,7 @@ function showJob(view) {
   const ended = TERMINAL.has(status);
   $('job-state').textContent =
     status === 'queued'
-      ? `Queued: ${models.get(view.model_name)?.queue_depth.total ?? '?'} jobs waiting for ${view.model_name}`
+      ? `Queued (${view.model_name}: ${models.get(view.model_name)?.queue_depth.total ?? '?'} jobs queued or running)`
       : status === 'running'
         ? view.cancel_requested
           ? 'Running; cancel requested'
@@ -286,8 +287,32 @@ function showJob(view) {
   const notes = view.notes ?? [];
   $('job-notes').replaceChildren(...notes.map((note) => Object.assign(document.createElement('li'), { textContent: note })));
   $('job-notes').hidden = !notes.length;
+  if (view.params) showParams(view);
   if (view.timings) $('job-time').textContent = `Took ${seconds(view.timings.total_s)}: ${seconds(view.timings.queue_s)} queued, ${seconds(view.timings.run_s)} running`;
   updateJob(view.id, { status });
+}
+
+/** What the job was asked for, as the API recorded it: the seed is the one drawn when none was given. */
+function showParams({ model_name: model, params, width, height }) {
+  const rows = [
+    ['model_name', 'Model', model],
+    ['prompt', 'Prompt', params.prompt],
+    ['negative_prompt', 'Negative prompt', params.negative_prompt ?? 'none'],
+    ['strength', 'Strength', params.strength],
+    ['steps', 'Steps', params.steps],
+    ['guidance_scale', 'Guidance scale', params.guidance_scale],
+    ['seed', 'Seed', params.seed],
+    ['size', 'Size', `${width} × ${height} px`],
+  ];
+  $('job-params').replaceChildren(
+    ...rows.flatMap(([field, name, value]) => {
+      const term = Object.assign(document.createElement('dt'), { textContent: name });
+      const detail = Object.assign(document.createElement('dd'), { textContent: String(value) });
+      detail.dataset.field = field;
+      return [term, detail];
+    }),
+  );
+  $('job-params').hidden = false;
 }
 
 function setProgress(step, total, done = false) {
@@ -306,12 +331,13 @@ async function follow(id, input) {
   $('job-id').textContent = id;
   $('job-error').hidden = true;
   $('job-notes').hidden = true;
+  $('job-params').hidden = true;
   $('job-result').hidden = true;
   $('job-time').textContent = '';
   setProgress(0, 0);
   $('job-steps').textContent = '';
-  $('job-input').src = input ?? stored?.thumb ?? '';
-  $('job-input').hidden = !$('job-input').getAttribute('src');
+  $('job-input').src = input ?? stored?.input ?? '';
+  $('job-source').hidden = !$('job-input').getAttribute('src');
   const created = Date.parse(stored?.created ?? new Date().toISOString());
   following.timer = setInterval(() => {
     if (!TERMINAL.has($('job-state').dataset.status)) $('job-time').textContent = `${seconds((Date.now() - created) / 1000)} so far`;

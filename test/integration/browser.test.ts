@@ -1,9 +1,9 @@
 // The two pages in a real browser: Debian's Chromium driven by puppeteer-core, against the API
 // and a consumer in this process (the `tiny` model on CPU) and the real Kafka and MinIO.
 // Swagger UI uploads an image with "Try it out", its fields as a person edits them; the web page
-// runs a job to its result, cancels another, keeps both over a reload and shows the API's own
-// refusals; with keys on, both take a Bearer key. No page may request anything but the API's
-// origin, and the browser could not reach anything else anyway.
+// runs a job to its result (shown with its seed and parameters), cancels another, keeps both over
+// a reload and shows the API's own refusals; with keys on, both take a Bearer key. No page may
+// request anything but the API's origin, and the browser could not reach anything else anyway.
 // Screenshots go to test-results/browser/ (TEST_OUTPUT_DIR).
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -42,6 +42,9 @@ async function open(path: string, base = api.url, viewport = DESKTOP): Promise<P
 /** Sets the page's file input, as a drop or the file dialog would. */
 const choose = async (page: Page, file: string) => (await page.$('input#image'))!.uploadFile(join(files, file));
 const text = (page: Page, selector: string) => page.$eval(selector, (element) => element.textContent ?? '');
+/** The job's parameters as the page lists them, by field name. */
+const shownParams = (page: Page) =>
+  page.$$eval('#job-params dd', (details) => Object.fromEntries(details.map((detail) => [(detail as HTMLElement).dataset.field, detail.textContent])));
 
 const SUBMIT = '#operations-jobs-submitJob'; // Swagger UI names an operation's block by its operationId
 
@@ -202,6 +205,19 @@ describe('the web page at /', () => {
     await page.waitForFunction(() => document.querySelector('#job-time')?.textContent?.startsWith('Took '));
     expect(await page.$eval('#job-download', (link) => (link as HTMLAnchorElement).download)).toMatch(/\.png$/);
     finished = await text(page, '#job-id');
+    expect(await text(page, '#job-result figcaption')).toMatch(/^Result · /);
+    // What the job ran with, as the API recorded it: the seed it drew, and tiny's defaults.
+    const { params } = await json(await fetch(`${api.url}/api/jobs/${finished}`));
+    expect(await shownParams(page)).toEqual({
+      model_name: 'tiny',
+      prompt: 'a lighthouse at dusk',
+      negative_prompt: 'none',
+      strength: String(params.strength),
+      steps: String(params.steps),
+      guidance_scale: String(params.guidance_scale),
+      seed: String(params.seed),
+      size: '256 × 192 px',
+    });
     await page.screenshot({ path: join(shots, 'page.png'), fullPage: true });
   });
 
@@ -214,6 +230,8 @@ describe('the web page at /', () => {
     await page.click('#submit');
     await page.waitForFunction((id) => document.querySelector('#job-id')?.textContent !== id && document.querySelector('#job-state')?.getAttribute('data-status') === 'queued', {}, finished);
     canceled = await text(page, '#job-id');
+    // Kafka's lag counts the running jobs with the queued ones, and the page says so.
+    expect(await text(page, '#job-state')).toMatch(/^Queued \(tiny: \d+ jobs queued or running\)$/);
     await page.click('#job-cancel');
     await page.waitForFunction(() => document.querySelector('#job-state')?.getAttribute('data-status') === 'canceled');
     expect((await json(await fetch(`${api.url}/api/jobs/${canceled}`))).status).toBe('canceled');
@@ -228,6 +246,22 @@ describe('the web page at /', () => {
       { id: canceled, status: 'canceled', thumb: 'data:image/jpeg' },
       { id: finished, status: 'succeeded', thumb: 'data:image/jpeg' },
     ]);
+  });
+
+  it('reopens the finished job from the list: the input captioned Input, the result Result, its seed and parameters', async () => {
+    const stored = await page.evaluate(() => JSON.parse(localStorage.getItem('img2img.jobs')!) as { id: string; thumb: string; input: string }[]);
+    const entry = stored.find((job) => job.id === finished)!;
+    expect(entry.thumb, 'the list shows the result').not.toBe(entry.input);
+    await page.click(`#jobs li[data-id="${finished}"] button`);
+    await page.waitForFunction((id) => document.querySelector('#job-id')?.textContent === id && !(document.querySelector('#job-result') as HTMLElement).hidden, {}, finished);
+    expect(await page.$eval('#job-input', (image) => image.getAttribute('src'))).toBe(entry.input);
+    expect(await text(page, '#job-source figcaption')).toBe('Input');
+    expect(await text(page, '#job-result figcaption')).toMatch(/^Result · /);
+    await page.waitForFunction(() => (document.querySelector('#job-output') as HTMLImageElement | null)?.naturalWidth);
+    const size = await page.$eval('#job-output', (image) => [(image as HTMLImageElement).naturalWidth, (image as HTMLImageElement).naturalHeight]);
+    expect(size).toEqual([256, 192]);
+    const { params } = await json(await fetch(`${api.url}/api/jobs/${finished}`));
+    expect(await shownParams(page)).toMatchObject({ prompt: 'a lighthouse at dusk', seed: String(params.seed), steps: String(params.steps) });
   });
 
   it('shows the API’s own error for an SVG and for an image over the model’s limits', async () => {
