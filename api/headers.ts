@@ -76,7 +76,7 @@ export function corsFor(config: Pick<ApiConfig, 'CORS_ORIGINS'>): MiddlewareHand
     origin: origins.includes('*') ? '*' : origins,
     allowMethods: ['GET', 'HEAD', 'POST', 'DELETE'],
     allowHeaders: ['Content-Type', 'Idempotency-Key', 'If-None-Match', 'Last-Event-ID', 'X-Request-Id'],
-    exposeHeaders: ['Location', 'Retry-After', 'ETag', 'X-Request-Id'],
+    exposeHeaders: ['Location', 'Retry-After', 'ETag', 'X-Request-Id', 'RateLimit-Limit', 'RateLimit-Remaining', 'RateLimit-Reset'],
     maxAge: 600,
   });
 }

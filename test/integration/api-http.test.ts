@@ -241,6 +241,9 @@ describe('headers', () => {
     expect(preflight.headers.get('access-control-allow-headers')?.toLowerCase()).toContain('idempotency-key');
     const allowed = await fetch(`${tuned.url}/api/models`, { headers: { Origin: 'https://app.example' } });
     expect(allowed.headers.get('access-control-allow-origin')).toBe('https://app.example');
+    // A script of that origin may read the headers the OpenAPI document promises it.
+    const exposed = allowed.headers.get('access-control-expose-headers')?.toLowerCase().split(/,\s*/);
+    expect(exposed).toEqual(expect.arrayContaining(['location', 'retry-after', 'etag', 'ratelimit-limit', 'ratelimit-remaining', 'ratelimit-reset']));
     const other = await fetch(`${tuned.url}/api/models`, { headers: { Origin: 'https://other.example' } });
     expect(other.headers.get('access-control-allow-origin')).toBeNull();
   });
