@@ -155,6 +155,7 @@ const HEADER_NAMES: Record<string, string> = {
   'idempotency-key': 'Idempotency-Key',
   'last-event-id': 'Last-Event-ID',
   'if-none-match': 'If-None-Match',
+  'cancel-after': 'Cancel-After',
 };
 
 /** A zod failure on any part of a request, as a ValidationError naming the first field at fault. */

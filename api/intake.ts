@@ -38,6 +38,8 @@ export interface NewSubmission {
   tenant?: string | null;
   /** Where the job's events go as signed webhooks (api/webhook.ts); null or absent: nowhere. */
   webhook?: WebhookSettings | null;
+  /** When it must start or end (api/deadlines.ts); null or absent: never. */
+  deadlines?: JobRecord['deadlines'];
 }
 
 type Idempotency = NonNullable<JobRecord['idempotency']>;
@@ -154,7 +156,7 @@ export class Intake {
   }
 }
 
-function newJob({ reservation, submission, image, tenant, webhook }: NewSubmission, idempotency: Idempotency | null): lifecycle.Transition {
+function newJob({ reservation, submission, image, tenant, webhook, deadlines }: NewSubmission, idempotency: Idempotency | null): lifecycle.Transition {
   const { id } = reservation;
   const { model_name, priority, seed, ...params } = submission;
   return lifecycle.queued({
@@ -168,5 +170,6 @@ function newJob({ reservation, submission, image, tenant, webhook }: NewSubmissi
     idempotency,
     tenant: tenant ?? null,
     webhook: webhook ?? null,
+    ...(deadlines ? { deadlines } : {}),
   });
 }

@@ -5,6 +5,7 @@ import { z } from '@hono/zod-openapi';
 import toRegexRange from 'to-regex-range';
 import { defaultsFor, denoisingSteps, OPTIONAL_FIELDS, PARAMS, type ModelRules, type RangeWithDefault } from '../common/params.js';
 import type { Priority } from '../common/topics.js';
+import { START_BY_PATTERN } from './deadlines.js';
 import { ModelParamError, ValidationError } from './errors.js';
 import { webhookFields } from './webhook.js';
 
@@ -137,6 +138,15 @@ export function submissionFields(models: readonly string[]) {
       integer: true,
       description: `Random seed, ${rangeText(seed)}; random when absent, and recorded in the job (the same seed and parameters repeat an image)`,
     }).optional(),
+    start_by: z
+      .string({ error: 'must be given once, as text' })
+      .regex(new RegExp(START_BY_PATTERN), 'must be seconds from now (1 to 604800) or an RFC 3339 time with its offset, such as 2026-12-07T18:00:00Z')
+      .optional()
+      .openapi({
+        description:
+          'A start deadline: seconds from acceptance, or an RFC 3339 time with its offset. A job not started by then ends `aborted` without reaching a GPU (no GPU time spent); a time already past answers 422 deadline_passed. None by default',
+        pattern: START_BY_PATTERN,
+      }),
     ...webhookFields(),
   });
 }

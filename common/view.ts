@@ -72,6 +72,13 @@ export const JobView = z
         description: "How the result was checked (verify= of the model): `waiting_for_workers` while the check waits for enough distinct workers",
         example: null,
       }),
+    deadlines: z
+      .object({ start_by: z.string().nullable(), cancel_at: z.string().nullable() })
+      .nullable()
+      .openapi({
+        description: 'start_by: not started by then, the job ends `aborted`; cancel_at (Cancel-After): it ends then, aborted or canceled. null: none',
+        example: null,
+      }),
     notes: z.array(z.string()).openapi({
       description:
         "What the user should know about how the job ran. A prompt longer than a model's text encoder reads (CLIP 77 tokens; the model's T5 or Qwen encoder as GET /api/models' prompt_tokens says) runs with its start only, as diffusers does, and a note says how many tokens it had and how many were read.",
@@ -109,6 +116,7 @@ export function jobView(record: JobRecord, base: string): JobView {
     cancel_requested,
     worker: record.worker ?? null,
     verification: record.verification ?? null,
+    deadlines: record.deadlines ?? null,
     notes: record.notes ?? [],
     ...jobLinks(base, id),
   };

@@ -2,6 +2,7 @@
 import { createHash } from 'node:crypto';
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
+import { CANCEL_AFTER_PATTERN, deadlinesOf } from '../deadlines.js';
 import { fromZod, ValidationError } from '../errors.js';
 import { errorResponse, keyed, retryAfter, tooManyRequests, unauthorized } from '../schemas.js';
 import type { Services } from '../services.js';
@@ -22,7 +23,7 @@ const imageField = z
     description: 'The input image: png, jpeg or webp (recognised by its bytes, not its name)',
   });
 
-const idempotencyHeader = z.object({
+const requestHeaders = z.object({
   'idempotency-key': z
     .string()
     .min(1)
@@ -33,6 +34,15 @@ const idempotencyHeader = z.object({
     .openapi({
       // No example value: Swagger UI would send the same key with every try, and get 409 for a changed request.
       description: 'Retry-safe submission: the same key with the same request answers the same job; with a different request, 409. For example a UUID',
+    }),
+  'cancel-after': z
+    .string()
+    .regex(new RegExp(CANCEL_AFTER_PATTERN), 'must be a whole number of seconds, or of s, m or h (90, 90s, 5m, 1h)')
+    .optional()
+    .openapi({
+      description:
+        'The job’s whole deadline from acceptance (as Replicate’s Cancel-After): not started by then it ends `aborted` (no GPU time spent); still running, it is canceled at its next step. 1 s to 7 days: 90, 90s, 5m, 1h',
+      pattern: CANCEL_AFTER_PATTERN,
     }),
 });
 
@@ -52,7 +62,7 @@ function route(models: readonly string[], fields: ReturnType<typeof submissionFi
       // Each field is documented once, as a query parameter: Swagger UI's Try it out sends a query
       // parameter only when it has a value, but every form field of the document, empty or not.
       query: fields,
-      headers: idempotencyHeader,
+      headers: requestHeaders,
       body: { required: true, content: { 'multipart/form-data': { schema: z.object({ image: imageField }) } } },
     },
     responses: keyed({
@@ -81,7 +91,7 @@ function route(models: readonly string[], fields: ReturnType<typeof submissionFi
         message: 'svg/xml images are not accepted; send png, jpeg or webp',
         field: 'image',
       }),
-      422: errorResponse('The image cannot be decoded or is smaller than 8 pixels on a side; or a field does not apply to the model, or is outside its own range (invalid_for_model: GET /api/models gives each model’s rules)', {
+      422: errorResponse('The image cannot be decoded or is smaller than 8 pixels on a side; or a field does not apply to the model, or is outside its own range (invalid_for_model: GET /api/models gives each model’s rules); or start_by has passed already (deadline_passed)', {
         code: 'unprocessable',
         message: 'the image cannot be decoded (corrupt or truncated)',
         field: 'image',
@@ -150,17 +160,19 @@ export function diffusionRoutes(services: Services) {
   const documented = route(models, fields);
 
   /** Reads and checks the request; only the normalised image outlives it, not the upload. */
-  async function receive(c: Context<AppEnv>, query: SubmissionFields, key: string | undefined): Promise<NewSubmission> {
+  async function receive(c: Context<AppEnv>, query: SubmissionFields, headers: z.infer<typeof requestHeaders>): Promise<NewSubmission> {
+    const key = headers['idempotency-key'];
     const answered = new Promise<void>((resolve) => c.env.outgoing.once('close', resolve));
     const upload = await readUpload(c.env.incoming, config.MAX_BODY_BYTES, uploads, answered);
     const merged = mergeFields(query, formFields(upload, fields));
     const submission = toSubmission(merged, rulesOf);
+    await availability.check(submission.model_name);
+    const deadlines = deadlinesOf({ start_by: merged.start_by, cancelAfter: headers['cancel-after'] }, new Date());
     const webhook = webhookOf(merged, { allowPrivate: config.WEBHOOK_ALLOW_PRIVATE, fallback: c.var.principal?.webhook });
     const source = uploadedImage(upload);
     const idempotency = key === undefined ? undefined : { key, imageSha256: createHash('sha256').update(source).digest('hex') };
-    await availability.check(submission.model_name);
     const reservation = intake.reserve(); // its sweep entry is written while the image is checked
-    return { reservation, submission, webhook, image: await images.accept(source, submission.model_name), idempotency };
+    return { reservation, submission, webhook, deadlines, image: await images.accept(source, submission.model_name), idempotency };
   }
 
   // The body is documented from the zod schema but read by readUpload (one streaming pass)
@@ -173,7 +185,7 @@ export function diffusionRoutes(services: Services) {
     const principal = c.var.principal;
     const admission = await limits.admit(principal); // before the body is read: a refused client sends it for nothing
     try {
-      const job = await receive(c, c.req.valid('query'), c.req.valid('header')['idempotency-key']);
+      const job = await receive(c, c.req.valid('query'), c.req.valid('header'));
       await admission.charge(...costOf(job, rulesOf(job.submission.model_name)));
       // The ceiling reads Kafka: it waits a second at most, within the request's deadline.
       const ceilingWait = AbortSignal.any([c.var.deadline(), AbortSignal.timeout(CEILING_WAIT_MS)]);

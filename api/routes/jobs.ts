@@ -1,5 +1,6 @@
 // GET /api/jobs/{id}: the job's state. DELETE /api/jobs/{id}: cancel it.
 import { createRoute, OpenAPIHono } from '@hono/zod-openapi';
+import type { JobRecord } from '../../common/jobs.js';
 import * as lifecycle from '../../common/lifecycle.js';
 import { publishOutbox } from '../../common/outbox.js';
 import type { Applied } from '../../common/records.js';
@@ -83,11 +84,27 @@ async function announce(services: Services, { record, event }: Applied, outcome:
   await call('kafka', (s) => publisher.publishCancel(request, s), deadline);
 }
 
+/**
+ * A queued job past its start deadline ends aborted when it is read, not only when a consumer
+ * reaches it (a long queue would show it queued past its deadline); its event goes out as a
+ * cancel's does, through the outbox.
+ */
+async function abortLate(services: Services, record: JobRecord, deadline: AbortSignal): Promise<JobRecord> {
+  const applied = await call('storage', (s) => services.records.apply(record.id, (current) => lifecycle.abortIfLate(current), s), deadline);
+  if (!applied.record) return record;
+  if (applied.event) {
+    const warn = (error: unknown) => services.log.warn({ job: record.id, err: error }, 'could not publish an aborted event');
+    void publishOutbox(services, applied.record, deadline).catch(warn);
+  }
+  return applied.record;
+}
+
 export function jobRoutes(services: Services) {
   const { records } = services;
   return new OpenAPIHono<AppEnv>()
     .openapi(getJob, async (c) => {
-      const record = await loadJob(records, c.req.valid('param').id, c.var.deadline(), c.var.principal);
+      const found = await loadJob(records, c.req.valid('param').id, c.var.deadline(), c.var.principal);
+      const record = lifecycle.abortIfLate(found) ? await abortLate(services, found, c.var.deadline()) : found;
       return c.json(jobView(record, c.var.baseUrl), 200);
     })
     .openapi(cancelJob, async (c) => {

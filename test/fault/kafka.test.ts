@@ -5,7 +5,7 @@ import { createKafka } from '../../common/kafka.js';
 import { json, openEventStream, postJob, startTestApi, type TestApi } from '../helpers/api.js';
 import { ConsumerProcess, pngOf, waitFor, waitForStatus } from '../helpers/consumer.js';
 import { uniqueName } from '../helpers/env.js';
-import { countOf, followEvents, report, servers } from '../helpers/faults.js';
+import { countOf, followEvents, report, servers, sleep } from '../helpers/faults.js';
 
 let api: TestApi;
 const consumers: ConsumerProcess[] = [];
@@ -65,4 +65,35 @@ describe('Kafka paused while a job ends', () => {
     expect(count).toMatchObject({ succeeded: 1, lost: 0 });
     expect(events.of(id, 'succeeded').length).toBeGreaterThanOrEqual(1);
   }, 300_000);
+
+  it('a start deadline that passes while Kafka is down ends the job aborted; its event goes out once Kafka is back', async () => {
+    for (const consumer of consumers) await consumer.stop('SIGKILL'); // nobody takes the job meanwhile
+    const response = await postJob(api.url, { image: await pngOf(64, 64), query: { model_name: 'tiny', prompt: 'late', start_by: '2' } });
+    expect(response.status).toBe(202);
+    const { id, status_url } = await json(response);
+    servers.pause('kafka');
+    let seen: Record<string, any>;
+    try {
+      await sleep(2500);
+      seen = await json(await fetch(status_url)); // reads storage only: answers while Kafka hangs
+    } finally {
+      servers.resume('kafka');
+    }
+    expect(seen).toMatchObject({ status: 'aborted', started_at: null, error: { code: 'deadline_exceeded' } });
+
+    // A consumer that meets the message finds the ending in the record's outbox and publishes it.
+    const consumer = await new ConsumerProcess({ TOPIC_PREFIX: api.config.TOPIC_PREFIX, IDLE_UNLOAD_MS: '0' }).start();
+    consumers.push(consumer);
+    const events = await followEvents(createKafka(api.config, uniqueName('fault')), api.config);
+    const record = await waitFor(async () => {
+      const current = await api.services.records.get(id);
+      return current && current.outbox.length === 0 && events.of(id, 'aborted').length ? current : undefined;
+    }, 120_000, 'the aborted event to be published');
+    await sleep(1000); // a second publication, if any, would show here
+    await events.stop();
+    const count = countOf(1, [record], events.events);
+    report('a start deadline passing while Kafka is down', count);
+    expect(count).toMatchObject({ submitted: 1, accepted: 1, aborted: 1, lost: 0, duplicated: 0 });
+    expect(record.started_at).toBeNull();
+  }, 180_000);
 });

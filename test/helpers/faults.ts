@@ -5,7 +5,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import type { Kafka } from 'kafkajs';
 import type { Config } from '../../common/config.js';
-import type { JobEvent, JobRecord } from '../../common/jobs.js';
+import { isEnding, type JobEvent, type JobRecord } from '../../common/jobs.js';
 import { eventsTopic } from '../../common/topics.js';
 import { uniqueName } from './env.js';
 
@@ -42,6 +42,7 @@ export interface Count {
   succeeded: number;
   failed?: number;
   canceled?: number;
+  aborted?: number;
   lost: number;
   duplicated: number;
 }
@@ -50,14 +51,15 @@ export interface Count {
 export function countOf(submitted: number, records: (JobRecord | undefined)[], events: JobEvent[]): Count {
   const accepted = records.length;
   const ended = (status: string) => records.filter((r) => r?.status === status).length;
-  const endings = (id: string) => events.filter((e) => e.id === id && ['succeeded', 'failed', 'canceled'].includes(e.type)).length;
+  const endings = (id: string) => events.filter((e) => e.id === id && isEnding(e.type)).length;
   return {
     submitted,
     accepted,
     succeeded: ended('succeeded'),
     failed: ended('failed'),
     canceled: ended('canceled'),
-    lost: records.filter((r) => !r || !['succeeded', 'failed', 'canceled'].includes(r.status)).length,
+    aborted: ended('aborted'),
+    lost: records.filter((r) => !r || !isEnding(r.status)).length,
     duplicated: records.filter((r) => r && endings(r.id) > 1).length,
   };
 }
