@@ -3,7 +3,7 @@
 // pixel data as sent, minus its metadata chunks, instead of being decoded and re-encoded.
 // Its integrity is checked the way a decoder would (chunk CRCs, the zlib stream and its
 // checksum, the exact size of the rows, their filter bytes) at a fraction of the cost of a
-// libvips decode, which matters on a small machine: see BENCHMARKS.md.
+// libvips decode, which matters on a small machine: see bench/NOTES.md, "API".
 import { finished } from 'node:stream/promises';
 import { crc32, createInflate } from 'node:zlib';
 

@@ -11,7 +11,7 @@ It lets the whole system (API, Kafka, MinIO, consumer) be measured on a
 machine without a GPU as if an H100 runner were behind it.
 
 The table is for one job shape, by default 512x512 with 15 denoising steps
-(bench/gpu measures it: BENCHMARKS.md, the GPU sections); other shapes scale
+(bench/gpu measures it: bench/NOTES.md, the GPU sections); other shapes scale
 it by pixels and by denoising steps, a rough model. The spec is a JSON object
 {"<batch>": ms, ...}, or {"per_batch_ms": {...}, "width": W, "height": H,
 "denoise_steps": N}, or the path of a file holding either.

@@ -3,7 +3,7 @@ and the diffusion-transformer (DiT) families (FLUX.1, SD3, Qwen-Image, Z-Image):
 (TUNINGS) and apply_tuning, which sets one up on a loaded pipeline.
 
 Measured on an H100 against the out-of-the-box pipeline (bench/gpu/;
-BENCHMARKS.md, the GPU sections), SD 1.5 img2img 512x512, 15 steps:
+bench/NOTES.md, the GPU sections), SD 1.5 img2img 512x512, 15 steps:
 
 - what pays: torch.compile (Inductor, default mode) of the UNet and of the VAE
   encoder and decoder (1.7x at batch 16-32: fused GroupNorm / SiLU / residual

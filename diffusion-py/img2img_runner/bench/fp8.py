@@ -2,7 +2,7 @@
 
 On the H200 with torch 2.11 and torchao 0.18 the eager UNet got slower (separate
 scaling and cast kernels) and Dynamo could not trace torchao's FP8 tensors, so
-nothing compiled (BENCHMARKS.md).
+nothing compiled (bench/NOTES.md).
 """
 
 import logging
