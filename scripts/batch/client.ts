@@ -3,9 +3,10 @@
 import { createHash } from 'node:crypto';
 import { link, mkdir, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, extname } from 'node:path';
+import { z } from 'zod';
 import { JobAccepted, JobView } from '../../common/view.js';
 import type { JobRequest } from './options.js';
-import { DEFAULT_RETRY, httpError, withRetry, type RetryNotice, type RetryPolicy } from './retry.js';
+import { DEFAULT_RETRY, describeError, HttpError, httpError, withRetry, type RetryNotice, type RetryPolicy } from './retry.js';
 
 /** Only what the client reads, so a field added to the job does not break it. */
 const JobState = JobView.pick({ id: true, status: true, error: true, result_url: true });
@@ -21,6 +22,8 @@ export interface Client {
   retry?: RetryPolicy;
   /** Told before each retry (which file, what went wrong, how long it waits). */
   notice?: RetryNotice;
+  /** Aborts the requests in flight and their retries (Ctrl-C). */
+  signal?: AbortSignal;
 }
 
 /** One request gets this long, upload included; a timed-out request is tried again. */
@@ -65,13 +68,43 @@ async function send(client: Client, url: string, init: RequestInit = {}): Promis
     async () => {
       const auth: Record<string, string> = client.apiKey ? { Authorization: `Bearer ${client.apiKey}` } : {};
       const headers = { ...(init.headers as Record<string, string> | undefined), ...auth };
-      const response = await client.fetch(url, { ...init, headers, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+      const timeout = AbortSignal.timeout(REQUEST_TIMEOUT_MS);
+      const signal = client.signal ? AbortSignal.any([timeout, client.signal]) : timeout;
+      const response = await client.fetch(url, { ...init, headers, signal });
       if (response.status >= 400) throw await httpError(response);
       return response;
     },
     client.retry ?? DEFAULT_RETRY,
     client.notice,
+    client.signal,
   );
+}
+
+/** Only what the client reads of GET /api/models; an API that does not check model sources sends no `available`. */
+const ModelList = z.object({
+  models: z.array(z.object({ name: z.string(), available: z.boolean().optional(), unavailable_reason: z.string().nullable().optional() })),
+});
+
+/**
+ * Why a batch for `model` cannot run against this API, or undefined when it can: the API does
+ * not answer, is not this API, does not serve the model, or found its source unusable. Asks
+ * GET /api/models, which answers everyone, keys or not.
+ */
+export async function modelProblem(client: Client, model: string): Promise<string | undefined> {
+  let response: Response;
+  try {
+    response = await send(client, `${client.api}/api/models`, { headers: { Accept: 'application/json' } });
+  } catch (error) {
+    if (client.signal?.aborted) throw error;
+    if (error instanceof HttpError) return `the API at ${client.api} answered GET /api/models with ${error}`;
+    return `cannot reach the API at ${client.api}: ${describeError(error)}`;
+  }
+  const list = ModelList.safeParse(await response.json().catch(() => undefined));
+  if (!list.success) return `${client.api} is not the img2img API: GET /api/models answered no list of models`;
+  const found = list.data.models.find((entry) => entry.name === model);
+  if (!found) return `--model ${model}: the API at ${client.api} does not serve it; it serves ${list.data.models.map((entry) => entry.name).join(', ') || 'no model'}`;
+  if (found.available === false) return `--model ${model}: unavailable at ${client.api}: ${found.unavailable_reason ?? 'no reason given'}`;
+  return undefined;
 }
 
 /** POST /api/diffusion as multipart; 202 with the job (a new one, or the one this key already made). */

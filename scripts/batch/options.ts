@@ -72,7 +72,6 @@ export function program(): Command {
     .option('--out <dir>', 'with --wait: save each result as <dir>/<relative input path>.png')
     .option('--api <url>', 'the API’s base URL', apiUrl, DEFAULT_API)
     .addOption(new Option('--api-key <key>', 'an API key (npm run keys -- create), when the API needs one').env('IMG2IMG_API_KEY'))
-    .showHelpAfterError('(batch --help lists the options)')
     .exitOverride();
 }
 

@@ -1,5 +1,6 @@
 // When to try a request again: the API's error answers as a typed error with a `retryable`
 // flag, Retry-After honoured, and a bounded number of tries with backoff (p-retry).
+import { setTimeout as sleep } from 'node:timers/promises';
 import pRetry from 'p-retry';
 
 export interface RetryPolicy {
@@ -88,7 +89,6 @@ export function describeError(error: unknown): string {
 
 export type RetryNotice = (error: Error, attempt: number, waitMs: number) => void;
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * p-retry hands over only the TypeErrors that are network errors (fetch's "fetch failed");
@@ -98,10 +98,12 @@ const isTransient = (error: Error) => (error instanceof HttpError ? error.retrya
 
 /**
  * Runs `work` until it succeeds, fails for good, or the tries run out. Network errors, timeouts
- * and retryable HttpErrors are tried again; anything else is thrown at once.
+ * and retryable HttpErrors are tried again; anything else is thrown at once, and so is `signal`'s
+ * abort, also during a wait.
  */
-export function withRetry<T>(work: () => Promise<T>, policy: RetryPolicy = DEFAULT_RETRY, notice?: RetryNotice): Promise<T> {
+export function withRetry<T>(work: () => Promise<T>, policy: RetryPolicy = DEFAULT_RETRY, notice?: RetryNotice, signal?: AbortSignal): Promise<T> {
   return pRetry(work, {
+    signal,
     retries: policy.tries - 1,
     minTimeout: policy.minDelayMs,
     maxTimeout: policy.maxDelayMs,
@@ -112,7 +114,7 @@ export function withRetry<T>(work: () => Promise<T>, policy: RetryPolicy = DEFAU
       // p-retry's own backoff follows this wait, so a server's Retry-After is a floor, never shortened.
       const waitMs = error instanceof HttpError ? Math.min(error.retryAfterMs ?? 0, policy.maxRetryAfterMs) : 0;
       notice?.(error, attemptNumber, waitMs);
-      if (waitMs > 0) await sleep(waitMs);
+      if (waitMs > 0) await sleep(waitMs, undefined, { signal });
     },
   });
 }

@@ -1,13 +1,15 @@
 // One batch: list the folder, submit every image (bounded concurrency), print its access link,
 // and with --wait follow every job to its end and save the results.
 import { access, readFile, stat } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { pathToFileURL } from 'node:url';
 import { Presets, SingleBar } from 'cli-progress';
 import pLimit, { type LimitFunction } from 'p-limit';
 import { TERMINAL } from '../../common/jobs.js';
-import { downloadResult, formFields, getJob, idempotencyKey, retryKey, sha256, submitImage, type Client, type JobAccepted } from './client.js';
+import { downloadResult, formFields, getJob, idempotencyKey, modelProblem, retryKey, sha256, submitImage, type Client, type JobAccepted } from './client.js';
 import { IMAGE_EXTENSIONS, isImage, listFiles, markResults, outputPaths, type InputFile } from './files.js';
 import { UsageError, type BatchOptions } from './options.js';
-import { DEFAULT_RETRY, describeError, type RetryPolicy } from './retry.js';
+import { DEFAULT_RETRY, describeError, type RetryNotice, type RetryPolicy } from './retry.js';
 
 export interface Io {
   fetch: typeof fetch;
@@ -17,6 +19,11 @@ export interface Io {
   stderr: NodeJS.WritableStream;
   retry?: RetryPolicy;
   pollMs?: number;
+  /**
+   * Aborted on Ctrl-C: nothing more is sent, the requests in flight are dropped, the progress bar
+   * gives the terminal back, and the summary says what remains for the next run.
+   */
+  signal?: AbortSignal;
 }
 
 export interface Summary {
@@ -32,6 +39,15 @@ export interface Summary {
   skipped: number;
   /** Files whose result already exists under --out, or whose job had already succeeded. */
   alreadyDone: number;
+  /** Images not yet sent, or (with --wait) whose job had not finished, when the batch stopped. */
+  remaining: number;
+  /** Stopped by io.signal before the end. */
+  interrupted: boolean;
+}
+
+/** The batch cannot start: the API does not answer or does not serve the model. Nothing was sent. */
+export class StartError extends Error {
+  override name = 'StartError';
 }
 
 interface Batch {
@@ -41,6 +57,10 @@ interface Batch {
   summary: Summary;
   /** Each image's result under --out, chosen over the whole batch so that no two share one. */
   outputs: Map<string, string>;
+  /** Images whose result already exists under --out: not sent, and the API not asked. */
+  saved: ReadonlySet<string>;
+  /** Images not settled yet (sent and, with --wait, finished; or refused or given up): `remaining` if the batch stops. */
+  open: Set<string>;
 }
 
 /** A job to follow with --wait; `counted` is false for one that had succeeded before this run. */
@@ -53,11 +73,16 @@ interface Followed {
 /** How many times a file whose earlier job failed is submitted afresh within one run. */
 const MAX_FRESH_TRIES = 3;
 const DEFAULT_POLL_MS = 1000;
+/** The check of the API before the first upload: a few quick tries, so a wrong --api is told at once. */
+const CHECK_RETRY: RetryPolicy = { tries: 3, minDelayMs: 500, maxDelayMs: 1000, maxRetryAfterMs: 5000 };
 
 const say = (batch: Batch, line: string) => batch.io.stdout.write(`${line}\n`);
 const warn = (batch: Batch, line: string) => batch.io.stderr.write(`${line}\n`);
 const exists = (path: string) => access(path).then(() => true, () => false);
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const stopped = (batch: Batch) => batch.io.signal?.aborted ?? false;
+const settle = (batch: Batch, file: InputFile) => batch.open.delete(file.name);
+/** An image's line on stdout: `<relative path> TAB <link to its result> TAB <state>`. */
+const line = (batch: Batch, file: InputFile, link: string, state: 'submitted' | 'already done') => say(batch, `${file.name}\t${link}\t${state}`);
 
 function client(batch: Batch, file: InputFile): Client {
   const retry = batch.io.retry ?? DEFAULT_RETRY;
@@ -66,9 +91,20 @@ function client(batch: Batch, file: InputFile): Client {
     api: batch.options.api,
     apiKey: batch.options.apiKey,
     retry,
+    signal: batch.io.signal,
     notice: (error, attempt, waitMs) =>
       warn(batch, `${file.name}: ${describeError(error)}; try ${attempt + 1} of ${retry.tries}${waitMs ? ` after ${(waitMs / 1000).toFixed(1)} s` : ''}`),
   };
+}
+
+/** Before the first upload: the API answers and serves the model, or the batch stops with what is wrong. */
+async function checkApi(batch: Batch): Promise<void> {
+  const { options, io } = batch;
+  const retry = io.retry ?? CHECK_RETRY;
+  const notice: RetryNotice = (error, attempt) => warn(batch, `GET /api/models: ${describeError(error)}; try ${attempt + 1} of ${retry.tries}`);
+  const api: Client = { fetch: io.fetch, api: options.api, apiKey: options.apiKey, retry, notice, signal: io.signal };
+  const problem = await modelProblem(api, options.request.model);
+  if (problem) throw new StartError(`${problem}; nothing was sent`);
 }
 
 /** The endings without a result: a re-run sends such a file again. */
@@ -89,41 +125,47 @@ async function sendFile(batch: Batch, file: InputFile): Promise<JobAccepted> {
   }
 }
 
-/** Submits one file and prints its line; returns the job to follow with --wait. */
+/** Submits one image and prints its line; returns the job to follow with --wait. */
 async function submitFile(batch: Batch, file: InputFile): Promise<Followed | undefined> {
   const { options, summary } = batch;
-  if (!isImage(file.name)) {
-    summary.skipped++;
-    warn(batch, `warning: ${file.name}: not an image (${IMAGE_EXTENSIONS.join(', ')}); skipped`);
-    return undefined;
-  }
   const output = batch.outputs.get(file.name);
-  if (output && (await exists(output))) {
+  if (output && batch.saved.has(file.name)) {
     summary.alreadyDone++;
-    say(batch, `${file.name}\talready done: ${output}`);
+    settle(batch, file);
+    line(batch, file, pathToFileURL(output).href, 'already done');
     return undefined;
   }
   let job: JobAccepted;
   try {
-    job = await batch.limit(() => sendFile(batch, file));
+    job = await batch.limit(() => {
+      batch.io.signal?.throwIfAborted(); // queued behind others when Ctrl-C came: left for the next run
+      return sendFile(batch, file);
+    });
   } catch (error) {
+    if (stopped(batch)) return undefined;
     summary.refused++;
+    settle(batch, file);
     warn(batch, `${file.name}: not submitted: ${describeError(error)}`);
     return undefined;
   }
   if (job.status === 'succeeded') {
     summary.alreadyDone++;
-    say(batch, `${file.name}\t${job.result_url}\t(already done)`);
-    return output ? { file, job, counted: false } : undefined;
+    line(batch, file, job.result_url, 'already done');
+    if (output) return { file, job, counted: false };
+    settle(batch, file);
+    return undefined;
   }
   if (NO_RESULT.has(job.status)) {
     summary.failed++;
+    settle(batch, file);
     warn(batch, `${file.name}: ${MAX_FRESH_TRIES + 1} jobs in a row failed, were canceled or aborted (the last: ${job.id}); not submitted again`);
     return undefined;
   }
   summary.submitted++;
-  say(batch, `${file.name}\t${job.result_url}`);
-  return options.wait ? { file, job, counted: true } : undefined;
+  line(batch, file, job.result_url, 'submitted');
+  if (options.wait) return { file, job, counted: true };
+  settle(batch, file);
+  return undefined;
 }
 
 /** Polls the job until it is finished; returns why it failed, or undefined when it succeeded and is saved. */
@@ -131,7 +173,7 @@ async function finish(batch: Batch, { file, job }: Followed): Promise<string | u
   const api = client(batch, file);
   let state = await batch.limit(() => getJob(api, job.status_url));
   while (!TERMINAL.has(state.status)) {
-    await sleep(batch.io.pollMs ?? DEFAULT_POLL_MS);
+    await sleep(batch.io.pollMs ?? DEFAULT_POLL_MS, undefined, { signal: batch.io.signal });
     state = await batch.limit(() => getJob(api, job.status_url));
   }
   if (state.status !== 'succeeded') return `job ${job.id} ${state.status}${state.error ? `: ${state.error.message}` : ''}`;
@@ -148,34 +190,58 @@ async function followJobs(batch: Batch, jobs: Followed[]): Promise<void> {
   );
   const failures: string[] = [];
   bar.start(jobs.length, 0, { failed: 0 });
-  await Promise.all(
-    jobs.map(async (followed) => {
-      const failure = await finish(batch, followed).catch(describeError);
-      if (failure) failures.push(`${followed.file.name}: ${failure}`);
-      if (failure) batch.summary.failed++;
-      else if (followed.counted) batch.summary.succeeded++;
-      bar.increment(1, { failed: failures.length });
-    }),
-  );
-  bar.stop();
+  try {
+    await Promise.all(
+      jobs.map(async (followed) => {
+        const failure = await finish(batch, followed).catch((error: unknown) => (stopped(batch) ? null : describeError(error)));
+        if (failure === null) return; // stopped: the job is left to the next run
+        if (failure) failures.push(`${followed.file.name}: ${failure}`);
+        if (failure) batch.summary.failed++;
+        else if (followed.counted) batch.summary.succeeded++;
+        settle(batch, followed.file);
+        bar.increment(1, { failed: failures.length });
+      }),
+    );
+  } finally {
+    bar.stop(); // shows the cursor and turns line wrap back on, also when the batch is stopped or fails
+  }
   for (const failure of failures.sort()) warn(batch, failure);
 }
 
-export const formatSummary = (s: Summary) =>
-  `submitted ${s.submitted}, succeeded ${s.succeeded}, failed ${s.failed}, refused ${s.refused}, skipped ${s.skipped}, already done ${s.alreadyDone}`;
+/** The summary: the counts, then where the results are. */
+export function formatSummary(s: Summary, out: string | undefined): string {
+  const counts = `submitted ${s.submitted}, succeeded ${s.succeeded}, failed ${s.failed}, refused ${s.refused}, skipped ${s.skipped}, already done ${s.alreadyDone}, remaining ${s.remaining}`;
+  return `${counts}\nresults: ${out ? `saved in ${out}` : 'at the access links above'}`;
+}
 
 export async function runBatch(options: BatchOptions, io: Io): Promise<Summary> {
-  const summary: Summary = { submitted: 0, succeeded: 0, failed: 0, refused: 0, skipped: 0, alreadyDone: 0 };
+  const summary: Summary = { submitted: 0, succeeded: 0, failed: 0, refused: 0, skipped: 0, alreadyDone: 0, remaining: 0, interrupted: false };
   const folder = await stat(options.folder).catch(() => undefined);
   if (!folder?.isDirectory()) throw new UsageError(`${options.folder} is not a folder`);
   const files = await listFiles(options.folder, { recursive: options.recursive, exclude: options.out });
-  const images = files.filter((file) => isImage(file.name)).map((file) => file.name);
-  const outputs = options.out ? outputPaths(options.out, images) : new Map<string, string>();
-  const batch: Batch = { options, io, limit: pLimit(options.concurrency), summary, outputs };
-  const followed = await Promise.all(files.map((file) => submitFile(batch, file)));
-  const jobs = followed.filter((job): job is Followed => job !== undefined);
-  if (options.out && jobs.length) await markResults(options.out);
-  if (options.wait && jobs.length) await followJobs(batch, jobs);
-  say(batch, formatSummary(summary));
+  const images = files.filter((file) => isImage(file.name));
+  const names = images.map((file) => file.name);
+  const outputs = options.out ? outputPaths(options.out, names) : new Map<string, string>();
+  const saved = new Set<string>();
+  for (const name of names) if (outputs.has(name) && (await exists(outputs.get(name)!))) saved.add(name);
+  const batch: Batch = { options, io, limit: pLimit(options.concurrency), summary, outputs, saved, open: new Set(names) };
+  for (const file of files.filter((file) => !isImage(file.name))) {
+    summary.skipped++;
+    warn(batch, `warning: ${file.name}: not an image (${IMAGE_EXTENSIONS.join(', ')}); skipped`);
+  }
+  try {
+    if (names.some((name) => !saved.has(name))) await checkApi(batch);
+    const followed = await Promise.all(images.map((file) => submitFile(batch, file)));
+    const jobs = followed.filter((job): job is Followed => job !== undefined);
+    if (options.out && jobs.length) await markResults(options.out);
+    if (options.wait && jobs.length && !stopped(batch)) await followJobs(batch, jobs);
+  } catch (error) {
+    if (!stopped(batch)) throw error;
+  } finally {
+    summary.remaining = batch.open.size;
+    summary.interrupted = stopped(batch);
+    if (summary.interrupted) warn(batch, `stopped: ${summary.remaining} images not finished; the same command goes on where this one stopped (nothing is sent twice)`);
+    say(batch, formatSummary(summary, options.out));
+  }
   return summary;
 }

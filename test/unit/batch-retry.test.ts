@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getJob, submitImage, type Client } from '../../scripts/batch/client.js';
 import { parseOptions, program } from '../../scripts/batch/options.js';
 import { HttpError } from '../../scripts/batch/retry.js';
-import { runBatch } from '../../scripts/batch/run.js';
+import { runBatch, StartError, type Io } from '../../scripts/batch/run.js';
 
 interface Answer {
   status: number;
@@ -103,25 +103,102 @@ describe('batch client retries', () => {
   });
 });
 
+const text = () => {
+  const sink = { text: '', stream: new Writable({ write: (chunk, _encoding, done) => ((sink.text += chunk), done()) }) };
+  return sink;
+};
+const models = (...list: object[]): Answer => ({ status: 200, body: { models: list } });
+const tiny = { name: 'tiny', available: true, unavailable_reason: null };
+const FAST = { tries: 2, minDelayMs: 10, maxDelayMs: 20, maxRetryAfterMs: 100 };
+
+/** A folder of one image, run as `batch <folder> --model <model> --prompt x --api <api> ...args`. */
+async function runOnce(model: string, args: string[] = [], io: Partial<Io> = {}, api = base) {
+  const folder = await mkdtemp(join(tmpdir(), 'batch-run-'));
+  await writeFile(join(folder, 'a.png'), 'x');
+  const [stdout, stderr] = [text(), text()];
+  const options = parseOptions(program(), [folder, '--model', model, '--prompt', 'x', '--api', api, ...args]);
+  try {
+    const summary = await runBatch(options, { fetch, stdout: stdout.stream, stderr: stderr.stream, retry: FAST, pollMs: 20, ...io });
+    return { summary, stdout: stdout.text, stderr: stderr.text };
+  } catch (error) {
+    return { error, stdout: stdout.text, stderr: stderr.text };
+  } finally {
+    await rm(folder, { recursive: true, force: true });
+  }
+}
+
+describe('the check before the first upload', () => {
+  it('stops with the models the API serves when it does not serve --model, and sends nothing', async () => {
+    seen = [];
+    script = [models(tiny, { ...tiny, name: 'sdxl' })];
+    const run = await runOnce('sd15');
+    expect(run.error).toBeInstanceOf(StartError);
+    expect(String((run.error as Error).message)).toBe(`--model sd15: the API at ${base} does not serve it; it serves tiny, sdxl; nothing was sent`);
+    expect(seen.map((request) => request.method)).toEqual(['GET']);
+    expect(run.stdout).toContain('remaining 1\n');
+  });
+
+  it('stops with the reason of a model the API found unusable', async () => {
+    script = [models({ name: 'tiny', available: false, unavailable_reason: '/models/x does not exist' })];
+    const run = await runOnce('tiny');
+    expect((run.error as Error).message).toBe(`--model tiny: unavailable at ${base}: /models/x does not exist; nothing was sent`);
+  });
+
+  it('stops when the API does not answer, or is not this API', async () => {
+    const closed = await new Promise<number>((resolve) => {
+      const probe = createServer().listen(0, '127.0.0.1', () => {
+        const { port } = probe.address() as AddressInfo;
+        probe.close(() => resolve(port));
+      });
+    });
+    const away = await runOnce('tiny', [], {}, `http://127.0.0.1:${closed}`);
+    expect((away.error as Error).message).toBe(`cannot reach the API at http://127.0.0.1:${closed}: fetch failed (ECONNREFUSED); nothing was sent`);
+    expect(away.stderr).toContain('GET /api/models: fetch failed (ECONNREFUSED); try 2 of 2');
+
+    script = [{ status: 404, body: '<html>not found</html>' }];
+    const other = await runOnce('tiny');
+    expect((other.error as Error).message).toBe(`the API at ${base} answered GET /api/models with 404 http_error: HTTP 404 Not Found; nothing was sent`);
+    script = [{ status: 200, body: { hello: 'world' } }];
+    const wrong = await runOnce('tiny');
+    expect((wrong.error as Error).message).toBe(`${base} is not the img2img API: GET /api/models answered no list of models; nothing was sent`);
+  });
+});
+
+describe('a stopped batch (Ctrl-C)', () => {
+  it('drops what is in flight and says what it sent, what finished, what remains and where the results are', async () => {
+    seen = [];
+    script = [models(tiny), { status: 202, body: job('queued') }, ...Array.from({ length: 500 }, () => ({ status: 200, body: { ...job('queued'), error: null } }))];
+    const stop = new AbortController();
+    const polled = setInterval(() => seen.filter((request) => request.method === 'GET').length > 2 && stop.abort('SIGINT'), 5);
+    const run = await runOnce('tiny', ['--wait', '--out', join(tmpdir(), 'batch-stopped-results')], { signal: stop.signal });
+    clearInterval(polled);
+    script = [];
+    expect(run.summary).toMatchObject({ submitted: 1, succeeded: 0, failed: 0, remaining: 1, interrupted: true });
+    expect(run.stderr).toContain('stopped: 1 images not finished; the same command goes on where this one stopped (nothing is sent twice)');
+    expect(run.stdout).toBe(
+      `a.png\t${base}/api/results/${ID}\tsubmitted\n` +
+        'submitted 1, succeeded 0, failed 0, refused 0, skipped 0, already done 0, remaining 1\n' +
+        `results: saved in ${join(tmpdir(), 'batch-stopped-results')}\n`,
+    );
+    await rm(join(tmpdir(), 'batch-stopped-results'), { recursive: true, force: true });
+  });
+});
+
 describe('a re-run', () => {
-  const text = () => {
-    const sink = { text: '', stream: new Writable({ write: (chunk, _encoding, done) => ((sink.text += chunk), done()) }) };
-    return sink;
-  };
 
   it('sends a file again under a new key when the API answers with an earlier job that failed', async () => {
     const folder = await mkdtemp(join(tmpdir(), 'batch-rerun-'));
     await writeFile(join(folder, 'a.png'), 'x');
     const fresh = 'fReShJ0bIdAAAAAAAAAAAA';
     seen = [];
-    script = [{ status: 202, body: job('failed') }, { status: 202, body: { ...job('queued'), id: fresh, result_url: `${base}/api/results/${fresh}` } }];
+    script = [models(tiny), { status: 202, body: job('failed') }, { status: 202, body: { ...job('queued'), id: fresh, result_url: `${base}/api/results/${fresh}` } }];
     const [stdout, stderr] = [text(), text()];
     const options = parseOptions(program(), [folder, '--model', 'tiny', '--prompt', 'x', '--api', base]);
     const summary = await runBatch(options, { fetch, stdout: stdout.stream, stderr: stderr.stream });
     await rm(folder, { recursive: true, force: true });
-    expect(seen).toHaveLength(2);
-    expect(seen[0]!.key).not.toBe(seen[1]!.key);
-    expect(stdout.text).toContain(`a.png\t${base}/api/results/${fresh}\n`);
+    expect(seen.map((request) => request.method)).toEqual(['GET', 'POST', 'POST']);
+    expect(seen[1]!.key).not.toBe(seen[2]!.key);
+    expect(stdout.text).toContain(`a.png\t${base}/api/results/${fresh}\tsubmitted\n`);
     expect(summary).toMatchObject({ submitted: 1, failed: 0, refused: 0 });
   });
 });
