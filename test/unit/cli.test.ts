@@ -22,13 +22,13 @@ describe.each([
     const { code, stdout, stderr } = run(entry, '--bogus');
     expect(stderr).toBe(`${name}: unknown option '--bogus' (${name} --help lists the options)\n`);
     expect([code, stdout]).toEqual([2, '']);
-  });
+  }, 30_000);
 
   it('prints its usage for --help and exits 0', () => {
     const { code, stdout, stderr } = run(entry, '--help');
     expect(stdout).toMatch(new RegExp(`^Usage: ${name} \\[options\\]`));
     expect([code, stderr]).toEqual([0, '']);
-  });
+  }, 30_000);
 });
 
 describe('consumer', () => {
@@ -36,5 +36,5 @@ describe('consumer', () => {
     const { code, stderr } = run('consumer/main.ts', '--models');
     expect(stderr).toBe("consumer: option '-m, --models <names>' argument missing (consumer --help lists the options)\n");
     expect(code).toBe(2);
-  });
+  }, 30_000);
 });
