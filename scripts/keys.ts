@@ -6,6 +6,7 @@
 //   npm run keys -- revoke <key id>
 //   npm run keys -- retention --tenant acme --days 30   (or --default)
 import { existsSync, writeFileSync } from 'node:fs';
+import { oneLineErrors } from '../common/cli.js';
 import { Command, InvalidArgumentError } from 'commander';
 import { ConfigError, KeysConfigSchema, loadConfig, readPepperFile, type KeysConfig } from '../common/config.js';
 import { KeyStore, newPepper, parseCost, parseRate, TENANT, type ApiKey } from '../common/keys.js';
@@ -96,7 +97,7 @@ const describe = (key: ApiKey) =>
   ].join('\t');
 
 export function program(): Command {
-  const command = new Command('keys').description('API keys of the img2img API').exitOverride();
+  const command = new Command('keys').description('API keys of the img2img API').configureOutput(oneLineErrors('keys')).exitOverride();
   command
     .command('create')
     .description('create a key; its secret is shown once')

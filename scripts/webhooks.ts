@@ -6,6 +6,7 @@
 //   npm run webhooks -- rotate-secret [--tenant acme]
 //   npm run webhooks -- drop-old-secrets [--tenant acme]
 import { existsSync } from 'node:fs';
+import { oneLineErrors } from '../common/cli.js';
 import { Command, InvalidArgumentError } from 'commander';
 import { ConfigError, DispatcherConfigSchema, loadConfig } from '../common/config.js';
 import { TENANT } from '../common/keys.js';
@@ -26,7 +27,7 @@ const whose = (tenant: string | undefined) => (tenant ? `tenant ${tenant}` : 'jo
 const print = (secrets: string[]) => secrets.forEach((secret, index) => console.log(`${secret}\t${index === 0 ? 'newest' : 'previous, still valid'}`));
 
 export function program(): Command {
-  const command = new Command('webhooks').description('webhook signing secrets').exitOverride();
+  const command = new Command('webhooks').description('webhook signing secrets').configureOutput(oneLineErrors('webhooks')).exitOverride();
   const withTenant = (sub: Command) => sub.option('--tenant <tenant>', 'the tenant; without it, the secrets of jobs submitted without API keys', tenantOption);
   withTenant(command.command('show-secrets'))
     .description('the secrets that sign webhooks now, newest first (one is made if there is none)')

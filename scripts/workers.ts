@@ -4,6 +4,7 @@
 //   npm run workers -- list
 //   npm run workers -- revoke <worker id>
 import { existsSync } from 'node:fs';
+import { oneLineErrors } from '../common/cli.js';
 import { Command } from 'commander';
 import { ConfigError, KeysConfigSchema, loadConfig } from '../common/config.js';
 import { ObjectStore } from '../common/storage.js';
@@ -26,7 +27,7 @@ const describe = (worker: WorkerToken) =>
   ].filter(Boolean).join('\t');
 
 export function program(): Command {
-  const command = new Command('workers').description('tokens of remote GPU workers').exitOverride();
+  const command = new Command('workers').description('tokens of remote GPU workers').configureOutput(oneLineErrors('workers')).exitOverride();
   command
     .command('create')
     .description('create a worker token; it is shown once')

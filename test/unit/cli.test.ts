@@ -1,5 +1,5 @@
-// The command lines of the API, the consumer and the dispatcher as a user runs them: an unknown
-// flag is one line naming it and exit status 2, never a stack trace; --help is the usage, exit 0.
+// The command lines of the API, the consumer, the dispatcher and the CLIs as a user runs them: an
+// unknown flag is one line naming it and exit status 2, never a stack trace; --help is the usage, exit 0.
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 
@@ -36,5 +36,18 @@ describe('consumer', () => {
     const { code, stderr } = run('consumer/main.ts', '--models');
     expect(stderr).toBe("consumer: option '-m, --models <names>' argument missing (consumer --help lists the options)\n");
     expect(code).toBe(2);
+  }, 30_000);
+});
+
+describe.each([
+  ['keys', ['--bogus']],
+  ['workers', ['list', '--bogus']],
+  ['webhooks', ['--bogus']],
+  ['batch', ['.', '--model', 'tiny', '--prompt', 'x', '--bogus']],
+])('npm run %s', (name, args) => {
+  it('answers an unknown flag with one line and exit status 2', () => {
+    const { code, stdout, stderr } = run(`scripts/${name}.ts`, ...args);
+    expect(stderr).toBe(`${name}: unknown option '--bogus' (${name} --help lists the options)\n`);
+    expect([code, stdout]).toEqual([2, '']);
   }, 30_000);
 });
