@@ -43,7 +43,7 @@ describe('per-model parameters over HTTP', () => {
     ];
     for (const { query, field, message } of cases) {
       const response = await postJob(api.url, { image, query: { prompt: 'a lighthouse', ...query } });
-      expect({ status: response.status, error: (await json(response)).error }).toEqual({ status: 422, error: { code: 'invalid_for_model', field, message } });
+      expect({ status: response.status, error: (await json(response)).error }).toEqual({ status: 422, error: { code: 'invalid_for_model', field, message, request_id: expect.any(String) } });
     }
     expect([await enqueued('flux-dev'), await enqueued('kontext')]).toEqual([0, 0]);
   });

@@ -81,7 +81,7 @@ describe('GET /api/results/{id}', () => {
     await setRecord(failed, { status: 'failed', error: { code: 'runner_crashed', message: 'the runner ran out of memory' } });
     const response = await fetch(`${api.url}/api/results/${failed}`);
     expect(response.status).toBe(409);
-    expect((await json(response)).error).toEqual({ code: 'job_failed', message: 'the job failed: the runner ran out of memory' });
+    expect((await json(response)).error).toEqual({ code: 'job_failed', message: 'the job failed: the runner ran out of memory', request_id: expect.any(String) });
 
     const canceled = await newJob();
     await fetch(`${api.url}/api/jobs/${canceled}`, { method: 'DELETE' });

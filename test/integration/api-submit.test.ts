@@ -124,7 +124,7 @@ describe('Idempotency-Key', () => {
     const different = await postJob(api.url, { ...request, query: { ...request.query, prompt: 'different' } });
     expect(different.status).toBe(409);
     expect(await json(different)).toEqual({
-      error: { code: 'idempotency_key_reused', message: expect.any(String), field: 'Idempotency-Key' },
+      error: { code: 'idempotency_key_reused', message: expect.any(String), field: 'Idempotency-Key', request_id: expect.any(String) },
     });
     expect((await api.services.records.get(firstBody.id))?.idempotency?.key_hash).toMatch(/^[0-9a-f]{64}$/);
   });

@@ -60,7 +60,12 @@ describe('model sources checked at start', () => {
     const response = await postJob(api.url, { image: await pngImage(64, 64), query: { model_name: names.missing, prompt: 'a fox' } });
     expect({ status: response.status, error: (await json(response)).error }).toEqual({
       status: 503,
-      error: { code: 'model_unavailable', field: 'model_name', message: `model_name: model ${names.missing} is unavailable: model folder ${gone} does not exist` },
+      error: {
+        code: 'model_unavailable',
+        field: 'model_name',
+        message: `model_name: model ${names.missing} is unavailable: model folder ${gone} does not exist`,
+        request_id: expect.any(String),
+      },
     });
     expect(response.headers.get('retry-after')).toBeNull();
     let queued = 0;
