@@ -77,14 +77,15 @@ export class Intake {
       const earlier = await this.claim(record, record.idempotency, deadline);
       if (earlier) return earlier;
     }
+    let queuedRecord: JobRecord;
     try {
-      await this.enqueue(record, job.image.png, job.reservation.entry, deadline);
+      queuedRecord = await this.enqueue(record, job.image.png, job.reservation.entry, deadline);
     } catch (error) {
       void this.undo(record);
       throw error;
     }
     void this.announce(event!);
-    return record;
+    return queuedRecord;
   }
 
   private idempotency({ idempotency, submission, tenant, webhook }: NewSubmission): Idempotency | null {
@@ -94,15 +95,21 @@ export class Intake {
     return { key_hash: hashKey(key), request_hash: requestHash(submission, idempotency.imageSha256, webhook) };
   }
 
-  private async enqueue(record: JobRecord, png: Buffer, entry: Promise<void>, deadline: AbortSignal): Promise<void> {
+  /** The record as created: with its message's place in Kafka, which its queue position is counted from. */
+  private async enqueue(record: JobRecord, png: Buffer, entry: Promise<void>, deadline: AbortSignal): Promise<JobRecord> {
     const { store, records, publisher, topicPrefix } = this.deps;
     const message: JobMessage = { v: 1, id: record.id, model_name: record.model_name, priority: record.priority, created_at: record.created_at };
     const topic = jobTopic(topicPrefix, record.model_name, record.priority);
     // The sweeper's entry first: an input stored by an intake that dies right after is still found.
     await call('storage', () => entry, deadline);
-    await call('storage', (signal) => store.put(record.input_key, png, 'image/png', signal), deadline);
-    await call('kafka', (signal) => publisher.send(topic, { key: record.id, value: JSON.stringify(message) }, signal), deadline);
-    await call('storage', (signal) => records.create(record, signal), deadline);
+    // With the input: its place in the tenant's job list (an entry whose record never comes is skipped there).
+    await call('storage', (signal) => Promise.all([store.put(record.input_key, png, 'image/png', signal), addToList(store, record, signal)]), deadline);
+    // Stamped with the job's acceptance time: jobs on other partitions are ordered against it by timestamp (common/position.ts).
+    const kafkaMessage = { key: record.id, value: JSON.stringify(message), timestamp: String(Date.parse(record.created_at)) };
+    const placed = await call('kafka', (signal) => publisher.send(topic, kafkaMessage, signal), deadline);
+    const queued: JobRecord = placed.offset === '-1' ? record : { ...record, queue: { topic, ...placed } };
+    await call('storage', (signal) => records.create(queued, signal), deadline);
+    return queued;
   }
 
   /** Undefined when this request won the key; the earlier job when the same request already made one. */

@@ -81,6 +81,22 @@ export const ModelList = z
               'Jobs of the model queued or running, per priority: the lag of its consumer group, which commits a job’s offset once that job and those before it in its partition have ended',
             example: { high: 0, normal: 3, low: 1, total: 4 },
           }),
+        queued: z.number().int().openapi({
+          description: 'Jobs of the model waiting for a runner: queue_depth.total less the jobs its consumers hold (`running`)',
+          example: 3,
+        }),
+        running: z.number().int().openapi({
+          description: 'Jobs its consumers hold: running, or handed to a runner and waiting there for their batch (as the consumers last reported, every few seconds)',
+          example: 1,
+        }),
+        rate: z
+          .object({
+            jobs_per_second: z.number().openapi({ description: 'Jobs ended per second of work, over the consumers’ last minute with jobs, all consumers together', example: 2.5 }),
+            mean_run_s: z.number().nullable().openapi({ description: 'Mean seconds from a job’s start to its success over that minute; null without a success', example: 1.6 }),
+            updated_at: z.string().openapi({ description: 'When a consumer last reported it', example: '2025-01-01T12:00:00.000Z' }),
+          })
+          .nullable()
+          .openapi({ description: 'The model’s measured pace, which queued jobs’ estimated times divide by; null until a consumer has ended jobs', example: null }),
         defaults: z
           .object({ strength: z.number(), steps: z.number().int(), guidance_scale: z.number() })
           .openapi({

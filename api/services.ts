@@ -10,6 +10,9 @@ import { TERMINAL } from '../common/jobs.js';
 import { JOBS_PREFIX, ObjectStore } from '../common/storage.js';
 import { allTopics, eventsTopic } from '../common/topics.js';
 import { QueueDepth } from '../common/depth.js';
+import { QueuePositions } from '../common/position.js';
+import { QueueView } from './queue.js';
+import { StandingWatch } from './standings.js';
 import { EventHub } from './hub.js';
 import { IdempotencyStore } from './idempotency.js';
 import { ImageNormaliser } from './image.js';
@@ -42,6 +45,10 @@ export interface Services {
   publisher: Publisher;
   hub: EventHub;
   depth: QueueDepth;
+  /** Queued jobs' positions and estimated times, models' queued and running jobs and pace. */
+  queue: QueueView;
+  /** The event streams' shared poll of their queued jobs' standings. */
+  standings: StandingWatch;
   availability: ModelAvailability;
   images: ImageNormaliser;
   intake: Intake;
@@ -95,6 +102,8 @@ export function createServices(config: ApiConfig, entries: ModelEntry[], log: Lo
     log,
   });
   const depth = new QueueDepth(admin, config.TOPIC_PREFIX, models);
+  const queue = new QueueView({ positions: new QueuePositions(admin, depth), depth, store, models, log });
+  const standings = new StandingWatch(queue);
   const availability = new ModelAvailability(store, models);
   const keys = config.AUTH_PEPPER ? new KeyStore(store, config.AUTH_PEPPER) : undefined;
   const limits = new Limits({ config, depth, log });
@@ -102,7 +111,7 @@ export function createServices(config: ApiConfig, entries: ModelEntry[], log: Lo
   const uploads = new UploadBudget(config.UPLOAD_MEMORY_BYTES);
   const registry = createRegistry('api');
   const metrics = apiMetrics(registry);
-  return { config, log, models, rules, store, records, kafka, admin, publisher, hub, depth, availability, images, intake, sweeper, tenants, keys, limits, endings, uploads, registry, metrics };
+  return { config, log, models, rules, store, records, kafka, admin, publisher, hub, depth, queue, standings, availability, images, intake, sweeper, tenants, keys, limits, endings, uploads, registry, metrics };
 }
 
 export async function prepareStorage(services: Services): Promise<void> {

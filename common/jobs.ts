@@ -65,6 +65,10 @@ export const Verification = z.object({
 });
 export type Verification = z.infer<typeof Verification>;
 
+/** A message's place in Kafka (the offset as a decimal string, as kafkajs gives it). */
+export const QueuePlace = z.object({ topic: z.string(), partition: z.number().int(), offset: z.string() });
+export type QueuePlace = z.infer<typeof QueuePlace>;
+
 export const JobRecord = z.object({
   v: z.literal(1),
   id: z.string(),
@@ -113,6 +117,8 @@ export const JobRecord = z.object({
   deadlines: z.object({ start_by: z.string().nullable(), cancel_at: z.string().nullable() }).nullable().optional(),
   /** What the runner said about how the job ran (a prompt cut to what a text encoder reads). */
   notes: z.array(z.string()).optional(),
+  /** Where the job's message is in Kafka, as the broker acknowledged it: what its queue position is counted from. */
+  queue: QueuePlace.optional(),
 });
 export type JobRecord = z.infer<typeof JobRecord>;
 

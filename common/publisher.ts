@@ -6,7 +6,7 @@
 // queue behind each other's round trips. Messages that arrive while a request is in flight
 // therefore wait and leave together in the next request: no added delay when idle, one round
 // trip for many messages under load.
-import type { Kafka, Message, Producer, TopicMessages } from 'kafkajs';
+import { Partitioners, type ICustomPartitioner, type Kafka, type Message, type Producer, type RecordMetadata, type TopicMessages } from 'kafkajs';
 import { DeadlineExceeded, race } from './deadline.js';
 import type { CancelRequest, JobEvent } from './jobs.js';
 import { cancelsTopic, EVENT_TYPE_HEADER, eventsTopic } from './topics.js';
@@ -14,12 +14,34 @@ import { cancelsTopic, EVENT_TYPE_HEADER, eventsTopic } from './topics.js';
 /** Most messages in one request; they are small (a few hundred bytes each). */
 const MAX_BATCH = 500;
 
+/** Where the broker wrote a message: its partition and offset (a decimal string, as kafkajs gives offsets). */
+export interface Placed {
+  partition: number;
+  offset: string;
+}
+
 interface Pending {
   topic: string;
   message: Message;
   signal: AbortSignal;
-  resolve: () => void;
+  resolve: (placed: Placed) => void;
   reject: (error: unknown) => void;
+}
+
+/**
+ * kafkajs' default partitioner, noting the partition it picks for each message: the broker's
+ * answer gives one base offset per partition, and a message's offset is that base plus its rank
+ * among the request's messages for that partition.
+ */
+function notingPartitioner(chosen: WeakMap<Message, number>): ICustomPartitioner {
+  return () => {
+    const pick = Partitioners.DefaultPartitioner();
+    return (args) => {
+      const partition = pick(args);
+      chosen.set(args.message, partition);
+      return partition;
+    };
+  };
 }
 
 export class Publisher {
@@ -27,6 +49,7 @@ export class Publisher {
   private connecting: Promise<void> | undefined;
   private pending: Pending[] = [];
   private sending = false;
+  private readonly partitions = new WeakMap<Message, number>();
 
   constructor(
     kafka: Kafka,
@@ -36,6 +59,7 @@ export class Publisher {
       idempotent: true,
       maxInFlightRequests: 1,
       allowAutoTopicCreation: false,
+      createPartitioner: notingPartitioner(this.partitions),
       // Few, short retries: the caller's deadline answers 503 long before kafkajs would give up by default.
       retry: { retries: 3, initialRetryTime: 100, maxRetryTime: 1000 },
     });
@@ -50,12 +74,12 @@ export class Publisher {
     return this.connecting;
   }
 
-  /** Resolves once the broker acknowledged `message` (acks=all), or rejects when `signal` aborts first. */
-  async send(topic: string, message: Message, signal: AbortSignal): Promise<void> {
+  /** Where `message` went, once the broker acknowledged it (acks=all); rejects when `signal` aborts first. */
+  async send(topic: string, message: Message, signal: AbortSignal): Promise<Placed> {
     await race(this.connect(), signal);
-    const acknowledged = new Promise<void>((resolve, reject) => this.pending.push({ topic, message, signal, resolve, reject }));
+    const acknowledged = new Promise<Placed>((resolve, reject) => this.pending.push({ topic, message, signal, resolve, reject }));
     void this.drain();
-    await race(acknowledged, signal);
+    return race(acknowledged, signal);
   }
 
   /** An event, with its type also in a header (EVENT_TYPE_HEADER): a reader that wants some types skips the rest unparsed. */
@@ -88,12 +112,27 @@ export class Publisher {
     for (const item of batch) if (item.signal.aborted) item.reject(new DeadlineExceeded('deadline exceeded'));
     if (!live.length) return;
     try {
-      await this.producer.sendBatch({ acks: -1, topicMessages: byTopic(live) });
-      for (const item of live) item.resolve();
+      const written = await this.producer.sendBatch({ acks: -1, topicMessages: byTopic(live) });
+      const places = placesOf(live, written, this.partitions);
+      live.forEach((item, index) => item.resolve(places[index]!));
     } catch (error) {
       for (const item of live) item.reject(error);
     }
   }
+}
+
+/** Each item's place: its partition's base offset plus its rank among the batch's messages for that partition (sent in order). */
+function placesOf(items: Pending[], written: RecordMetadata[], partitions: WeakMap<Message, number>): Placed[] {
+  const base = new Map(written.map(({ topicName, partition, baseOffset }) => [`${topicName}/${partition}`, BigInt(baseOffset ?? '-1')]));
+  const rank = new Map<string, bigint>();
+  return items.map(({ topic, message }) => {
+    const partition = partitions.get(message) ?? -1;
+    const key = `${topic}/${partition}`;
+    const index = rank.get(key) ?? 0n;
+    rank.set(key, index + 1n);
+    const first = base.get(key);
+    return { partition, offset: first === undefined || first < 0n ? '-1' : String(first + index) };
+  });
 }
 
 function byTopic(items: Pending[]): TopicMessages[] {

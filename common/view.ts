@@ -57,6 +57,20 @@ export const JobView = z
     created_at: z.string().openapi({ example: '2025-01-01T12:00:00.000Z' }),
     started_at: z.string().nullable().openapi({ example: '2025-01-01T12:00:01.000Z' }),
     finished_at: z.string().nullable().openapi({ example: null }),
+    queue_position: z.number().int().nullable().openapi({
+      description:
+        'While queued: how many jobs of the same model run before this one, running ones included (0: none; it starts next). Higher priorities and jobs accepted earlier are ahead of it; a higher-priority job accepted later moves ahead too. Counted from Kafka offsets and the consumer group’s commits, refreshed at most once a second. null when not queued, or when Kafka cannot be read',
+      example: null,
+    }),
+    estimated_start_at: z.string().nullable().openapi({
+      description:
+        'While queued: now plus queue_position divided by the model’s measured rate (GET /api/models `rate`); null when not queued or no rate is measured yet',
+      example: null,
+    }),
+    estimated_finish_at: z.string().nullable().openapi({
+      description: 'While queued: estimated_start_at plus the model’s mean run time; null when either is unknown',
+      example: null,
+    }),
     attempts: z.number().int().openapi({ example: 1 }),
     cancel_requested: z.boolean().openapi({ example: false }),
     worker: z.string().nullable().openapi({ description: 'Who computed the result: `local`, or a remote worker id (GET /api/workers)', example: null }),
@@ -95,7 +109,15 @@ export const jobLinks = (base: string, id: string) => ({
   events_url: `${base}/api/jobs/${id}/events`,
 });
 
-export function jobView(record: JobRecord, base: string): JobView {
+/** Where a queued job stands (api/queue.ts); all null for a job in any other state. */
+export interface JobStanding {
+  queue_position: number | null;
+  estimated_start_at: string | null;
+  estimated_finish_at: string | null;
+}
+export const NO_STANDING: JobStanding = { queue_position: null, estimated_start_at: null, estimated_finish_at: null };
+
+export function jobView(record: JobRecord, base: string, standing: JobStanding = NO_STANDING): JobView {
   const { id, status, model_name, priority, params, width, height, progress, timings, error } = record;
   const { created_at, started_at, finished_at, attempts, cancel_requested } = record;
   return {
@@ -112,6 +134,7 @@ export function jobView(record: JobRecord, base: string): JobView {
     created_at,
     started_at,
     finished_at,
+    ...(status === 'queued' ? standing : NO_STANDING),
     attempts,
     cancel_requested,
     worker: record.worker ?? null,

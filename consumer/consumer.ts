@@ -24,6 +24,7 @@ import { RunnerPool } from './pool.js';
 import { Gateway } from './remote/gateway.js';
 import { Verifier } from './remote/verify.js';
 import { Runner } from './runner.js';
+import { consumerName, Throughput } from './throughput.js';
 
 export interface ConsumerOptions {
   /** The models this process serves. */
@@ -106,11 +107,14 @@ export function createConsumer(config: ConsumerConfig, { models, listed, logger 
           leaseMs: config.WORKER_LEASE_MS, maxStrikes: config.WORKER_MAX_STRIKES, logger: logger.child({ component: 'gateway' }), registry,
         })
       : undefined;
+  const name = consumerName();
+  const paces = new Map(models.map((model) => [model.name, new Throughput({ store, model: model.name, consumer: name, logger })]));
   const feeds = models.map((model) => {
     const log = logger.child({ model: model.name });
     const pool = pools.get(model.name)!;
     const verifier = new Verifier(pool, model.verify ?? { kind: 'off' }, gateway?.ledgers, config.VERIFY_PSNR_DB, log);
-    return new ModelFeed({ kafka, publisher, config, store, records, pool, verifier, model, logger: log, metrics });
+    const throughput = paces.get(model.name);
+    return new ModelFeed({ kafka, publisher, config, store, records, pool, verifier, model, logger: log, metrics, throughput });
   });
   const cancels = new CancelListener(kafka, config.TOPIC_PREFIX, (id, model) => feeds.find((feed) => feed.name === model)?.cancel(id));
   let metricsServer: Server | undefined;
@@ -128,6 +132,7 @@ export function createConsumer(config: ConsumerConfig, { models, listed, logger 
       await cancels.start();
       serving = await servable(feeds, models, store, logger);
       await Promise.all(serving.map((feed) => feed.start()));
+      for (const feed of serving) paces.get(feed.name)?.start();
       await gateway?.start();
       // Last: the metrics endpoint answering is the consumer's readiness signal (probes, tests).
       metricsServer = await serveMetrics(registry, config.CONSUMER_METRICS_HOST, config.CONSUMER_METRICS_PORT);
@@ -136,6 +141,7 @@ export function createConsumer(config: ConsumerConfig, { models, listed, logger 
     },
     async stop() {
       await Promise.all(serving.map((feed) => feed.stop(config.SHUTDOWN_GRACE_MS)));
+      await Promise.all(serving.map((feed) => paces.get(feed.name)?.stop()));
       await gateway?.stop();
       await cancels.stop();
       await publisher.disconnect();

@@ -2,17 +2,20 @@
 // priority, hands jobs to the runner and commits an offset only once its job is
 // finished for good (see docs/ARCHITECTURE.md, "Priorities and offsets").
 import type { Consumer, EachMessagePayload, Kafka } from 'kafkajs';
-import { JobMessage, parseValue } from '../common/jobs.js';
+import { isEnding, JobMessage, parseValue } from '../common/jobs.js';
 import { consumerGroup, dlqTopic, jobTopic, PRIORITIES, type Priority } from '../common/topics.js';
 import { PriorityBuffers } from './buffers.js';
 import { endedLine, JobRun, type Received, type JobDeps } from './job.js';
 import { OffsetTracker } from './offsets.js';
+import type { Throughput } from './throughput.js';
 
 /** Above this many waiting messages a priority's topic is paused, so memory stays bounded. */
 const BUFFER_HIGH_WATER = 256;
 
 export interface FeedDeps extends Omit<JobDeps, 'dlq'> {
   kafka: Kafka;
+  /** Measures the model's pace for queue-time estimates (consumer/throughput.ts). */
+  throughput?: Throughput;
 }
 
 export class ModelFeed {
@@ -136,6 +139,8 @@ export class ModelFeed {
     }
     const run = new JobRun(received, { ...this.deps, dlq: dlqTopic(this.deps.config.TOPIC_PREFIX, this.name) });
     if (received.message) this.active.set(received.message.id, run);
+    this.deps.throughput?.began();
+    let returned: Parameters<Throughput['returned']>[0] = { ended: false };
     try {
       const verdict = await run.execute();
       if (verdict.kind === 'retry' && !this.stopping) {
@@ -147,6 +152,8 @@ export class ModelFeed {
           this.pump();
         }, verdict.delayMs).unref();
       } else if (verdict.kind === 'done') {
+        const runSeconds = verdict.status === 'succeeded' ? verdict.record?.timings?.run_s : undefined;
+        returned = { ended: isEnding(verdict.status), runSeconds };
         for (const d of [received, ...run.redeliveries]) this.offsets.finish(d.topic, d.partition, d.offset);
         if (verdict.deadLettered) this.deps.metrics?.deadLettered?.(this.name);
         const ended = endedLine(verdict);
@@ -155,6 +162,7 @@ export class ModelFeed {
         void this.commit();
       }
     } finally {
+      this.deps.throughput?.returned(returned);
       if (received.message && this.active.get(received.message.id) === run) this.active.delete(received.message.id);
       this.pump();
     }

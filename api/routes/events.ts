@@ -11,11 +11,14 @@ import { loadJob } from '../lookup.js';
 import { errorResponse, authFailures, keyed, unauthorized, unavailable, JobIdParam } from '../schemas.js';
 import type { Services } from '../services.js';
 import type { AppEnv } from '../env.js';
-import { jobView } from '../../common/view.js';
+import { jobView, type JobStanding } from '../../common/view.js';
 
 const EXAMPLE_STREAM = [
   'event: snapshot',
   'data: {"id":"q0vN3rJ8T6yWm1bXc2dEfA","status":"queued",...}',
+  '',
+  'event: queued',
+  'data: {"v":1,"id":"q0vN3rJ8T6yWm1bXc2dEfA","type":"queued","at":"2025-01-01T12:00:00.500Z","model_name":"tiny","queue_position":0,"estimated_start_at":"2025-01-01T12:00:01.000Z","estimated_finish_at":"2025-01-01T12:00:02.600Z"}',
   '',
   'event: started',
   'id: 0-41',
@@ -42,7 +45,9 @@ const route = createRoute({
   description:
     'Opens with `event: snapshot` (the job as GET /api/jobs/{id} returns it), then the live events: queued, started, ' +
     'progress, cancel_requested, and one of succeeded, failed, canceled, after which the stream ends (also when the ' +
-    'snapshot is already final). Live events carry `id: <partition>-<offset>`; a client reconnecting with Last-Event-ID ' +
+    'snapshot is already final). While the job is queued, `queued` events without an `id:` tell its new queue_position, ' +
+    'estimated_start_at and estimated_finish_at (as GET /api/jobs/{id} gives them) at most once a second, whenever the position changed. ' +
+    'Live events carry `id: <partition>-<offset>`; a client reconnecting with Last-Event-ID ' +
     'gets a fresh snapshot and then only newer events. A comment line is sent every 15 s to keep proxies from timing out. ' +
     'A client that reads too slowly is disconnected and should reconnect.',
   request: {
@@ -66,17 +71,28 @@ const route = createRoute({
   }),
 });
 
-async function relay(stream: SSEStreamingApi, subscription: Subscription, after: Position | undefined): Promise<void> {
+/** Relays the job's events; `leftQueue` is called before the first one that says it is no longer queued. */
+async function relay(stream: SSEStreamingApi, subscription: Subscription, after: Position | undefined, leftQueue: () => void): Promise<void> {
   for await (const { event, position } of subscription) {
     if (!isAfter(position, after)) continue;
+    if (event.type !== 'queued' && event.type !== 'cancel_requested') leftQueue();
     const id = position && formatPosition(position); // none for an ending read from the record
     await stream.writeSSE({ event: event.type, ...(id ? { id } : {}), data: JSON.stringify(event) });
     if (isEnding(event.type)) return;
   }
 }
 
-function open(c: Context<AppEnv>, services: Services, record: JobRecord, subscription: Subscription, after: Position | undefined) {
-  const view = jobView(record, c.var.baseUrl);
+/** The stream's `queued` updates while the job waits: its standing, from the shared poll. */
+function followStanding(stream: SSEStreamingApi, services: Services, record: JobRecord, standing: JobStanding): () => void {
+  if (record.status !== 'queued') return () => {};
+  return services.standings.watch(record, standing.queue_position, (next) => {
+    const update = { v: 1, id: record.id, type: 'queued', at: new Date().toISOString(), model_name: record.model_name, ...next };
+    void stream.writeSSE({ event: 'queued', data: JSON.stringify(update) }).catch(() => {});
+  });
+}
+
+function open(c: Context<AppEnv>, services: Services, record: JobRecord, standing: JobStanding, subscription: Subscription, after: Position | undefined) {
+  const view = jobView(record, c.var.baseUrl, standing);
   c.header('Cache-Control', 'no-store');
   c.header('X-Accel-Buffering', 'no'); // nginx: do not buffer the stream
   return streamSSE(
@@ -84,13 +100,18 @@ function open(c: Context<AppEnv>, services: Services, record: JobRecord, subscri
     async (stream) => {
       stream.onAbort(() => subscription.close());
       const heartbeat = setInterval(() => void stream.write(': heartbeat\n\n').catch(() => subscription.close()), services.config.SSE_HEARTBEAT_MS);
+      let stopFollowing = () => {};
       try {
         await stream.writeSSE({ event: 'snapshot', data: JSON.stringify(view) });
         // A finished job's stream ends as a live one does: with its terminal event.
         const ending = endingOf(record);
         if (ending) await stream.writeSSE({ event: ending.type, data: JSON.stringify(ending) });
-        else if (!TERMINAL.has(record.status)) await relay(stream, subscription, after); // an expired job has nothing more to say
+        else if (!TERMINAL.has(record.status)) {
+          stopFollowing = followStanding(stream, services, record, standing);
+          await relay(stream, subscription, after, () => stopFollowing()); // an expired job has nothing more to say
+        }
       } finally {
+        stopFollowing();
         clearInterval(heartbeat);
         subscription.close();
       }
@@ -108,7 +129,8 @@ export function eventRoutes(services: Services) {
     const subscription = hub.subscribe(id); // before the read: see the file comment
     try {
       const record = await loadJob(records, id, c.var.deadline(), c.var.principal);
-      return open(c, services, record, subscription, parsePosition(c.req.valid('header')['last-event-id']));
+      const standing = await services.queue.standing(record);
+      return open(c, services, record, standing, subscription, parsePosition(c.req.valid('header')['last-event-id']));
     } catch (error) {
       subscription.close();
       throw error;

@@ -105,7 +105,7 @@ export function jobRoutes(services: Services) {
     .openapi(getJob, async (c) => {
       const found = await loadJob(records, c.req.valid('param').id, c.var.deadline(), c.var.principal);
       const record = lifecycle.abortIfLate(found) ? await abortLate(services, found, c.var.deadline()) : found;
-      return c.json(jobView(record, c.var.baseUrl), 200);
+      return c.json(jobView(record, c.var.baseUrl, await services.queue.standing(record)), 200);
     })
     .openapi(cancelJob, async (c) => {
       const { outcome, applied } = await requestCancel(services, c.req.valid('param').id, c.var.deadline(), c.var.principal);

@@ -16,7 +16,9 @@ const route = createRoute({
   security: [], // open to everyone, keys or not
   tags: ['models'],
   summary: 'The models of model_names.txt with their queue depth per priority',
-  description: 'Queue depth is the lag of the model’s consumer group, summed over partitions; refreshed at most once a second.',
+  description:
+    'Queue depth is the lag of the model’s consumer group, summed over partitions; refreshed at most once a second. ' +
+    '`queued` and `running` split it by what the consumers hold; `rate` is the pace they measured (refreshed every few seconds).',
   responses: {
     200: { description: 'The models', content: { 'application/json': { schema: ModelList } } },
     503: unavailable('Kafka is unavailable', { code: 'kafka_unavailable', message: 'the queue (Kafka) is unavailable; retry later' }),
@@ -24,7 +26,7 @@ const route = createRoute({
 });
 
 export function modelRoutes(services: Services) {
-  const { availability, depth, models, config, rules } = services;
+  const { availability, depth, queue, models, config, rules } = services;
   const deployment = { maxSide: config.MAX_IMAGE_SIDE, maxPixels: config.MAX_IMAGE_PIXELS };
   const described = models.map((name) => {
     const { min_side, max_side, max_pixels } = limitsFor(name, deployment);
@@ -40,12 +42,16 @@ export function modelRoutes(services: Services) {
     };
   });
   return new OpenAPIHono<AppEnv>().openapi(route, async (c) => {
-    const [depths, statuses] = await Promise.all([call('kafka', () => depth.get(), c.var.deadline()), availability.get()]);
+    const [depths, loads, statuses] = await Promise.all([
+      call('kafka', () => depth.get(), c.var.deadline()),
+      call('kafka', () => queue.loads(), c.var.deadline()),
+      availability.get(),
+    ]);
     const availabilityOf = (name: string) => {
       const status = statuses.get(name);
       return { available: status?.available ?? true, unavailable_reason: status?.available === false ? status.reason : null };
     };
-    return c.json({ models: described.map((model) => ({ ...model, ...availabilityOf(model.name), queue_depth: depths.get(model.name)! })) }, 200);
+    return c.json({ models: described.map((model) => ({ ...model, ...availabilityOf(model.name), queue_depth: depths.get(model.name)!, ...loads.get(model.name)! })) }, 200);
   });
 }
 
