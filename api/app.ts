@@ -9,6 +9,7 @@ import { diffusionRoutes } from './routes/diffusion.js';
 import { docsRoutes } from './routes/docs.js';
 import { eventRoutes } from './routes/events.js';
 import { healthRoutes } from './routes/health.js';
+import { jobListRoutes } from './routes/joblist.js';
 import { jobRoutes } from './routes/jobs.js';
 import { modelRoutes } from './routes/models.js';
 import { pageRoutes } from './routes/page.js';
@@ -62,6 +63,7 @@ export function createApp(services: Services) {
   });
 
   app.route('/', diffusionRoutes(services));
+  app.route('/', jobListRoutes(services));
   app.route('/', jobRoutes(services));
   app.route('/', eventRoutes(services));
   app.route('/', resultRoutes(services));

@@ -2,12 +2,14 @@
 // aborted without reaching a runner; seconds from acceptance, or an RFC 3339 time with its
 // offset. `Cancel-After` (a header, as Replicate takes it): the whole job's time from acceptance;
 // not started by then it ends aborted, still running it is canceled at its next step.
+import toRegexRange from 'to-regex-range';
 import type { JobRecord } from '../common/jobs.js';
 import { Unprocessable, ValidationError } from './errors.js';
 
 /** The furthest deadline taken: a week, longer than any job waits in a working queue. */
 export const MAX_DEADLINE_S = 7 * 24 * 3600;
-export const START_BY_PATTERN = '^(\\d{1,6}|\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}(\\.\\d{1,9})?(Z|z|[+-]\\d{2}:\\d{2}))$';
+/** Seconds from acceptance (1 to MAX_DEADLINE_S), or an RFC 3339 time with its offset. */
+export const START_BY_PATTERN = `^(${toRegexRange(1, MAX_DEADLINE_S)}|\\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\\d|3[01])T([01]\\d|2[0-3]):[0-5]\\d:[0-5]\\d(\\.\\d{1,9})?(Z|[+-]([01]\\d|2[0-3]):[0-5]\\d))$`;
 /** A whole number of seconds, minutes or hours (seconds without a unit): 90, 90s, 5m, 1h. */
 export const CANCEL_AFTER_PATTERN = '^\\d{1,6}[smh]?$';
 const UNIT_SECONDS: Record<string, number> = { s: 1, m: 60, h: 3600 };

@@ -18,7 +18,7 @@ interface Options {
 }
 
 export abstract class ApiError extends Error {
-  abstract readonly status: 400 | 401 | 404 | 405 | 409 | 410 | 413 | 415 | 422 | 429 | 503;
+  abstract readonly status: 400 | 401 | 403 | 404 | 405 | 409 | 410 | 413 | 415 | 422 | 429 | 503;
   readonly code: string;
   readonly field: string | undefined;
   readonly retryAfter: number | undefined;
@@ -96,6 +96,15 @@ export class Conflict extends ApiError {
   readonly status = 409;
   constructor(message: string, options?: Options) {
     super(message, 'conflict', options);
+  }
+}
+
+/** A valid caller asks for what its key does not allow. */
+export class Forbidden extends ApiError {
+  override name = 'Forbidden';
+  readonly status = 403;
+  constructor(message: string, options: Options = {}) {
+    super(message, 'forbidden', options);
   }
 }
 

@@ -6,6 +6,7 @@
 // any failure the client gets 503 and the input, the record and the idempotency claim are
 // removed (best effort).
 import { randomInt } from 'node:crypto';
+import { addToList, removeFromList } from '../common/joblist.js';
 import { newJobId, type JobEvent, type JobMessage, type JobRecord } from '../common/jobs.js';
 import * as lifecycle from '../common/lifecycle.js';
 import { PARAMS } from '../common/params.js';
@@ -147,7 +148,7 @@ export class Intake {
     const { store, claims, log } = this.deps;
     const signal = AbortSignal.timeout(this.deps.timeoutMs);
     const remove = (key: string) => store.delete(key, signal);
-    const steps: Promise<unknown>[] = [remove(record.input_key), remove(jobKeys(record.id).record)];
+    const steps: Promise<unknown>[] = [remove(record.input_key), remove(jobKeys(record.id).record), removeFromList(store, record, signal)];
     if (record.idempotency) steps.push(claims.release(record.idempotency.key_hash, signal));
     const failed = (await Promise.allSettled(steps)).filter((step) => step.status === 'rejected');
     if (failed.length) log.warn({ job: record.id, failures: failed.length }, 'could not remove every part of a failed intake');

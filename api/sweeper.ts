@@ -15,6 +15,7 @@
 // over every job, which expires what is due and writes each job's entry. One replica sweeps
 // at a time: it holds a lease (a conditional write of sweep/lease.json) for a few intervals.
 import { randomUUID } from 'node:crypto';
+import { removeFromList } from '../common/joblist.js';
 import type { JobRecord } from '../common/jobs.js';
 import * as lifecycle from '../common/lifecycle.js';
 import type { Logger } from '../common/logger.js';
@@ -249,7 +250,7 @@ export class Sweeper {
     const { store, claims, records } = this.options;
     const keys = jobKeys(record.id);
     // The record last: should this pass stop half-way, its entry is still there for the next one.
-    await Promise.all([store.delete(keys.input), store.delete(keys.output), store.delete(keys.webhooks)]);
+    await Promise.all([store.delete(keys.input), store.delete(keys.output), store.delete(keys.webhooks), removeFromList(store, record)]);
     if (record.idempotency) await claims.release(record.idempotency.key_hash, AbortSignal.timeout(10_000));
     await records.apply(record.id, (r) => lifecycle.expire(r));
   }

@@ -154,6 +154,22 @@ export class ObjectStore {
     } while (token);
   }
 
+  /**
+   * One page of keys under `prefix` after `startAfter`, in key order; with a delimiter, the
+   * distinct prefixes up to it instead of the keys below them (a folder listing).
+   */
+  async listPage(prefix: string, options: { startAfter?: string; maxKeys?: number; delimiter?: string }, signal?: AbortSignal): Promise<{ keys: string[]; prefixes: string[]; truncated: boolean }> {
+    const page = await this.s3.send(
+      new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, StartAfter: options.startAfter, MaxKeys: options.maxKeys, Delimiter: options.delimiter }),
+      { abortSignal: signal },
+    );
+    return {
+      keys: (page.Contents ?? []).map((object) => object.Key!),
+      prefixes: (page.CommonPrefixes ?? []).map((common) => common.Prefix!),
+      truncated: page.IsTruncated ?? false,
+    };
+  }
+
   close(): void {
     this.s3.destroy();
   }

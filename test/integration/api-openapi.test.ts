@@ -33,6 +33,7 @@ describe('GET /openapi.json', () => {
     expect(routes.sort()).toEqual(
       [
         'POST /api/diffusion',
+        'GET /api/jobs',
         'GET /api/jobs/{id}',
         'DELETE /api/jobs/{id}',
         'GET /api/jobs/{id}/events',
@@ -87,12 +88,14 @@ describe('GET /openapi.json', () => {
     // Try it out fills each input with its example (or default) and sends it. Of a submission
     // only the model, a prompt and the priority: not one seed for every image, a negative prompt
     // nobody wrote, a parameter the chosen model may not take (422), a webhook to example.com or
-    // one Idempotency-Key for every try. Every other route's parameters have an example.
+    // one Idempotency-Key for every try. Of the job list only the page size: a filter or a cursor
+    // nobody chose would empty it. Every other route's parameters have an example.
     const prefilled = (parameter: Parameter) => /"(example|default)"/.test(JSON.stringify({ ...parameter, schema: { ...parameter.schema, 'x-number': undefined } }));
     const submit = document.paths['/api/diffusion']!.post!.parameters!;
     expect(submit.filter(prefilled).map((parameter) => parameter.name)).toEqual(['model_name', 'prompt', 'priority']);
+    expect(document.paths['/api/jobs']!.get!.parameters!.filter(prefilled).map((parameter) => parameter.name)).toEqual(['limit']);
     for (const [path, methods] of Object.entries(document.paths)) {
-      if (path === '/api/diffusion') continue;
+      if (path === '/api/diffusion' || path === '/api/jobs') continue;
       for (const operation of Object.values(methods)) {
         for (const parameter of operation.parameters ?? []) expect(prefilled(parameter), `${path} ${parameter.name}`).toBe(true);
       }
@@ -150,7 +153,7 @@ describe('probes', () => {
 
 describe('unknown routes', () => {
   it('answer a JSON 404 (a known path with another method: 405, see api-http.test.ts)', async () => {
-    for (const [method, path] of [['GET', '/nope'], ['PUT', '/api/nope'], ['GET', '/api/jobs']]) {
+    for (const [method, path] of [['GET', '/nope'], ['PUT', '/api/nope'], ['GET', '/api/job']]) {
       const response = await fetch(`${api.url}${path}`, { method });
       expect(response.status).toBe(404);
       expect(await json(response)).toEqual({ error: { code: 'route_not_found', message: `no route for ${method} ${path}`, request_id: expect.any(String) } });

@@ -9,6 +9,7 @@ its check "a schema-valid request is accepted" tests everything else. docs/API.m
 5. An Idempotency-Key names one request: reused with another request it answers 409.
 6. webhook_url must name a public address (checked on the parsed URL), and webhook_events
    needs a webhook_url.
+7. A deadline must lie ahead, within 7 days: start_by's time and Cancel-After's duration.
 
 Negative cases are left as generated: each must still be refused.
 """
@@ -77,6 +78,10 @@ def map_case(ctx, case):
         (form if "webhook_url" in form else query)["webhook_url"] = WEBHOOK_URL
     elif "webhook_events" in sent:
         (form if "webhook_events" in form else query).pop("webhook_events")
+    if "start_by" in sent:  # rule 7
+        (form if "start_by" in form else query)["start_by"] = "3600"
+    if case.headers and "cancel-after" in case.headers:
+        case.headers["cancel-after"] = "1h"
     if case.headers and "idempotency-key" in case.headers:  # rule 5
         case.headers["idempotency-key"] = uuid.uuid4().hex
     case.query = query

@@ -1,0 +1,114 @@
+// GET /api/jobs: the caller's own jobs, newest first, a page at a time (common/joblist.ts keeps
+// the index). A tenant's key lists its tenant's jobs; an admin key lists every tenant's, or one.
+// Without keys nobody owns a job, and a list would hand out every job's id: it is refused.
+import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
+import { CURSOR, listedTenants, listEntries } from '../../common/joblist.js';
+import { JobStatus, type JobRecord } from '../../common/jobs.js';
+import { TENANT } from '../../common/keys.js';
+import { JobView, jobView } from '../../common/view.js';
+import { seesAll } from '../auth.js';
+import { call } from '../dependency.js';
+import type { AppEnv } from '../env.js';
+import { Forbidden, ValidationError } from '../errors.js';
+import { authFailures, errorResponse, keyed, unauthorized, unavailable } from '../schemas.js';
+import type { Services } from '../services.js';
+
+const MAX_LIMIT = 100;
+/** Index entries one request reads at most: a filter that matches few jobs answers a shorter page and a cursor. */
+const MAX_SCAN = 1000;
+
+const query = z.object({
+  limit: z
+    .string()
+    .regex(/^(100|[1-9][0-9]?)$/, `must be 1 to ${MAX_LIMIT}`)
+    .optional()
+    .openapi({ description: `Jobs a page, 1 to ${MAX_LIMIT}. Default 50`, pattern: '^(100|[1-9][0-9]?)$', example: '50' }),
+  cursor: z
+    .string()
+    .regex(CURSOR, 'must be the next_cursor of an earlier page')
+    .optional()
+    .openapi({ description: 'Where to continue: the next_cursor of the previous page', pattern: CURSOR.source }),
+  status: JobStatus.optional().openapi({ description: 'Only jobs in this status (as of the answer)' }),
+  model: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'must be a model name').optional().openapi({ description: 'Only jobs of this model' }),
+  tenant: z.string().regex(TENANT, 'must be a tenant name').optional().openapi({ description: 'Admin keys only: one tenant’s jobs instead of every tenant’s' }),
+});
+
+const JobList = z
+  .object({
+    jobs: z.array(JobView),
+    next_cursor: z.string().nullable().openapi({ description: 'Pass as cursor for the next page; null at the end of the list', example: null }),
+  })
+  .openapi('JobList');
+
+const route = createRoute({
+  method: 'get',
+  path: '/api/jobs',
+  operationId: 'listJobs',
+  tags: ['jobs'],
+  summary: 'The caller’s jobs, newest first',
+  description:
+    'A tenant’s key lists its tenant’s jobs; an admin key every tenant’s (or one, with tenant). Newest first, a page at a time: ' +
+    'pass next_cursor as cursor for the next one. Filters by status and model; a filtered page may hold fewer jobs than limit ' +
+    `(at most ${MAX_SCAN} jobs are looked at a request) and still give a cursor. Expired jobs leave the list. Needs API keys.`,
+  request: { query },
+  responses: keyed({
+    200: { description: 'A page of jobs', content: { 'application/json': { schema: JobList } } },
+    400: errorResponse('A query parameter is invalid', { code: 'validation_error', message: 'limit: must be 1 to 100', field: 'limit' }),
+    401: unauthorized,
+    403: errorResponse('The API runs without keys (nobody owns a job), or a tenant’s key asks for another tenant', {
+      code: 'keys_required',
+      message: 'listing jobs needs API keys: without them a job belongs to no one',
+    }),
+    429: authFailures,
+    503: unavailable('Object storage is unavailable', { code: 'storage_unavailable', message: 'object storage is unavailable; retry later' }),
+  }),
+});
+
+export function jobListRoutes(services: Services) {
+  const { store, records } = services;
+
+  async function tenantsFor(principal: AppEnv['Variables']['principal'], tenant: string | undefined, signal: AbortSignal): Promise<string[]> {
+    if (!principal) throw new Forbidden('listing jobs needs API keys: without them a job belongs to no one', { code: 'keys_required' });
+    if (!seesAll(principal)) {
+      if (tenant !== undefined && tenant !== principal.tenant) throw new ValidationError('tenant', 'tenant: only an admin key lists another tenant’s jobs');
+      return [principal.tenant];
+    }
+    return tenant !== undefined ? [tenant] : call('storage', (s) => listedTenants(store, s), signal);
+  }
+
+  return new OpenAPIHono<AppEnv>().openapi(route, async (c) => {
+    const { limit: limitText, cursor, status, model, tenant } = c.req.valid('query');
+    const limit = Number(limitText ?? 50);
+    const deadline = c.var.deadline();
+    const tenants = await tenantsFor(c.var.principal, tenant, deadline);
+    const found: JobRecord[] = [];
+    let scanned = 0;
+    let from = cursor;
+    let ended = false;
+    // Pages of the index until the page of jobs is full, the list ends or MAX_SCAN entries were read.
+    while (found.length < limit && scanned < MAX_SCAN) {
+      const want = status || model ? Math.min(200, MAX_SCAN - scanned) : limit - found.length;
+      const page = await call('storage', (s) => listEntries(store, tenants, want, from, s), deadline);
+      const matching = page.entries.filter((entry) => !model || entry.model === model);
+      const read = await call('storage', (s) => Promise.all(matching.map(async (entry) => [entry.id, await records.get(entry.id, s)] as const)), deadline);
+      const recordOf = new Map(read);
+      let taken = 0;
+      for (const entry of page.entries) {
+        if (found.length === limit) break;
+        taken++;
+        from = entry.cursor;
+        const record = recordOf.get(entry.id);
+        // An entry without a record: an intake that failed after writing it.
+        if (record && record.status !== 'expired' && (!status || record.status === status)) found.push(record);
+      }
+      scanned += taken;
+      if (taken === page.entries.length && !page.more) {
+        ended = true;
+        break;
+      }
+    }
+    const jobs = found.map((record) => jobView(record, c.var.baseUrl));
+    return c.json({ jobs, next_cursor: ended ? null : (from ?? null) }, 200);
+  });
+}
+

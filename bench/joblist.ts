@@ -1,0 +1,130 @@
+// Benchmark of GET /api/jobs with a large bucket: N jobs of T tenants seeded directly (records
+// and list entries, as the API writes them), then pages of 50 read one request at a time:
+// each tenant's newest page, pages deep in a tenant's list by cursor, an admin's page of every
+// tenant, and a status filter; the baseline is GET /api/jobs/{id} (one record) in the same run.
+// Not a test: `npm run bench:joblist -- --jobs 100000 --tenants 10`.
+import { parseArgs } from 'node:util';
+import { DeleteObjectsCommand } from '@aws-sdk/client-s3';
+import { createApp } from '../api/app.js';
+import { listen } from '../api/server.js';
+import { createServices, prepareStorage } from '../api/services.js';
+import { loadConfig } from '../common/config.js';
+import { addToList } from '../common/joblist.js';
+import { newJobId, type JobRecord } from '../common/jobs.js';
+import { KeyStore } from '../common/keys.js';
+import * as lifecycle from '../common/lifecycle.js';
+import { createLogger } from '../common/logger.js';
+import { createS3, ObjectStore } from '../common/storage.js';
+
+const { values: flags } = parseArgs({
+  options: {
+    jobs: { type: 'string', default: '100000' },
+    tenants: { type: 'string', default: '10' },
+    requests: { type: 'string', default: '200' },
+    /** Keep the bucket (to rerun the reads with --bucket) instead of deleting it. */
+    keep: { type: 'boolean', default: false },
+    /** Read an already seeded bucket. */
+    bucket: { type: 'string' },
+  },
+});
+const JOBS = Number(flags.jobs);
+const TENANTS = Number(flags.tenants);
+const REQUESTS = Number(flags.requests);
+const PEPPER = 'bench-pepper-0123456789';
+const bucket = flags.bucket ?? `bench-joblist-${Date.now().toString(36)}`;
+const config = loadConfig({ ...process.env, S3_BUCKET: bucket, AUTH: 'on', AUTH_PEPPER: PEPPER, LOG_LEVEL: 'warn' });
+const store = new ObjectStore(config);
+const tenantName = (n: number) => `tenant-${n}`;
+const params = { prompt: 'a lighthouse', negative_prompt: null, strength: 0.6, steps: 10, guidance_scale: 7.5, seed: 1 };
+
+/** Runs `work(i)` for i < count, `concurrency` at a time. */
+async function pool(count: number, concurrency: number, work: (i: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (next < count) await work(next++);
+  }));
+}
+
+/** N jobs over the last N minutes, round robin over the tenants; a tenth of them succeeded. */
+async function seed(): Promise<void> {
+  await store.ensureBucket();
+  const started = performance.now();
+  const now = Date.now();
+  await pool(JOBS, 64, async (i) => {
+    const job = {
+      id: newJobId(), model_name: 'tiny', priority: 'normal' as const, params, width: 512, height: 512,
+      input_key: 'unused', idempotency: null, tenant: tenantName(i % TENANTS),
+    };
+    let record: JobRecord = lifecycle.queued(job, { now: new Date(now - (JOBS - i) * 60_000) }).record;
+    if (i % 10 === 0) record = { ...record, status: 'succeeded', output_key: 'unused', outbox: [] };
+    else record = { ...record, outbox: [] };
+    await Promise.all([store.put(`jobs/${record.id}/job.json`, JSON.stringify(record), 'application/json'), addToList(store, record)]);
+    if (i % 10_000 === 9_999) console.log(`seeded ${i + 1} jobs (${((performance.now() - started) / 1000).toFixed(0)} s)`);
+  });
+  console.log(`seeded ${JOBS} jobs of ${TENANTS} tenants in ${((performance.now() - started) / 1000).toFixed(0)} s`);
+}
+
+const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+
+async function timed(urls: () => string | undefined, token: string): Promise<number[]> {
+  const latencies: number[] = [];
+  for (let n = 0; n < REQUESTS; n++) {
+    const url = urls();
+    if (!url) break;
+    const started = performance.now();
+    const response = await fetch(url, { headers: { Authorization: `Bearer ${token}` } });
+    const body = await response.json();
+    latencies.push(performance.now() - started);
+    if (response.status !== 200) throw new Error(`${url}: ${response.status} ${JSON.stringify(body)}`);
+    lastBody = body;
+  }
+  return latencies.sort((a, b) => a - b);
+}
+let lastBody: Record<string, any> = {};
+
+async function main(): Promise<void> {
+  if (!flags.bucket) await seed();
+  const services = createServices(config, [{ name: 'tiny' }], createLogger('bench-joblist', 'warn'));
+  await prepareStorage(services);
+  const { server, url } = await listen(createApp(services), '127.0.0.1', 0, config);
+  const keys = new KeyStore(store, PEPPER);
+  const tokens = await Promise.all(Array.from({ length: TENANTS }, async (_, n) => (await keys.create({ tenant: tenantName(n), name: 'bench', role: 'user', limits: { rate: null, concurrency: null } })).token));
+  const admin = (await keys.create({ tenant: 'ops', name: 'bench-admin', role: 'admin', limits: { rate: null, concurrency: null } })).token;
+
+  const first = await (await fetch(`${url}/api/jobs?limit=1`, { headers: { Authorization: `Bearer ${tokens[0]}` } })).json();
+  const oneId = first.jobs[0].id as string;
+  const rows: [string, number[]][] = [];
+  rows.push(['GET /api/jobs/{id} (baseline)', await timed(() => `${url}/api/jobs/${oneId}`, tokens[0]!)]);
+  let turn = 0;
+  rows.push(['newest page of a tenant', await timed(() => `${url}/api/jobs?limit=50`, tokens[turn++ % TENANTS]!)]);
+  let cursor: string | undefined;
+  rows.push(['next pages of a tenant (cursor)', await timed(() => {
+    cursor = lastBody.next_cursor ?? cursor;
+    return `${url}/api/jobs?limit=50${cursor ? `&cursor=${cursor}` : ''}`;
+  }, tokens[1]!)]);
+  rows.push(['admin: every tenant, merged', await timed(() => `${url}/api/jobs?limit=50`, admin)]);
+  rows.push(['status=succeeded (1 in 10)', await timed(() => `${url}/api/jobs?limit=50&status=succeeded`, tokens[2]!)]);
+
+  const base = percentile(rows[0]![1], 50);
+  console.log(`\n${JOBS} jobs of ${TENANTS} tenants, pages of 50, ${REQUESTS} requests each, one at a time\n`);
+  console.log('| request | p50 ms | p99 ms | p50 / baseline p50 |\n| --- | --- | --- | --- |');
+  for (const [name, latencies] of rows) {
+    console.log(`| ${name} | ${percentile(latencies, 50).toFixed(1)} | ${percentile(latencies, 99).toFixed(1)} | ${(percentile(latencies, 50) / base).toFixed(1)}x |`);
+  }
+  server.close();
+  services.store.close();
+  if (!flags.keep && !flags.bucket) await emptyBucket();
+  process.exit(0);
+}
+
+async function emptyBucket(): Promise<void> {
+  const s3 = createS3(config);
+  const keys: string[] = [];
+  for await (const object of store.list('')) keys.push(object.key);
+  for (let i = 0; i < keys.length; i += 1000) {
+    await s3.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: keys.slice(i, i + 1000).map((Key) => ({ Key })) } }));
+  }
+  console.log(`deleted bucket contents (${keys.length} objects)`);
+}
+
+await main();
