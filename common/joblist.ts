@@ -1,5 +1,5 @@
 // Each tenant's jobs, newest first, without listing jobs/: an index entry a job,
-// `list/<tenant>/<13 digits: 10^13 - created ms>-<id>-<model>`, empty, written with the job's
+// `list/<tenant>/<13 digits: 10^13 - created ms>-<id>-<model>` (its body: the id), written with the job's
 // input and deleted when the job expires. Key order is then newest first, the model can be
 // filtered from the key alone, and a page is one ListObjectsV2 from a cursor (StartAfter).
 import type { JobRecord } from './jobs.js';
@@ -42,7 +42,8 @@ export const CURSOR = /^\d{13}-[A-Za-z0-9_-]{22}$/;
 /** The job's entry, if it has a tenant. */
 export async function addToList(store: ObjectStore, record: JobRecord, signal?: AbortSignal): Promise<void> {
   const key = listKey(record);
-  if (key) await store.put(key, '', 'application/octet-stream', signal);
+  // The id as its body: the AWS SDK warns on every request with an empty one.
+  if (key) await store.put(key, record.id, 'text/plain', signal);
 }
 
 export async function removeFromList(store: ObjectStore, record: JobRecord, signal?: AbortSignal): Promise<void> {
