@@ -1,11 +1,14 @@
-// The web page: submit an image, follow the job live, keep a list of this browser's jobs.
+// The web page: submit an image, follow the job live, run it again or copy it as curl, and list
+// the jobs: the key's own from GET /api/jobs when a key is set, else this browser's.
 // Fields, ranges and defaults come from the API itself (/openapi.json and /api/models), so
 // this file repeats none of common/params.json. Plain browser JavaScript, no build step.
 
 const $ = (id) => document.getElementById(id);
 const KEY = 'img2img.key'; // sessionStorage: the API key, for this tab only
 const JOBS = 'img2img.jobs'; // localStorage: the jobs submitted from this browser
+const INPUTS = 'img2img'; // IndexedDB: their input images, for "run again" (too big for localStorage)
 const MAX_JOBS = 50;
+const PAGE = 20; // jobs a page of GET /api/jobs
 const TERMINAL = new Set(['succeeded', 'failed', 'canceled', 'aborted', 'expired']);
 
 // ---------------------------------------------------------------- talking to the API
@@ -78,6 +81,8 @@ function showKey(required) {
   $('key-row').hidden = !required && !sessionStorage.getItem(KEY);
 }
 
+/** About how long, for estimates: "20 s", "3 min". */
+const roughly = (s) => (s < 90 ? `${Math.max(1, Math.round(s))} s` : `${Math.round(s / 60)} min`);
 const seconds = (s) => (s < 60 ? `${s.toFixed(1)} s` : `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`);
 const bytes = (n) => (n < 1024 * 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / 1024 / 1024).toFixed(1)} MiB`);
 
@@ -248,12 +253,8 @@ async function submit(event) {
   for (const { name, input } of numbers) if (!input.disabled && input.value !== '') form.append(name, input.value);
   $('submit').disabled = true;
   try {
-    const job = await apiJson('/api/diffusion', { method: 'POST', body: form });
+    await send(form, chosen.file, chosen.url);
     formError(undefined);
-    // `thumb` is the list's picture (the result once there is one); `input` stays the input's.
-    const thumb = await thumbnail(chosen.url).catch(() => undefined);
-    remember({ id: job.id, model: job.model_name, prompt: $('prompt').value.trim(), created: new Date().toISOString(), status: job.status, thumb, input: thumb });
-    follow(job.id, chosen.url);
   } catch (error) {
     formError(error);
   } finally {
@@ -261,16 +262,157 @@ async function submit(event) {
   }
 }
 
+/** Submits a job; once accepted, the list and the input store keep it and the page follows it. */
+async function send(form, file, url) {
+  const job = await apiJson('/api/diffusion', { method: 'POST', body: form });
+  // `thumb` is the list's picture (the result once there is one); `input` stays the input's.
+  const thumb = await thumbnail(url).catch(() => undefined);
+  await keepInput(job.id, file);
+  remember({ id: job.id, model: job.model_name, prompt: String(form.get('prompt')).trim(), created: new Date().toISOString(), status: job.status, thumb, input: thumb });
+  follow(job.id, url);
+}
+
+// ---------------------------------------------------------------- input images, for "run again"
+
+let inputsDb;
+
+/** One request on the input store; IndexedDB keeps File objects whole, name included. */
+async function inputRequest(mode, request) {
+  inputsDb ??= new Promise((resolve, reject) => {
+    const open = indexedDB.open(INPUTS, 1);
+    open.onupgradeneeded = () => open.result.createObjectStore('inputs');
+    open.onsuccess = () => resolve(open.result);
+    open.onerror = () => reject(open.error);
+  });
+  const store = (await inputsDb).transaction('inputs', mode).objectStore('inputs');
+  return new Promise((resolve, reject) => {
+    const pending = request(store);
+    pending.onsuccess = () => resolve(pending.result);
+    pending.onerror = () => reject(pending.error);
+  });
+}
+
+// A browser that refuses IndexedDB (some private modes) only loses "run again".
+const keepInput = (id, file) => inputRequest('readwrite', (store) => store.put(file, id)).catch(() => {});
+const inputOf = (id) => inputRequest('readonly', (store) => store.get(id)).catch(() => undefined);
+
+/** Drops the inputs of jobs the list no longer holds. */
+async function keepInputsOf(list) {
+  const ids = new Set(list.map((job) => job.id));
+  try {
+    for (const id of await inputRequest('readonly', (store) => store.getAllKeys())) if (!ids.has(id)) await inputRequest('readwrite', (store) => store.delete(id));
+  } catch {
+    // nothing stored, nothing to drop
+  }
+}
+
+// ---------------------------------------------------------------- run again, copy as curl
+
+/** A decimal as the API reads numbers: plain digits, never an exponent. */
+const decimal = (n) => (/e/i.test(String(n)) ? n.toFixed(20).replace(/\.?0+$/, '') : String(n));
+
+/**
+ * The fields that reproduce a job: its model, priority and recorded parameters (the seed unless
+ * `withSeed` is false); a field the model does not take is left out, as the form leaves it.
+ */
+function jobFields(view, withSeed = true) {
+  const { params } = view;
+  const takes = (name) => models.get(view.model_name)?.params?.[name]?.applies !== false;
+  const fields = [
+    ['model_name', view.model_name],
+    ['priority', view.priority],
+    ['prompt', params.prompt],
+  ];
+  if (params.negative_prompt && takes('negative_prompt')) fields.push(['negative_prompt', params.negative_prompt]);
+  for (const name of ['strength', 'steps', 'guidance_scale']) if (takes(name)) fields.push([name, decimal(params[name])]);
+  const every = view.preview_every ?? params.preview_every;
+  if (every) fields.push(['preview_every', String(every)]);
+  if (withSeed) fields.push(['seed', String(params.seed)]);
+  return fields;
+}
+
+async function runAgain(sameSeed) {
+  const { view, input } = following ?? {};
+  if (!view?.params || !input) return;
+  const form = new FormData();
+  for (const [name, value] of jobFields(view, sameSeed)) form.append(name, value);
+  form.append('image', input, input.name || 'input.png');
+  for (const id of ['job-again', 'job-again-new']) $(id).disabled = true;
+  try {
+    await send(form, input, URL.createObjectURL(input));
+  } catch (error) {
+    againInfo(error.message, true);
+    for (const id of ['job-again', 'job-again-new']) $(id).disabled = false;
+  }
+}
+
+function againInfo(message, error = false) {
+  $('job-again-info').textContent = message ?? '';
+  $('job-again-info').hidden = !message;
+  $('job-again-info').className = error ? 'error' : '';
+}
+
+/** "Run again" needs the job's parameters (from the API) and its input (kept only by the browser that sent it). */
+function offerAgain() {
+  const { view, input, inputKnown } = following;
+  const ready = Boolean(view?.params);
+  $('job-again').disabled = $('job-again-new').disabled = !ready || !input;
+  $('job-curl').disabled = !ready;
+  if (ready && inputKnown && !input) againInfo('Run again needs this job’s input image, which this browser does not have (the job was sent from elsewhere, or the list forgot it). Copy as curl still gives its settings.');
+}
+
+/** A shell command that submits the job again, its input read from input.png. */
+function curlOf(view) {
+  const query = new URLSearchParams(jobFields(view)); // percent-encodes quotes too, so single quotes hold it
+  const lines = ['# input.png: this job’s input image, saved under that name.'];
+  const command = [`curl -sS -X POST '${location.origin}/api/diffusion?${query}'`];
+  if (sessionStorage.getItem(KEY)) {
+    lines.push('# The key is left out on purpose: a copied command ends up in shell history, chats and tickets.', '# Set IMG2IMG_API_KEY to your key first.');
+    command.push('-H "Authorization: Bearer $IMG2IMG_API_KEY"');
+  }
+  command.push('-F image=@input.png');
+  return [...lines, command.join(' \\\n     ')].join('\n');
+}
+
+async function copyCurl() {
+  if (!following?.view?.params) return;
+  const text = curlOf(following.view);
+  $('job-curl-text').value = text;
+  $('job-curl-box').hidden = false;
+  let copied;
+  try {
+    await navigator.clipboard.writeText(text); // only in a secure context, and when the browser allows it
+    copied = true;
+  } catch {
+    $('job-curl-text').select();
+    copied = document.execCommand('copy'); // the older way, where the clipboard API is missing or refused
+  }
+  $('job-curl-info').textContent = copied ? 'Copied to the clipboard:' : 'The browser did not let the page copy it; select it here and copy:';
+}
+
 // ---------------------------------------------------------------- following a job
 
-let following; // { id, abort, timer, started }
+let following; // { id, abort, timer, view, input, preview }
+
+/** Where a queued job stands: "Queued: 3 jobs ahead, starts in about 20 s, done in about 35 s". */
+function queuedText(view) {
+  const position = view.queue_position;
+  if (position === null || position === undefined) return `Queued (${view.model_name}; its place in the queue is not known yet)`;
+  const ahead = position === 0 ? 'next to start' : `${position} ${position === 1 ? 'job' : 'jobs'} ahead`;
+  const left = (at) => (Date.parse(at) - Date.now()) / 1000;
+  if (!view.estimated_start_at) return `Queued: ${ahead} (no start time estimated yet)`;
+  const start = left(view.estimated_start_at);
+  const finish = view.estimated_finish_at ? `, done in about ${roughly(left(view.estimated_finish_at))}` : '';
+  return `Queued: ${ahead}, ${start < 1 ? 'starts any moment' : `starts in about ${roughly(start)}`}${finish}`;
+}
 
 function showJob(view) {
   const { status } = view;
   const ended = TERMINAL.has(status);
+  if (following?.id === view.id) following.view = view;
   $('job-state').textContent =
     status === 'queued'
-      ? `Queued (${view.model_name}: ${models.get(view.model_name)?.queue_depth.total ?? '?'} jobs queued or running)`
+      ? queuedText(view)
       : status === 'running'
         ? view.cancel_requested
           ? 'Running; cancel requested'
@@ -288,6 +430,8 @@ function showJob(view) {
   $('job-notes').replaceChildren(...notes.map((note) => Object.assign(document.createElement('li'), { textContent: note })));
   $('job-notes').hidden = !notes.length;
   if (view.params) showParams(view);
+  if (status !== 'running') hidePreview();
+  if (following?.id === view.id) offerAgain();
   if (view.timings) $('job-time').textContent = `Took ${seconds(view.timings.total_s)}: ${seconds(view.timings.queue_s)} queued, ${seconds(view.timings.run_s)} running`;
   updateJob(view.id, { status });
 }
@@ -326,6 +470,14 @@ async function follow(id, input) {
   if (following) stopFollowing();
   const abort = new AbortController();
   following = { id, abort };
+  againInfo(undefined);
+  $('job-curl-box').hidden = true;
+  inputOf(id).then((file) => {
+    if (following?.id !== id) return;
+    Object.assign(following, { input: file, inputKnown: true });
+    offerAgain();
+  });
+  offerAgain();
   const stored = jobs().find((job) => job.id === id);
   $('job').hidden = false;
   $('job-id').textContent = id;
@@ -340,7 +492,9 @@ async function follow(id, input) {
   $('job-source').hidden = !$('job-input').getAttribute('src');
   const created = Date.parse(stored?.created ?? new Date().toISOString());
   following.timer = setInterval(() => {
-    if (!TERMINAL.has($('job-state').dataset.status)) $('job-time').textContent = `${seconds((Date.now() - created) / 1000)} so far`;
+    const status = $('job-state').dataset.status;
+    if (!TERMINAL.has(status)) $('job-time').textContent = `${seconds((Date.now() - created) / 1000)} so far`;
+    if (status === 'queued' && following?.view) $('job-state').textContent = queuedText(following.view); // the estimate counts down
   }, 500);
   $('job').scrollIntoView({ block: 'nearest' });
 
@@ -351,10 +505,8 @@ async function follow(id, input) {
       for await (const event of events(`/api/jobs/${id}/events`, abort.signal, lastId)) {
         notice(undefined);
         if (event.id) lastId = event.id;
-        if (event.type === 'snapshot') view = event.data;
-        else if (event.type === 'progress') view = { ...view, status: 'running', progress: { step: event.data.step, total: event.data.total } };
-        else if (event.type === 'cancel_requested') view = { ...view, cancel_requested: true };
-        else view = { ...view, status: event.type === 'queued' ? 'queued' : event.type === 'started' ? 'running' : event.type };
+        view = withEvent(view, event);
+        if (event.type === 'preview') showPreview(event.data);
         showJob(view);
       }
       if (TERMINAL.has(view?.status)) break;
@@ -381,9 +533,59 @@ async function follow(id, input) {
   }
 }
 
+/** The job as an event of its stream leaves it. */
+function withEvent(view, { type, data }) {
+  if (type === 'snapshot') return data;
+  if (type === 'queued') {
+    // The stream's position updates carry the standing; the lifecycle's own `queued` event does not.
+    const { queue_position, estimated_start_at, estimated_finish_at } = data;
+    return { ...view, status: 'queued', ...('queue_position' in data ? { queue_position, estimated_start_at, estimated_finish_at } : {}) };
+  }
+  if (type === 'progress' || type === 'preview') return { ...view, status: 'running', progress: { step: data.step, total: data.total } };
+  if (type === 'started') return { ...view, status: 'running' };
+  if (type === 'cancel_requested') return { ...view, cancel_requested: true };
+  return TERMINAL.has(type) ? { ...view, status: type } : view;
+}
+
+/**
+ * A preview of the running job: fetched rather than linked, as the result is (the route may need
+ * the key). One fetch at a time; a preview that arrives meanwhile replaces the one waiting.
+ */
+async function showPreview({ preview_url: url, step, total }) {
+  const state = following;
+  if (!state || !url) return;
+  state.nextPreview = { url, step, total };
+  if (state.loadingPreview) return;
+  state.loadingPreview = true;
+  while (state.nextPreview && following === state) {
+    const next = state.nextPreview;
+    state.nextPreview = undefined;
+    try {
+      const blob = await (await api(next.url, { signal: state.abort.signal })).blob();
+      if (following !== state || $('job-state').dataset.status !== 'running') break;
+      if (state.preview) URL.revokeObjectURL(state.preview);
+      state.preview = URL.createObjectURL(blob);
+      $('job-live-image').src = state.preview;
+      $('job-live-caption').textContent = `Preview at step ${next.step} of ${next.total}`;
+      $('job-live').hidden = false;
+    } catch {
+      // gone with the job's end (404), or the page moved on: the next one, if any, will do
+    }
+  }
+  state.loadingPreview = false;
+}
+
+function hidePreview() {
+  $('job-live').hidden = true;
+  $('job-live-image').removeAttribute('src');
+  if (following?.preview) URL.revokeObjectURL(following.preview);
+  if (following) following.preview = undefined;
+}
+
 function stopFollowing() {
   following.abort.abort();
   clearInterval(following.timer);
+  hidePreview();
   following = undefined;
 }
 
@@ -420,25 +622,79 @@ const jobs = () => {
 };
 
 function save(list) {
+  const kept = list.slice(0, MAX_JOBS);
   try {
-    localStorage.setItem(JOBS, JSON.stringify(list.slice(0, MAX_JOBS)));
+    localStorage.setItem(JOBS, JSON.stringify(kept));
   } catch {
-    localStorage.setItem(JOBS, JSON.stringify(list.slice(0, MAX_JOBS).map(({ thumb, ...job }) => job))); // storage full: drop the pictures
+    localStorage.setItem(JOBS, JSON.stringify(kept.map(({ thumb, ...job }) => job))); // storage full: drop the pictures
+  }
+  if (list.length > MAX_JOBS || !kept.length) void keepInputsOf(kept);
+  renderJobs();
+}
+
+// The list shown: the key's jobs from GET /api/jobs (`fromApi`), a page at a time, else this browser's.
+let listed = { fromApi: false, entries: [], cursor: null };
+
+const remember = (job) => {
+  if (listed.fromApi) listed.entries = [job, ...listed.entries.filter((other) => other.id !== job.id)];
+  save([job, ...jobs().filter((other) => other.id !== job.id)]);
+};
+const updateJob = (id, change) => {
+  const changes = (job) => job && Object.entries(change).some(([key, value]) => job[key] !== value);
+  const apply = (list) => list.map((other) => (other.id === id ? { ...other, ...change } : other));
+  const shown = listed.fromApi && changes(listed.entries.find((other) => other.id === id));
+  if (shown) listed.entries = apply(listed.entries);
+  const list = jobs();
+  if (changes(list.find((other) => other.id === id))) save(apply(list));
+  else if (shown) renderJobs();
+};
+
+/** A job of GET /api/jobs as the list shows it, with this browser's thumbnail where it has one. */
+const listEntry = (view, local) => ({
+  id: view.id,
+  model: view.model_name,
+  prompt: view.params.prompt,
+  created: view.created_at,
+  status: view.status,
+  thumb: local.get(view.id)?.thumb,
+});
+
+/** With a key: the first page of the key's jobs (or the next one, `more`); without: this browser's. */
+async function loadJobs(more = false) {
+  jobsError(undefined);
+  if (!sessionStorage.getItem(KEY)) {
+    listed = { fromApi: false, entries: [], cursor: null };
+    return renderJobs();
+  }
+  const query = new URLSearchParams({ limit: String(PAGE), ...(more && listed.cursor ? { cursor: listed.cursor } : {}) });
+  $('jobs-more').disabled = true;
+  try {
+    const page = await apiJson(`/api/jobs?${query}`);
+    const local = new Map(jobs().map((job) => [job.id, job]));
+    const earlier = more ? listed.entries : [];
+    const seen = new Set(earlier.map((job) => job.id));
+    listed = { fromApi: true, entries: [...earlier, ...page.jobs.filter((view) => !seen.has(view.id)).map((view) => listEntry(view, local))], cursor: page.next_cursor };
+  } catch (error) {
+    // 403 keys_required: this API runs without keys, so nobody owns a job; the browser's list is the list.
+    if (error.status !== 403) jobsError(`${error.message}; showing this browser’s jobs instead`);
+    listed = { fromApi: false, entries: [], cursor: null };
+  } finally {
+    $('jobs-more').disabled = false;
   }
   renderJobs();
 }
 
-const remember = (job) => save([job, ...jobs().filter((other) => other.id !== job.id)]);
-const updateJob = (id, change) => {
-  const list = jobs();
-  const job = list.find((other) => other.id === id);
-  if (job && Object.entries(change).some(([key, value]) => job[key] !== value)) save(list.map((other) => (other.id === id ? { ...other, ...change } : other)));
-};
+function jobsError(message) {
+  $('jobs-error').textContent = message ?? '';
+  $('jobs-error').hidden = !message;
+}
 
 function renderJobs() {
-  const list = jobs();
+  const list = listed.fromApi ? listed.entries : jobs();
+  $('jobs-title').textContent = listed.fromApi ? 'Jobs of this key' : 'Jobs from this browser';
   $('jobs-empty').hidden = list.length > 0;
-  $('jobs-clear').hidden = list.length === 0;
+  $('jobs-clear').hidden = listed.fromApi || list.length === 0;
+  $('jobs-more').hidden = !listed.fromApi || !listed.cursor;
   $('jobs').replaceChildren(
     ...list.map((job) => {
       const item = document.createElement('li');
@@ -485,12 +741,17 @@ async function start() {
     const key = $('api-key').value.trim();
     if (key) sessionStorage.setItem(KEY, key);
     else sessionStorage.removeItem(KEY);
+    loadJobs();
   });
   $('model').addEventListener('change', applyDefaults);
   $('priority').addEventListener('change', describeModel);
   $('job-form').addEventListener('submit', submit);
   $('job-cancel').addEventListener('click', cancel);
   $('jobs-clear').addEventListener('click', () => save([]));
+  $('jobs-more').addEventListener('click', () => loadJobs(true));
+  $('job-again').addEventListener('click', () => runAgain(true));
+  $('job-again-new').addEventListener('click', () => runAgain(false));
+  $('job-curl').addEventListener('click', copyCurl);
   let doc;
   for (;;) {
     try {
@@ -509,6 +770,7 @@ async function start() {
   $('submit').disabled = false;
   setInterval(refreshModels, 5000);
   refreshJobs();
+  loadJobs();
 }
 
 start();

@@ -1,13 +1,17 @@
 // The two pages in a real browser: Debian's Chromium driven by puppeteer-core, against the API
 // and a consumer in this process (the `tiny` model on CPU) and the real Kafka and MinIO.
 // Swagger UI uploads an image with "Try it out", its fields as a person edits them; the web page
-// runs a job to its result (shown with its seed and parameters), cancels another, keeps both over
-// a reload and shows the API's own refusals; with keys on, both take a Bearer key. No page may
+// runs a job to its result (shown with its seed and parameters), runs it again (same seed, new
+// seed), copies it as a curl command that a shell then runs, shows a queued job's place in the
+// queue, cancels it, keeps the jobs over a reload and shows the API's own refusals; with keys on,
+// both take a Bearer key, and the page lists the key's jobs from GET /api/jobs. No page may
 // request anything but the API's origin, and the browser could not reach anything else anyway.
 // Screenshots go to test-results/browser/ (TEST_OUTPUT_DIR).
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import type { Browser, Page, Viewport } from 'puppeteer-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { KeyStore } from '../../common/keys.js';
@@ -15,7 +19,7 @@ import { ObjectStore } from '../../common/storage.js';
 import type { Consumer } from '../../consumer/consumer.js';
 import { json, pngImage, postJob, startTestApi, type TestApi } from '../helpers/api.js';
 import { launchBrowser, outputDir, tabTo, watch, type Watch } from '../helpers/browser.js';
-import { pngOf, startTestConsumer } from '../helpers/consumer.js';
+import { pngOf, startTestConsumer, waitFor } from '../helpers/consumer.js';
 import { uniqueName } from '../helpers/env.js';
 
 const DESKTOP: Viewport = { width: 1280, height: 900 };
@@ -88,6 +92,34 @@ async function execute(page: Page): Promise<{ status: string; body: string; answ
     url: new URL(response.url()),
     form: (await response.request().fetchPostData()) ?? '',
   };
+}
+
+/** What a job ran with: everything "run again" and "copy as curl" must reproduce. */
+const settings = ({ model_name, priority, params, width, height }: Record<string, any>) => ({ model_name, priority, params, width, height });
+
+/** After a press that submits: the id of the new job the page follows, once its parameters are shown. */
+async function nextJob(page: Page, previous: string): Promise<string> {
+  await page.waitForFunction(
+    (id) => document.querySelector('#job-id')?.textContent !== id && !(document.querySelector('#job-params') as HTMLElement).hidden,
+    {},
+    previous,
+  );
+  return text(page, '#job-id');
+}
+
+const jobOf = async (base: string, id: string, headers: Record<string, string> = {}) => json(await fetch(`${base}/api/jobs/${id}`, { headers }));
+
+/** Runs a command line the page copied, as a shell would, in a folder where input.png is photo.png. */
+async function runCopied(command: string, env: Record<string, string> = {}): Promise<Record<string, any>> {
+  const dir = await mkdtemp(join(tmpdir(), 'curl-'));
+  try {
+    await copyFile(join(files, 'photo.png'), join(dir, 'input.png'));
+    const { http_proxy, HTTP_PROXY, all_proxy, ALL_PROXY, ...inherited } = process.env; // the API is on loopback
+    const { stdout } = await promisify(execFile)('bash', ['-c', command], { cwd: dir, env: { ...inherited, ...env } });
+    return JSON.parse(stdout) as Record<string, any>;
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }
 
 /** The names of a multipart body's fields. */
@@ -173,6 +205,8 @@ describe('Swagger UI at /docs', () => {
 describe('the web page at /', () => {
   let page: Page;
   let finished: string;
+  let again: string;
+  let reseeded: string;
   let canceled: string;
 
   it('takes an image and a prompt from the keyboard alone, follows the job to 100% and shows the result at the input’s size', async () => {
@@ -221,29 +255,86 @@ describe('the web page at /', () => {
     await page.screenshot({ path: join(shots, 'page.png'), fullPage: true });
   });
 
-  it('cancels a queued job', async () => {
-    await consumer!.stop(); // nothing takes the job now, so it stays queued until canceled
+  it('runs the job again: with its seed the same job (parameters, seed, the input at full size); with a new seed another seed', async () => {
+    const original = await jobOf(api.url, finished);
+    await page.waitForSelector('#job-again:not([disabled])');
+    await page.click('#job-again');
+    again = await nextJob(page, finished);
+    expect(settings(await jobOf(api.url, again))).toEqual(settings(original));
+
+    await page.waitForSelector('#job-again-new:not([disabled])');
+    await page.click('#job-again-new');
+    reseeded = await nextJob(page, again);
+    const other = await jobOf(api.url, reseeded);
+    expect(other.params.seed).not.toBe(original.params.seed);
+    expect(settings({ ...other, params: { ...other.params, seed: original.params.seed } })).toEqual(settings(original));
+    await page.waitForFunction(() => document.querySelector('#job-state')?.getAttribute('data-status') === 'succeeded', { timeout: 60_000 });
+    expect(await text(page, '#job-source figcaption')).toBe('Input');
+    expect(await text(page, '#job-result figcaption')).toMatch(/^Result · /);
+  });
+
+  it('copies the job as curl: the command holds its parameters and seed, and run by a shell it submits the same job', async () => {
+    await browser.defaultBrowserContext().overridePermissions(api.url, ['clipboard-read', 'clipboard-sanitized-write']);
+    await page.bringToFront();
+    await page.click('#job-curl');
+    await page.waitForFunction(() => document.querySelector('#job-curl-info')?.textContent);
+    const command = await page.$eval('#job-curl-text', (area) => (area as HTMLTextAreaElement).value);
+    expect(await text(page, '#job-curl-info')).toBe('Copied to the clipboard:');
+    expect(await page.evaluate(() => navigator.clipboard.readText())).toBe(command);
+
+    const shown = await jobOf(api.url, reseeded);
+    const { params } = shown;
+    const url = new URL(/'(http[^']+)'/.exec(command)![1]!);
+    expect(Object.fromEntries(url.searchParams)).toEqual({
+      model_name: 'tiny',
+      priority: 'normal',
+      prompt: 'a lighthouse at dusk',
+      strength: String(params.strength),
+      steps: String(params.steps),
+      guidance_scale: String(params.guidance_scale),
+      seed: String(params.seed),
+    });
+    expect(command).toContain('-F image=@input.png');
+    expect(command).not.toContain('Authorization'); // no key in this page
+    const accepted = await runCopied(command);
+    expect(accepted.status).toBe('queued');
+    expect(settings(await jobOf(api.url, accepted.id))).toEqual(settings(shown));
+    // Whatever runs now ends before the consumer stops, so the next test's queue is its own.
+    await waitFor(async () => ((await jobOf(api.url, accepted.id)).status === 'succeeded' ? true : undefined), 60_000, 'the copied job');
+    await waitFor(async () => ((await jobOf(api.url, again)).status === 'succeeded' ? true : undefined), 60_000, 'the job run again');
+  });
+
+  it('shows a queued job’s place in the queue and its estimated start, then cancels it', async () => {
+    await consumer!.stop(); // nothing takes the jobs now, so they stay queued
     consumer = undefined;
+    for (const prompt of ['waiting one', 'waiting two']) expect((await postJob(api.url, { query: { model_name: 'tiny', prompt } })).status).toBe(202);
     await choose(page, 'second.png');
     await page.$eval('#prompt', (input) => ((input as HTMLTextAreaElement).value = ''));
     await page.type('#prompt', 'a job to cancel');
     await page.click('#submit');
-    await page.waitForFunction((id) => document.querySelector('#job-id')?.textContent !== id && document.querySelector('#job-state')?.getAttribute('data-status') === 'queued', {}, finished);
+    await page.waitForFunction((id) => document.querySelector('#job-id')?.textContent !== id && document.querySelector('#job-state')?.getAttribute('data-status') === 'queued', {}, reseeded);
     canceled = await text(page, '#job-id');
-    // Kafka's lag counts the running jobs with the queued ones, and the page says so.
-    expect(await text(page, '#job-state')).toMatch(/^Queued \(tiny: \d+ jobs queued or running\)$/);
+    // The two jobs sent before it are ahead (the position is refreshed about once a second).
+    await page.waitForFunction(() => document.querySelector('#job-state')?.textContent?.startsWith('Queued: 2 jobs ahead'), { timeout: 10_000 });
+    const view = await jobOf(api.url, canceled);
+    expect(view.queue_position).toBe(2);
+    const expected = view.estimated_start_at ? /^Queued: 2 jobs ahead, (starts in about \d+ (s|min)|starts any moment)(, done in about \d+ (s|min))?$/ : /^Queued: 2 jobs ahead \(no start time estimated yet\)$/;
+    expect(await text(page, '#job-state')).toMatch(expected);
+    await page.screenshot({ path: join(shots, 'page-queued.png'), fullPage: true });
     await page.click('#job-cancel');
     await page.waitForFunction(() => document.querySelector('#job-state')?.getAttribute('data-status') === 'canceled');
     expect((await json(await fetch(`${api.url}/api/jobs/${canceled}`))).status).toBe('canceled');
   });
 
-  it('keeps both jobs over a reload, newest first, with status and thumbnail', async () => {
+  it('keeps the jobs over a reload, newest first, with status and thumbnail', async () => {
     await page.reload({ waitUntil: 'networkidle0' });
     const listed = await page.$$eval('#jobs li', (items) =>
       items.map((item) => ({ id: (item as HTMLElement).dataset.id, status: (item as HTMLElement).dataset.status, thumb: item.querySelector('img')!.src.slice(0, 15) })),
     );
     expect(listed).toEqual([
       { id: canceled, status: 'canceled', thumb: 'data:image/jpeg' },
+      { id: reseeded, status: 'succeeded', thumb: 'data:image/jpeg' },
+      { id: again, status: 'succeeded', thumb: 'data:image/jpeg' },
       { id: finished, status: 'succeeded', thumb: 'data:image/jpeg' },
     ]);
   });
@@ -338,6 +429,49 @@ describe('with API keys on', () => {
     await page.click('#submit');
     await page.waitForFunction(() => document.querySelector('#job-state')?.getAttribute('data-status') === 'queued');
     expect(await page.evaluate(() => sessionStorage.getItem('img2img.key'))).toBe(token);
+    await page.close();
+  });
+
+  it('with a key the list is the key’s jobs from GET /api/jobs, a page at a time; a job sent elsewhere copies as curl without the key', async () => {
+    const bearer = { Authorization: `Bearer ${token}` };
+    // Sent from elsewhere, and with the two above more than a page of the list.
+    for (let i = 0; i < 21; i++) expect((await postJob(keyed.url, { headers: bearer, query: { model_name: 'tiny', prompt: `sent elsewhere ${i}` } })).status).toBe(202);
+    const all: string[] = [];
+    for (let cursor = ''; ; ) {
+      const { jobs, next_cursor } = await json(await fetch(`${keyed.url}/api/jobs?limit=100${cursor && `&cursor=${cursor}`}`, { headers: bearer }));
+      all.push(...jobs.map((job: { id: string }) => job.id));
+      if (!next_cursor) break;
+      cursor = next_cursor;
+    }
+    expect(all.length).toBeGreaterThan(21);
+
+    const page = await open('/', keyed.url);
+    await page.waitForSelector('#submit:not([disabled])');
+    expect(await text(page, '#jobs-title')).toBe('Jobs from this browser');
+    await page.type('#api-key', token);
+    await page.keyboard.press('Tab');
+    await page.waitForFunction(() => document.querySelector('#jobs-title')?.textContent === 'Jobs of this key');
+    const ids = () => page.$$eval('#jobs li', (items) => items.map((item) => (item as HTMLElement).dataset.id));
+    expect(await ids()).toEqual(all.slice(0, 20));
+    expect(await page.$eval('#jobs-clear', (button) => (button as HTMLElement).hidden)).toBe(true);
+    await page.click('#jobs-more');
+    await page.waitForSelector('#jobs-more', { hidden: true });
+    expect(await ids()).toEqual(all);
+
+    // The newest was sent from elsewhere: this browser lacks its input, and says so.
+    await page.click(`#jobs li[data-id="${all[0]}"] button`);
+    await page.waitForSelector('#job-curl:not([disabled])');
+    await page.waitForFunction(() => !(document.querySelector('#job-again-info') as HTMLElement).hidden);
+    expect(await text(page, '#job-again-info')).toMatch(/^Run again needs this job’s input image, which this browser does not have/);
+    expect(await page.$eval('#job-again', (button) => (button as HTMLButtonElement).disabled)).toBe(true);
+    await page.click('#job-curl');
+    await page.waitForFunction(() => document.querySelector('#job-curl-info')?.textContent);
+    const command = await page.$eval('#job-curl-text', (area) => (area as HTMLTextAreaElement).value);
+    expect(command).not.toContain(token);
+    expect(command).toContain('-H "Authorization: Bearer $IMG2IMG_API_KEY"');
+    expect(command).toContain('prompt=sent+elsewhere+20');
+    const accepted = await runCopied(command, { IMG2IMG_API_KEY: token });
+    expect(settings(await jobOf(keyed.url, accepted.id, bearer))).toEqual({ ...settings(await jobOf(keyed.url, all[0]!, bearer)), width: 256, height: 192 });
     await page.close();
   });
 });
