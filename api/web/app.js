@@ -447,6 +447,7 @@ function showParams({ model_name: model, params, width, height }) {
     ['guidance_scale', 'Guidance scale', params.guidance_scale],
     ['seed', 'Seed', params.seed],
     ['size', 'Size', `${width} × ${height} px`],
+    ...(params.preview_every ? [['preview_every', 'Previews', `every ${params.preview_every} steps`]] : []),
   ];
   $('job-params').replaceChildren(
     ...rows.flatMap(([field, name, value]) => {
@@ -722,7 +723,7 @@ function renderJobs() {
 
 /** After a reload: the jobs that had not ended may have since; ask the API. */
 async function refreshJobs() {
-  for (const job of jobs().filter((job) => !TERMINAL.has(job.status))) {
+  for (const job of jobs().filter((job) => !TERMINAL.has(job.status) && job.status !== 'unknown')) {
     try {
       updateJob(job.id, { status: (await apiJson(`/api/jobs/${job.id}`)).status });
     } catch (error) {
@@ -770,6 +771,7 @@ async function start() {
   $('submit').disabled = false;
   setInterval(refreshModels, 5000);
   refreshJobs();
+  setInterval(refreshJobs, 10_000); // the listed jobs the page is not following end too
   loadJobs();
 }
 
