@@ -160,8 +160,9 @@ function describeModel() {
   if (!model) return ($('model-info').textContent = '');
   const { image, queue_depth: depth } = model;
   if (model.available === false) return ($('model-info').textContent = `Unavailable: ${model.unavailable_reason}`);
+  const pace = model.rate ? `; about ${model.rate.jobs_per_second.toPrecision(2)} jobs a second` : '';
   $('model-info').textContent =
-    `${depth.total} jobs queued or running (${depth[priority] ?? 0} at ${priority}); ` +
+    `${model.queued} queued, ${model.running} running (${depth[priority] ?? 0} of them at ${priority})${pace}; ` +
     `takes images of ${image.min_side} to ${image.max_side} px a side, ${image.max_pixels.toLocaleString('en')} px in all`;
 }
 
