@@ -216,6 +216,7 @@ describe('the web page at /', () => {
     expect(await page.$$eval('#model option', (options) => options.map((option) => option.textContent))).toEqual(['tiny']);
     const { models } = await json(await fetch(`${api.url}/api/models`));
     expect(await page.$eval('#steps', (input) => (input as HTMLInputElement).value)).toBe(String(models[0].defaults.steps));
+    expect(await text(page, '#model-info')).toMatch(/^\d+ queued, \d+ running \(\d+ of them at normal\)(; about [\d.]+ jobs a second)?; takes images of 8 to \d+ px a side/);
 
     // Chooser interception is on before the focus gets there: a Space that raced its enabling
     // opened an unintercepted chooser once (1 run in 5), and the wait timed out.
