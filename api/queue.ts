@@ -14,17 +14,21 @@ import { NO_STANDING, type JobStanding } from '../common/view.js';
 /** A standing Kafka cannot give within this long is left out (null): the job's record answers without it. */
 const LOOKUP_MS = 1000;
 
-/** When a job `position` jobs from the front starts and ends, at the model's pace; nulls where the pace is unknown. */
+/**
+ * When a job `position` jobs from the front starts and ends, at the model's pace: the jobs ahead
+ * that already run are on their way out, so it starts once the others have ended. Nulls where
+ * the pace is unknown.
+ */
 export function estimate(position: number, stats: ModelStats | undefined, now = Date.now()): Omit<JobStanding, 'queue_position'> {
   const rate = stats?.jobs_per_second;
   if (!rate || rate <= 0) return { estimated_start_at: null, estimated_finish_at: null };
-  const start = now + (position / rate) * 1000;
+  const start = now + (Math.max(0, position - stats.running) / rate) * 1000;
   const run = stats.mean_run_s;
   return { estimated_start_at: new Date(start).toISOString(), estimated_finish_at: run === null ? null : new Date(start + run * 1000).toISOString() };
 }
 
 export interface ModelLoad {
-  /** Jobs waiting: the queue's depth less the jobs the consumers hold. */
+  /** Jobs waiting: the queue's depth less the running ones. */
   queued: number;
   running: number;
   rate: { jobs_per_second: number; mean_run_s: number | null; updated_at: string } | null;

@@ -82,11 +82,11 @@ export const ModelList = z
             example: { high: 0, normal: 3, low: 1, total: 4 },
           }),
         queued: z.number().int().openapi({
-          description: 'Jobs of the model waiting for a runner: queue_depth.total less the jobs its consumers hold (`running`)',
+          description: 'Jobs of the model waiting to start (some may wait inside a runner for their batch): queue_depth.total less `running`',
           example: 3,
         }),
         running: z.number().int().openapi({
-          description: 'Jobs its consumers hold: running, or handed to a runner and waiting there for their batch (as the consumers last reported, every few seconds)',
+          description: 'Jobs of the model its runners have started and not finished (as the consumers last reported, every few seconds)',
           example: 1,
         }),
         rate: z

@@ -9,7 +9,7 @@ export const ConsumerStats = z.object({
   model: z.string(),
   consumer: z.string(),
   updated_at: z.string(),
-  /** Jobs this consumer holds now: handed to its runners, running or waiting in a runner for their batch. */
+  /** Jobs its runners started and have not finished (their records say running). */
   running: z.number().int(),
   /** Jobs ended (any ending) per second the consumer was busy, over its last minute of work; null before the first. */
   jobs_per_second: z.number().nullable(),

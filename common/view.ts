@@ -64,7 +64,7 @@ export const JobView = z
     }),
     estimated_start_at: z.string().nullable().openapi({
       description:
-        'While queued: now plus queue_position divided by the model’s measured rate (GET /api/models `rate`); null when not queued or no rate is measured yet',
+        'While queued: now plus the jobs ahead of it that have not started (queue_position less the model’s running jobs) divided by the model’s measured rate (GET /api/models `rate`); null when not queued or no rate is measured yet',
       example: null,
     }),
     estimated_finish_at: z.string().nullable().openapi({

@@ -14,8 +14,6 @@ const BUFFER_HIGH_WATER = 256;
 
 export interface FeedDeps extends Omit<JobDeps, 'dlq'> {
   kafka: Kafka;
-  /** Measures the model's pace for queue-time estimates (consumer/throughput.ts). */
-  throughput?: Throughput;
 }
 
 export class ModelFeed {
@@ -140,7 +138,7 @@ export class ModelFeed {
     const run = new JobRun(received, { ...this.deps, dlq: dlqTopic(this.deps.config.TOPIC_PREFIX, this.name) });
     if (received.message) this.active.set(received.message.id, run);
     this.deps.throughput?.began();
-    let returned: Parameters<Throughput['returned']>[0] = { ended: false };
+    let returned: Omit<Parameters<Throughput['returned']>[0], 'started'> = { ended: false };
     try {
       const verdict = await run.execute();
       if (verdict.kind === 'retry' && !this.stopping) {
@@ -162,7 +160,7 @@ export class ModelFeed {
         void this.commit();
       }
     } finally {
-      this.deps.throughput?.returned(returned);
+      this.deps.throughput?.returned({ ...returned, started: run.reachedStart });
       if (received.message && this.active.get(received.message.id) === run) this.active.delete(received.message.id);
       this.pump();
     }

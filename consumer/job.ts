@@ -12,6 +12,7 @@ import type { RecordStore } from '../common/records.js';
 import { jobKeys, type ObjectStore } from '../common/storage.js';
 import type { Priority } from '../common/topics.js';
 import type { ConsumerMetrics } from './metrics.js';
+import type { Throughput } from './throughput.js';
 import type { RunnerPool } from './pool.js';
 import type { RunnerOutcome } from './run.js';
 import { describePolicy, type VerifiedOutcome, type Verifier } from './remote/verify.js';
@@ -52,6 +53,8 @@ export interface JobDeps {
   model: ModelEntry;
   logger: Logger;
   metrics?: ConsumerMetrics;
+  /** Measures the model's pace for queue-time estimates (consumer/throughput.ts). */
+  throughput?: Throughput;
   dlq: string;
 }
 
@@ -112,6 +115,8 @@ type Start = (() => Promise<JobRecord | undefined>) & { written(): Promise<JobRe
 export class JobRun {
   /** Later deliveries of the same job that finish with it. */
   readonly redeliveries: Received[];
+  /** Whether this run started its job (its record says running): the pace counts it as running until it returns. */
+  reachedStart = false;
   private canceled = false;
   /** Set when the job's cancel_at deadline stopped it (Cancel-After). */
   private deadlinePassed = false;
@@ -227,6 +232,10 @@ export class JobRun {
         return undefined;
       }
       this.startedAttempt = started.record.attempts;
+      if (!this.reachedStart) {
+        this.reachedStart = true;
+        this.deps.throughput?.started();
+      }
       await this.publish(started.event); // before any progress event: the job's events stay in order
       return started.record;
     };

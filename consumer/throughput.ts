@@ -35,6 +35,8 @@ export interface ThroughputOptions {
 export class Throughput {
   private readonly seconds: Second[] = [];
   private current = idleSecond();
+  /** Jobs handed to a runner and not back yet; of those, the ones the runner started. */
+  private held = 0;
   private running = 0;
   /** Since when the jobs in hand are counted into the current second's busy time. */
   private busySince = 0;
@@ -52,14 +54,20 @@ export class Throughput {
 
   /** A job was handed to a runner. */
   began(): void {
-    if (this.running === 0) this.busySince = Date.now();
+    if (this.held === 0) this.busySince = Date.now();
+    this.held += 1;
+  }
+
+  /** The runner started a job handed to it. */
+  started(): void {
     this.running += 1;
   }
 
-  /** A job handed over came back: ended (its run seconds when it succeeded), or to be tried again. */
-  returned(ending: { ended: boolean; runSeconds?: number }): void {
-    this.running = Math.max(0, this.running - 1);
-    if (this.running === 0) this.current.busyMs += Date.now() - this.busySince;
+  /** A job handed over came back: ended (its run seconds when it succeeded), or to be tried again; `started` if the runner had started it. */
+  returned(ending: { ended: boolean; runSeconds?: number; started?: boolean }): void {
+    this.held = Math.max(0, this.held - 1);
+    if (ending.started) this.running = Math.max(0, this.running - 1);
+    if (this.held === 0) this.current.busyMs += Date.now() - this.busySince;
     if (!ending.ended) return;
     this.current.ended += 1;
     if (ending.runSeconds !== undefined) {
@@ -70,7 +78,7 @@ export class Throughput {
 
   /** The record as it stands. */
   snapshot(now = new Date()): ConsumerStats {
-    const inHand = this.running > 0 ? now.getTime() - this.busySince : 0;
+    const inHand = this.held > 0 ? now.getTime() - this.busySince : 0;
     const window = [...this.seconds, { ...this.current, busyMs: this.current.busyMs + inHand }];
     const busySeconds = window.reduce((sum, s) => sum + s.busyMs, 0) / 1000;
     const ended = window.reduce((sum, s) => sum + s.ended, 0);
@@ -98,7 +106,7 @@ export class Throughput {
 
   private tick(): void {
     const now = Date.now();
-    if (this.running > 0) {
+    if (this.held > 0) {
       this.current.busyMs += now - this.busySince;
       this.busySince = now;
     }

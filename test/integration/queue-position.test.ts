@@ -1,5 +1,5 @@
 // Queue positions and estimated times with real Kafka and MinIO: jobs queued behind a slow
-// stand-in runner (one batch of one at a time, a second each; the first job much longer) get exact
+// stand-in runner (one batch of one at a time, two seconds each; the first job longer) get exact
 // positions that fall as the queue drains, on GET and on the event stream; GET /api/models
 // splits the depth into queued and running and gives the measured rate.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -8,8 +8,9 @@ import { jobTopic } from '../../common/topics.js';
 import { json, openEventStream, pngImage, postJob, readTopic, startTestApi, type TestApi } from '../helpers/api.js';
 import { startTestConsumer, waitFor } from '../helpers/consumer.js';
 
-// 64x64 at 10 steps and strength 0.6 (6 denoising steps): one second a job, one at a time.
-const STANDIN = 'standin:{"per_batch_ms":{"1":1000},"width":64,"height":64,"denoise_steps":6}';
+// 64x64 at 10 steps and strength 0.6 (6 denoising steps): two seconds a job, one at a time
+// (long enough for each position to be seen while the tests beside this one load the machine).
+const STANDIN = 'standin:{"per_batch_ms":{"1":2000},"width":64,"height":64,"denoise_steps":6}';
 const QUEUED = 5;
 
 let api: TestApi;
@@ -49,8 +50,8 @@ const changes = (values: number[]) => values.filter((value, index) => index === 
 describe('queue position and estimated times', () => {
   it('gives jobs behind a slow runner exact positions that fall as the queue drains', async () => {
     const began = Date.now();
-    // The blocker: 60 denoising steps, ten seconds, while the others are submitted and read.
-    const blocker = await submit({ steps: '60', strength: '1' });
+    // The blocker: 30 denoising steps, ten seconds, while the others are submitted and read.
+    const blocker = await submit({ steps: '30', strength: '1' });
     await waitFor(async () => ((await view(blocker)).status === 'running' ? true : undefined), 60_000, 'the first job to start');
     const jobs: View[] = [];
     for (let i = 0; i < QUEUED; i++) jobs.push(await submit());

@@ -73,9 +73,10 @@ describe('combineStats', () => {
 describe('estimate', () => {
   const now = Date.parse('2025-01-01T12:00:00.000Z');
 
-  it('starts after the jobs ahead at the model’s rate and finishes a mean run later', () => {
-    const pace = { running: 1, jobs_per_second: 2, mean_run_s: 1.5, updated_at: null };
-    expect(estimate(6, pace, now)).toEqual({ estimated_start_at: '2025-01-01T12:00:03.000Z', estimated_finish_at: '2025-01-01T12:00:04.500Z' });
+  it('starts once the jobs ahead that have not started end, at the model’s rate, and finishes a mean run later', () => {
+    const pace = { running: 2, jobs_per_second: 2, mean_run_s: 1.5, updated_at: null };
+    expect(estimate(8, pace, now)).toEqual({ estimated_start_at: '2025-01-01T12:00:03.000Z', estimated_finish_at: '2025-01-01T12:00:04.500Z' });
+    expect(estimate(1, pace, now).estimated_start_at).toBe('2025-01-01T12:00:00.000Z');
     expect(estimate(0, pace, now).estimated_start_at).toBe('2025-01-01T12:00:00.000Z');
   });
 

@@ -28,8 +28,10 @@ describe('Throughput', () => {
     for (let second = 0; second < 4; second++) {
       pace.began();
       pace.began();
+      pace.started();
+      expect(pace.snapshot().running).toBe(1); // handed over, one of them started
       vi.advanceTimersByTime(500);
-      pace.returned({ ended: true, runSeconds: 1 });
+      pace.returned({ ended: true, runSeconds: 1, started: true });
       pace.returned({ ended: true, runSeconds: 3 });
       vi.advanceTimersByTime(500);
     }
@@ -62,6 +64,7 @@ describe('Throughput', () => {
     vi.advanceTimersByTime(1000);
     expect(put).toHaveBeenCalledTimes(1); // the first: the consumer is alive
     pace.began();
+    pace.started();
     vi.advanceTimersByTime(1000);
     expect(put).toHaveBeenCalledTimes(1); // changed, but written a second ago
     vi.advanceTimersByTime(1000);
