@@ -13,6 +13,7 @@ import { jobListRoutes } from './routes/joblist.js';
 import { jobRoutes } from './routes/jobs.js';
 import { modelRoutes } from './routes/models.js';
 import { pageRoutes } from './routes/page.js';
+import { previewRoutes } from './routes/preview.js';
 import { resultRoutes } from './routes/results.js';
 import { webhookRoutes } from './routes/webhooks.js';
 import { workerRoutes } from './routes/workers.js';
@@ -65,6 +66,7 @@ export function createApp(services: Services) {
   app.route('/', diffusionRoutes(services));
   app.route('/', jobListRoutes(services));
   app.route('/', jobRoutes(services));
+  app.route('/', previewRoutes(services));
   app.route('/', eventRoutes(services));
   app.route('/', resultRoutes(services));
   app.route('/', webhookRoutes(services));

@@ -119,6 +119,7 @@ export const ModelList = z
             strength: ModelRange,
             steps: ModelRange,
             guidance_scale: ModelRange,
+            preview_every: z.object({ applies: z.boolean() }),
           })
           .openapi({
             description: 'What the model takes: a field that does not apply is refused (422 invalid_for_model), and its job records the neutral value',
@@ -127,6 +128,7 @@ export const ModelList = z
               strength: { applies: true, minimum: 0, exclusive_minimum: true, maximum: 1, default: 0.6 },
               steps: { applies: true, minimum: 1, maximum: 150, default: 10 },
               guidance_scale: { applies: true, minimum: 0, maximum: 30, default: 7.5 },
+              preview_every: { applies: true },
             },
           }),
         denoising: z.object({ steps_rule: z.enum(['times_strength', 'flow', 'all']), multiple: z.number().int() }).openapi({

@@ -102,7 +102,7 @@ function numeric(range: Range, options: { integer?: boolean; description: string
  */
 export function submissionFields(models: readonly string[]) {
   const known = models.join(', ');
-  const { strength, steps, guidance_scale: guidance, seed } = PARAMS;
+  const { strength, steps, guidance_scale: guidance, seed, preview_every: previewEvery } = PARAMS;
   return z.object({
     model_name: z
       .enum(models as [string, ...string[]], { error: `must be one of the known models: ${known}` })
@@ -147,6 +147,12 @@ export function submissionFields(models: readonly string[]) {
           'A start deadline: seconds from acceptance, or an RFC 3339 time with its offset. A job not started by then ends `aborted` without reaching a GPU (no GPU time spent); a time already past answers 422 deadline_passed. None by default',
         pattern: START_BY_PATTERN,
       }),
+    preview_every: numeric(previewEvery, {
+      integer: true,
+      description:
+        `Live previews: a small image of the job’s latents every this many denoising steps on its event stream (\`preview\` events), ${rangeText(previewEvery)}; 0: none. ` +
+        'For the families whose latents have a known projection to colours (sd, sdxl, lcm); another model refuses it (422 invalid_for_model)',
+    }).optional(),
     ...webhookFields(),
   });
 }
@@ -163,6 +169,7 @@ export interface Submission {
   guidance_scale: number;
   /** null when the client left it to us; a random one is drawn at enqueue time. */
   seed: number | null;
+  preview_every: number;
 }
 
 const isSet = (value: unknown) => value !== undefined;
@@ -200,6 +207,7 @@ export function toSubmission(fields: SubmissionFields, rulesOf: (model: string) 
     steps,
     guidance_scale: fields.guidance_scale ?? defaults.guidance_scale,
     seed: fields.seed ?? null,
+    preview_every: fields.preview_every ?? 0,
   };
 }
 
@@ -232,9 +240,9 @@ function checkDenoising(rules: ModelRules, steps: number, strength: number, fiel
 
 /** Identifies "the same request" for Idempotency-Key: every field (before defaults are drawn) and the image bytes. */
 export function requestHash(submission: Submission, imageSha256: string, webhook: unknown = null): string {
-  const { model_name, priority, prompt, negative_prompt, strength, steps, guidance_scale, seed } = submission;
-  // The webhook counts only when there is one, so hashes of requests without it stay as they were.
-  const parts = [model_name, priority, prompt, negative_prompt, strength, steps, guidance_scale, seed, imageSha256];
+  const { model_name, priority, prompt, negative_prompt, strength, steps, guidance_scale, seed, preview_every } = submission;
+  // The webhook and previews count only when asked for, so hashes of requests without them stay as they were.
+  const parts = [model_name, priority, prompt, negative_prompt, strength, steps, guidance_scale, seed, imageSha256, ...(preview_every ? [{ preview_every }] : [])];
   const canonical = JSON.stringify(webhook ? [...parts, webhook] : parts);
   return createHash('sha256').update(canonical).digest('hex');
 }

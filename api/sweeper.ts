@@ -250,7 +250,7 @@ export class Sweeper {
     const { store, claims, records } = this.options;
     const keys = jobKeys(record.id);
     // The record last: should this pass stop half-way, its entry is still there for the next one.
-    await Promise.all([store.delete(keys.input), store.delete(keys.output), store.delete(keys.webhooks), removeFromList(store, record)]);
+    await Promise.all([store.delete(keys.input), store.delete(keys.output), store.delete(keys.webhooks), store.delete(keys.preview), removeFromList(store, record)]);
     if (record.idempotency) await claims.release(record.idempotency.key_hash, AbortSignal.timeout(10_000));
     await records.apply(record.id, (r) => lifecycle.expire(r));
   }

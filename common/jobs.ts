@@ -31,13 +31,16 @@ export const JobParams = z.object({
   steps: z.number().int(),
   guidance_scale: z.number(),
   seed: z.number().int(),
+  /** A preview every this many steps while it runs; 0 or absent: none. */
+  preview_every: z.number().int().optional(),
 });
 export type JobParams = z.infer<typeof JobParams>;
 
 export const JobError = z.object({ code: z.string(), message: z.string() });
 export type JobError = z.infer<typeof JobError>;
 
-export const EventType = z.enum(['queued', 'started', 'progress', ...ENDINGS, 'cancel_requested']);
+/** `preview`: a new preview of a running job's latents is stored (its step and total). */
+export const EventType = z.enum(['queued', 'started', 'progress', 'preview', ...ENDINGS, 'cancel_requested']);
 export type EventType = z.infer<typeof EventType>;
 
 /** A lifecycle event on img2img.events, keyed by the job id. */

@@ -25,8 +25,9 @@ const Family = z.object({
   strength: OwnRange.nullable().optional(),
   steps: OwnRange.optional(),
   guidance_scale: OwnRange.nullable().optional(),
+  preview_every: z.null().optional(),
 });
-const NotApplied = z.object({ negative_prompt: z.null(), strength: z.number(), guidance_scale: z.number() });
+const NotApplied = z.object({ negative_prompt: z.null(), strength: z.number(), guidance_scale: z.number(), preview_every: z.number() });
 
 const ParamsFile = z.object({
   prompt: Text,
@@ -37,6 +38,8 @@ const ParamsFile = z.object({
   denoising_steps: z.object({ minimum: z.number().int() }),
   guidance_scale: Range.extend({ default: z.number() }),
   seed: Range,
+  /** A preview every this many steps while the job runs; 0: none. */
+  preview_every: Range.extend({ default: z.number().int() }),
   image: Image,
   families: z
     .record(z.string(), z.unknown())

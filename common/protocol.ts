@@ -29,6 +29,8 @@ export const ReadyFrame = z.object({
 });
 export const StartedFrame = z.object({ ...base, type: z.literal('started'), id, batch_size: z.number().int().min(1) });
 export const ProgressFrame = z.object({ ...base, type: z.literal('progress'), id, step: z.number().int(), total: z.number().int() });
+/** Payload: a small WebP of the job's latents after `step` of `total` steps. */
+export const PreviewFrame = z.object({ ...base, type: z.literal('preview'), id, step: z.number().int(), total: z.number().int() });
 export const ResultFrame = z.object({
   ...base,
   type: z.literal('result'),
@@ -53,7 +55,7 @@ export const ErrorFrame = z.object({
 export const PongFrame = z.object({ ...base, type: z.literal('pong') });
 /** The runner's background compile ended: compiled from its next batch (ok), or eager for good; its compile cache is saved. */
 export const CompiledFrame = z.object({ ...base, type: z.literal('compiled'), ok: z.boolean(), seconds: z.number() });
-export const FromRunner = z.discriminatedUnion('type', [ReadyFrame, StartedFrame, ProgressFrame, ResultFrame, ErrorFrame, PongFrame, CompiledFrame]);
+export const FromRunner = z.discriminatedUnion('type', [ReadyFrame, StartedFrame, ProgressFrame, PreviewFrame, ResultFrame, ErrorFrame, PongFrame, CompiledFrame]);
 export type FromRunner = z.infer<typeof FromRunner>;
 
 export type ReadyFrame = z.infer<typeof ReadyFrame>;

@@ -32,6 +32,8 @@ export const jobKeys = (id: string) => ({
   record: `${JOBS_PREFIX}${id}/job.json`,
   /** Every webhook delivery attempt of the job (common/deliveries.ts). */
   webhooks: `${JOBS_PREFIX}${id}/webhooks.json`,
+  /** The latest preview of a running job (a small WebP), deleted when it ends. */
+  preview: `${JOBS_PREFIX}${id}/preview.webp`,
 });
 
 /** The job id and the kind of object a key of the bucket names, if it is a job's. */

@@ -83,7 +83,7 @@ export class InFlight {
   }
 
   /** A frame about one job: its callbacks or its outcome. False when no such job is held. */
-  deliver(message: Extract<FromRunner, { type: 'started' | 'progress' | 'result' | 'error' }>, payload: Buffer): boolean {
+  deliver(message: Extract<FromRunner, { type: 'started' | 'progress' | 'preview' | 'result' | 'error' }>, payload: Buffer): boolean {
     const job = message.id === null ? undefined : this.jobs.get(message.id);
     if (!job) return false;
     switch (message.type) {
@@ -92,6 +92,9 @@ export class InFlight {
         break;
       case 'progress':
         job.callbacks.onProgress?.(message.step, message.total);
+        break;
+      case 'preview':
+        job.callbacks.onPreview?.(message.step, message.total, payload);
         break;
       case 'result':
         this.settle(message.id!, { ok: true, image: payload, result: message });

@@ -64,6 +64,8 @@ const RECORD_WAIT_MS = 10_000;
 const PROGRESS_RECORD_INTERVAL_MS = 1000;
 /** Progress events at most this often per job (and always the last step): cheap for Kafka, smooth for a UI. */
 const PROGRESS_EVENT_INTERVAL_MS = 100;
+/** Previews reach storage and the event stream at most this often per job: the others are dropped. */
+const PREVIEW_INTERVAL_MS = 500;
 /** A canceled job whose runner does not confirm within this long ends canceled anyway (its result, if any, is dropped). */
 const CANCEL_GRACE_MS = 2000;
 
@@ -131,6 +133,8 @@ export class JobRun {
   private startedAttempt: number | undefined;
   /** The denoising steps the runner last reported for this run: the success write records them all done. */
   private totalSteps: number | undefined;
+  /** The preview being stored and announced, if any; `stored`: one was, and the job's end deletes it. */
+  private preview: { sending?: Promise<void>; at: number; stored: boolean } = { at: 0, stored: false };
 
   constructor(
     readonly received: Received,
@@ -158,7 +162,7 @@ export class JobRun {
       if (message.model_name !== this.deps.model.name) {
         throw new Failure('unknown_model', `message for model "${message.model_name}" on ${this.received.topic}`);
       }
-      return await this.run(message);
+      return await this.run(message).finally(() => this.dropPreview(message.id));
     } catch (error) {
       clearTimeout(this.deadlineTimer);
       if (!(error instanceof Failure)) return this.retryLater(error);
@@ -397,7 +401,34 @@ export class JobRun {
           .then(() => this.deps.records.apply(record.id, (r) => lifecycle.progress(r, step, total)))
           .catch((error: unknown) => this.deps.logger.warn({ err: error, job: record.id }, 'progress not recorded'));
       },
+      onPreview: (step: number, total: number, image: Buffer) => this.sendPreview(record, start, step, total, image),
     };
+  }
+
+  /**
+   * Stores the preview (one object a job, overwritten) and then announces it, at most every
+   * PREVIEW_INTERVAL_MS and one at a time: a slow store drops previews, never delays the job.
+   */
+  private sendPreview(record: JobRecord, start: Start, step: number, total: number, image: Buffer): void {
+    const now = Date.now();
+    if (this.preview.sending || now - this.preview.at < PREVIEW_INTERVAL_MS) return;
+    this.preview.at = now;
+    this.preview.sending = (async () => {
+      const running = await start();
+      if (!running) return;
+      await this.deps.store.put(jobKeys(record.id).preview, image, 'image/webp');
+      this.preview.stored = true;
+      await this.publish(lifecycle.eventOf(running, 'preview', new Date().toISOString(), { step, total }));
+    })()
+      .catch((error: unknown) => this.deps.logger.debug({ err: error, job: record.id }, 'preview not sent'))
+      .finally(() => (this.preview.sending = undefined));
+  }
+
+  /** A job's preview lives while it runs: deleted once its run is over, whatever the outcome. */
+  private async dropPreview(id: string): Promise<void> {
+    await this.preview.sending;
+    if (!this.preview.stored) return;
+    await this.deps.store.delete(jobKeys(id).preview).catch((error: unknown) => this.deps.logger.warn({ err: error, job: id }, 'preview not deleted'));
   }
 
   /**

@@ -6,6 +6,8 @@ import type { Priority } from '../common/topics.js';
 export interface JobCallbacks {
   onStarted?(batchSize: number): void;
   onProgress?(step: number, total: number): void;
+  /** A preview of the job's latents after `step` (a small WebP), when it asked for them. */
+  onPreview?(step: number, total: number, image: Buffer): void;
 }
 
 export type RunnerOutcome =

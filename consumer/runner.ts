@@ -59,7 +59,7 @@ export class Runner {
     }
     const outcome = this.inFlight.hold(request);
     if (this.inFlight.size === 1) this.process.markBusy();
-    this.process.send({ v: 1, type: 'job', id: request.id, priority: request.priority ?? 'normal', params: request.params }, request.image);
+    this.process.send({ v: 1, type: 'job', id: request.id, priority: request.priority ?? 'normal', params: { ...request.params, preview_every: request.params.preview_every ?? 0 } }, request.image);
     return outcome;
   }
 

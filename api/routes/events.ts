@@ -11,7 +11,7 @@ import { loadJob } from '../lookup.js';
 import { errorResponse, authFailures, keyed, unauthorized, unavailable, JobIdParam } from '../schemas.js';
 import type { Services } from '../services.js';
 import type { AppEnv } from '../env.js';
-import { jobView, type JobStanding } from '../../common/view.js';
+import { jobLinks, jobView, type JobStanding } from '../../common/view.js';
 
 const EXAMPLE_STREAM = [
   'event: snapshot',
@@ -27,6 +27,10 @@ const EXAMPLE_STREAM = [
   'event: progress',
   'id: 0-42',
   'data: {"v":1,"id":"q0vN3rJ8T6yWm1bXc2dEfA","type":"progress","at":"...","model_name":"tiny","step":1,"total":10}',
+  '',
+  'event: preview',
+  'id: 0-47',
+  'data: {"v":1,"id":"q0vN3rJ8T6yWm1bXc2dEfA","type":"preview","at":"...","model_name":"tiny","step":5,"total":10,"preview_url":"http://127.0.0.1:8000/api/jobs/q0vN3rJ8T6yWm1bXc2dEfA/preview"}',
   '',
   ': heartbeat',
   '',
@@ -44,7 +48,8 @@ const route = createRoute({
   summary: 'Follow a job live (Server-Sent Events)',
   description:
     'Opens with `event: snapshot` (the job as GET /api/jobs/{id} returns it), then the live events: queued, started, ' +
-    'progress, cancel_requested, and one of succeeded, failed, canceled, after which the stream ends (also when the ' +
+    'progress, preview (a job submitted with preview_every: its data has preview_url, the latest preview while the job runs), ' +
+    'cancel_requested, and one of succeeded, failed, canceled, aborted, after which the stream ends (also when the ' +
     'snapshot is already final). While the job is queued, `queued` events without an `id:` tell its new queue_position, ' +
     'estimated_start_at and estimated_finish_at (as GET /api/jobs/{id} gives them) at most once a second, whenever the position changed. ' +
     'Live events carry `id: <partition>-<offset>`; a client reconnecting with Last-Event-ID ' +
@@ -72,12 +77,14 @@ const route = createRoute({
 });
 
 /** Relays the job's events; `leftQueue` is called before the first one that says it is no longer queued. */
-async function relay(stream: SSEStreamingApi, subscription: Subscription, after: Position | undefined, leftQueue: () => void): Promise<void> {
+async function relay(stream: SSEStreamingApi, subscription: Subscription, after: Position | undefined, leftQueue: () => void, base: string): Promise<void> {
   for await (const { event, position } of subscription) {
     if (!isAfter(position, after)) continue;
     if (event.type !== 'queued' && event.type !== 'cancel_requested') leftQueue();
     const id = position && formatPosition(position); // none for an ending read from the record
-    await stream.writeSSE({ event: event.type, ...(id ? { id } : {}), data: JSON.stringify(event) });
+    // A preview event says where its image is: the job's preview_url, while it runs.
+    const data = event.type === 'preview' ? { ...event, preview_url: `${jobLinks(base, event.id).status_url}/preview` } : event;
+    await stream.writeSSE({ event: event.type, ...(id ? { id } : {}), data: JSON.stringify(data) });
     if (isEnding(event.type)) return;
   }
 }
@@ -108,7 +115,7 @@ function open(c: Context<AppEnv>, services: Services, record: JobRecord, standin
         if (ending) await stream.writeSSE({ event: ending.type, data: JSON.stringify(ending) });
         else if (!TERMINAL.has(record.status)) {
           stopFollowing = followStanding(stream, services, record, standing);
-          await relay(stream, subscription, after, () => stopFollowing()); // an expired job has nothing more to say
+          await relay(stream, subscription, after, () => stopFollowing(), c.var.baseUrl); // an expired job has nothing more to say
         }
       } finally {
         stopFollowing();

@@ -68,5 +68,6 @@ function paramsOf(rules: ModelRules) {
     strength: range(rules.applies.strength, rules.strength),
     steps: range(true, rules.steps),
     guidance_scale: range(rules.applies.guidance_scale, rules.guidance_scale),
+    preview_every: { applies: rules.applies.preview_every },
   };
 }

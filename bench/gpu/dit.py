@@ -298,7 +298,7 @@ def stage_runner(record, out, deadline, args, model: str) -> None:
                 break
         png = noise_png(SIZE)
         jobs = min(args.runner_jobs, ready["max_batch"])
-        params = {"prompt": PROMPT, "negative_prompt": None, "strength": STRENGTH, "steps": STEPS, "guidance_scale": guidance_of(model)}
+        params = {"prompt": PROMPT, "negative_prompt": None, "strength": STRENGTH, "steps": STEPS, "guidance_scale": guidance_of(model), "preview_every": 0}
         for round_index in range(args.runner_rounds):
             if time.perf_counter() > deadline - 15:
                 break

@@ -24,7 +24,7 @@ sys.path.insert(0, str(RUNNER_DIR))
 from img2img_runner.frames import encode_frame, read_frame  # noqa: E402
 
 # The benchmark job: img2img 512x512, 30 steps at strength 0.5 (15 denoising steps), CFG 7.5.
-PARAMS = {"prompt": "a watercolor painting of a lighthouse", "negative_prompt": None, "strength": 0.5, "steps": 30, "guidance_scale": 7.5}
+PARAMS = {"prompt": "a watercolor painting of a lighthouse", "negative_prompt": None, "strength": 0.5, "steps": 30, "guidance_scale": 7.5, "preview_every": 0}
 
 
 def noise_png(size: tuple[int, int], seed: int = 0) -> bytes:

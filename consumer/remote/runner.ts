@@ -71,7 +71,7 @@ export class RemoteRunner implements PoolRunner {
       return lost('worker connection closed before the job was sent', true);
     }
     const outcome = this.leases.hold(request);
-    this.send({ v: 1, type: 'job', id: request.id, priority: request.priority ?? 'normal', params: request.params }, request.image);
+    this.send({ v: 1, type: 'job', id: request.id, priority: request.priority ?? 'normal', params: { ...request.params, preview_every: request.params.preview_every ?? 0 } }, request.image);
     return outcome;
   }
 

@@ -56,16 +56,20 @@ def _after_step(pipe, names: list[str], share: float, step_index: int, tensors: 
     return {name: tensors[name].chunk(2)[1] for name in names}
 
 
-def call_kwargs(pipe, share: float, on_step=None) -> dict:
-    """callback_on_step_end and its tensor inputs for a pipeline call: the cut at `share`, then on_step(pipe, step_index)."""
+def call_kwargs(pipe, share: float, on_step=None, also: tuple[str, ...] = ()) -> dict:
+    """callback_on_step_end and its tensor inputs for a pipeline call: the cut at `share`, then
+    on_step(pipe, step_index, tensors), which also gets the tensors named in `also` that the
+    pipeline hands to its callback (the latents, for previews)."""
     inputs = step_inputs(pipe, share)
+    offered = getattr(pipe, "_callback_tensor_inputs", ())
+    extra = [name for name in also if name in offered and name not in inputs]
     if not inputs and on_step is None:
         return {}
 
     def on_step_end(pipe, step_index, timestep, tensors):
         changed = _after_step(pipe, inputs, share, step_index, tensors)
         if on_step is not None:
-            on_step(pipe, step_index)
+            on_step(pipe, step_index, tensors)
         return changed
 
-    return {"callback_on_step_end": on_step_end, "callback_on_step_end_tensor_inputs": inputs}
+    return {"callback_on_step_end": on_step_end, "callback_on_step_end_tensor_inputs": inputs + extra}

@@ -41,6 +41,8 @@ class Job:
     batch_key: tuple = ()
     # The denoising steps the call runs (the family's rule).
     denoising_steps: int = 0
+    # A preview frame every this many denoising steps; 0: none.
+    preview_every: int = 0
     # What the result frame tells the user about the run (the family's prompt_notes).
     notes: list[str] = field(default_factory=list)
 
@@ -131,7 +133,7 @@ def parse_job(message: JobFrame, payload: bytes, model: str | None = None, famil
         raise JobError("bad_params", f"priority must be one of high, normal, low, got {message.priority!r}")
     params = message.params
     rules = family.rules
-    for key in ("negative_prompt", "strength", "guidance_scale"):
+    for key in ("negative_prompt", "strength", "guidance_scale", "preview_every"):
         _applies(key, getattr(params, key), family)
     strength = _number("strength", params.strength, rules.strength)
     steps = _integer("steps", params.steps, rules.steps)
@@ -140,6 +142,7 @@ def parse_job(message: JobFrame, payload: bytes, model: str | None = None, famil
         raise JobError("bad_params", f"steps*strength must give at least one step (steps={steps}, strength={strength})")
     guidance_scale = _number("guidance_scale", params.guidance_scale, rules.guidance_scale)
     seed = _integer("seed", params.seed, LIMITS.seed)
+    preview_every = _integer("preview_every", params.preview_every, LIMITS.preview_every)
     limits = LIMITS.image_for(model)
     started = time.perf_counter()
     decoded = _decode_image(payload, limits)
@@ -158,6 +161,7 @@ def parse_job(message: JobFrame, payload: bytes, model: str | None = None, famil
         payload=payload,
         rank=PRIORITY_RANKS[message.priority],
         denoising_steps=denoising,
+        preview_every=preview_every,
     )
     job.batch_key = family.batch_key(job)
     return job

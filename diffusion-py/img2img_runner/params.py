@@ -31,7 +31,7 @@ class ImageLimits:
 
 
 # What a field that does not apply to a family is sent as (common/params.json, families.not_applied).
-OPTIONAL_FIELDS = ("negative_prompt", "strength", "guidance_scale")
+OPTIONAL_FIELDS = ("negative_prompt", "strength", "guidance_scale", "preview_every")
 STEPS_RULES = ("times_strength", "flow", "all")
 
 
@@ -66,6 +66,7 @@ class Limits:
     steps: Range
     guidance_scale: Range
     seed: Range
+    preview_every: Range
     # floor(steps * strength) denoising steps run; fewer than this cannot.
     min_denoising_steps: int
     image: ImageLimits
@@ -97,7 +98,7 @@ def load_limits(path: str | Path | None = None) -> Limits:
                 default=data[name].get("default"),
                 exclusive_minimum=data[name].get("exclusive_minimum", False),
             )
-            for name in ("strength", "steps", "guidance_scale", "seed")
+            for name in ("strength", "steps", "guidance_scale", "seed", "preview_every")
         }
         image = ImageLimits(**{field.name: int(data["image"][field.name]) for field in fields(ImageLimits)})
         for entry in data.get("model_defaults", {}).values():

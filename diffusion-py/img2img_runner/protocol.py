@@ -51,6 +51,8 @@ class JobParams:
     steps: int
     guidance_scale: float
     seed: int
+    # A preview frame every this many steps; 0: none.
+    preview_every: int
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,16 @@ class Timings:
 
 
 @dataclass(frozen=True)
+class PreviewFrame(Message):
+    """Payload: a small WebP of the job's latents after `step` of `total` steps (their projection to colours)."""
+
+    TYPE = "preview"
+    id: str
+    step: int
+    total: int
+
+
+@dataclass(frozen=True)
 class ResultFrame(Message):
     """Payload: the output PNG."""
 
@@ -158,7 +170,7 @@ class CompiledFrame(Message):
 
 
 TO_RUNNER = {cls.TYPE: cls for cls in (JobFrame, CancelFrame, PingFrame, ShutdownFrame)}
-FROM_RUNNER = {cls.TYPE: cls for cls in (ReadyFrame, StartedFrame, ProgressFrame, ResultFrame, ErrorFrame, PongFrame, CompiledFrame)}
+FROM_RUNNER = {cls.TYPE: cls for cls in (ReadyFrame, StartedFrame, ProgressFrame, PreviewFrame, ResultFrame, ErrorFrame, PongFrame, CompiledFrame)}
 ALL = TO_RUNNER | FROM_RUNNER
 
 

@@ -26,6 +26,7 @@ from .benchlog import append_bench_line
 from .families import family_of
 from .frames import BadHeader, FrameError, encode_frame, read_frame
 from .jobs import Job, JobError, parse_job
+from .previews import preview_webp
 from .protocol import (
     TO_RUNNER,
     CancelFrame,
@@ -36,6 +37,7 @@ from .protocol import (
     PongFrame,
     ProgressFrame,
     ProtocolError,
+    PreviewFrame,
     ResultFrame,
     ShutdownFrame,
     StartedFrame,
@@ -345,18 +347,30 @@ class Runner:
     def _step_callback(self, jobs: list[Job]) -> dict:
         """The pipeline call's step-end callback: the tuning's guidance cut, progress frames, then
         a waiting job that may overtake this batch runs before its next step."""
-        def on_step(pipe, step_index):
+        previews = any(job.preview_every for job in jobs) and self.family.latent_rgb is not None
+
+        def on_step(pipe, step_index, tensors):
             # num_timesteps is the loop length (int(steps*strength) for DDIM/Euler).
             total = pipe.num_timesteps
             live = [job for job in jobs if not self._is_canceled(job.id)]
             for job in live:
                 self.writer.send(ProgressFrame(id=job.id, step=step_index + 1, total=total))
+            if previews and "latents" in tensors:
+                self._send_previews(live, jobs, tensors["latents"], step_index + 1, total)
             if not live:
                 pipe._interrupt = True  # every job is canceled: skip the remaining steps
             elif self.overtaking and not self._nested and step_index + 1 < total:
                 self._overtake(live, remaining=(total - step_index - 1) / total)
 
-        return guidance.call_kwargs(self.pipe, tuning_of(self.pipe).guidance_share, on_step)
+        return guidance.call_kwargs(self.pipe, tuning_of(self.pipe).guidance_share, on_step, also=("latents",) if previews else ())
+
+    def _send_previews(self, live: list[Job], jobs: list[Job], latents, step: int, total: int) -> None:
+        """A preview frame for each live job due one at this step (never at the last: the result follows)."""
+        for job in live:
+            if job.preview_every and step % job.preview_every == 0 and step < total:
+                # Row i of the call's latents is jobs[i] (padding rows come after the jobs).
+                payload = preview_webp(latents[jobs.index(job)], self.family.latent_rgb)
+                self.writer.send(PreviewFrame(id=job.id, step=step, total=total), payload)
 
     def _overtake(self, running: list[Job], remaining: float) -> None:
         """Runs, between two steps of the running batch, one batch of waiting jobs that should

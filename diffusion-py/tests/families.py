@@ -44,7 +44,7 @@ def instrument(pipe, record):
 def make_job(family, job_id: str, image, **params):
     """A Job parsed by jobs.parse_job against the family's rules: the fields that do not apply at
     their neutral values, then params (a PIL image)."""
-    values = {"prompt": "a cat", "negative_prompt": None, "strength": 0.5, "steps": 4, "guidance_scale": family.rules.guidance_scale.default, "seed": 1}
+    values = {"prompt": "a cat", "negative_prompt": None, "strength": 0.5, "steps": 4, "guidance_scale": family.rules.guidance_scale.default, "seed": 1, "preview_every": 0}
     values.update({key: value for key, value in LIMITS.not_applied.items() if key not in family.rules.applies})
     values.update(params)
     header = job_header(job_id)

@@ -36,6 +36,7 @@ def job_header(
     guidance_scale: float = 7.5,
     priority: str = "normal",
     negative_prompt: str | None = None,
+    preview_every: int = 0,
 ) -> dict:
     params = {
         "prompt": prompt,
@@ -44,6 +45,7 @@ def job_header(
         "steps": steps,
         "guidance_scale": guidance_scale,
         "seed": seed,
+        "preview_every": preview_every,
     }
     return {"v": 1, "type": "job", "id": job_id, "priority": priority, "params": params}
 

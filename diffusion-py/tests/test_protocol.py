@@ -42,13 +42,13 @@ def test_built_messages_keep_the_wire_key_order():
 
 
 def job(**params) -> dict:
-    base = {"prompt": "a cat", "negative_prompt": None, "strength": 0.6, "steps": 10, "guidance_scale": 7.5, "seed": 1}
+    base = {"prompt": "a cat", "negative_prompt": None, "strength": 0.6, "steps": 10, "guidance_scale": 7.5, "seed": 1, "preview_every": 0}
     return {"v": 1, "type": "job", "id": "job-1", "priority": "normal", "params": base | params}
 
 
 def test_job_parses_to_typed_params():
     message = parse(job(), TO_RUNNER)
-    assert message == JobFrame(id="job-1", priority="normal", params=JobParams("a cat", None, 0.6, 10, 7.5, 1))
+    assert message == JobFrame(id="job-1", priority="normal", params=JobParams("a cat", None, 0.6, 10, 7.5, 1, 0))
 
 
 @pytest.mark.parametrize(

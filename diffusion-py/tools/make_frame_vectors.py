@@ -33,6 +33,7 @@ VECTORS = [
                 "steps": 10,
                 "guidance_scale": 7.5,
                 "seed": 42,
+                "preview_every": 0,
             },
         },
         bytes([0, 1, 2, 0x7F, 0x80, 0xFE, 0xFF, 0x0A, 0x0D]),
@@ -51,6 +52,7 @@ VECTORS = [
                 "steps": 30,
                 "guidance_scale": 5.5,
                 "seed": 9007199254740991,
+                "preview_every": 5,
             },
         },
         PNG_SIGNATURE,
@@ -64,6 +66,7 @@ VECTORS = [
     ),
     ("started", {"v": 1, "type": "started", "id": "job-1", "batch_size": 3}, b""),
     ("progress", {"v": 1, "type": "progress", "id": "job-1", "step": 6, "total": 6}, b""),
+    ("preview", {"v": 1, "type": "preview", "id": "job-1", "step": 5, "total": 20}, b"RIFF\x1a\x00\x00\x00WEBPVP8L" + bytes(14)),
     (
         "result_nested_timings",
         {
@@ -119,6 +122,7 @@ VECTORS = [
                 "steps": 150,
                 "guidance_scale": 7,
                 "seed": 4294967295,
+                "preview_every": 150,
             },
         },
         PNG_SIGNATURE,

@@ -40,6 +40,7 @@ describe('per-model parameters over HTTP', () => {
       { query: { model_name: 'flux-dev', negative_prompt: 'blurry' }, field: 'negative_prompt', message: 'negative_prompt: does not apply to model flux-dev (family flux)' },
       { query: { model_name: 'kontext', strength: '0.5' }, field: 'strength', message: 'strength: does not apply to model kontext (family flux-kontext)' },
       { query: { model_name: 'flux-dev', guidance_scale: '25' }, field: 'guidance_scale', message: 'guidance_scale: model flux-dev (family flux) takes values from 0 to 20' },
+      { query: { model_name: 'flux-dev', preview_every: '5' }, field: 'preview_every', message: 'preview_every: does not apply to model flux-dev (family flux)' },
     ];
     for (const { query, field, message } of cases) {
       const response = await postJob(api.url, { image, query: { prompt: 'a lighthouse', ...query } });

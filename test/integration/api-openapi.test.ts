@@ -36,6 +36,7 @@ describe('GET /openapi.json', () => {
         'GET /api/jobs',
         'GET /api/jobs/{id}',
         'DELETE /api/jobs/{id}',
+        'GET /api/jobs/{id}/preview',
         'GET /api/jobs/{id}/events',
         'GET /api/jobs/{id}/webhooks',
         'GET /api/results/{id}',
@@ -71,7 +72,7 @@ describe('GET /openapi.json', () => {
   it('states each numeric field\'s range and default as numbers (x-number, read by the web page), in agreement with its pattern', () => {
     const fields = Object.fromEntries(document.paths['/api/diffusion']!.post!.parameters!.map((parameter) => [parameter.name, parameter.schema]));
     const numeric = Object.entries(fields as Record<string, { pattern: string; 'x-number'?: Record<string, number | boolean> }>).filter(([, schema]) => schema['x-number']);
-    expect(numeric.map(([name]) => name).sort()).toEqual(['guidance_scale', 'seed', 'steps', 'strength']);
+    expect(numeric.map(([name]) => name).sort()).toEqual(['guidance_scale', 'preview_every', 'seed', 'steps', 'strength']);
     for (const [name, schema] of numeric) {
       const { minimum, maximum, exclusiveMinimum, integer, default: fallback } = schema['x-number'] as { minimum: number; maximum: number; exclusiveMinimum?: boolean; integer: boolean; default?: number };
       const pattern = new RegExp(schema.pattern);

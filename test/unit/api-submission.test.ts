@@ -101,6 +101,7 @@ describe('mergeFields and toSubmission', () => {
       steps: 30,
       guidance_scale: 7.5,
       seed: null,
+      preview_every: 0,
     });
     expect(toSubmission(parse({ model_name: 'tiny', prompt: 'p' }), rulesOf).steps).toBe(10);
   });

@@ -44,7 +44,7 @@ describe('webhook fields of a submission', () => {
   it('default to the endings, and take a list of events', () => {
     expect(webhookOf(parse({ webhook_url: 'https://hooks.example.com/a' }), strict)).toEqual({
       url: 'https://hooks.example.com/a',
-      events: ['succeeded', 'failed', 'canceled'],
+      events: ['succeeded', 'failed', 'canceled', 'aborted'],
     });
     expect(webhookOf(parse({ webhook_url: 'https://hooks.example.com/a', webhook_events: 'started, progress,succeeded,progress' }), strict)?.events).toEqual([
       'started',
@@ -78,7 +78,7 @@ describe('webhook fields of a submission', () => {
     expect(webhookOf(parse({ webhook_events: 'started' }), { ...strict, fallback: fallback })?.events).toEqual(['started']);
     expect(webhookOf(parse({ webhook_url: 'https://hooks.example.com/own' }), { ...strict, fallback: fallback })).toEqual({
       url: 'https://hooks.example.com/own',
-      events: ['succeeded', 'failed', 'canceled'],
+      events: ['succeeded', 'failed', 'canceled', 'aborted'],
     });
   });
 });

@@ -21,6 +21,8 @@ class Family:
     # The tokenizer that reads the family's prompt_tokens (its max_sequence_length); the others
     # (CLIP) read their own model_max_length.
     long_tokenizer: str | None = None
+    # The projection of the family's latents to colours for previews (previews.py); None: no previews.
+    latent_rgb = None
 
     @property
     def rules(self) -> FamilyRules:

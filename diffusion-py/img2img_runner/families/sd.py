@@ -1,5 +1,6 @@
 """The UNet families: Stable Diffusion 1.x/2.x, SDXL and latent consistency models."""
 
+from ..previews import SD15_RGB, SDXL_RGB
 from .base import Family
 
 
@@ -7,6 +8,7 @@ class StableDiffusion(Family):
     """The image's size is the call's; the text encoder reads CLIP's 77 tokens."""
 
     name = "sd"
+    latent_rgb = SD15_RGB
     tensor_io = True
     sized = False
 
@@ -20,6 +22,7 @@ class StableDiffusionXL(StableDiffusion):
     for an empty prompt (force_zeros_for_empty_prompt) then guide against zeros, as diffusers does."""
 
     name = "sdxl"
+    latent_rgb = SDXL_RGB
     tokenizers = {"tokenizer": "text_encoder", "tokenizer_2": "text_encoder_2"}
 
     def batch_key(self, job) -> tuple:
