@@ -31,7 +31,7 @@ describe('live previews', () => {
     const served: { status: number; type: string | null; bytes: number }[] = [];
     for (;;) {
       const event = await stream.next(90_000);
-      if (!event || ['succeeded', 'failed', 'canceled'].includes(event.event)) break;
+      if (!event || ['succeeded', 'failed', 'canceled'].includes(event.event ?? '')) break;
       if (event.event !== 'preview') continue;
       const data = JSON.parse(event.data);
       previews.push(data);
@@ -67,8 +67,8 @@ describe('live previews', () => {
     for (;;) {
       const event = await stream.next(60_000);
       if (!event) break;
-      types.push(event.event);
-      if (['succeeded', 'failed'].includes(event.event)) break;
+      types.push(event.event ?? '');
+      if (['succeeded', 'failed'].includes(event.event ?? '')) break;
     }
     stream.close();
     expect(types).not.toContain('preview');
