@@ -13,6 +13,8 @@ import { NO_STANDING, type JobStanding } from '../common/view.js';
 
 /** A standing Kafka cannot give within this long is left out (null): the job's record answers without it. */
 const LOOKUP_MS = 1000;
+/** After a lookup that failed or took too long, standings are left out at once for this long: a Kafka outage costs GET no second. */
+const BACK_OFF_MS = 5000;
 
 /**
  * When a job `position` jobs from the front starts and ends, at the model's pace: the jobs ahead
@@ -47,21 +49,23 @@ export function loadOf(depth: ModelDepth, stats: ModelStats | undefined): ModelL
 
 export class QueueView {
   private cached: { at: number; value: Promise<Map<string, ModelStats>> } | undefined;
+  private skipUntil = 0;
 
   constructor(
-    private readonly deps: { positions: QueuePositions; depth: Pick<QueueDepth, 'get'>; store: ObjectStore; models: readonly string[]; log: Logger },
+    private readonly deps: { positions: Pick<QueuePositions, 'of'>; depth: Pick<QueueDepth, 'get'>; store: ObjectStore; models: readonly string[]; log: Logger },
     private readonly ttlMs = 2000,
   ) {}
 
   /** Where the job stands while queued; nulls otherwise, and when Kafka or the stats cannot be read in time. */
   async standing(record: JobRecord): Promise<JobStanding> {
-    if (record.status !== 'queued' || !record.queue) return NO_STANDING;
+    if (record.status !== 'queued' || !record.queue || Date.now() < this.skipUntil) return NO_STANDING;
     try {
       const lookup = Promise.all([this.deps.positions.of(record), this.stats().catch(() => undefined)]);
       const [position, stats] = await race(lookup, AbortSignal.timeout(LOOKUP_MS));
       if (position === undefined) return NO_STANDING;
       return { queue_position: position, ...estimate(position, stats?.get(record.model_name)) };
     } catch (error) {
+      this.skipUntil = Date.now() + BACK_OFF_MS;
       this.deps.log.debug({ err: error, job: record.id }, 'queue position unavailable');
       return NO_STANDING;
     }

@@ -2,7 +2,11 @@ import { describe, expect, it } from 'vitest';
 import type { ModelOffsets } from '../../common/depth.js';
 import { positionOf } from '../../common/position.js';
 import { combineStats, type ConsumerStats } from '../../common/stats.js';
-import { estimate, loadOf } from '../../api/queue.js';
+import { estimate, loadOf, QueueView } from '../../api/queue.js';
+import type { JobRecord } from '../../common/jobs.js';
+import { createLogger } from '../../common/logger.js';
+import type { ObjectStore } from '../../common/storage.js';
+import { NO_STANDING } from '../../common/view.js';
 
 /** A model's offsets: per priority, each partition's [low, high] and the group's commit ('-1': none). */
 function offsets(spec: Record<'high' | 'normal' | 'low', [number, number, number][]>): ModelOffsets {
@@ -98,5 +102,36 @@ describe('loadOf', () => {
   it('never counts more running than the depth holds (the consumers’ report lags), nor a rate it has not measured', () => {
     expect(loadOf(depth, { running: 9, jobs_per_second: null, mean_run_s: null, updated_at: '2025-01-01T00:00:00.000Z' })).toEqual({ queued: 0, running: 5, rate: null });
     expect(loadOf(depth, undefined)).toEqual({ queued: 5, running: 0, rate: null });
+  });
+});
+
+describe('QueueView.standing', () => {
+  const record = {
+    id: 'q0vN3rJ8T6yWm1bXc2dEfA', status: 'queued', model_name: 'tiny', priority: 'normal', created_at: '2025-01-01T12:00:00.000Z',
+    queue: { topic: 'p.tiny.normal', partition: 0, offset: '4' },
+  } as unknown as JobRecord;
+  const view = (of: () => Promise<number | undefined>) =>
+    new QueueView({
+      positions: { of },
+      depth: { get: async () => new Map() },
+      store: { list: async function* () {} } as unknown as ObjectStore,
+      models: ['tiny'],
+      log: createLogger('test', 'silent'),
+    });
+
+  it('gives the position without times while no rate is measured', async () => {
+    expect(await view(async () => 3).standing(record)).toEqual({ queue_position: 3, estimated_start_at: null, estimated_finish_at: null });
+    expect(await view(async () => 3).standing({ ...record, status: 'running' })).toEqual(NO_STANDING);
+  });
+
+  it('leaves the standing out within a second when Kafka hangs, and at once for a while after', async () => {
+    let lookups = 0;
+    const queue = view(() => {
+      lookups += 1;
+      return new Promise(() => {}); // never answers
+    });
+    expect(await queue.standing(record)).toEqual(NO_STANDING); // answered, though the lookup never is
+    expect(await queue.standing(record)).toEqual(NO_STANDING);
+    expect(lookups).toBe(1); // the second read did not wait for Kafka again
   });
 });
