@@ -14,8 +14,12 @@ import { authFailures, errorResponse, keyed, unauthorized, unavailable } from '.
 import type { Services } from '../services.js';
 
 const MAX_LIMIT = 100;
-/** Index entries one request reads at most: a filter that matches few jobs answers a shorter page and a cursor. */
+/**
+ * Index entries one request reads at most, and for how long it goes on reading pages: a filter
+ * that matches few jobs answers a shorter page and a cursor rather than a slow one.
+ */
 const MAX_SCAN = 1000;
+const SCAN_BUDGET_MS = 1000;
 
 const query = z.object({
   limit: z
@@ -49,7 +53,7 @@ const route = createRoute({
   description:
     'A tenant’s key lists its tenant’s jobs; an admin key every tenant’s (or one, with tenant). Newest first, a page at a time: ' +
     'pass next_cursor as cursor for the next one. Filters by status and model; a filtered page may hold fewer jobs than limit ' +
-    `(at most ${MAX_SCAN} jobs are looked at a request) and still give a cursor. Expired jobs leave the list. Needs API keys.`,
+    `(at most ${MAX_SCAN} jobs, for about a second, are looked at a request) and still give a cursor. Expired jobs leave the list. Needs API keys.`,
   request: { query },
   responses: keyed({
     200: { description: 'A page of jobs', content: { 'application/json': { schema: JobList } } },
@@ -85,8 +89,9 @@ export function jobListRoutes(services: Services) {
     let scanned = 0;
     let from = cursor;
     let ended = false;
-    // Pages of the index until the page of jobs is full, the list ends or MAX_SCAN entries were read.
-    while (found.length < limit && scanned < MAX_SCAN) {
+    const started = Date.now();
+    // Pages of the index until the page of jobs is full, the list ends, or MAX_SCAN entries or SCAN_BUDGET_MS went by.
+    while (found.length < limit && scanned < MAX_SCAN && (scanned === 0 || Date.now() - started < SCAN_BUDGET_MS)) {
       const want = status || model ? Math.min(200, MAX_SCAN - scanned) : limit - found.length;
       const page = await call('storage', (s) => listEntries(store, tenants, want, from, s), deadline);
       const matching = page.entries.filter((entry) => !model || entry.model === model);
