@@ -36,8 +36,9 @@ interface View {
   estimated_finish_at: string | null;
 }
 
-const submit = async (fields: Record<string, string> = {}) => {
-  const response = await postJob(api.url, { image: await pngImage(64, 64), fields: { steps: '10', strength: '0.6', ...fields } });
+const submit = async ({ priority = 'normal', ...fields }: Record<string, string> = {}) => {
+  const query = { model_name: 'tiny', prompt: 'a lighthouse', priority };
+  const response = await postJob(api.url, { image: await pngImage(64, 64), query, fields: { steps: '10', strength: '0.6', ...fields } });
   expect(response.status).toBe(202);
   return (await json(response)) as View;
 };
@@ -133,5 +134,22 @@ describe('queue position and estimated times', () => {
     const { estimated_start_at, estimated_finish_at } = estimated!;
     expect(Date.parse(estimated_finish_at!)).toBeGreaterThan(Date.parse(estimated_start_at!));
     console.log(`queue positions: ${QUEUED} jobs behind a blocker drained in ${((Date.now() - began) / 1000).toFixed(1)} s`);
+  }, 150_000);
+
+  it('puts higher priorities ahead, whenever they came, and lower ones behind', async () => {
+    const began = Date.now();
+    const blocker = await submit({ steps: '30', strength: '1' });
+    await waitFor(async () => ((await view(blocker)).status === 'running' ? true : undefined), 60_000, 'the first job to start');
+    const [normal1, normal2] = [await submit(), await submit()];
+    const low = await submit({ priority: 'low' });
+    const high = await submit({ priority: 'high' });
+    const [n1, n2, l, h] = await Promise.all([normal1, normal2, low, high].map((job) => view(job!)));
+    // Ahead of each: the high job (until it ends), the normal jobs before it (the blocker among them), running or not.
+    if (n1!.status === 'queued') expect(n1!.queue_position).toBe(1 + 1);
+    expect(n2!.queue_position).toBe(1 + 2);
+    expect(l!.queue_position).toBe(1 + 3);
+    if (h!.status === 'queued') expect(h!.queue_position).toBe(0); // (the consumer hands a higher job over at once, beside the others)
+    await waitFor(async () => ((await view(low)).status === 'succeeded' ? true : undefined), 90_000, 'the low job to end');
+    console.log(`queue positions by priority: ${((Date.now() - began) / 1000).toFixed(1)} s`);
   }, 150_000);
 });
