@@ -2,8 +2,8 @@
 // and a consumer in this process (the `tiny` model on CPU) and the real Kafka and MinIO.
 // Swagger UI uploads an image with "Try it out", its fields as a person edits them; the web page
 // runs a job to its result (shown with its seed and parameters), runs it again (same seed, new
-// seed), copies it as a curl command that a shell then runs, shows a queued job's place in the
-// queue, cancels it, keeps the jobs over a reload and shows the API's own refusals; with keys on,
+// seed), copies it as a curl command that a shell then runs, shows the live previews of a job
+// that asks for them, shows a queued job's place in the queue, cancels it, keeps the jobs over a reload and shows the API's own refusals; with keys on,
 // both take a Bearer key, and the page lists the key's jobs from GET /api/jobs. No page may
 // request anything but the API's origin, and the browser could not reach anything else anyway.
 // Screenshots go to test-results/browser/ (TEST_OUTPUT_DIR).
@@ -207,6 +207,7 @@ describe('the web page at /', () => {
   let finished: string;
   let again: string;
   let reseeded: string;
+  let previewed: string;
   let canceled: string;
 
   it('takes an image and a prompt from the keyboard alone, follows the job to 100% and shows the result at the input’s size', async () => {
@@ -305,6 +306,31 @@ describe('the web page at /', () => {
     await waitFor(async () => ((await jobOf(api.url, again)).status === 'succeeded' ? true : undefined), 60_000, 'the job run again');
   });
 
+  it('shows the previews of a job that asks for them while it runs, captioned Preview, and then only the result', async () => {
+    await page.$eval('#prompt', (input) => ((input as HTMLTextAreaElement).value = ''));
+    await page.type('#prompt', 'a lighthouse, previewed');
+    for (const [field, value] of [['steps', '150'], ['preview_every', '5']]) {
+      await page.$eval(`#${field}`, (input) => ((input as HTMLInputElement).value = ''));
+      await page.type(`#${field}`, value!);
+    }
+    await page.click('#submit');
+    previewed = await nextJob(page, reseeded);
+    await page.waitForFunction(() => !(document.querySelector('#job-live') as HTMLElement).hidden && (document.querySelector('#job-live-image') as HTMLImageElement).naturalWidth > 0, { timeout: 60_000 });
+    expect(await text(page, '#job-live-caption')).toMatch(/^Preview at step \d+ of \d+$/);
+    expect(await shownParams(page)).toMatchObject({ steps: '150', preview_every: 'every 5 steps' });
+    expect(await page.$eval('#job-live-image', (image) => image.getAttribute('src'))).toMatch(/^blob:/);
+    await page.screenshot({ path: join(shots, 'page-preview.png'), fullPage: true });
+    await page.waitForFunction(() => document.querySelector('#job-state')?.getAttribute('data-status') === 'succeeded', { timeout: 60_000 });
+    await page.waitForSelector('#job-result:not([hidden])');
+    expect(await page.$eval('#job-live', (figure) => (figure as HTMLElement).hidden)).toBe(true);
+    expect(await text(page, '#job-result figcaption')).toMatch(/^Result · /);
+    // After the run the preview is gone, as the API says.
+    expect((await fetch(`${api.url}/api/jobs/${previewed}/preview`)).status).toBe(404);
+    // Reproducing the job asks for previews too.
+    await page.click('#job-curl');
+    await page.waitForFunction(() => (document.querySelector('#job-curl-text') as HTMLTextAreaElement).value.includes('preview_every=5'));
+  });
+
   it('shows a queued job’s place in the queue and its estimated start, then cancels it', async () => {
     await consumer!.stop(); // nothing takes the jobs now, so they stay queued
     consumer = undefined;
@@ -313,7 +339,7 @@ describe('the web page at /', () => {
     await page.$eval('#prompt', (input) => ((input as HTMLTextAreaElement).value = ''));
     await page.type('#prompt', 'a job to cancel');
     await page.click('#submit');
-    await page.waitForFunction((id) => document.querySelector('#job-id')?.textContent !== id && document.querySelector('#job-state')?.getAttribute('data-status') === 'queued', {}, reseeded);
+    await page.waitForFunction((id) => document.querySelector('#job-id')?.textContent !== id && document.querySelector('#job-state')?.getAttribute('data-status') === 'queued', {}, previewed);
     canceled = await text(page, '#job-id');
     // The two jobs sent before it are ahead (the position is refreshed about once a second).
     await page.waitForFunction(() => document.querySelector('#job-state')?.textContent?.startsWith('Queued: 2 jobs ahead'), { timeout: 10_000 });
@@ -334,6 +360,7 @@ describe('the web page at /', () => {
     );
     expect(listed).toEqual([
       { id: canceled, status: 'canceled', thumb: 'data:image/jpeg' },
+      { id: previewed, status: 'succeeded', thumb: 'data:image/jpeg' },
       { id: reseeded, status: 'succeeded', thumb: 'data:image/jpeg' },
       { id: again, status: 'succeeded', thumb: 'data:image/jpeg' },
       { id: finished, status: 'succeeded', thumb: 'data:image/jpeg' },
