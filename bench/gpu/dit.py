@@ -305,7 +305,7 @@ def stage_runner(record, out, deadline, args, model: str) -> None:
             ids = {f"r{round_index}-{index}" for index in range(jobs)}
             sent = time.perf_counter()
             for index, job_id in enumerate(sorted(ids)):
-                client.send({"v": 1, "type": "job", "id": job_id, "params": {**params, "seed": index}}, png)
+                client.send({"v": 1, "type": "job", "id": job_id, "priority": "normal", "params": {**params, "seed": index}}, png)
             finished, peak, batch_sizes, errors, compute = [], 0, set(), [], set()
             while ids:
                 arrived, (header, _payload) = _next_frame(client, deadline)
@@ -313,7 +313,7 @@ def stage_runner(record, out, deadline, args, model: str) -> None:
                     continue
                 ids.discard(header["id"])
                 if header["type"] == "error":
-                    errors.append(header.get("code"))
+                    errors.append(f"{header.get('code')}: {header.get('message')}")
                     continue
                 finished.append(arrived)
                 peak = max(peak, header.get("peak_memory_bytes", 0))

@@ -29,7 +29,8 @@ BATCH_CAP = 24
 # headroom for fragmentation, cuDNN workspaces and a second image size.
 MEMORY_SHARE = 0.8
 # The same for the DiT families: at their native 1024x1024 one image is 4096 tokens, matrix
-# products that fill the GPU already, so larger batches add latency, not throughput.
+# products that fill the GPU already, so a batch adds little throughput and much latency (H100,
+# compiled, batch 4 against 1: FLUX.1 dev +5%, SD 3.5 Large +8%; BENCHMARKS.md).
 DIT_BATCH_CAP = 8
 # The side the DiT pipelines compute at when not told (their default_sample_size x 8).
 DIT_NATIVE_SIDE = 1024
