@@ -122,7 +122,7 @@ function numberField(name, schema) {
   const input = document.createElement('input');
   Object.assign(input, { id: name, name, type: 'number', min: spec.minimum, max: spec.maximum, step: spec.integer ? 1 : 'any' });
   input.inputMode = spec.integer ? 'numeric' : 'decimal';
-  if (spec.default === undefined) input.placeholder = 'random';
+  if (spec.default === undefined) input.placeholder = name === 'seed' ? 'random' : 'none'; // the seed is drawn; another field left out is off
   input.addEventListener('input', () => edited.add(name));
   const help = document.createElement('small');
   help.textContent = schema.description;
@@ -327,7 +327,7 @@ function jobFields(view, withSeed = true) {
   if (params.negative_prompt && takes('negative_prompt')) fields.push(['negative_prompt', params.negative_prompt]);
   for (const name of ['strength', 'steps', 'guidance_scale']) if (takes(name)) fields.push([name, decimal(params[name])]);
   const every = view.preview_every ?? params.preview_every;
-  if (every) fields.push(['preview_every', String(every)]);
+  if (every && takes('preview_every')) fields.push(['preview_every', String(every)]);
   if (withSeed) fields.push(['seed', String(params.seed)]);
   return fields;
 }
