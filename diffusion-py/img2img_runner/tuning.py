@@ -32,7 +32,7 @@ kernels a step, stays eager; so does the VAE); fused QKV projections only
 where the fused attention keeps the model's function (FUSED_QKV_MODELS);
 cuDNN attention first. The UNet-only trades (feature caching, the tiny VAE,
 guidance in the first steps only) are left out, and the tuning recorded on
-the pipeline says so. Measured on an H100: BENCHMARKS.md, "GPU: the DiT
+the pipeline says so. Measured on an H100: bench/NOTES.md, "GPU: the DiT
 families".
 
 Nothing here runs for the CPU path or for the `tiny` model: they stay exactly
