@@ -3,17 +3,15 @@
 // each tenant's newest page, pages deep in a tenant's list by cursor, an admin's page of every
 // tenant, and a status filter; the baseline is GET /api/jobs/{id} (one record) in the same run.
 // Not a test: `npm run bench:joblist -- --jobs 100000 --tenants 10`.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
 import { parseArgs } from 'node:util';
 import { DeleteObjectsCommand } from '@aws-sdk/client-s3';
-import { createApp } from '../api/app.js';
-import { listen } from '../api/server.js';
-import { createServices, prepareStorage } from '../api/services.js';
 import { loadConfig } from '../common/config.js';
 import { addToList } from '../common/joblist.js';
 import { newJobId, type JobRecord } from '../common/jobs.js';
 import { KeyStore } from '../common/keys.js';
 import * as lifecycle from '../common/lifecycle.js';
-import { createLogger } from '../common/logger.js';
 import { createS3, ObjectStore } from '../common/storage.js';
 
 const { values: flags } = parseArgs({
@@ -82,14 +80,36 @@ async function timed(urls: () => string | undefined, token: string): Promise<num
 }
 let lastBody: Record<string, any> = {};
 
+const freePort = () =>
+  new Promise<number>((resolve, reject) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+    server.on('error', reject);
+  });
+
+/** The API as production runs it (api/main.ts), on the seeded bucket with keys on; ready once /readyz answers. */
+async function startApi(): Promise<{ child: ChildProcess; url: string }> {
+  const port = await freePort();
+  const env = { ...process.env, S3_BUCKET: bucket, AUTH: 'on', AUTH_PEPPER: PEPPER, API_PORT: String(port), LOG_LEVEL: 'warn', TOPIC_PREFIX: `bench-joblist-${port}` };
+  const child = spawn(process.execPath, ['--import', 'tsx', 'api/main.ts'], { env, stdio: ['ignore', 'inherit', 'inherit'] });
+  const url = `http://127.0.0.1:${port}`;
+  for (let waited = 0; waited < 60_000; waited += 250) {
+    if (await fetch(`${url}/readyz`).then((r) => r.ok, () => false)) return { child, url };
+    if (child.exitCode !== null) throw new Error(`the API exited with ${child.exitCode}`);
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  throw new Error('the API did not become ready in 60 s');
+}
+
 async function main(): Promise<void> {
   if (!flags.bucket) await seed();
-  const services = createServices(config, [{ name: 'tiny' }], createLogger('bench-joblist', 'warn'));
-  await prepareStorage(services);
-  const { server, url } = await listen(createApp(services), '127.0.0.1', 0, config);
+  // Keys first: with keys on, the API does not start without one.
   const keys = new KeyStore(store, PEPPER);
   const tokens = await Promise.all(Array.from({ length: TENANTS }, async (_, n) => (await keys.create({ tenant: tenantName(n), name: 'bench', role: 'user', limits: { rate: null, concurrency: null } })).token));
   const admin = (await keys.create({ tenant: 'ops', name: 'bench-admin', role: 'admin', limits: { rate: null, concurrency: null } })).token;
+  const { child, url } = await startApi();
 
   const first = await (await fetch(`${url}/api/jobs?limit=1`, { headers: { Authorization: `Bearer ${tokens[0]}` } })).json();
   const oneId = first.jobs[0].id as string;
@@ -111,8 +131,7 @@ async function main(): Promise<void> {
   for (const [name, latencies] of rows) {
     console.log(`| ${name} | ${percentile(latencies, 50).toFixed(1)} | ${percentile(latencies, 99).toFixed(1)} | ${(percentile(latencies, 50) / base).toFixed(1)}x |`);
   }
-  server.close();
-  services.store.close();
+  child.kill('SIGTERM');
   if (!flags.keep && !flags.bucket) await emptyBucket();
   process.exit(0);
 }
