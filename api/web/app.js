@@ -158,8 +158,8 @@ function describeModel() {
   const model = models.get($('model').value);
   const priority = $('priority').value;
   if (!model) return ($('model-info').textContent = '');
-  const { image, queue_depth: depth } = model;
   if (model.available === false) return ($('model-info').textContent = `Unavailable: ${model.unavailable_reason}`);
+  const { image, queue_depth: depth } = model;
   const pace = model.rate ? `; about ${model.rate.jobs_per_second.toPrecision(2)} jobs a second` : '';
   $('model-info').textContent =
     `${model.queued} queued, ${model.running} running (${depth[priority] ?? 0} of them at ${priority})${pace}; ` +
