@@ -100,7 +100,7 @@ describe('signed webhooks', () => {
     expect(new Set(requests.map((r) => r.headers['webhook-id'])).size).toBe(1); // the same message, retried
 
     const listed = await deliveriesOf(id);
-    expect(listed.webhook).toEqual({ url: hooks.url(), events: ['succeeded', 'failed', 'canceled'] });
+    expect(listed.webhook).toEqual({ url: hooks.url(), events: ['succeeded', 'failed', 'canceled', 'aborted'] });
     expect(listed.deliveries).toHaveLength(1);
     const [delivery] = listed.deliveries;
     expect(delivery).toMatchObject({ id: requests[0]!.headers['webhook-id'], event: 'succeeded', status: 'succeeded', next_attempt_at: null });
