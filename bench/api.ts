@@ -1,6 +1,8 @@
 // Benchmark of POST /api/diffusion against its baseline, raw S3 PUTs of the same bytes from
 // Node, at the same concurrency in the same run. The API runs as a child process so its
 // peak RSS (VmHWM) can be read. Not a test: `npm run bench:api -- --duration 20 --concurrency 32`.
+// Over the API's rounds it also prints the CPU milliseconds and the S3 and Kafka requests per accepted
+// job of the API, this process, MinIO and Kafka (bench/cpu.ts).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
@@ -15,6 +17,8 @@ import { readModelNames } from '../common/models.js';
 import { KeyStore } from '../common/keys.js';
 import { createS3, ObjectStore } from '../common/storage.js';
 import { allTopics } from '../common/topics.js';
+import { dropBucket } from './bucket.js';
+import { COUNT_REQUESTS, infraProcesses, Meter } from './cpu.js';
 
 const { values: flags } = parseArgs({
   options: {
@@ -38,7 +42,7 @@ const CONCURRENCY = Number(flags.concurrency);
 const SIDE = Number(flags.size);
 
 const prefix = `bench-${Date.now().toString(36)}`;
-const config = loadConfig({ ...process.env, TOPIC_PREFIX: prefix, LOG_LEVEL: 'warn' });
+const config = loadConfig({ ...process.env, TOPIC_PREFIX: prefix, S3_BUCKET: prefix, LOG_LEVEL: 'warn' });
 
 interface Result {
   ok: number;
@@ -116,9 +120,9 @@ const PEPPER = 'bench-pepper-0123456789';
 
 async function startApi(port: number, env: Record<string, string> = {}): Promise<ChildProcess> {
   const profile = flags.profile ? ['--cpu-prof', '--cpu-prof-dir=bench/results'] : [];
-  const child = spawn(process.execPath, [...profile, '--import', 'tsx', 'api/main.ts'], {
-    env: { ...process.env, TOPIC_PREFIX: prefix, API_PORT: String(port), LOG_LEVEL: 'warn', ...env },
-    stdio: ['ignore', 'inherit', 'inherit'],
+  const child = spawn(process.execPath, [...profile, '--import', 'tsx', ...COUNT_REQUESTS, 'api/main.ts'], {
+    env: { ...process.env, TOPIC_PREFIX: prefix, S3_BUCKET: prefix, API_PORT: String(port), LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   for (let waited = 0; waited < 60_000; waited += 250) {
     const ready = await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok, () => false);
@@ -203,10 +207,13 @@ async function main(): Promise<void> {
   const apiRounds: Result[] = [];
   const keyedRounds: Result[] = [];
   let cpu = new Map<string, number>();
+  const meter = new Meter([{ name: 'API', pid: api.pid!, child: api }, { name: 'bench (clients)', pid: process.pid }, ...infraProcesses()], config);
   for (let round = 0; round < ROUNDS; round++) {
     rawRounds.push(await load(DURATION_S / ROUNDS, rawPut));
     const before = await threadCpu(api.pid!);
+    await meter.begin();
     apiRounds.push(await load(DURATION_S / ROUNDS, apiPost));
+    await meter.end();
     const used = cpuDelta(await threadCpu(api.pid!), before);
     cpu = new Map([...used].map(([name, seconds]) => [name, seconds + (cpu.get(name) ?? 0)]));
     if (keyedPost) keyedRounds.push(await load(DURATION_S / ROUNDS, keyedPost));
@@ -228,6 +235,7 @@ async function main(): Promise<void> {
   }
   const perRequest = [...cpu].filter(([, seconds]) => seconds > 0.05).sort((a, b) => b[1] - a[1]);
   console.log(`API CPU per request: ${perRequest.map(([name, s]) => `${name} ${((1000 * s) / Math.max(1, viaApi.ok)).toFixed(1)} ms`).join(', ')}`);
+  console.log(meter.report(viaApi.ok).join('\n'));
   const exit = await stop(api);
   console.log(`API exit code after SIGTERM: ${exit}`);
   await cleanUp(written);
@@ -302,7 +310,8 @@ async function cleanUp(keys: string[]): Promise<void> {
   const models = (await readModelNames(config.MODEL_NAMES_FILE)).map((entry) => entry.name);
   await admin.deleteTopics({ topics: allTopics(prefix, models) }).catch(() => {});
   await admin.disconnect();
-  console.log(`cleaned up ${keys.length} objects and the ${prefix}.* topics`);
+  await dropBucket(config);
+  console.log(`cleaned up ${keys.length} objects, the ${prefix}.* topics and the bucket ${prefix}`);
 }
 
 main().catch((error: unknown) => {

@@ -7,6 +7,8 @@
 //   npm run bench:pipeline -- --source standin:$PWD/bench/gpu/h100-sd15.json --sizes 512 --steps 30 --strength 0.5 \
 //     --jobs 240 --clients 96 --light 0
 // --cpu-prof DIR: where the API's and the consumer's CPU time goes (python3 bench/cpuprofile.py DIR/*.cpuprofile).
+// Each size's saturation run also prints the CPU milliseconds and the S3 and Kafka requests per job of
+// the API, the consumer (and its runner), the webhook dispatcher, this process, MinIO and Kafka (bench/cpu.ts).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -19,6 +21,8 @@ import { createLogger } from '../common/logger.js';
 import { RecordStore } from '../common/records.js';
 import { ObjectStore } from '../common/storage.js';
 import { Runner } from '../consumer/runner.js';
+import { dropBucket } from './bucket.js';
+import { COUNT_REQUESTS, infraProcesses, Meter, type Watched } from './cpu.js';
 
 const { values: flags } = parseArgs({
   options: {
@@ -39,7 +43,7 @@ const JOBS = Number(flags.jobs);
 const LIGHT = Number(flags.light);
 const PARAMS = { prompt: 'a benchmark', negative_prompt: null, strength: Number(flags.strength), steps: Number(flags.steps), guidance_scale: 7.5, seed: 1 };
 const prefix = `bench-${Date.now().toString(36)}`;
-const config = loadConfig({ ...process.env, TOPIC_PREFIX: prefix, LOG_LEVEL: 'silent' });
+const config = loadConfig({ ...process.env, TOPIC_PREFIX: prefix, S3_BUCKET: prefix, LOG_LEVEL: 'silent' });
 const logger = createLogger('bench', 'silent');
 
 const noise = (size: number) =>
@@ -72,7 +76,10 @@ async function runnerAlone(size: number): Promise<number> {
 function startProcess(script: string, env: Record<string, string>): ChildProcess {
   // kafkajs#1751 sets a negative timer delay, which Node reports and clamps to 1 ms (as scripts/start does).
   const profile = flags['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${resolve(flags['cpu-prof'])}`, `--cpu-prof-name=${script.split('/')[0]}.${Date.now()}.cpuprofile`] : [];
-  const child = spawn(process.execPath, ['--disable-warning=TimeoutNegativeWarning', ...profile, '--import', 'tsx', script], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
+  const child = spawn(process.execPath, ['--disable-warning=TimeoutNegativeWarning', ...profile, '--import', 'tsx', ...COUNT_REQUESTS, script], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+  });
   return child;
 }
 
@@ -115,22 +122,35 @@ async function main(): Promise<void> {
   const api = `http://127.0.0.1:${port}`;
   const dir = mkdtempSync(join(tmpdir(), 'bench-'));
   writeFileSync(join(dir, 'model_names.txt'), `tiny ${flags.source ?? ''}\n`);
-  const env = { TOPIC_PREFIX: prefix, API_PORT: String(port), MODEL_NAMES_FILE: join(dir, 'model_names.txt'), LOG_LEVEL: 'warn', CONSUMER_METRICS_PORT: '0', IDLE_UNLOAD_MS: '0' };
+  const env = { TOPIC_PREFIX: prefix, S3_BUCKET: prefix, API_PORT: String(port), MODEL_NAMES_FILE: join(dir, 'model_names.txt'), LOG_LEVEL: 'warn', CONSUMER_METRICS_PORT: '0', DISPATCHER_METRICS_PORT: '0', IDLE_UNLOAD_MS: '0' };
   const rows: string[][] = [];
   const records = new RecordStore(new ObjectStore(config));
 
   const alone = new Map<number, number>();
   for (const size of sizes) alone.set(size, await runnerAlone(size));
 
-  const processes = [startProcess('api/main.ts', env), startProcess('consumer/main.ts', env)];
+  const [apiProcess, consumerProcess, dispatcherProcess] = ['api/main.ts', 'consumer/main.ts', 'dispatcher/main.ts'].map((script) => startProcess(script, env));
+  const processes = [apiProcess!, consumerProcess!, dispatcherProcess!];
+  const watched: Watched[] = [
+    { name: 'API', pid: apiProcess!.pid!, child: apiProcess },
+    { name: 'consumer', pid: consumerProcess!.pid!, child: consumerProcess, descendants: 'runner' },
+    { name: 'dispatcher', pid: dispatcherProcess!.pid!, child: dispatcherProcess },
+    { name: 'bench (clients)', pid: process.pid },
+    ...infraProcesses(),
+  ];
+  const cpuReports: string[] = [];
   try {
     await waitHttp(`${api}/readyz`);
     for (const size of sizes) {
       const image = await noise(size);
       await finished(api, await submit(api, image, 0)); // the runner is loaded and warm
+      const meter = new Meter(watched, config);
+      await meter.begin();
       const started = performance.now();
       const limit = pLimit(Number(flags.clients));
       const ends = await Promise.all(Array.from({ length: JOBS }, (_, i) => limit(async () => finished(api, await submit(api, image, i)))));
+      await meter.end();
+      cpuReports.push(`\n${size}x${size}, ${JOBS} jobs at saturation:`, ...meter.report(JOBS));
       const system = JOBS / ((Math.max(...ends) - started) / 1000);
       const ratio = system / alone.get(size)!;
       rows.push([`${size}x${size}`, alone.get(size)!.toFixed(2), system.toFixed(2), ratio.toFixed(3)]);
@@ -158,8 +178,10 @@ async function main(): Promise<void> {
     console.table(rows.map(([size, a, b, r]) => ({ size, 'runner alone img/s (a)': a, 'system img/s (b)': b, '(b)/(a)': r })));
     console.table([{ 'overhead p50 ms': percentile(overhead, 50).toFixed(1), 'overhead p99 ms': percentile(overhead, 99).toFixed(1) }]);
     console.table(Object.entries(parts).map(([part, values]) => ({ part, 'p50 ms': percentile(values, 50).toFixed(1), 'p99 ms': percentile(values, 99).toFixed(1) })));
+    console.log(cpuReports.join('\n'));
   } finally {
-    for (const child of processes) child.kill('SIGTERM');
+    await Promise.all(processes.map((child) => new Promise((exited) => (child.exitCode !== null ? exited(null) : (child.once('exit', exited), child.kill('SIGTERM'))))));
+    await dropBucket(config).catch((error: unknown) => console.error(`could not remove the bucket ${prefix}:`, error));
   }
 }
 
