@@ -19,6 +19,8 @@ const PROGRESS_INTERVAL_MS = 1000;
 const BACKOFF_FACTOR = 4;
 /** A Retry-After longer than this is not honoured as such. */
 const MAX_RETRY_AFTER_MS = 86_400_000;
+/** Jobs remembered as having no webhook (the most recent ones): their later events need no read of the record. */
+const REMEMBERED_WITHOUT_WEBHOOK = 10_000;
 
 export interface CourierDeps {
   records: RecordStore;
@@ -47,14 +49,18 @@ export function retryDelayMs(attempts: number, baseMs: number, random: () => num
 }
 
 export class Courier {
+  /** Jobs whose record names no webhook, oldest first. A webhook is set at submission only, so one read decides for all of a job's events. */
+  private readonly withoutWebhook = new Set<string>();
+
   constructor(private readonly deps: CourierDeps) {}
 
   /** The delivery `event` asks for; undefined when none: no webhook, an event not chosen, throttled, done already. */
   async fromEvent(event: JobEvent, now = new Date()): Promise<DeliveryMessage | undefined> {
-    if (!isWebhookEvent(event.type)) return undefined;
+    if (!isWebhookEvent(event.type) || this.withoutWebhook.has(event.id)) return undefined;
     const type = event.type;
     const record = await this.deps.records.get(event.id);
     const webhook = record?.webhook;
+    if (record && !webhook) this.rememberWithoutWebhook(record.id);
     if (!record || !webhook || !webhook.events.includes(type)) return undefined;
     const id = deliveryId(event);
     const log = await this.deps.deliveries.get(record.id);
@@ -77,6 +83,11 @@ export class Courier {
       attempts: existing?.attempts.length ?? 0,
       due_at: now.toISOString(),
     };
+  }
+
+  private rememberWithoutWebhook(id: string): void {
+    this.withoutWebhook.add(id);
+    if (this.withoutWebhook.size > REMEMBERED_WITHOUT_WEBHOOK) this.withoutWebhook.delete(this.withoutWebhook.values().next().value!);
   }
 
   /** Sends `delivery` once and records the attempt; answers the retry to schedule, if any. */
