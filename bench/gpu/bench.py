@@ -1,4 +1,4 @@
-"""GPU benchmark of the img2img runner (issue 6): one call on the lent H100, see README.md.
+"""GPU benchmark of the img2img runner: the stages of one GPU run, see README.md.
 
     python3 bench/gpu/bench.py --out $OUT --budget 520
 
@@ -215,7 +215,7 @@ def unet_flops(pipe, size) -> float:
     sample, timestep, context, kwargs = unet_inputs(pipe, 1, size)
     counter = FlopCounterMode(display=False)
     # Compiled blocks run eagerly under the counter: in an SDXL stage that counted FLOPs with
-    # them compiled, every later call ran its blocks eagerly (2026-11-30, sixth session).
+    # them compiled, every later call ran its blocks eagerly.
     with torch.inference_mode(), torch.compiler.set_stance("force_eager"), counter:
         pipe.unet(sample, timestep, context, **kwargs)
     return float(counter.get_total_flops())
@@ -572,7 +572,7 @@ def stage_sd15_autotune(record, out, deadline, args):
     """Regional max-autotune (GEMMs only: cuBLAS against Triton's templates), then the regional default, same call.
 
     Whole-UNet max-autotune with Triton convolution templates had not finished compiling after
-    408 s (BENCHMARKS.md, fourth session); regional compilation tunes each distinct block once,
+    408 s (bench/NOTES.md); regional compilation tunes each distinct block once,
     and the convolutions stay cuDNN's (44% of the GPU time, already its Hopper kernels).
     """
     import gc
@@ -703,8 +703,8 @@ def _fast_variants(record, out, deadline, source, size, batches, compare_batch, 
             record(kind="fp8", model=source, convolutions_error=f"{type(exc).__name__}: {str(exc)[:300]}")
         return
     # (interval, layers, tiny VAE, guidance share): a cached step runs `layers` shallow layers
-    # (deepcache.py); the first down block's depth is the whole block (the fast tuning before
-    # 2026-11-30's fourth session); guidance in that share of the steps only (guidance.py).
+    # (deepcache.py); the first down block's depth is the whole block; guidance in that share of
+    # the steps only (guidance.py).
     depth = len(pipe.unet.down_blocks[0].resnets)
     chosen = only or [
         *((interval, layers, False, 1.0) for interval, layers in ((3, 1), (3, depth), (5, 1), (4, 1), (2, 1))),
