@@ -10,6 +10,8 @@ import { TERMINAL } from '../common/jobs.js';
 import { JOBS_PREFIX, ObjectStore } from '../common/storage.js';
 import { allTopics, eventsTopic } from '../common/topics.js';
 import { QueueDepth } from '../common/depth.js';
+import { QueueAge } from '../common/age.js';
+import { dependencyCheck, type DependencyStates } from './readiness.js';
 import { QueuePositions } from '../common/position.js';
 import { QueueView } from './queue.js';
 import { StandingWatch } from './standings.js';
@@ -60,6 +62,8 @@ export interface Services {
   endings: EndingsFollower;
   /** The memory that uploads in progress share. */
   uploads: UploadBudget;
+  /** What GET /readyz reports: each dependency 'ok' or why not. */
+  dependencies: () => Promise<DependencyStates>;
   registry: Registry;
   metrics: ApiMetrics;
 }
@@ -109,9 +113,11 @@ export function createServices(config: ApiConfig, entries: ModelEntry[], log: Lo
   const limits = new Limits({ config, depth, log });
   const endings = new EndingsFollower(kafka, config.TOPIC_PREFIX, limits);
   const uploads = new UploadBudget(config.UPLOAD_MEMORY_BYTES);
+  const dependencies = dependencyCheck({ admin, store, limits, config, withKeys: authRequired(config) });
+  const ages = new QueueAge(depth, (topic, time) => admin.fetchTopicOffsetsByTimestamp(topic, time));
   const registry = createRegistry('api');
-  const metrics = apiMetrics(registry);
-  return { config, log, models, rules, store, records, kafka, admin, publisher, hub, depth, queue, standings, availability, images, intake, sweeper, tenants, keys, limits, endings, uploads, registry, metrics };
+  const metrics = apiMetrics(registry, { ages: () => ages.get(), dependencies });
+  return { config, log, models, rules, store, records, kafka, admin, publisher, hub, depth, queue, standings, availability, images, intake, sweeper, tenants, keys, limits, endings, uploads, dependencies, registry, metrics };
 }
 
 export async function prepareStorage(services: Services): Promise<void> {

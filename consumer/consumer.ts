@@ -98,7 +98,7 @@ export function createConsumer(config: ConsumerConfig, { models, listed, logger 
   const admin = kafka.admin();
   const registry = createRegistry('consumer');
   const depth = new QueueDepth(admin, config.TOPIC_PREFIX, models.map((m) => m.name));
-  const metrics = consumerMetrics(registry, () => depth.get());
+  const metrics = consumerMetrics(registry, () => depth.get(), models.map((m) => m.name));
   const pools = new Map(models.map((model) => [model.name, runnerPool(config, model, store, logger.child({ model: model.name }), metrics)]));
   const gateway =
     config.WORKER_GATEWAY === 'on'

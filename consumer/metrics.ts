@@ -2,7 +2,7 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { JobRecord } from '../common/jobs.js';
 import { SECONDS_BUCKETS } from '../common/metrics.js';
-import type { Priority } from '../common/topics.js';
+import { PRIORITIES, type Priority } from '../common/topics.js';
 
 /** Hooks for metrics; every one optional. */
 export interface ConsumerMetrics {
@@ -17,7 +17,12 @@ export interface ConsumerMetrics {
 
 export type DepthSource = () => Promise<Map<string, Record<Priority, number>>>;
 
-export function consumerMetrics(registry: Registry, depth: DepthSource): ConsumerMetrics {
+/**
+ * `models`: the consumer's models, whose alerting counters (restarts, dead letters, aborted jobs)
+ * are exported at 0 from the start: Prometheus' increase() cannot see a series' first event when
+ * the series only appears with it.
+ */
+export function consumerMetrics(registry: Registry, depth: DepthSource, models: readonly string[] = []): ConsumerMetrics {
   const registers = [registry];
   const byModelPriority = ['model', 'priority'] as const;
   const queueWait = new Histogram({ name: 'img2img_queue_wait_seconds', help: 'Time from acceptance to the first start of a job', labelNames: byModelPriority, buckets: SECONDS_BUCKETS, registers });
@@ -44,6 +49,11 @@ export function consumerMetrics(registry: Registry, depth: DepthSource): Consume
       }
     },
   });
+
+  for (const model of models) {
+    for (const counter of [restarts, deadLettered, retries]) counter.inc({ model }, 0);
+    for (const priority of PRIORITIES) finished.inc({ model, priority, status: 'aborted' }, 0);
+  }
 
   const observeTimings = (model: string, priority: Priority, record: JobRecord) => {
     if (!record.timings) return;

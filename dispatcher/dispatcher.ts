@@ -13,6 +13,7 @@ import type { Admin, EachBatchPayload, KafkaMessage } from 'kafkajs';
 import pLimit from 'p-limit';
 import type { DispatcherConfig } from '../common/config.js';
 import { DeliveryLogStore } from '../common/deliveries.js';
+import { lag } from '../common/depth.js';
 import { JobEvent, parseValue } from '../common/jobs.js';
 import { createKafka, ensureTopics } from '../common/kafka.js';
 import type { Logger } from '../common/logger.js';
@@ -61,6 +62,12 @@ async function startAtLatest(admin: Admin, groupId: string, topic: string, logge
   await admin.resetOffsets({ groupId, topic, earliest: false }).catch((error: unknown) => logger.warn({ err: error }, 'could not set the events offsets'));
 }
 
+/** Deliveries waiting in each retry topic: what the group has not committed there. */
+export async function retryBacklog(admin: Admin, groupId: string, topics: readonly string[]): Promise<Map<string, number>> {
+  const [committed, ...offsets] = await Promise.all([admin.fetchOffsets({ groupId, topics: [...topics] }), ...topics.map((topic) => admin.fetchTopicOffsets(topic))]);
+  return new Map(topics.map((topic, i) => [topic, lag(offsets[i]!, committed.find((entry) => entry.topic === topic)?.partitions ?? [])]));
+}
+
 export function createDispatcher(config: DispatcherConfig, { logger, resolve, random }: DispatcherOptions): Dispatcher {
   const prefix = config.TOPIC_PREFIX;
   const events = eventsTopic(prefix);
@@ -70,6 +77,8 @@ export function createDispatcher(config: DispatcherConfig, { logger, resolve, ra
   const admin = kafka.admin();
   const publisher = new Publisher(kafka, prefix);
   const registry = createRegistry('dispatcher');
+  const retryTopics = webhookRetryTopics(prefix);
+  const metrics = dispatcherMetrics(registry, () => retryBacklog(admin, groupId, retryTopics), retryTopics);
   let metricsServer: Server | undefined;
   const courier = new Courier({
     records: new RecordStore(store),
@@ -80,7 +89,7 @@ export function createDispatcher(config: DispatcherConfig, { logger, resolve, ra
     retryBaseMs: config.WEBHOOK_RETRY_BASE_MS,
     logger,
     random,
-    metrics: dispatcherMetrics(registry),
+    metrics,
   });
   const consumer = kafka.consumer({ groupId, sessionTimeout: config.KAFKA_SESSION_TIMEOUT_MS, heartbeatInterval: 1000, maxWaitTimeInMs: 250 });
   const limit = pLimit(config.WEBHOOK_CONCURRENCY);
@@ -99,7 +108,9 @@ export function createDispatcher(config: DispatcherConfig, { logger, resolve, ra
     const retry = await courier.attempt(delivery);
     if (!retry) return;
     const value = JSON.stringify(retry);
-    await publisher.send(webhookRetryTopic(prefix, retry.attempts), { key: retry.job_id, value }, AbortSignal.timeout(RETRY_SEND_TIMEOUT_MS));
+    const topic = webhookRetryTopic(prefix, retry.attempts);
+    await publisher.send(topic, { key: retry.job_id, value }, AbortSignal.timeout(RETRY_SEND_TIMEOUT_MS));
+    metrics.retried(topic);
   }
 
   /** Items of one job in order (its events must not overtake each other), jobs side by side. */
@@ -153,12 +164,12 @@ export function createDispatcher(config: DispatcherConfig, { logger, resolve, ra
     async start() {
       await store.ensureBucket();
       await admin.connect();
-      await ensureTopics(admin, [events, ...webhookRetryTopics(prefix)], config.TOPIC_PARTITIONS);
+      await ensureTopics(admin, [events, ...retryTopics], config.TOPIC_PARTITIONS);
       await startAtLatest(admin, groupId, events, logger);
       await publisher.connect();
       await consumer.connect();
       await consumer.subscribe({ topics: [events], fromBeginning: false });
-      await consumer.subscribe({ topics: webhookRetryTopics(prefix), fromBeginning: true });
+      await consumer.subscribe({ topics: retryTopics, fromBeginning: true });
       metricsServer = await serveMetrics(registry, config.DISPATCHER_METRICS_HOST, config.DISPATCHER_METRICS_PORT);
       await consumer.run({ partitionsConsumedConcurrently: 8, eachBatchAutoResolve: false, eachBatch });
       logger.info({ group: groupId, allow_private: config.WEBHOOK_ALLOW_PRIVATE, metrics: metricsUrl() }, 'webhook dispatcher running');

@@ -1,9 +1,7 @@
 // GET /healthz: the process is alive. GET /readyz: Kafka and object storage answer in time.
 import { createRoute, OpenAPIHono } from '@hono/zod-openapi';
-import { race } from '../../common/deadline.js';
 import { Health, NotReady, Readiness } from '../schemas.js';
 import type { Services } from '../services.js';
-import { authRequired } from '../auth.js';
 
 const healthz = createRoute({
   method: 'get',
@@ -39,31 +37,12 @@ const readyz = createRoute({
   },
 });
 
-/** 'ok', or why not; never slower than the deadline. */
-async function probe(work: (signal: AbortSignal) => Promise<unknown>, timeoutMs: number): Promise<string> {
-  const signal = AbortSignal.timeout(timeoutMs);
-  try {
-    await race(work(signal), signal);
-    return 'ok';
-  } catch (error) {
-    return `unreachable: ${(error as Error).message || (error as Error).name}`.slice(0, 200);
-  }
-}
-
 export function healthRoutes(services: Services) {
-  const { admin, config, store } = services;
-  const timeoutMs = Math.min(config.DEPENDENCY_TIMEOUT_MS, 2000);
-  const kafka = () => admin.connect().then(() => admin.describeCluster());
-  const storage = (signal: AbortSignal) => store.ping(signal);
-  const withKeys = authRequired(config);
+  const { config } = services;
   return new OpenAPIHono()
     .openapi(healthz, (c) => c.json({ status: 'ok' as const }, 200))
     .openapi(readyz, async (c) => {
-      const [kafkaState, storageState, limitsState] = await Promise.all([
-        probe(kafka, timeoutMs),
-        probe(storage, timeoutMs),
-        withKeys ? probe(() => services.limits.ping(), timeoutMs) : undefined,
-      ]);
+      const { kafka: kafkaState, storage: storageState, limits: limitsState } = await services.dependencies();
       // Redis down is not fatal when limits fail open: the API stays ready and says so.
       const limits = limitsState && limitsState !== 'ok' ? `${limitsState} (limits fail ${config.LIMITS_WHEN_REDIS_DOWN})` : limitsState;
       const limitsOk = !limits || limitsState === 'ok' || config.LIMITS_WHEN_REDIS_DOWN === 'open';
