@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	kedav1alpha1 "github.com/kedacore/keda/v2/apis/keda/v1alpha1"
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -26,6 +27,7 @@ type Report struct {
 	Consumers     []ConsumerFact `json:"consumers"`
 	ScaledObjects []ScaledFact   `json:"scaledObjects"`
 	API           *APIFact       `json:"api,omitempty"`
+	Rules         []RuleFact     `json:"prometheusRules"`
 	Errors        []string       `json:"errors"`
 }
 
@@ -125,6 +127,9 @@ func check(objects []Object, report *Report) {
 	}
 	for _, s := range each[kedav1alpha1.ScaledObject](objects) {
 		c.scaledObject(s.Object, s.V)
+	}
+	for _, r := range each[monitoringv1.PrometheusRule](objects) {
+		c.prometheusRule(r.Object, r.V)
 	}
 	c.facts()
 }

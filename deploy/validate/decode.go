@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	kedav1alpha1 "github.com/kedacore/keda/v2/apis/keda/v1alpha1"
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -36,6 +37,9 @@ var kinds = map[string]func() any{
 	"keda.sh/v1alpha1/TriggerAuthentication": func() any {
 		return &kedav1alpha1.TriggerAuthentication{}
 	},
+	// The Prometheus Operator's type (monitoring.prometheusRule.enabled); its rules' PromQL is checked by
+	// promtool in the tests, as the operator's admission webhook parses it.
+	"monitoring.coreos.com/v1/PrometheusRule": func() any { return &monitoringv1.PrometheusRule{} },
 }
 
 // Object is one decoded document.

@@ -1,5 +1,6 @@
 // Command validate decodes every object of a rendered Helm chart strictly into the Kubernetes
-// API types (k8s.io/api) and KEDA's (github.com/kedacore/keda/v2/apis/keda/v1alpha1), runs
+// API types (k8s.io/api), KEDA's (github.com/kedacore/keda/v2/apis/keda/v1alpha1) and the
+// Prometheus Operator's (PrometheusRule), runs
 // the checks of checks.go, and prints a JSON report; it exits 1 when anything is wrong.
 //
 //	helm template img2img deploy/helm/img2img | go run ./deploy/validate -
@@ -19,7 +20,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: validate FILE|- [FILE...]   (rendered manifests, - for standard input)")
 		os.Exit(2)
 	}
-	report := &Report{Objects: []string{}, Consumers: []ConsumerFact{}, ScaledObjects: []ScaledFact{}, Errors: []string{}}
+	report := &Report{Objects: []string{}, Consumers: []ConsumerFact{}, ScaledObjects: []ScaledFact{}, Rules: []RuleFact{}, Errors: []string{}}
 	var objects []Object
 	for _, path := range paths {
 		data, err := read(path, os.Stdin, os.ReadFile)
