@@ -52,8 +52,10 @@ STAGES = {
     "sd15-tinyvae": ("SD1.5 compiled + TAESD-size tiny VAE (quality trade: README)", 240, 90),
     "sd15-bf16": ("SD1.5 eager settings in fp16, then bf16: speed and deviation", 150, 60),
     "sd15-fast": ("SD1.5 regional compile: exact, then feature caching, tiny VAE, both (the fast tuning): speed and deviation", 330, 200),
-    "sd15-fp8-eager": ("SD1.5 eager, then FP8 transformer linears (eager, then each compiled), then convolutions too: speed, deviation", 200, 60),
-    "sd15-fp8": ("SD1.5 regional compile: exact, then FP8 transformer linears (torchao), alone and with the fast trades", 330, 200),
+    "sd15-fp8-eager": ("SD1.5 eager, then FP8 transformer linears (eager, then each compiled): speed, deviation", 200, 60),
+    "sd15-fp8": ("SD1.5 regional compile: exact, then FP8 transformer linears (the fp8 tuning), alone and with the fast trades", 330, 200),
+    "sdxl-fp8-linears": ("SDXL's transformer-block linears at a guided step's shapes, fp16 against FP8, each compiled alone: the fp8 tuning's bound", 150, 70),
+    "sdxl-fp8": ("SDXL regional compile: exact, then FP8 transformer linears (the fp8 tuning), alone and with the fast trades", 420, 200),
     "sdxl-fast": ("SDXL regional compile: exact, then feature caching, tiny VAE, both: speed and deviation", 420, 260),
 }
 
@@ -652,7 +654,7 @@ def _fast_variants(record, out, deadline, source, size, batches, compare_batch, 
 
     from img2img_runner import deepcache
     from img2img_runner.arch import tiny_vae_like
-    from img2img_runner.bench.fp8 import quantize_fp8
+    from img2img_runner.fp8 import quantize_linears
     from img2img_runner.tuning import TUNINGS
 
     fast = TUNINGS["fast"]
@@ -663,7 +665,7 @@ def _fast_variants(record, out, deadline, source, size, batches, compare_batch, 
     if profile and not fp8 and time.perf_counter() < deadline - 60:
         kernel_profile(record, pipe, "regional", source, size, batch=profile)
     if fp8:
-        record(kind="fp8", model=source, linears=quantize_fp8(pipe.unet))
+        record(kind="fp8", model=source, linears=quantize_linears(pipe.unet))
         started = time.perf_counter()
         call_pipe(pipe, _inputs(1, size), True)
         _sync()
@@ -691,16 +693,10 @@ def _fast_variants(record, out, deadline, source, size, batches, compare_batch, 
     fc = f"feature-cache-{fast.feature_cache}"
     if fp8:
         variant("fp8", 0, kl_vae)
+        if profile and time.perf_counter() < deadline - 60:
+            kernel_profile(record, pipe, "fp8", source, size, batch=profile)
         variant(f"fp8 + fast ({fc} + tiny-vae)", fast.feature_cache, small_vae)
         variant(f"fp8 + {fc}", fast.feature_cache, kl_vae)
-        variant("fp8 + feature-cache-5 + tiny-vae", 5, small_vae)
-        # The resnet blocks' convolutions too (per-tensor scales): their blocks compile again.
-        try:
-            record(kind="fp8", model=source, convolutions=quantize_fp8(pipe.unet, convolutions=True))
-            variant("fp8 linears + convolutions", 0, kl_vae)
-            variant(f"fp8 linears + convolutions + fast ({fc} + tiny-vae)", fast.feature_cache, small_vae)
-        except Exception as exc:
-            record(kind="fp8", model=source, convolutions_error=f"{type(exc).__name__}: {str(exc)[:300]}")
         return
     # (interval, layers, tiny VAE, guidance share): a cached step runs `layers` shallow layers
     # (deepcache.py); the first down block's depth is the whole block; guidance in that share of
@@ -734,15 +730,15 @@ def _fast_variants(record, out, deadline, source, size, batches, compare_batch, 
 
 
 def stage_sd15_fp8_eager(record, out, deadline, args):
-    """The eager tuning, then its transformer linears in FP8, then the convolutions too (no compile: seconds).
+    """The eager tuning, then its transformer linears in FP8, then each of them compiled (seconds).
 
-    Eager FP8 runs torchao's scaling and casting as separate kernels, which a compiled
-    pipeline would fuse: a floor for what FP8 gives, not its compiled speed.
+    Eager FP8 runs the activations' scaling and casting as separate kernels, which a compiled
+    pipeline fuses: a floor for what FP8 gives, not its compiled speed.
     """
     import numpy as np
     import torch._dynamo.config as dynamo_config
 
-    from img2img_runner.bench.fp8 import fp8_linears, quantize_fp8
+    from img2img_runner.fp8 import Fp8Linear, quantize_linears
 
     size, images = (512, 512), _inputs(COMPARE_BATCH, (512, 512))
     pipe = _tuned(record, out, deadline, "sd15-arch", size, [24], "eager", "eager", compare_batch=COMPARE_BATCH)
@@ -754,22 +750,18 @@ def stage_sd15_fp8_eager(record, out, deadline, args):
         record(kind="compare_exact", config=config, model="sd15-arch", batch=COMPARE_BATCH, **deviation(exact, np.stack(call_pipe(pipe, images, True))))
 
     record_step(record, pipe, "eager", size)
-    record(kind="fp8", model="sd15-arch", linears=quantize_fp8(pipe.unet))
+    record(kind="fp8", model="sd15-arch", linears=quantize_linears(pipe.unet))
     timed("eager + fp8 linears")
     # Each FP8 linear layer compiled on its own: scaling and casting fused, the rest eager.
     for name in ("recompile_limit", "cache_size_limit"):  # one code object (Linear.forward), many shapes
         if hasattr(dynamo_config, name):
             setattr(dynamo_config, name, 256)
     started = time.perf_counter()
-    for module in fp8_linears(pipe.unet):
-        module.compile()
+    for module in pipe.unet.modules():
+        if isinstance(module, Fp8Linear):
+            module.compile()
     timed("eager + compiled fp8 linears")
     record(kind="first_call", config="eager + compiled fp8 linears", model="sd15-arch", seconds_including_timing=round(time.perf_counter() - started, 2))
-    try:
-        record(kind="fp8", model="sd15-arch", convolutions=quantize_fp8(pipe.unet, convolutions=True))
-        timed("eager + compiled fp8 linears + fp8 convolutions")
-    except Exception as exc:
-        record(kind="fp8", model="sd15-arch", convolutions_error=f"{type(exc).__name__}: {str(exc)[:300]}")
 
 
 def stage_sd15_fp8(record, out, deadline, args):
@@ -779,6 +771,86 @@ def stage_sd15_fp8(record, out, deadline, args):
 def stage_sd15_fast(record, out, deadline, args):
     only = _variants(args.fast_variants)
     _fast_variants(record, out, deadline, "sd15-arch", (512, 512), [24], COMPARE_BATCH, profile=0 if only else 16, only=only, profile_each=args.profile_variants)
+
+
+def _cuda_ms(fn, reps: int = 20) -> float:
+    """Median milliseconds of fn() on the GPU (CUDA events), after three warm-up calls."""
+    import torch
+
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def stage_sdxl_fp8_linears(record, out, deadline, args):
+    """The linears the fp8 tuning converts, timed one by one at the shapes of one guided SDXL step
+    (batch 8, 1024x1024; shapes and counts recorded from a real UNet call): fp16 (cuBLAS), the
+    FP8 product alone (input cast beforehand), and the tuning's Fp8Linear compiled on its own
+    (the input's scaling and cast fused by Inductor). Seconds of compiling where the whole
+    UNet's takes minutes; with the kernel profile's matmul share it bounds what the fp8
+    tuning can give (bench/NOTES.md).
+    """
+    import collections
+
+    import torch
+    import torch._dynamo.config as dynamo_config
+
+    from img2img_runner.fp8 import E4M3, Fp8Linear, fp8_linears
+
+    for name in ("recompile_limit", "cache_size_limit"):  # one code object (Fp8Linear.forward), many shapes
+        if hasattr(dynamo_config, name):
+            setattr(dynamo_config, name, 256)
+    batch, size = 8, (1024, 1024)
+    pipe, seconds = build("sdxl-arch", "eager")
+    record(kind="build", config="eager", model="sdxl-arch", seconds=round(seconds, 2))
+    shapes = collections.Counter()
+
+    def count(module, inputs, output):
+        shapes[(inputs[0].numel() // module.in_features, module.in_features, module.out_features, module.bias is not None)] += 1
+
+    hooks = [linear.register_forward_hook(count) for _, _, linear in fp8_linears(pipe.unet)]
+    sample, timestep, context, kwargs = unet_inputs(pipe, batch, size)
+    with torch.inference_mode():
+        pipe.unet(sample, timestep, context, **kwargs)
+    for hook in hooks:
+        hook.remove()
+    step_ms = time_unet(pipe, batch, size, reps=3) * 1000
+    record(kind="unet", config="eager", model="sdxl-arch", batch=batch, step_ms=round(step_ms, 1), linears=sum(shapes.values()), distinct_shapes=len(shapes))
+    del pipe
+    torch.cuda.empty_cache()
+    totals = collections.Counter()
+    with torch.inference_mode():
+        for (rows, k, n, bias), calls in sorted(shapes.items(), key=lambda item: -item[0][0] * item[0][1] * item[0][2] * item[1]):
+            if time.perf_counter() > deadline - 10:
+                record(kind="fp8_linear", skipped=[rows, k, n])
+                continue
+            linear = torch.nn.Linear(k, n, bias=bias, device="cuda", dtype=torch.float16)
+            x = torch.randn(rows, k, device="cuda", dtype=torch.float16)
+            quantized = Fp8Linear(linear)
+            compiled = torch.compile(quantized)
+            x_fp8, x_scale = x.to(E4M3), torch.tensor(1.0, device="cuda")
+            weight = quantized.weight_fp8.t()
+            times = {
+                "fp16": _cuda_ms(lambda: linear(x)),
+                "fp8_product": _cuda_ms(lambda: torch._scaled_mm(x_fp8, weight, scale_a=x_scale, scale_b=quantized.weight_scale, bias=quantized.bias, out_dtype=torch.float16)),
+                "fp8_linear": _cuda_ms(lambda: compiled(x)),
+            }
+            for key, ms in times.items():
+                totals[key] += ms * calls
+            record(kind="fp8_linear", rows=rows, k=k, n=n, calls=calls, **{f"{key}_ms": round(ms, 4) for key, ms in times.items()}, tflops_fp16=round(2 * rows * k * n / times["fp16"] / 1e9, 1), tflops_fp8_product=round(2 * rows * k * n / times["fp8_product"] / 1e9, 1))
+    record(kind="fp8_linears_total", model="sdxl-arch", batch=batch, eager_step_ms=round(step_ms, 1), **{f"{key}_ms_per_step": round(ms, 1) for key, ms in totals.items()})
+
+
+def stage_sdxl_fp8(record, out, deadline, args):
+    _fast_variants(record, out, deadline, "sdxl-arch", (1024, 1024), [8], 2, fp8=True, profile=8 if args.profile_variants else 0)
 
 
 def stage_sdxl_fast(record, out, deadline, args):

@@ -111,6 +111,11 @@ def _prepare(load, args, device, log, tuning_name: str):
     pipe = load()
     if tuning_name != "off" and tuning.wants_tuning(args.model, device, pipe):
         chosen = tuning.TUNINGS[tuning_name]
+        refused = tuning.refusal(chosen, pipe)
+        if refused:
+            # The exact default rather than the plain pipeline: the operator asked for speed.
+            log.warning("tuning %s refused: %s; the %s tuning instead", tuning_name, refused, tuning.DEFAULT_TUNING)
+            tuning_name, chosen = tuning.DEFAULT_TUNING, tuning.TUNINGS[tuning.DEFAULT_TUNING]
         log.info("tuning %s: %s", tuning_name, chosen)
         try:
             tuning.apply_tuning(pipe, chosen, defer_compile=chosen.background)

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn.attention import SDPBackend
 
-from . import deepcache
+from . import deepcache, fp8
 from .background import Switch
 from .sources import ARCH_SOURCES
 
@@ -78,6 +78,8 @@ class Tuning:
     buckets: tuple[int, ...] = ()
     # Share of a call's denoising steps that keep classifier-free guidance (guidance.py); 1: all of them.
     guidance_share: float = 1.0
+    # The UNet's transformer-block linears as FP8 matrix products (fp8.py): Ada, Hopper or newer.
+    fp8: bool = False
 
     def __post_init__(self):
         if not 0 < self.guidance_share <= 1:
@@ -116,6 +118,9 @@ TUNINGS = {
     # And guidance in the first third of the steps only (guidance.py): the last ten of 15 run the
     # conditional branch alone, on half the UNet rows (in the last third only, it gained nothing).
     "fastest": Tuning("fastest", **FASTER, guidance_share=1 / 3),
+    # Opt-in, not exact: the exact settings with the UNet's transformer-block linears in FP8 (fp8.py);
+    # refused on a GPU without FP8 matrix products.
+    "fp8": Tuning("fp8", **EXACT, regional=True, background=True, fp8=True),
 }
 DEFAULT_TUNING = "compile"
 
@@ -226,11 +231,12 @@ def prefer_cudnn_attention() -> bool:
 
 def for_dit(tuning: Tuning) -> Tuning:
     """The part of a tuning a DiT pipeline takes: the UNet-only trades left out."""
-    dropped = [name for name, off in (("feature_cache", 0), ("tiny_vae", False), ("guidance_share", 1.0)) if getattr(tuning, name) != off]
+    unet_only = {"feature_cache": 0, "tiny_vae": False, "guidance_share": 1.0, "fp8": False}
+    dropped = [name for name, off in unet_only.items() if getattr(tuning, name) != off]
     if not dropped:
         return tuning
     log.warning("tuning %s: %s apply to UNet models only: left out for this transformer", tuning.name, ", ".join(dropped))
-    return dataclasses.replace(tuning, feature_cache=0, tiny_vae=False, guidance_share=1.0)
+    return dataclasses.replace(tuning, **unet_only)
 
 
 def _fuse_qkv(pipe, vae: bool) -> None:
@@ -239,6 +245,12 @@ def _fuse_qkv(pipe, vae: bool) -> None:
         pipe.fuse_qkv_projections(vae=vae)
     elif type(pipe.transformer).__name__ in FUSED_QKV_MODELS:
         pipe.transformer.fuse_qkv_projections()
+
+
+def refusal(tuning: Tuning, pipe) -> str | None:
+    """Why this pipeline's device cannot run the tuning (FP8 needs Ada, Hopper or newer), or None."""
+    takes_fp8 = tuning.fp8 and not is_dit(pipe)  # a transformer leaves FP8 out (for_dit)
+    return fp8.fp8_refusal(pipe.device) if takes_fp8 else None
 
 
 def apply_tuning(pipe, tuning: Tuning, defer_compile: bool = False):
@@ -253,6 +265,9 @@ def apply_tuning(pipe, tuning: Tuning, defer_compile: bool = False):
     dit = is_dit(pipe)
     if dit:
         tuning = for_dit(tuning)
+    refused = refusal(tuning, pipe)
+    if refused:
+        raise RuntimeError(f"tuning {tuning.name}: {refused}")
     # Deferred: the compile thread switches it on (background.py); the eager warm-up skips seconds of benchmarking.
     if tuning.cudnn_benchmark and not defer_compile:
         torch.backends.cudnn.benchmark = True
@@ -268,6 +283,8 @@ def apply_tuning(pipe, tuning: Tuning, defer_compile: bool = False):
     if tuning.channels_last and not dit:
         pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
+    if tuning.fp8:
+        log.info("fp8: %d linear layers of the UNet's transformer blocks run in FP8", fp8.quantize_linears(pipe.unet))
     switches = []
     if tuning.compile_mode:
         import torch._inductor.config as inductor_config  # Inductor: seconds to import, for the compiled path only

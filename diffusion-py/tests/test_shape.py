@@ -1,5 +1,5 @@
-"""The runner package's import rules (.importlinter): no import cycles, and the serving path never
-imports the benchmark code (img2img_runner.bench). On failure, lint-imports' report says what breaks them."""
+"""The runner package's import rules (.importlinter): no import cycles. On failure, lint-imports'
+report says what breaks them."""
 
 import pathlib
 import subprocess

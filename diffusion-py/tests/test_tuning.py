@@ -125,39 +125,3 @@ def test_the_fast_tuning_takes_the_models_own_tiny_vae_or_none(tmp_path):
     loaded = tiny_vae_for(pipe, str(tmp_path))
     assert isinstance(loaded, AutoencoderTiny)
     assert all(torch.equal(a, b) for a, b in zip(saved.state_dict().values(), loaded.state_dict().values()))
-
-
-def test_fp8_takes_only_the_transformer_blocks_linear_layers(tiny):
-    from img2img_runner.bench.fp8 import FP8_BLOCKS, fp8_linears
-
-    chosen = fp8_linears(tiny.unet)
-    assert chosen and all(isinstance(module, torch.nn.Linear) for module in chosen)
-    blocks = [name for name, module in tiny.unet.named_modules() if type(module).__name__ in FP8_BLOCKS]
-    inside = {
-        id(module)
-        for name, module in tiny.unet.named_modules()
-        if isinstance(module, torch.nn.Linear) and any(name.startswith(block + ".") for block in blocks)
-    }
-    elsewhere = [module for name, module in tiny.unet.named_modules() if isinstance(module, torch.nn.Linear) and id(module) not in inside]
-    # The time embedding's and the resnets' time projections are linear layers outside the blocks.
-    assert any(module is tiny.unet.time_embedding.linear_1 for module in elsewhere)
-    assert {id(module) for module in chosen} <= inside
-    assert not {id(module) for module in chosen} & {id(module) for module in elsewhere}
-    assert len(chosen) == len(inside)  # the tiny model's widths are all multiples of 16: every one of them
-
-
-def test_fp8_leaves_a_cpu_unet_as_it_is_and_says_why(caplog):
-    import logging
-
-    from img2img_runner.bench.fp8 import quantize_fp8
-
-    unet = load_pipeline("tiny", device=torch.device("cpu")).unet
-    before = {name: (type(param), param.dtype, param.detach().clone()) for name, param in unet.named_parameters()}
-    with caplog.at_level(logging.WARNING, logger="img2img_runner"):
-        assert quantize_fp8(unet) == 0
-    after = dict(unet.named_parameters())
-    assert after.keys() == before.keys()
-    for name, (kind, dtype, values) in before.items():
-        assert type(after[name]) is kind and after[name].dtype == dtype and torch.equal(after[name], values)
-    # The device check comes first: torchao is not even imported on CPU.
-    assert "fp8" in caplog.text and "compute capability" in caplog.text and "torchao" not in caplog.text
