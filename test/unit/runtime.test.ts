@@ -13,10 +13,10 @@ describe('the Node runtime', () => {
     expect(major(process.versions.node), `running on Node ${process.versions.node}`).toBe(MAJOR);
   });
 
-  it('is the major of package.json engines, of its pinned node package and of both images', () => {
+  it('is the major of package.json engines, of its pinned node package and of every image', () => {
     expect(major(pkg.engines.node)).toBe(MAJOR);
     expect(pkg.devDependencies.node).toMatch(new RegExp(`^${MAJOR}\\.\\d+\\.\\d+$`)); // pinned exactly
-    for (const dockerfile of ['api/Dockerfile', 'consumer/Dockerfile']) {
+    for (const dockerfile of ['api/Dockerfile', 'consumer/Dockerfile', 'dispatcher/Dockerfile']) {
       expect(readFileSync(dockerfile, 'utf8'), dockerfile).toMatch(new RegExp(`^ARG NODE_IMAGE=node:${MAJOR}-`, 'm'));
     }
   });
