@@ -4,6 +4,7 @@
 import type { MiddlewareHandler } from 'hono';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { ModelAges } from '../common/age.js';
+import { race } from '../common/deadline.js';
 import type { DependencyStates } from './readiness.js';
 import { SECONDS_BUCKETS } from '../common/metrics.js';
 
@@ -45,7 +46,13 @@ export function apiMetrics(registry: Registry, sources?: ApiSources): ApiMetrics
   return { middleware, jobSubmitted: (model, priority) => submitted.inc({ model, priority }) };
 }
 
-/** Gauges read at each scrape: a failed read leaves the queue's ages out, never stale. */
+/**
+ * The queue's ages a scrape waits for at most: with Kafka down their lookup retries for long, and a
+ * scrape that times out would lose img2img_dependency_up too, the very series that says so.
+ */
+export const AGES_WAIT_MS = 1000;
+
+/** Gauges read at each scrape: a failed or late read leaves the queue's ages out, never stale. */
 function watch(registry: Registry, sources: ApiSources): void {
   const registers = [registry];
   new Gauge({
@@ -55,7 +62,7 @@ function watch(registry: Registry, sources: ApiSources): void {
     registers,
     async collect() {
       this.reset();
-      const ages = await sources.ages().catch(() => undefined);
+      const ages = await race(sources.ages(), AbortSignal.timeout(AGES_WAIT_MS)).catch(() => undefined);
       for (const [model, perPriority] of ages ?? []) for (const [priority, age] of Object.entries(perPriority)) this.set({ model, priority }, age);
     },
   });

@@ -61,6 +61,14 @@ describe('API metrics', () => {
     expect(await sampleOf(registry, 'img2img_dependency_up', { dependency: 'redis' })).toBe(0);
   });
 
+  it("leaves the queue's ages out when their lookup hangs, and still reports the dependencies in time", async () => {
+    const registry = new Registry();
+    apiMetrics(registry, { ages: () => new Promise(() => {}), dependencies: async () => ({ kafka: 'unreachable: deadline exceeded', storage: 'ok' }) });
+    // A scrape that waited for the hung lookup would outlast the test's own timeout.
+    expect(await sampleOf(registry, 'img2img_queue_oldest_seconds', {})).toBeUndefined();
+    expect(await sampleOf(registry, 'img2img_dependency_up', { dependency: 'kafka' })).toBe(0);
+  });
+
   it("leaves the queue's ages out, not stale, when Kafka cannot be read", async () => {
     const registry = new Registry();
     let fail = false;
