@@ -9,7 +9,7 @@ import * as lifecycle from '../../common/lifecycle.js';
 import { createLogger } from '../../common/logger.js';
 import { jobKeys } from '../../common/storage.js';
 import { TenantStore, tenantKey } from '../../common/tenants.js';
-import { webhookRetryTopics } from '../../common/topics.js';
+import { webhookRetryTopic, webhookRetryTopics } from '../../common/topics.js';
 import { WebhookClient } from '../../dispatcher/client.js';
 import { Courier } from '../../dispatcher/courier.js';
 import type { Dispatcher } from '../../dispatcher/dispatcher.js';
@@ -91,6 +91,8 @@ describe('signed webhooks', () => {
     const hooks = await receiver((_request, index) => ({ status: index < 3 ? 500 : 200 }));
     const count = (status: string) => sampled('img2img_webhook_attempts_total', { event: 'succeeded', status });
     const before = { pending: await count('pending'), succeeded: await count('succeeded'), lag: await sampled('img2img_webhook_delivery_lag_seconds_count', { event: 'succeeded' }) };
+    const retryTopics = [1, 2, 3].map((level) => webhookRetryTopic(api.config.TOPIC_PREFIX, level));
+    const retriesBefore = await Promise.all(retryTopics.map((topic) => sampled('img2img_webhook_retries_total', { topic })));
     const id = await submit({ webhook_url: hooks.url() });
     await waitFor(async () => ((await deliveriesOf(id)).deliveries[0]?.status === 'succeeded' ? true : undefined), 60_000, 'the delivery to succeed');
 
@@ -114,6 +116,9 @@ describe('signed webhooks', () => {
     expect(await count('pending')).toBe(before.pending + 3);
     expect(await count('succeeded')).toBe(before.succeeded + 1);
     expect(await sampled('img2img_webhook_delivery_lag_seconds_count', { event: 'succeeded' })).toBe(before.lag + 1);
+    // One retry on each of the first three retry topics, and none waiting once it was delivered.
+    expect(await Promise.all(retryTopics.map((topic) => sampled('img2img_webhook_retries_total', { topic })))).toEqual(retriesBefore.map((n) => n + 1));
+    expect(await sampled('img2img_webhook_retry_backlog', {})).toBe(0);
   });
 
   it('a 410 Gone stops every later delivery of the job', async () => {
