@@ -8,7 +8,7 @@ import type { ModelOffsets, QueueDepth, TopicOffsets } from './depth.js';
 import type { OffsetsAt } from './position.js';
 import { PRIORITIES, type Priority } from './topics.js';
 
-/** Kafka's offsets-by-timestamp lookup (kafkajs' admin.fetchTopicOffsetsByTimestamp). */
+/** Kafka's offsets-by-timestamp lookup (kafkajs' admin.fetchTopicOffsetsByTimestamp): `time` in whole milliseconds. */
 export type OffsetsAtTime = (topic: string, time: number) => Promise<OffsetsAt>;
 
 /** Ages beyond this read as this (a month: far past any deadline). */
@@ -27,7 +27,7 @@ export async function oldestAge(offsets: TopicOffsets, offsetsAt: OffsetsAtTime,
   const from = consumedUpTo(offsets);
   if (!offsets.partitions.some(({ partition, high }) => BigInt(high) > from.get(partition)!)) return 0;
   // Some unconsumed message is older than `age` seconds.
-  const olderThan = async (age: number) => (await offsetsAt(offsets.topic, now - age * 1000)).some(({ partition, offset }) => BigInt(offset) > (from.get(partition) ?? BigInt(offset)));
+  const olderThan = async (age: number) => (await offsetsAt(offsets.topic, Math.round(now - age * 1000))).some(({ partition, offset }) => BigInt(offset) > (from.get(partition) ?? BigInt(offset)));
   if (!(await olderThan(1))) return 0;
   let low = 1; // older than low, not older than high
   let high = 4;

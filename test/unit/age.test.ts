@@ -19,6 +19,7 @@ function topic(partitions: number[][], committed: number[]) {
   let lookups = 0;
   const offsetsAt = async (_topic: string, time: number) => {
     lookups++;
+    if (!Number.isInteger(time)) throw new RangeError(`kafkajs takes whole milliseconds, not ${time}`);
     return stamps.map((messages, partition) => {
       const index = messages.findIndex((stamp) => stamp >= time);
       return { partition, offset: String(index < 0 ? messages.length : index) };
