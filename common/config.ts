@@ -179,6 +179,9 @@ export const DispatcherConfigSchema = z.object({
   DISPATCHER_METRICS_PORT: integer(9465),
 });
 
+/** The object store's settings alone. */
+export const StorageConfigSchema = z.object(storage);
+
 /** The keys CLI: the object store and the pepper. */
 export const KeysConfigSchema = z.object({ ...storage, ...keys, LOG_LEVEL: shared.LOG_LEVEL });
 

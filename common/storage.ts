@@ -1,18 +1,17 @@
 // Object storage (MinIO or any S3): the input, the output, the durable job record and the
-// idempotency claims. The S3 client stays inside: callers get the operations they need,
-// and "not found" and "precondition failed" are recognised here only.
+// idempotency claims. The S3 clients stay inside: callers get the operations they need,
+// and "not found" and "precondition failed" are recognised here only. Object requests go
+// through SignedS3 (s3http.ts, a job's hot path); bucket-level calls and listings through the SDK.
 import {
   CreateBucketCommand,
-  DeleteObjectCommand,
-  GetObjectCommand,
   HeadBucketCommand,
   ListObjectsV2Command,
   PutBucketLifecycleConfigurationCommand,
-  PutObjectCommand,
   S3Client,
 } from '@aws-sdk/client-s3';
 import type { Readable } from 'node:stream';
 import type { StorageConfig } from './config.js';
+import { SignedS3 } from './s3http.js';
 
 export function createS3(config: StorageConfig): S3Client {
   return new S3Client({
@@ -60,21 +59,22 @@ export interface StoredBytes {
   etag: string;
 }
 
-const httpStatus = (error: unknown) => (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
-const isNotFound = (error: unknown) => httpStatus(error) === 404 || (error as { name?: string }).name === 'NoSuchKey';
-/** 412 for a failed If-Match/If-None-Match; MinIO answers 409 to a concurrent conditional write. */
-const isPreconditionFailed = (error: unknown) => httpStatus(error) === 412 || httpStatus(error) === 409;
+/** 412 for a failed If-Match/If-None-Match; MinIO answers 409 to a concurrent conditional write, 404 to If-Match on a missing key. */
+const PRECONDITION_FAILED = [412, 409];
+const NOT_FOUND = [404];
 
-type Condition = { IfNoneMatch: '*' } | { IfMatch: string } | Record<string, never>;
+type Condition = { 'if-none-match': '*' } | { 'if-match': string } | Record<string, never>;
 
 export class ObjectStore {
   private readonly s3: S3Client;
+  private readonly objects: SignedS3;
 
   constructor(
     config: StorageConfig,
     readonly bucket = config.S3_BUCKET,
   ) {
     this.s3 = createS3(config);
+    this.objects = new SignedS3(config);
   }
 
   async ensureBucket(): Promise<void> {
@@ -100,32 +100,32 @@ export class ObjectStore {
 
   /** Writes only if nothing is at `key`; undefined when something is. */
   putIfAbsent(key: string, body: Uint8Array | string, contentType: string, signal?: AbortSignal): Promise<string | undefined> {
-    return this.write(key, body, contentType, { IfNoneMatch: '*' }, signal);
+    return this.write(key, body, contentType, { 'if-none-match': '*' }, signal);
   }
 
   /** Writes only if `key` still has `etag`; undefined when it changed (or is gone). */
   putIfMatch(key: string, body: Uint8Array | string, contentType: string, etag: string, signal?: AbortSignal): Promise<string | undefined> {
-    return this.write(key, body, contentType, { IfMatch: etag }, signal);
+    return this.write(key, body, contentType, { 'if-match': etag }, signal);
   }
 
   /** The object as a stream, or undefined when the key does not exist. */
   async open(key: string, signal?: AbortSignal): Promise<StoredObject | undefined> {
-    try {
-      const result = await this.s3.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal });
-      return { body: result.Body as Readable, etag: result.ETag, length: result.ContentLength };
-    } catch (error) {
-      if (isNotFound(error)) return undefined;
-      throw error;
+    const answer = await this.objects.request('GET', this.bucket, key, { signal, expected: NOT_FOUND });
+    if (answer.status === 404) {
+      await answer.body.dump();
+      return undefined;
     }
+    return { body: answer.body, etag: SignedS3.etag(answer), length: SignedS3.contentLength(answer) };
   }
 
   /** The whole object with its ETag, or undefined when the key does not exist. */
   async get(key: string, signal?: AbortSignal): Promise<StoredBytes | undefined> {
-    const object = await this.open(key, signal);
-    if (!object) return undefined;
-    const chunks: Buffer[] = [];
-    for await (const chunk of object.body) chunks.push(chunk as Buffer);
-    return { bytes: Buffer.concat(chunks), etag: object.etag ?? '' };
+    const answer = await this.objects.request('GET', this.bucket, key, { signal, expected: NOT_FOUND });
+    if (answer.status === 404) {
+      await answer.body.dump();
+      return undefined;
+    }
+    return { bytes: Buffer.from(await answer.body.arrayBuffer()), etag: SignedS3.etag(answer) ?? '' };
   }
 
   async getBytes(key: string, signal?: AbortSignal): Promise<Buffer | undefined> {
@@ -134,7 +134,7 @@ export class ObjectStore {
 
   /** Deleting a missing key succeeds, as in S3. */
   async delete(key: string, signal?: AbortSignal): Promise<void> {
-    await this.s3.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal });
+    await (await this.objects.request('DELETE', this.bucket, key, { signal })).body.dump();
   }
 
   /** The bucket's own lifecycle rule: objects under `prefix` are deleted `days` days after they were written. */
@@ -174,18 +174,14 @@ export class ObjectStore {
 
   close(): void {
     this.s3.destroy();
+    void this.objects.close();
   }
 
   private async write(key: string, body: Uint8Array | string, contentType: string, condition: Condition, signal?: AbortSignal) {
-    try {
-      const result = await this.s3.send(
-        new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentType: contentType, ...condition }),
-        { abortSignal: signal },
-      );
-      return result.ETag!;
-    } catch (error) {
-      if ('IfMatch' in condition || 'IfNoneMatch' in condition) if (isPreconditionFailed(error)) return undefined;
-      throw error;
-    }
+    const expected = 'if-match' in condition ? [...PRECONDITION_FAILED, 404] : 'if-none-match' in condition ? PRECONDITION_FAILED : [];
+    const answer = await this.objects.request('PUT', this.bucket, key, { body, headers: { 'content-type': contentType, ...condition }, signal, expected });
+    await answer.body.dump();
+    if (answer.status >= 300) return undefined;
+    return SignedS3.etag(answer)!;
   }
 }
