@@ -131,11 +131,12 @@ EOF
 }
 
 # ---------------------------------------------------------------- processes
-k8s_api() { # k8s_api METHOD PATH [BODY]: the API server as its admin, quiet; fails on an HTTP error
+k8s_api() { # k8s_api METHOD PATH [BODY]: the API server as its admin; fails on an HTTP error
+  # The body goes through stdin: a CRD is larger than one command-line argument may be.
   local pki
   pki="$(k8s_dir)/pki"
   curl --fail-with-body -sS --max-time 10 --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" \
-    -X "$1" -H 'Content-Type: application/yaml' ${3:+--data-binary "$3"} "https://127.0.0.1:$K8S_API_PORT$2"
+    -X "$1" -H 'Content-Type: application/yaml' ${3:+--data-binary @-} "https://127.0.0.1:$K8S_API_PORT$2" <<<"${3:-}"
 }
 
 k8s_apply() { # k8s_apply COLLECTION-PATH NAME YAML: create unless it exists; the API server's refusal on stderr

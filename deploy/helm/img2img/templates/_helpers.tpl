@@ -16,8 +16,10 @@
 {{- printf "%s-consumer-%s" (include "img2img.fullname" .root) (include "img2img.modelSlug" .model.name) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/* The selector labels. A Deployment's selector is immutable: changing nameOverride on an
+upgrade is refused by the API server; uninstall and install again instead. */}}
 {{- define "img2img.selectorLabels" -}}
-app.kubernetes.io/name: img2img
+app.kubernetes.io/name: {{ .Values.nameOverride | default .Chart.Name | trunc 63 | trimSuffix "-" }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
