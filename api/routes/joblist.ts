@@ -2,8 +2,8 @@
 // the index). A tenant's key lists its tenant's jobs; an admin key lists every tenant's, or one.
 // Without keys nobody owns a job, and a list would hand out every job's id: it is refused.
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
-import { CURSOR, listedTenants, listEntries } from '../../common/joblist.js';
-import { JobStatus, type JobRecord } from '../../common/jobs.js';
+import { CURSOR, endedList, listedTenants, listEntries, tenantList } from '../../common/joblist.js';
+import { isEnding, JobStatus, type JobRecord } from '../../common/jobs.js';
 import { TENANT } from '../../common/keys.js';
 import { JobView, jobView } from '../../common/view.js';
 import { seesAll } from '../auth.js';
@@ -85,6 +85,8 @@ export function jobListRoutes(services: Services) {
     const limit = Number(limitText ?? 50);
     const deadline = c.var.deadline();
     const tenants = await tenantsFor(c.var.principal, tenant, deadline);
+    // An ending has a list of its own: the jobs that ended so, without the others between them.
+    const lists = status && isEnding(status) ? tenants.map((t) => endedList(t, status)) : tenants.map(tenantList);
     const found: JobRecord[] = [];
     let scanned = 0;
     let from = cursor;
@@ -93,7 +95,7 @@ export function jobListRoutes(services: Services) {
     // Pages of the index until the page of jobs is full, the list ends, or MAX_SCAN entries or SCAN_BUDGET_MS went by.
     while (found.length < limit && scanned < MAX_SCAN && (scanned === 0 || Date.now() - started < SCAN_BUDGET_MS)) {
       const want = status || model ? Math.min(200, MAX_SCAN - scanned) : limit - found.length;
-      const page = await call('storage', (s) => listEntries(store, tenants, want, from, s), deadline);
+      const page = await call('storage', (s) => listEntries(store, lists, want, from, s), deadline);
       const matching = page.entries.filter((entry) => !model || entry.model === model);
       const read = await call('storage', (s) => Promise.all(matching.map(async (entry) => [entry.id, await records.get(entry.id, s)] as const)), deadline);
       const recordOf = new Map(read);

@@ -83,6 +83,15 @@ describe('GET /api/jobs', () => {
     const canceled = submitted.alice![1]!;
     expect((await fetch(`${api.url}/api/jobs/${canceled}`, { method: 'DELETE', headers: bearer('alice') })).status).toBe(200);
     expect(ids((await list('alice', { status: 'canceled' })).body)).toEqual([canceled]);
+    // An ending is read from its own list: the canceled job is in it, the queued ones are not.
+    const store = api.services.store;
+    const endedKeys = (await store.listPage('ended/acme/', {})).keys;
+    expect(endedKeys).toHaveLength(1);
+    expect(endedKeys[0]).toMatch(new RegExp(`^ended/acme/canceled/\\d{13}-${canceled}-tiny$`));
+    // An entry whose record says otherwise is not listed: the record is the truth.
+    await store.put(endedKeys[0]!.replace('/canceled/', '/succeeded/'), canceled, 'text/plain');
+    expect(ids((await list('alice', { status: 'succeeded' })).body)).toEqual([]);
+    expect(ids((await list('root', { status: 'canceled' })).body)).toEqual([canceled]);
     expect(ids((await list('alice', { status: 'queued' })).body)).toHaveLength(4);
     expect(ids((await list('alice', { model: 'tiny' })).body)).toHaveLength(5);
     expect(ids((await list('alice', { model: 'other' })).body)).toEqual([]);
