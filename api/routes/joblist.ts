@@ -86,7 +86,10 @@ export function jobListRoutes(services: Services) {
     const deadline = c.var.deadline();
     const tenants = await tenantsFor(c.var.principal, tenant, deadline);
     // An ending has a list of its own: the jobs that ended so, without the others between them.
-    const lists = status && isEnding(status) ? tenants.map((t) => endedList(t, status)) : tenants.map(tenantList);
+    const endingList = status !== undefined && isEnding(status);
+    const lists = endingList ? tenants.map((t) => endedList(t, status)) : tenants.map(tenantList);
+    // A filter that the list itself does not answer reads more entries a round.
+    const filtered = model !== undefined || (status !== undefined && !endingList);
     const found: JobRecord[] = [];
     let scanned = 0;
     let from = cursor;
@@ -94,7 +97,7 @@ export function jobListRoutes(services: Services) {
     const started = Date.now();
     // Pages of the index until the page of jobs is full, the list ends, or MAX_SCAN entries or SCAN_BUDGET_MS went by.
     while (found.length < limit && scanned < MAX_SCAN && (scanned === 0 || Date.now() - started < SCAN_BUDGET_MS)) {
-      const want = status || model ? Math.min(200, MAX_SCAN - scanned) : limit - found.length;
+      const want = filtered ? Math.min(200, MAX_SCAN - scanned) : limit - found.length;
       const page = await call('storage', (s) => listEntries(store, lists, want, from, s), deadline);
       const matching = page.entries.filter((entry) => !model || entry.model === model);
       const read = await call('storage', (s) => Promise.all(matching.map(async (entry) => [entry.id, await records.get(entry.id, s)] as const)), deadline);
