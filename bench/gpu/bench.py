@@ -773,23 +773,6 @@ def stage_sd15_fast(record, out, deadline, args):
     _fast_variants(record, out, deadline, "sd15-arch", (512, 512), [24], COMPARE_BATCH, profile=0 if only else 16, only=only, profile_each=args.profile_variants)
 
 
-def _cuda_ms(fn, reps: int = 20) -> float:
-    """Median milliseconds of fn() on the GPU (CUDA events), after three warm-up calls."""
-    import torch
-
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
 def stage_sdxl_fp8_linears(record, out, deadline, args):
     """The linears the fp8 tuning converts, timed one by one at the shapes of one guided SDXL step
     (batch 8, 1024x1024; shapes and counts recorded from a real UNet call): fp16 (cuBLAS), the
@@ -838,10 +821,10 @@ def stage_sdxl_fp8_linears(record, out, deadline, args):
             compiled = torch.compile(quantized)
             x_fp8, x_scale = x.to(E4M3), torch.tensor(1.0, device="cuda")
             weight = quantized.weight_fp8.t()
-            times = {
-                "fp16": _cuda_ms(lambda: linear(x)),
-                "fp8_product": _cuda_ms(lambda: torch._scaled_mm(x_fp8, weight, scale_a=x_scale, scale_b=quantized.weight_scale, bias=quantized.bias, out_dtype=torch.float16)),
-                "fp8_linear": _cuda_ms(lambda: compiled(x)),
+            times = {  # milliseconds
+                "fp16": 1000 * time_call(lambda: linear(x), reps=20),
+                "fp8_product": 1000 * time_call(lambda: torch._scaled_mm(x_fp8, weight, scale_a=x_scale, scale_b=quantized.weight_scale, bias=quantized.bias, out_dtype=torch.float16), reps=20),
+                "fp8_linear": 1000 * time_call(lambda: compiled(x), reps=20),
             }
             for key, ms in times.items():
                 totals[key] += ms * calls
