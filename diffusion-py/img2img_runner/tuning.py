@@ -18,7 +18,8 @@ bench/NOTES.md, the GPU sections), SD 1.5 img2img 512x512, 15 steps:
   H200), bf16 (+2% on the H200, but pixels up to 14 off fp16's: not exact),
   and the trades of the opt-in `fast`, `faster` and `fastest` tunings (feature
   caching, the tiny VAE, guidance in the first steps only: not exact,
-  BENCHMARKS.md).
+  BENCHMARKS.md) and of `fp8` (FP8 linears in the transformer blocks, fp8.py:
+  not exact; not yet measured on a GPU).
 The UNet's batch dimension is compiled dynamic, so one compilation serves
 batch sizes 1 to 31; a new image size compiles again on its first job. By
 default the compilation runs in a background thread behind an eager warm-up
