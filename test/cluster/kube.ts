@@ -2,10 +2,8 @@
 // kube-apiserver, controller-manager, scheduler, kwok's fake nodes, KEDA), and what the tests need
 // of it: its API as the admin, Helm pointed at it, and a wait for a condition.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { request } from 'node:https';
-import { homedir } from 'node:os';
-import { join } from 'node:path';
 import { STATE_DIR, clusterEnv } from './cluster.js';
 
 const API_PORT = 16443;
@@ -19,8 +17,7 @@ export const KUBECONFIG = `${STATE_DIR}/k8s/kubeconfig`;
 export function k8sWanted(): boolean {
   if (process.env.IMG2IMG_K8S === 'on') return true;
   if (process.env.IMG2IMG_K8S === 'off') return false;
-  const cache = process.env.IMG2IMG_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'img2img');
-  return existsSync(cache) && readdirSync(cache).some((name) => name.startsWith('k8s-') && existsSync(join(cache, name, '.complete')));
+  return spawnSync('bash', ['scripts/infra', 'bin', 'k8s'], { stdio: 'ignore' }).status === 0;
 }
 
 /** scripts/infra for the k8s part, on the cluster suite's ports and state folder. */

@@ -12,7 +12,7 @@ export function setup(): void {
   infra('up', 'kafka', 'minio');
   console.log(`[cluster] 3 KRaft nodes and 4 MinIO servers up in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   if (!k8sWanted()) {
-    console.log('[cluster] the Kubernetes tests are skipped: the control plane is not built (scripts/infra install k8s, or IMG2IMG_K8S=on to build it here)');
+    console.log(`[cluster] the Kubernetes tests are skipped: ${process.env.IMG2IMG_K8S === 'off' ? 'IMG2IMG_K8S=off' : 'the control plane is not built (scripts/infra install k8s, or IMG2IMG_K8S=on to build it here)'}`);
     return;
   }
   started = Date.now();
