@@ -15,6 +15,7 @@ import sharp from 'sharp';
 import { loadConfig } from '../common/config.js';
 import { RecordStore } from '../common/records.js';
 import { ObjectStore } from '../common/storage.js';
+import { waitHttp } from './ready.js';
 
 const { values: flags } = parseArgs({
   options: {
@@ -55,14 +56,6 @@ const percentile = (values: number[], p: number) => {
 function startProcess(script: string, env: Record<string, string>): ChildProcess {
   // kafkajs#1751 sets a negative timer delay, which Node reports and clamps to 1 ms (as scripts/start does).
   return spawn(process.execPath, ['--disable-warning=TimeoutNegativeWarning', '--import', 'tsx', script], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
-}
-
-async function waitHttp(url: string): Promise<void> {
-  for (let i = 0; i < 240; i++) {
-    if (await fetch(url).then((r) => r.ok, () => false)) return;
-    await new Promise((r) => setTimeout(r, 500));
-  }
-  throw new Error(`${url} never answered`);
 }
 
 async function submit(api: string, image: Buffer, seed: number): Promise<string> {

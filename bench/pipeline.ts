@@ -23,6 +23,7 @@ import { ObjectStore } from '../common/storage.js';
 import { Runner } from '../consumer/runner.js';
 import { dropBucket } from './bucket.js';
 import { COUNT_REQUESTS, infraProcesses, Meter, type Watched } from './cpu.js';
+import { waitHttp } from './ready.js';
 
 const { values: flags } = parseArgs({
   options: {
@@ -81,14 +82,6 @@ function startProcess(script: string, env: Record<string, string>): ChildProcess
     stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
   });
   return child;
-}
-
-async function waitHttp(url: string): Promise<void> {
-  for (let i = 0; i < 240; i++) {
-    if (await fetch(url).then((r) => r.ok, () => false)) return;
-    await new Promise((r) => setTimeout(r, 500));
-  }
-  throw new Error(`${url} never answered`);
 }
 
 async function submit(api: string, image: Buffer, seed: number): Promise<string> {
