@@ -133,9 +133,10 @@ export class ImageNormaliser {
 
   private async normalise(bytes: Buffer, format: AcceptedFormat, model: string): Promise<AcceptedImage> {
     const limits = limitsFor(model, this.limits);
-    const header = await this.readHeader(bytes, format);
-    const { width, height } = checkSize(header.width, header.height, model, limits);
+    // A plain PNG's size is its IHDR's (it has no EXIF to turn it): libvips need not read its header.
     const plain = format === 'png' ? plainPng(bytes) : undefined;
+    const header = plain ?? (await this.readHeader(bytes, format));
+    const { width, height } = checkSize(header.width, header.height, model, limits);
     return plain ? { png: await this.intact(plain), width, height } : this.reencode(bytes, format, width, height, limits.max_pixels);
   }
 
