@@ -55,7 +55,7 @@ STAGES = {
     "sd15-fp8-eager": ("SD1.5 eager, then FP8 transformer linears (eager, then each compiled): speed, deviation", 200, 60),
     "sd15-fp8": ("SD1.5 regional compile: exact, then FP8 transformer linears (the fp8 tuning), alone and with the fast trades", 330, 200),
     "sdxl-fp8-linears": ("SDXL's transformer-block linears at a guided step's shapes, fp16 against FP8, each compiled alone: the fp8 tuning's bound", 150, 70),
-    "sdxl-fp8": ("SDXL regional compile: exact, then FP8 transformer linears (the fp8 tuning), alone and with the fast trades", 420, 200),
+    "sdxl-fp8": ("SDXL regional compile: exact, then FP8 transformer linears (the fp8 tuning), alone and with the fast trades, then with dynamic activation scales", 560, 200),
     "sdxl-fast": ("SDXL regional compile: exact, then feature caching, tiny VAE, both: speed and deviation", 420, 260),
 }
 
@@ -654,8 +654,9 @@ def _fast_variants(record, out, deadline, source, size, batches, compare_batch, 
 
     from img2img_runner import deepcache
     from img2img_runner.arch import tiny_vae_like
-    from img2img_runner.fp8 import quantize_linears
+    from img2img_runner.fp8 import quantize_linears, use_dynamic_scales
     from img2img_runner.tuning import TUNINGS
+    from img2img_runner.warmup import calibrate_fp8
 
     fast = TUNINGS["fast"]
     pipe = _tuned(record, out, deadline, source, size, batches, dataclasses.replace(TUNINGS["regional"], background=False), "regional", compare_batch=compare_batch)
@@ -666,6 +667,8 @@ def _fast_variants(record, out, deadline, source, size, batches, compare_batch, 
         kernel_profile(record, pipe, "regional", source, size, batch=profile)
     if fp8:
         record(kind="fp8", model=source, linears=quantize_linears(pipe.unet))
+        started = time.perf_counter()
+        record(kind="fp8_calibration", model=source, static_scales=calibrate_fp8(pipe, pipe.device, size), seconds=round(time.perf_counter() - started, 2))
         started = time.perf_counter()
         call_pipe(pipe, _inputs(1, size), True)
         _sync()
@@ -692,11 +695,15 @@ def _fast_variants(record, out, deadline, source, size, batches, compare_batch, 
 
     fc = f"feature-cache-{fast.feature_cache}"
     if fp8:
+        # Static activation scales (the fp8 tuning's), then the trades on top (no recompile), then
+        # dynamic scales (a recompile): the cost of a reduction before every product.
         variant("fp8", 0, kl_vae)
         if profile and time.perf_counter() < deadline - 60:
             kernel_profile(record, pipe, "fp8", source, size, batch=profile)
-        variant(f"fp8 + fast ({fc} + tiny-vae)", fast.feature_cache, small_vae)
         variant(f"fp8 + {fc}", fast.feature_cache, kl_vae)
+        variant(f"fp8 + fast ({fc} + tiny-vae)", fast.feature_cache, small_vae)
+        use_dynamic_scales(pipe.unet)
+        variant("fp8, dynamic activation scales", 0, kl_vae)
         return
     # (interval, layers, tiny VAE, guidance share): a cached step runs `layers` shallow layers
     # (deepcache.py); the first down block's depth is the whole block; guidance in that share of

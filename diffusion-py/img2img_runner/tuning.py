@@ -18,8 +18,8 @@ bench/NOTES.md, the GPU sections), SD 1.5 img2img 512x512, 15 steps:
   H200), bf16 (+2% on the H200, but pixels up to 14 off fp16's: not exact),
   and the trades of the opt-in `fast`, `faster` and `fastest` tunings (feature
   caching, the tiny VAE, guidance in the first steps only: not exact,
-  BENCHMARKS.md) and of `fp8` (FP8 linears in the transformer blocks, fp8.py:
-  not exact; not yet measured on a GPU).
+  BENCHMARKS.md) and of `fp8` (FP8 linears in the transformer blocks with
+  activation scales calibrated at start, fp8.py: not exact; SDXL 1.18x on the H100).
 The UNet's batch dimension is compiled dynamic, so one compilation serves
 batch sizes 1 to 31; a new image size compiles again on its first job. By
 default the compilation runs in a background thread behind an eager warm-up
@@ -119,7 +119,8 @@ TUNINGS = {
     # And guidance in the first third of the steps only (guidance.py): the last ten of 15 run the
     # conditional branch alone, on half the UNet rows (in the last third only, it gained nothing).
     "fastest": Tuning("fastest", **FASTER, guidance_share=1 / 3),
-    # Opt-in, not exact: the exact settings with the UNet's transformer-block linears in FP8 (fp8.py);
+    # Opt-in, not exact: the exact settings with the UNet's transformer-block linears in FP8 (fp8.py),
+    # their activation scales calibrated by one eager call before the warm-up (warmup.calibrate_fp8);
     # refused on a GPU without FP8 matrix products.
     "fp8": Tuning("fp8", **EXACT, regional=True, background=True, fp8=True),
 }

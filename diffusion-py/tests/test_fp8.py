@@ -92,3 +92,43 @@ def test_the_tuning_is_refused_with_a_reason_where_fp8_cannot_run(tiny, monkeypa
     # A torch without the FP8 product.
     monkeypatch.delattr(torch, "_scaled_mm")
     assert fp8_refusal(torch.device("cuda", 0)).endswith("has no torch._scaled_mm")
+
+
+def test_a_cross_attentions_context_projections_stay_in_16_bits(tiny):
+    chosen = {(type(parent).__name__, attribute, getattr(parent, "is_cross_attention", False)) for parent, attribute, _ in fp8_linears(tiny.unet)}
+    assert ("Attention", "to_q", True) in chosen and ("Attention", "to_k", False) in chosen
+    assert not any(cross and attribute in fp8.CONTEXT_PROJECTIONS for _, attribute, cross in chosen)
+
+
+def test_calibration_fixes_each_layers_scale_from_the_largest_input_it_saw():
+    torch.manual_seed(2)
+    layer = Fp8Linear(torch.nn.Linear(32, 16))
+    unused = Fp8Linear(torch.nn.Linear(32, 16))
+    model = torch.nn.ModuleList([layer, unused])
+    small, large = torch.randn(4, 32), 3 * torch.randn(4, 32)
+    assert fp8.calibrate(model, lambda: [layer(small), layer(large)], headroom=2.0) == 1
+    assert layer.input_scale.item() == pytest.approx(2.0 * max(small.abs().max(), large.abs().max()).item() / fp8.E4M3_MAX)
+    assert unused.input_scale is None  # never reached: stays dynamic
+    # Static scaling stays near the exact product; beyond the calibrated range values saturate.
+    exact = torch.nn.functional.linear(large, layer.weight_fp8.float() * layer.weight_scale, layer.bias)
+    assert ((layer(large) - exact).norm() / exact.norm()) < 0.08
+    huge = torch.full((1, 32), 1e4)
+    assert torch.isfinite(layer(huge)).all()
+    fp8.use_dynamic_scales(model)
+    assert layer.input_scale is None
+
+
+def test_the_runner_calibrates_the_tiny_unet_in_one_call(tiny):
+    from img2img_runner.warmup import calibrate_fp8
+
+    quantize_linears(tiny.unet)
+    fixed = calibrate_fp8(tiny, torch.device("cpu"), (64, 64))
+    assert fixed == len(fp8.fp8_layers(tiny.unet)) > 0
+    assert all(layer.input_scale > 0 and not layer.calibrating for layer in fp8.fp8_layers(tiny.unet))
+
+
+def test_fused_projections_take_fp8_and_their_unused_originals_do_not(tiny):
+    tiny.fuse_qkv_projections()
+    chosen = {(attribute, parent.is_cross_attention) for parent, attribute, _ in fp8_linears(tiny.unet) if hasattr(parent, "is_cross_attention")}
+    # Self-attention: the fused to_qkv; cross-attention: to_q (its fused to_kv reads the text context).
+    assert chosen == {("to_qkv", False), ("to_q", True)}
