@@ -85,7 +85,7 @@ export class Intake {
       void this.undo(record);
       throw error;
     }
-    void this.announce(event!);
+    void this.announce(event!, record.webhook !== null);
     return queuedRecord;
   }
 
@@ -155,9 +155,9 @@ export class Intake {
   }
 
   /** The queued event is best effort: SSE clients also get the state from the record's snapshot. */
-  private async announce(event: JobEvent): Promise<void> {
+  private async announce(event: JobEvent, webhook: boolean): Promise<void> {
     try {
-      await this.deps.publisher.publishEvent(event, AbortSignal.timeout(this.deps.timeoutMs));
+      await this.deps.publisher.publishEvent(event, AbortSignal.timeout(this.deps.timeoutMs), webhook);
     } catch (error) {
       this.deps.log.warn({ job: event.id, err: error }, 'could not publish the queued event');
     }

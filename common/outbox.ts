@@ -20,6 +20,6 @@ export async function publishOutbox({ publisher, records, store }: OutboxDeps, r
   if (!record?.outbox.length) return;
   const { outbox } = record;
   const listed = outbox.some((event) => isEnding(event.type)) ? addToEndedList(store, record, signal) : undefined;
-  await Promise.all([...outbox.map((event) => publisher.publishEvent(event, signal)), listed]);
+  await Promise.all([...outbox.map((event) => publisher.publishEvent(event, signal, record.webhook !== null)), listed]);
   await records.apply(record.id, (r) => lifecycle.delivered(r, outbox));
 }

@@ -9,7 +9,7 @@
 import { Partitioners, type ICustomPartitioner, type Kafka, type Message, type Producer, type RecordMetadata, type TopicMessages } from 'kafkajs';
 import { DeadlineExceeded, race } from './deadline.js';
 import type { CancelRequest, JobEvent } from './jobs.js';
-import { cancelsTopic, EVENT_TYPE_HEADER, eventsTopic } from './topics.js';
+import { cancelsTopic, EVENT_TYPE_HEADER, eventsTopic, NO_WEBHOOK, WEBHOOK_HEADER } from './topics.js';
 
 /** Most messages in one request; they are small (a few hundred bytes each). */
 const MAX_BATCH = 500;
@@ -82,9 +82,13 @@ export class Publisher {
     return race(acknowledged, signal);
   }
 
-  /** An event, with its type also in a header (EVENT_TYPE_HEADER): a reader that wants some types skips the rest unparsed. */
-  async publishEvent(event: JobEvent, signal: AbortSignal): Promise<void> {
-    await this.send(eventsTopic(this.topicPrefix), { key: event.id, value: JSON.stringify(event), headers: { [EVENT_TYPE_HEADER]: event.type } }, signal);
+  /**
+   * An event, with its type also in a header (EVENT_TYPE_HEADER): a reader that wants some types
+   * skips the rest unparsed. `webhook` false: the job has none, said in WEBHOOK_HEADER.
+   */
+  async publishEvent(event: JobEvent, signal: AbortSignal, webhook?: boolean): Promise<void> {
+    const headers = { [EVENT_TYPE_HEADER]: event.type, ...(webhook === false ? { [WEBHOOK_HEADER]: NO_WEBHOOK } : {}) };
+    await this.send(eventsTopic(this.topicPrefix), { key: event.id, value: JSON.stringify(event), headers }, signal);
   }
 
   async publishCancel(request: CancelRequest, signal: AbortSignal): Promise<void> {

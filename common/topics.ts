@@ -8,6 +8,12 @@ export const dlqTopic = (prefix: string, model: string) => `${prefix}.${model}.d
 export const eventsTopic = (prefix: string) => `${prefix}.events`;
 /** The Kafka header of an event message that holds its type (the value holds it too). */
 export const EVENT_TYPE_HEADER = 'event-type';
+/**
+ * The Kafka header of an event message whose job has no webhook (value NO_WEBHOOK): the webhook
+ * dispatcher skips it unread instead of reading the job's record. Without it, nothing is said.
+ */
+export const WEBHOOK_HEADER = 'webhook';
+export const NO_WEBHOOK = 'none';
 /** Cancel requests keyed by job id: consumers follow them without parsing every progress event. */
 export const cancelsTopic = (prefix: string) => `${prefix}.cancels`;
 /** Webhook retries wait their turn in one topic per level: level n holds deliveries whose n-th attempt failed. */

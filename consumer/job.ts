@@ -135,6 +135,8 @@ export class JobRun {
   private totalSteps: number | undefined;
   /** The preview being stored and announced, if any; `stored`: one was, and the job's end deletes it. */
   private preview: { sending?: Promise<void>; at: number; stored: boolean } = { at: 0, stored: false };
+  /** Whether the job has a webhook, once its record is read: its events say so to the dispatcher. */
+  private webhook: boolean | undefined;
 
   constructor(
     readonly received: Received,
@@ -183,6 +185,7 @@ export class JobRun {
     const inputRead = store.getBytes(jobKeys(message.id).input);
     inputRead.catch(() => {}); // observed below, unless the record already ends the run
     const record = await this.waitForRecord(message.id);
+    this.webhook = record.webhook !== null;
     if (lifecycle.isTerminal(record)) {
       await this.flush(record); // an ending announced by a run that stopped before Kafka had it
       return done(`skipped_${record.status}`, record);
@@ -441,7 +444,7 @@ export class JobRun {
 
   private async publish(event: JobEvent): Promise<void> {
     try {
-      await this.deps.publisher.publishEvent(event, sendDeadline());
+      await this.deps.publisher.publishEvent(event, sendDeadline(), this.webhook);
     } catch (error) {
       // Events feed live views; the record stays the truth, so a lost event is logged, not fatal.
       this.deps.logger.warn({ err: error, job: event.id, event: event.type }, 'event not published');

@@ -22,7 +22,7 @@ import { Publisher } from '../common/publisher.js';
 import { RecordStore } from '../common/records.js';
 import { ObjectStore } from '../common/storage.js';
 import { TenantStore } from '../common/tenants.js';
-import { eventsTopic, webhookRetryTopic, webhookRetryTopics } from '../common/topics.js';
+import { eventsTopic, NO_WEBHOOK, WEBHOOK_HEADER, webhookRetryTopic, webhookRetryTopics } from '../common/topics.js';
 import { DeliveryMessage } from '../common/webhooks.js';
 import { WebhookClient, type Resolver } from './client.js';
 import { Courier } from './courier.js';
@@ -96,6 +96,8 @@ export function createDispatcher(config: DispatcherConfig, { logger, resolve, ra
   const timers = new Set<NodeJS.Timeout>();
 
   function parse(topic: string, message: KafkaMessage): Work | undefined {
+    // The event of a job without a webhook asks for no delivery: skipped unread.
+    if (topic === events && message.headers?.[WEBHOOK_HEADER]?.toString() === NO_WEBHOOK) return undefined;
     const parsed = topic === events ? parseValue(JobEvent, message.value) : parseValue(DeliveryMessage, message.value);
     if (parsed.success) return topic === events ? { kind: 'event', event: parsed.data as JobEvent } : { kind: 'delivery', delivery: parsed.data as DeliveryMessage };
     logger.warn({ topic, offset: message.offset, problem: parsed.problem }, 'skipping a message that does not parse');

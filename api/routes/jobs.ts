@@ -78,7 +78,7 @@ async function announce(services: Services, { record, event }: Applied, outcome:
   const warn = (error: unknown) => log.warn({ job: record!.id, err: error }, 'could not publish a cancel event');
   // A canceled event waits in the record's outbox until sent; a consumer that meets the job sends it otherwise.
   if (event && outcome === 'canceled') void publishOutbox(services, record, deadline).catch(warn);
-  else if (event) void call('kafka', (s) => publisher.publishEvent(event, s), deadline).catch(warn);
+  else if (event) void call('kafka', (s) => publisher.publishEvent(event, s, record!.webhook !== null), deadline).catch(warn);
   if (outcome !== 'requested' && outcome !== 'canceled') return;
   const request = { v: 1 as const, id: record!.id, model_name: record!.model_name, at: new Date().toISOString() };
   await call('kafka', (s) => publisher.publishCancel(request, s), deadline);
