@@ -26,7 +26,7 @@ from .benchlog import append_bench_line
 from .families import family_of
 from .frames import BadHeader, FrameError, encode_frame, read_frame
 from .jobs import Job, JobError, parse_job
-from .previews import preview_webp
+from . import previews
 from .protocol import (
     TO_RUNNER,
     CancelFrame,
@@ -164,6 +164,8 @@ class Runner:
         # Decoding happens off the reader thread, so a cancel is read at once even while a
         # large image decodes; one thread keeps jobs in the order they came.
         self._decode_pool = ThreadPoolExecutor(1, thread_name_prefix="decode")
+        self._preview_pool = ThreadPoolExecutor(1, thread_name_prefix="preview")
+        self._previews_sent: list = []
         self._decoding: set[str] = set()
         self._running: set[str] = set()
         self._canceled: set[str] = set()
@@ -365,12 +367,27 @@ class Runner:
         return guidance.call_kwargs(self.pipe, tuning_of(self.pipe).guidance_share, on_step, also=("latents",) if previews else ())
 
     def _send_previews(self, live: list[Job], jobs: list[Job], latents, step: int, total: int) -> None:
-        """A preview frame for each live job due one at this step (never at the last: the result follows)."""
-        for job in live:
-            if job.preview_every and step % job.preview_every == 0 and step < total:
-                # Row i of the call's latents is jobs[i] (padding rows come after the jobs).
-                payload = preview_webp(latents[jobs.index(job)], self.family.latent_rgb)
-                self.writer.send(PreviewFrame(id=job.id, step=step, total=total), payload)
+        """A preview frame for each live job due one at this step (never at the last: the result
+        follows), projected here and encoded and sent by the preview thread (previews.py)."""
+        due = [job for job in live if job.preview_every and step % job.preview_every == 0 and step < total]
+        if not due:
+            return
+        # Row i of the call's latents is jobs[i] (padding rows come after the jobs).
+        pixels = previews.copy_to_host(previews.latent_pixels(latents[[jobs.index(job) for job in due]], self.family.latent_rgb))
+        self._previews_sent.append(self._preview_pool.submit(self._encode_previews, due, pixels, step, total))
+
+    def _encode_previews(self, due: list[Job], pixels, step: int, total: int) -> None:
+        try:
+            for job, rgb in zip(due, pixels()):
+                self.writer.send(PreviewFrame(id=job.id, step=step, total=total), previews.webp(rgb))
+        except Exception:
+            log.exception("previews at step %d not sent", step)  # a preview is a courtesy: the job goes on
+
+    def _previews_done(self) -> None:
+        """The batch's previews are out before its results, so none arrives after its job ended."""
+        for sent in self._previews_sent:
+            sent.result()
+        self._previews_sent.clear()
 
     def _overtake(self, running: list[Job], remaining: float) -> None:
         """Runs, between two steps of the running batch, one batch of waiting jobs that should
@@ -425,15 +442,18 @@ class Runner:
             job.notes = self.family.prompt_notes(self.pipe, job)
         started = time.perf_counter()
         tensor_io = self._can_use_tensors(head)
-        with torch.inference_mode():
-            output = self.pipe(
-                **self.family.call_kwargs(self.pipe, rows),
-                **self.family.image_kwargs(self._input_tensor(rows) if tensor_io else [job.image for job in rows]),
-                generator=generators,
-                output_type="pt" if tensor_io else "pil",
-                **self._step_callback(jobs),
-            )
-            images = tensor_to_arrays(output.images[: len(jobs)]) if tensor_io else output.images[: len(jobs)]
+        try:
+            with torch.inference_mode():
+                output = self.pipe(
+                    **self.family.call_kwargs(self.pipe, rows),
+                    **self.family.image_kwargs(self._input_tensor(rows) if tensor_io else [job.image for job in rows]),
+                    generator=generators,
+                    output_type="pt" if tensor_io else "pil",
+                    **self._step_callback(jobs),
+                )
+                images = tensor_to_arrays(output.images[: len(jobs)]) if tensor_io else output.images[: len(jobs)]
+        finally:
+            self._previews_done()  # before a result or an error frame
         compute_s = time.perf_counter() - started
         peak = _peak_memory_bytes(self.device)
         for job, image in zip(jobs, images):

@@ -6,7 +6,9 @@ cli.py gives the real Runner (same reader thread, queue, batching, cancel,
 progress, result and error frames) a pipeline that sleeps: a batch of B jobs
 takes per_batch_ms[B] milliseconds (linear between the listed batch sizes),
 split evenly over its denoising steps with one progress frame per step. The
-result is the job's own input PNG (so: the input's size, no encoding cost).
+result is the job's own input PNG (so: the input's size, no encoding cost). A
+step callback that asks for the latents gets seeded noise of the latents'
+shape, so previews cost what they cost beside a GPU: projection and encoding.
 It lets the whole system (API, Kafka, MinIO, consumer) be measured on a
 machine without a GPU as if an H100 runner were behind it.
 
@@ -20,6 +22,8 @@ it by pixels and by denoising steps, a rough model. The spec is a JSON object
 import json
 import time
 from types import SimpleNamespace
+
+import torch
 
 from .jobs import Job
 
@@ -65,26 +69,32 @@ class SleepingPipeline:
     """Quacks like a diffusers img2img pipeline for Runner: sleeps the measured latency, returns the inputs."""
 
     vae_scale_factor = 8
+    latent_channels = 4
     # Called as a Stable Diffusion img2img pipeline is (families/sd.py).
     _img2img_family = "sd"
+    _callback_tensor_inputs = ("latents",)
 
     def __init__(self, latencies: Latencies):
         self.latencies = latencies
         self.num_timesteps = 0
         self._interrupt = False
 
-    def __call__(self, *, image, strength, num_inference_steps, callback_on_step_end=None, **_ignored):
+    def __call__(self, *, image, strength, num_inference_steps, callback_on_step_end=None, callback_on_step_end_tensor_inputs=(), **_ignored):
         steps = int(num_inference_steps * strength)
         width, height = image[0].size
         self.num_timesteps = steps
         self._interrupt = False
         started = time.perf_counter()
         total = self.latencies.seconds(len(image), width, height, steps)
+        tensors = {}
+        if "latents" in callback_on_step_end_tensor_inputs:
+            shape = (len(image), self.latent_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
+            tensors["latents"] = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(torch.float16)
         for step in range(steps):
             # Deadlines from the start, so callback overhead does not add up.
             time.sleep(max(0.0, started + total * (step + 1) / steps - time.perf_counter()))
             if callback_on_step_end is not None:
-                callback_on_step_end(self, step, 0, {})
+                callback_on_step_end(self, step, 0, tensors)
             if self._interrupt:
                 break
         return SimpleNamespace(images=list(image))

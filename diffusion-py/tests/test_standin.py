@@ -143,3 +143,22 @@ def test_bad_spec_exits_1():
     assert process.returncode == 1
     assert process.stdout == b""
     assert b"per-batch latencies must map" in process.stderr
+
+
+def test_a_job_with_previews_gets_them_from_the_stand_in_at_the_latents_size():
+    stdin = io.BytesIO(
+        encode_frame(job_header("seen", seed=1, steps=10, strength=1.0, preview_every=5), png_bytes(sample_image(0, (96, 64))))
+        + encode_frame(job_header("unseen", seed=2, steps=10, strength=1.0), png_bytes(sample_image(1, (96, 64))))
+    )
+    stdout = io.BytesIO()
+    pipe = SleepingPipeline(parse_latencies('{"1": 1, "4": 2}'))
+    runner = Runner(pipe=pipe, model="sd15", device=torch.device("cpu"), max_batch=4, writer=FrameWriter(stdout), encoder=echo_input)
+    assert runner.serve(stdin) == 0
+    stdout.seek(0)
+    previews = []
+    while (frame := read_frame(stdout)) is not None:
+        if frame[0]["type"] == "preview":
+            previews.append(frame)
+    # Every fifth of 10 steps but the last, for the job that asked; an eighth of the image's side.
+    assert [(header["id"], header["step"]) for header, _ in previews] == [("seen", 5)]
+    assert Image.open(io.BytesIO(previews[0][1])).size == (12, 8)
