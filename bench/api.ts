@@ -207,6 +207,8 @@ async function main(): Promise<void> {
   const apiRounds: Result[] = [];
   const keyedRounds: Result[] = [];
   let cpu = new Map<string, number>();
+  /** Seconds of CPU of the API with keys over its rounds (its jobs have a tenant, and so list entries). */
+  let keyedCpu = 0;
   const meter = new Meter([{ name: 'API', pid: api.pid!, child: api }, { name: 'bench (clients)', pid: process.pid }, ...infraProcesses()], config);
   for (let round = 0; round < ROUNDS; round++) {
     rawRounds.push(await load(DURATION_S / ROUNDS, rawPut));
@@ -216,7 +218,11 @@ async function main(): Promise<void> {
     await meter.end();
     const used = cpuDelta(await threadCpu(api.pid!), before);
     cpu = new Map([...used].map(([name, seconds]) => [name, seconds + (cpu.get(name) ?? 0)]));
-    if (keyedPost) keyedRounds.push(await load(DURATION_S / ROUNDS, keyedPost));
+    if (keyedPost) {
+      const before = await threadCpu(keyed!.child.pid!);
+      keyedRounds.push(await load(DURATION_S / ROUNDS, keyedPost));
+      keyedCpu += [...cpuDelta(await threadCpu(keyed!.child.pid!), before).values()].reduce((sum, seconds) => sum + seconds, 0);
+    }
   }
   agent.destroy();
   const [raw, viaApi] = [merge(rawRounds), merge(apiRounds)];
@@ -229,7 +235,8 @@ async function main(): Promise<void> {
     console.log(
       `with keys and limits (Bearer check, Redis rate and slot per request): ${rate(withKeys).toFixed(1)} req/s, ` +
         `p50 ${percentile(withKeys.latencies, 50).toFixed(1)} ms, p99 ${percentile(withKeys.latencies, 99).toFixed(1)} ms, ${withKeys.failed} failed; ` +
-        `${((100 * rate(withKeys)) / rate(viaApi)).toFixed(0)}% of the rate without keys, p50 ${(percentile(withKeys.latencies, 50) / percentile(viaApi.latencies, 50)).toFixed(2)}x`,
+        `${((100 * rate(withKeys)) / rate(viaApi)).toFixed(0)}% of the rate without keys, p50 ${(percentile(withKeys.latencies, 50) / percentile(viaApi.latencies, 50)).toFixed(2)}x; ` +
+        `its CPU ${((1000 * keyedCpu) / Math.max(1, withKeys.ok)).toFixed(1)} ms a job`,
     );
     await stop(keyed.child);
   }

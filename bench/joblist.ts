@@ -1,7 +1,9 @@
 // Benchmark of GET /api/jobs with a large bucket: N jobs of T tenants seeded directly (records
-// and list entries, as the API writes them), then pages of 50 read one request at a time:
-// each tenant's newest page, pages deep in a tenant's list by cursor, an admin's page of every
-// tenant, and a status filter; the baseline is GET /api/jobs/{id} (one record) in the same run.
+// and list entries, as the API and the outbox write them: common/joblist.ts), then pages of 50
+// read one request at a time: each tenant's newest page, pages deep in a tenant's list by cursor,
+// an admin's page of every tenant and its next pages, and status filters; the baseline is
+// GET /api/jobs/{id} (one record) in the same run. A bucket seeded with another layout of the
+// index lists nothing or out of order: seed a new one.
 // Not a test: `npm run bench:joblist -- --jobs 100000 --tenants 10`.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
@@ -122,10 +124,18 @@ async function main(): Promise<void> {
     cursor = lastBody.next_cursor ?? cursor;
     return `${url}/api/jobs?limit=50${cursor ? `&cursor=${cursor}` : ''}`;
   }, tokens[1]!)]);
-  rows.push(['admin: every tenant, merged', await timed(() => `${url}/api/jobs?limit=50`, admin)]);
+  rows.push(['admin: every tenant', await timed(() => `${url}/api/jobs?limit=50`, admin)]);
+  cursor = undefined;
+  lastBody = {};
+  rows.push(['admin: next pages (cursor)', await timed(() => {
+    cursor = lastBody.next_cursor ?? cursor;
+    return `${url}/api/jobs?limit=50${cursor ? `&cursor=${cursor}` : ''}`;
+  }, admin)]);
+  rows.push(['admin: status=succeeded (its own list)', await timed(() => `${url}/api/jobs?limit=50&status=succeeded`, admin)]);
   rows.push(['status=succeeded (1 in 10: its own list)', await timed(() => `${url}/api/jobs?limit=50&status=succeeded`, tokens[2]!)]);
   rows.push(['status=queued (9 in 10: the records read)', await timed(() => `${url}/api/jobs?limit=50&status=queued`, tokens[2]!)]);
 
+  await checkAdminPages(url, admin, tokens, 'succeeded');
   const base = percentile(rows[0]![1], 50);
   console.log(`\n${JOBS} jobs of ${TENANTS} tenants, pages of 50, ${REQUESTS} requests each, one at a time\n`);
   console.log('| request | p50 ms | p99 ms | p50 / baseline p50 |\n| --- | --- | --- | --- |');
@@ -135,6 +145,36 @@ async function main(): Promise<void> {
   child.kill('SIGTERM');
   if (!flags.keep && !flags.bucket) await emptyBucket();
   process.exit(0);
+}
+
+/** The first `count` jobs of a list, by pages of 100. */
+async function firstJobs(url: string, token: string, count: number, query = ''): Promise<{ id: string; created_at: string }[]> {
+  const jobs: { id: string; created_at: string }[] = [];
+  let cursor: string | null = null;
+  do {
+    const response: Response = await fetch(`${url}/api/jobs?limit=100${query}${cursor ? `&cursor=${cursor}` : ''}`, { headers: { Authorization: `Bearer ${token}` } });
+    const body: { jobs: { id: string; created_at: string }[]; next_cursor: string | null } = await response.json();
+    jobs.push(...body.jobs);
+    cursor = body.next_cursor;
+  } while (cursor && jobs.length < count);
+  return jobs.slice(0, count);
+}
+
+/**
+ * Not timed: an admin's first 1000 jobs (and first 200 succeeded) by cursor are exactly the
+ * newest of the tenants' own lists merged, each once; throws where they differ.
+ */
+async function checkAdminPages(url: string, admin: string, tokens: string[], status: string): Promise<void> {
+  for (const [count, query] of [[1000, ''], [200, `&status=${status}`]] as const) {
+    const fromAdmin = (await firstJobs(url, admin, count, query)).map((job) => job.id);
+    const fromTenants = (await Promise.all(tokens.map((token) => firstJobs(url, token, count, query))))
+      .flat()
+      .sort((a, b) => (a.created_at > b.created_at ? -1 : a.created_at < b.created_at ? 1 : a.id < b.id ? -1 : 1))
+      .slice(0, count)
+      .map((job) => job.id);
+    if (new Set(fromAdmin).size !== count || fromAdmin.join() !== fromTenants.join()) throw new Error(`an admin's pages${query} differ from the tenants' pages merged`);
+  }
+  console.log(`checked: an admin's first 1000 jobs and first 200 ${status} by cursor are the tenants' own, merged, each once`);
 }
 
 async function emptyBucket(): Promise<void> {

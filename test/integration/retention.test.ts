@@ -59,11 +59,12 @@ describe('retention', () => {
     expect(record.output_key).toBeNull();
     expect(await store.getBytes(jobKeys(brief).input)).toBeUndefined();
     expect(await store.getBytes(jobKeys(brief).output)).toBeUndefined();
-    // It left both of its tenant's lists; the kept job is still in both.
+    // It left its tenant's lists and everyone's; the kept job is still in all four.
     const entries = async (prefix: string) => (await store.listPage(prefix, {})).keys;
     expect([...(await entries('list/brief/')), ...(await entries('ended/brief/'))]).toEqual([]);
-    expect((await entries('ended/keeper/canceled/')).map((k) => k.includes(kept))).toEqual([true]);
-    expect((await entries('list/keeper/')).map((k) => k.includes(kept))).toEqual([true]);
+    for (const list of ['list/keeper/', 'ended/keeper/canceled/', 'list/~all/', 'ended/~all/']) {
+      expect((await entries(list)).map((k) => k.includes(kept)), list).toEqual([true]);
+    }
 
     const result = await fetch(`${api.url}/api/results/${brief}`, { headers: auth });
     expect(result.status).toBe(410);

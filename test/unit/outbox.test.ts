@@ -27,14 +27,15 @@ function fakes(fail: { kafka?: boolean; store?: boolean } = {}) {
 }
 
 describe('publishOutbox', () => {
-  it('publishes an ending, enters the job in its ending’s list, then empties the outbox', async () => {
+  it('publishes an ending, enters the job in its ending’s lists (its tenant’s and everyone’s), then empties the outbox', async () => {
     const ended = lifecycle.cancel(queued('acme'))!.record;
     const { deps, published, puts, set, get } = fakes();
     set(ended);
     await publishOutbox(deps, ended, AbortSignal.timeout(1000));
     expect(published.map((event) => event.type)).toEqual(['canceled']);
-    expect(puts).toHaveLength(1);
-    expect(puts[0]).toMatch(/^ended\/acme\/canceled\/\d{13}-B{22}-tiny$/);
+    expect(puts).toHaveLength(2);
+    expect(puts[0]).toMatch(/^ended\/acme\/canceled\/\d{5}\/\d{2}\/\d{2}\/\d{13}-B{22}-tiny$/);
+    expect(puts[1]).toBe(puts[0]!.replace('/acme/', '/~all/'));
     expect(get()!.outbox).toEqual([]);
   });
 
