@@ -96,6 +96,8 @@ async function startApi(): Promise<{ child: ChildProcess; url: string }> {
   const port = await freePort();
   const env = { ...process.env, S3_BUCKET: bucket, AUTH: 'on', AUTH_PEPPER: PEPPER, API_PORT: String(port), LOG_LEVEL: 'warn', TOPIC_PREFIX: `bench-joblist-${port}` };
   const child = spawn(process.execPath, ['--import', 'tsx', 'api/main.ts'], { env, stdio: ['ignore', 'inherit', 'inherit'] });
+  // Also when a request fails: a child left running would hold the benchmark's output open.
+  process.on('exit', () => child.kill('SIGTERM'));
   const url = `http://127.0.0.1:${port}`;
   for (let waited = 0; waited < 60_000; waited += 250) {
     if (await fetch(`${url}/readyz`).then((r) => r.ok, () => false)) return { child, url };
