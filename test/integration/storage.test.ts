@@ -1,8 +1,10 @@
 // ObjectStore's object requests (signed by s3http.ts) against the real MinIO: what each answers,
 // conditions, streams, keys that need encoding, and the errors a caller must see.
 import { GetObjectCommand } from '@aws-sdk/client-s3';
+import aws4 from 'aws4';
+import { request } from 'undici';
 import { describe, expect, it } from 'vitest';
-import { S3Error } from '../../common/s3http.js';
+import { integrityHeaders, S3Error } from '../../common/s3http.js';
 import { createS3, ObjectStore } from '../../common/storage.js';
 import { testConfig } from '../helpers/env.js';
 
@@ -70,6 +72,28 @@ describe('ObjectStore object requests', () => {
     const wrongKey = new ObjectStore({ ...config, S3_SECRET_KEY: 'not-the-secret' });
     await expect(wrongKey.get(`${prefix}/a.json`)).rejects.toMatchObject({ name: 'SignatureDoesNotMatch', $metadata: { httpStatusCode: 403 } });
     wrongKey.close();
+  });
+
+  it('has a body its checksum does not match refused by the store', async () => {
+    const sent = Buffer.alloc(64 * 1024, 1);
+    const meant = Buffer.from(sent).fill(2, 100, 101); // one byte changed on the way
+    const url = new URL(config.S3_ENDPOINT);
+    const path = `/${config.S3_BUCKET}/${prefix}/changed.bin`;
+    const put = (checksummed: Buffer) => {
+      const signed = aws4.sign(
+        { host: url.host, path, method: 'PUT', service: 's3', region: config.S3_REGION, body: sent, headers: integrityHeaders(checksummed) },
+        { accessKeyId: config.S3_ACCESS_KEY, secretAccessKey: config.S3_SECRET_KEY },
+      );
+      return request(`${url.origin}${path}`, { method: 'PUT', headers: signed.headers as Record<string, string>, body: sent });
+    };
+    const refused = await put(meant);
+    expect(refused.statusCode).toBe(400);
+    expect(await refused.body.text()).toContain('XAmzContentChecksumMismatch');
+    expect(await store.get(`${prefix}/changed.bin`)).toBeUndefined();
+    const stored = await put(sent);
+    await stored.body.dump();
+    expect(stored.statusCode).toBe(200);
+    expect((await store.getBytes(`${prefix}/changed.bin`))?.equals(sent)).toBe(true);
   });
 
   it('stops a request its signal aborts', async () => {
