@@ -20,6 +20,7 @@ import { IdempotencyStore } from './idempotency.js';
 import { ImageNormaliser } from './image.js';
 import { Intake } from './intake.js';
 import { Sweeper } from './sweeper.js';
+import { moveFlatEntries } from './listlayout.js';
 import { TenantStore } from '../common/tenants.js';
 import { authRequired } from './auth.js';
 import { EndingsFollower } from './endings.js';
@@ -124,6 +125,14 @@ export async function prepareStorage(services: Services): Promise<void> {
   await services.store.ensureBucket();
   await applyRetention(services);
   services.sweeper.start();
+  moveOldListEntries(services);
+}
+
+/** Job-list entries of the layout before folders, moved in the background (api/listlayout.ts). */
+function moveOldListEntries({ store, records, log }: Services): void {
+  moveFlatEntries(store, records)
+    .then((moved) => moved && log.info({ entries: moved }, 'job-list entries moved into their folders'))
+    .catch((error: unknown) => log.warn({ err: error }, 'job-list entries not moved; the next start tries again'));
 }
 
 /** Days after which the bucket deletes whatever of a job is left (tombstones, strays): long after any retention. */
