@@ -13,6 +13,8 @@ import { cancelsTopic, EVENT_TYPE_HEADER, eventsTopic, NO_WEBHOOK, WEBHOOK_HEADE
 
 /** Most messages in one request; they are small (a few hundred bytes each). */
 const MAX_BATCH = 500;
+/** Events whose send is remembered, so the same event published again is not sent twice (below). */
+const RECENT_EVENTS = 4096;
 
 /** Where the broker wrote a message: its partition and offset (a decimal string, as kafkajs gives offsets). */
 export interface Placed {
@@ -50,6 +52,8 @@ export class Publisher {
   private pending: Pending[] = [];
   private sending = false;
   private readonly partitions = new WeakMap<Message, number>();
+  /** The send of each recent event (by its JSON), in flight or acknowledged. */
+  private readonly eventSends = new Map<string, Promise<Placed>>();
 
   constructor(
     kafka: Kafka,
@@ -76,19 +80,38 @@ export class Publisher {
 
   /** Where `message` went, once the broker acknowledged it (acks=all); rejects when `signal` aborts first. */
   async send(topic: string, message: Message, signal: AbortSignal): Promise<Placed> {
+    return race(this.enqueue(topic, message, signal), signal);
+  }
+
+  /** The message's acknowledgement; it is not sent if `signal` aborts before its request leaves, and is waited for if after. */
+  private async enqueue(topic: string, message: Message, signal: AbortSignal): Promise<Placed> {
     await race(this.connect(), signal);
     const acknowledged = new Promise<Placed>((resolve, reject) => this.pending.push({ topic, message, signal, resolve, reject }));
     void this.drain();
-    return race(acknowledged, signal);
+    return acknowledged;
   }
 
   /**
    * An event, with its type also in a header (EVENT_TYPE_HEADER): a reader that wants some types
    * skips the rest unparsed. `webhook` false: the job has none, said in WEBHOOK_HEADER.
+   * The same event published again while its send is in flight or after it was acknowledged joins
+   * that send: a caller whose deadline passed while a broker failed over (its message written
+   * after all) and who publishes again, as an outbox does, does not announce the job twice.
    */
   async publishEvent(event: JobEvent, signal: AbortSignal, webhook?: boolean): Promise<void> {
-    const headers = { [EVENT_TYPE_HEADER]: event.type, ...(webhook === false ? { [WEBHOOK_HEADER]: NO_WEBHOOK } : {}) };
-    await this.send(eventsTopic(this.topicPrefix), { key: event.id, value: JSON.stringify(event), headers }, signal);
+    const value = JSON.stringify(event);
+    let sent = this.eventSends.get(value);
+    if (!sent) {
+      const headers = { [EVENT_TYPE_HEADER]: event.type, ...(webhook === false ? { [WEBHOOK_HEADER]: NO_WEBHOOK } : {}) };
+      const sending = this.enqueue(eventsTopic(this.topicPrefix), { key: event.id, value, headers }, signal);
+      sent = sending;
+      sending.catch(() => {
+        if (this.eventSends.get(value) === sending) this.eventSends.delete(value); // never written: the next publish sends it
+      });
+      this.eventSends.set(value, sending);
+      if (this.eventSends.size > RECENT_EVENTS) this.eventSends.delete(this.eventSends.keys().next().value!);
+    }
+    await race(sent, signal);
   }
 
   async publishCancel(request: CancelRequest, signal: AbortSignal): Promise<void> {
