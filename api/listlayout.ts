@@ -5,7 +5,6 @@
 // the bucket done. The new entries are written before the old one is deleted, so replicas moving
 // the same entry at once, or a start that stops half-way, lose nothing.
 import { addToEndedList, addToList, ALL_TENANTS, ENDED_PREFIX, LIST_PREFIX, parseListKey } from '../common/joblist.js';
-import { isEnding } from '../common/jobs.js';
 import type { RecordStore } from '../common/records.js';
 import type { ObjectStore } from '../common/storage.js';
 
@@ -41,9 +40,8 @@ async function moveFolder(store: Store, records: Pick<RecordStore, 'get'>, folde
       if (!entry) continue;
       met += 1;
       const record = await records.get(entry.id, signal);
-      if (record && record.status !== 'expired') {
-        await (ended ? (isEnding(record.status) ? addToEndedList(store, record, signal) : undefined) : addToList(store, record, signal));
-      }
+      // An ending's entries are written only for a job that ended (addToEndedList writes none otherwise).
+      if (record && record.status !== 'expired') await (ended ? addToEndedList : addToList)(store, record, signal);
       await store.delete(key, signal);
     }
   }

@@ -29,11 +29,6 @@ def latent_pixels(latents: torch.Tensor, factors) -> torch.Tensor:
     return ((rgb + 1) / 2).clamp(0, 1).mul(255).round().to(torch.uint8)
 
 
-def latent_rgb(latents: torch.Tensor, factors) -> Image.Image:
-    """One job's latents (C, h, w) as an RGB image of h x w pixels."""
-    return Image.fromarray(latent_pixels(latents[None], factors)[0].cpu().numpy(), mode="RGB")
-
-
 def copy_to_host(pixels: torch.Tensor) -> Callable[[], np.ndarray]:
     """Starts the pixels' copy to the host without waiting for the GPU; the returned call waits
     for it (off the thread that drives the GPU) and gives the array."""

@@ -75,18 +75,22 @@ def warm_up_rows(pipe, batch: int, size: tuple[int, int]) -> list:
     return [row] * batch
 
 
-def run_batch(pipe, device: torch.device, batch: int, size: tuple[int, int]):
-    """One pipeline call on gray images, as the runner makes it (the family's call, seeded generators, PIL out)."""
+def call_rows(pipe, device: torch.device, rows: list, output_type: str = "pil"):
+    """One pipeline call on these rows, as the runner makes it (the family's call, seeded generators)."""
     family = family_of(pipe)
-    rows = warm_up_rows(pipe, batch, size)
     with torch.inference_mode():
         return pipe(
             **family.call_kwargs(pipe, rows),
             **family.image_kwargs([row.image for row in rows]),
-            generator=[torch.Generator(device=device).manual_seed(index) for index in range(batch)],
-            output_type="pil",
+            generator=[torch.Generator(device=device).manual_seed(index) for index in range(len(rows))],
+            output_type=output_type,
             **guidance.call_kwargs(pipe, tuning_of(pipe).guidance_share),
         )
+
+
+def run_batch(pipe, device: torch.device, batch: int, size: tuple[int, int]):
+    """One warm-up call on gray images, PIL out."""
+    return call_rows(pipe, device, warm_up_rows(pipe, batch, size))
 
 
 # The fp8 tuning's calibration call: every timestep (strength 1) of a seeded noise image, two rows.
@@ -100,19 +104,8 @@ def calibrate_fp8(pipe, device: torch.device, size: tuple[int, int]) -> int:
     noise = np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
     row = SimpleNamespace(prompt=CALIBRATION_PROMPT, negative_prompt=None, strength=1.0, steps=CALIBRATION_STEPS, guidance_scale=family.rules.guidance_scale.default, image=Image.fromarray(noise))
     rows = [row] * 2
-
-    def run():
-        with torch.inference_mode():
-            pipe(
-                **family.call_kwargs(pipe, rows),
-                **family.image_kwargs([row.image for row in rows]),
-                generator=[torch.Generator(device=device).manual_seed(index) for index in range(len(rows))],
-                output_type="latent",
-                **guidance.call_kwargs(pipe, tuning_of(pipe).guidance_share),
-            )
-
     started = time.perf_counter()
-    fixed = fp8.calibrate(pipe.unet, run)
+    fixed = fp8.calibrate(pipe.unet, lambda: call_rows(pipe, device, rows, output_type="latent"))
     log.info("fp8: %d activation scales calibrated in %.1fs", fixed, time.perf_counter() - started)
     return fixed
 

@@ -12,7 +12,7 @@ from img2img_runner.families import FAMILIES
 from img2img_runner.jobs import JobError, parse_job
 from img2img_runner.models import load_pipeline
 from img2img_runner.params import LIMITS
-from img2img_runner.previews import SD15_RGB, latent_rgb
+from img2img_runner.previews import SD15_RGB, latent_pixels
 from img2img_runner.protocol import TO_RUNNER, parse
 from tests.helpers import job_header, png_bytes, run_one_batch, sample_image
 
@@ -44,7 +44,7 @@ def test_a_job_with_preview_every_gets_previews_its_batch_mates_do_not(tiny):
 def test_the_projection_is_the_linear_map_of_each_channel():
     latents = torch.zeros(4, 1, 2)
     latents[0, 0, 0] = 1.0  # channel 0 alone in the left pixel: its row of factors, mapped from [-1, 1]
-    pixels = list(latent_rgb(latents, SD15_RGB).getdata())
+    pixels = [tuple(pixel) for pixel in latent_pixels(latents[None], SD15_RGB)[0].reshape(-1, 3).tolist()]
     assert pixels[0] == tuple(round((factor + 1) / 2 * 255) for factor in SD15_RGB[0])
     assert pixels[1] == (128, 128, 128)  # zero latents: mid grey
 
