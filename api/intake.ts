@@ -1,10 +1,11 @@
 // The intake of one job, in the order that keeps the system consistent:
-//   the sweeper's entry -> put input -> produce the message (acks=all) -> create the record
-//   (queued) -> queued event.
-// A record that says queued always has a message behind it; a message whose record never
-// appears is skipped by the consumer as abandoned after a short wait, and its input swept. On
-// any failure the client gets 503 and the input, the record and the idempotency claim are
-// removed (best effort).
+//   the sweeper's entry -> put input and produce the message (acks=all), together -> create
+//   the record (queued) -> queued event.
+// A record that says queued always has its input and a message behind it: the record is the
+// commit point, and a consumer reads the input only once it has found the record. A message
+// whose record never appears is skipped by the consumer as abandoned after a short wait, and its
+// input swept. On any failure the client gets 503 and the input, the record and the idempotency
+// claim are removed (best effort).
 import { randomInt } from 'node:crypto';
 import { addToList, removeFromList } from '../common/joblist.js';
 import { newJobId, type JobEvent, type JobMessage, type JobRecord } from '../common/jobs.js';
@@ -103,11 +104,14 @@ export class Intake {
     const topic = jobTopic(topicPrefix, record.model_name, record.priority);
     // The sweeper's entry first: an input stored by an intake that dies right after is still found.
     await call('storage', () => entry, deadline);
-    // With the input: its place in the tenant's job list (an entry whose record never comes is skipped there).
-    await call('storage', (signal) => Promise.all([store.put(record.input_key, png, 'image/png', signal), addToList(store, record, signal)]), deadline);
     // Stamped with the job's acceptance time: jobs on other partitions are ordered against it by timestamp (common/position.ts).
     const kafkaMessage = { key: record.id, value: JSON.stringify(message), timestamp: String(Date.parse(record.created_at)) };
-    const placed = await call('kafka', (signal) => publisher.send(topic, kafkaMessage, signal), deadline);
+    // The input, its place in the tenant's job list (an entry whose record never comes is skipped
+    // there) and the message, at once: none of them is read before the record exists.
+    const [placed] = await Promise.all([
+      call('kafka', (signal) => publisher.send(topic, kafkaMessage, signal), deadline),
+      call('storage', (signal) => Promise.all([store.put(record.input_key, png, 'image/png', signal), addToList(store, record, signal)]), deadline),
+    ]);
     const queued: JobRecord = placed.offset === '-1' ? record : { ...record, queue: { topic, ...placed } };
     await call('storage', (signal) => records.create(queued, signal), deadline);
     return queued;

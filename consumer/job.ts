@@ -194,7 +194,9 @@ export class JobRun {
     // Checked before the job reaches a runner: one past its start deadline never does.
     if (lifecycle.abortIfLate(record)) return this.finishAborted(message.id);
 
-    const input = await inputRead;
+    // Read before the record was there, the input may not have been stored yet (the API stores it
+    // beside producing the message, and writes the record after both): read once more.
+    const input = (await inputRead) ?? (await store.getBytes(jobKeys(message.id).input));
     if (!input) throw new Failure('missing_input', `input object ${jobKeys(message.id).input} does not exist`);
     const resumes = (r: JobRecord) => r.status === 'running' && r.attempts === this.received.resumeAttempt;
     if (record.attempts >= config.MAX_ATTEMPTS && !resumes(record)) throw exhausted(record);
@@ -362,7 +364,7 @@ export class JobRun {
   private async waitForRecord(id: string): Promise<JobRecord> {
     const deadline = Date.now() + RECORD_WAIT_MS;
     // The API writes the record a few milliseconds after the message: retry soon, then back off.
-    for (let delay = 5; ; delay = Math.min(delay * 2, 1000)) {
+    for (let delay = 2; ; delay = Math.min(Math.ceil(delay * 1.5), 1000)) {
       const record = await this.deps.records.get(id);
       if (record) return record;
       if (Date.now() > deadline) throw new Failure('no_record', `job ${id} has no record: it was never accepted`);

@@ -69,7 +69,7 @@ describe('Kafka down', () => {
     expect(Number(response.headers.get('retry-after'))).toBeGreaterThan(0);
     expect((await json(response)).error.code).toBe('kafka_unavailable');
 
-    // The input was stored before the send failed; the clean-up runs right after the answer.
+    // The input may have been stored beside the failed send; the clean-up runs right after the answer.
     // (The job's sweep entry stays until its check, which finds no record and has nothing to do.)
     const kept = async () => (await listKeys(createS3(api.config), api.config.S3_BUCKET)).filter((key) => !key.startsWith('sweep/'));
     await expect.poll(kept, { timeout: 3000 }).toEqual([]);

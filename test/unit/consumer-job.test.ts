@@ -113,6 +113,40 @@ describe('JobRun of a message whose record was never written', () => {
   });
 });
 
+describe('JobRun of a message read before the API stored its input and record', () => {
+  it('reads the input again once the record is there, and runs the job', async () => {
+    // The API stores the input beside producing the message and writes the record after both:
+    // the first reads of a fast consumer find neither.
+    let record: JobRecord | undefined;
+    let input: Buffer | undefined;
+    const storeAfterTwoReads = () => {
+      input = Buffer.from('input');
+      record = lifecycle.queued({ id: ID, model_name: 'tiny', priority: 'high', params, width: 64, height: 64, input_key: `jobs/${ID}/input.png`, idempotency: null }).record;
+    };
+    let reads = 0;
+    const records = {
+      get: async () => (++reads === 2 && storeAfterTwoReads(), reads > 2 ? record : undefined),
+      apply: async (_id: string, transition: (current: JobRecord) => Transition | undefined) => {
+        const next = transition(structuredClone(record!));
+        if (next) record = next.record;
+        return { record, event: next?.event };
+      },
+    };
+    const handed: Buffer[] = [];
+    const verifier = {
+      run: async ({ image, callbacks }: RunRequest) => {
+        handed.push(image);
+        callbacks!.onStarted!(1);
+        return { ok: true, image: Buffer.from('png'), result: { v: 1, type: 'result', id: ID, batch_size: 1, peak_memory_bytes: 0, timings: { compute_s: 0.01 } } };
+      },
+    };
+    const store = { getBytes: async () => input, put: async () => 'etag' };
+    const verdict = await new JobRun(receivedJob(), fakeDeps({ records, verifier, store })).execute();
+    expect(verdict).toMatchObject({ kind: 'done', status: 'succeeded' });
+    expect(handed.map(String)).toEqual(['input']);
+  });
+});
+
 describe('JobRun of a job that waits in its runner', () => {
   it('stays queued until the runner starts it, then is running with its attempt', async () => {
     let record = lifecycle.queued({ id: ID, model_name: 'tiny', priority: 'high', params, width: 64, height: 64, input_key: `jobs/${ID}/input.png`, idempotency: null }).record;
