@@ -132,7 +132,7 @@ describe('JobRun of a message read before the API stored its input and record', 
         return { record, event: next?.event };
       },
     };
-    const handed: Buffer[] = [];
+    const handed: Uint8Array[] = [];
     const verifier = {
       run: async ({ image, callbacks }: RunRequest) => {
         handed.push(image);
@@ -143,7 +143,7 @@ describe('JobRun of a message read before the API stored its input and record', 
     const store = { getBytes: async () => input, put: async () => 'etag' };
     const verdict = await new JobRun(receivedJob(), fakeDeps({ records, verifier, store })).execute();
     expect(verdict).toMatchObject({ kind: 'done', status: 'succeeded' });
-    expect(handed.map(String)).toEqual(['input']);
+    expect(handed.map((bytes) => Buffer.from(bytes).toString())).toEqual(['input']);
   });
 });
 
