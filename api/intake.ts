@@ -51,7 +51,7 @@ export interface IntakeDeps {
   records: RecordStore;
   publisher: Publisher;
   claims: IdempotencyStore;
-  sweeper: Pick<Sweeper, 'scheduleFirstCheck'>;
+  sweeper: Pick<Sweeper, 'scheduleFirstCheck' | 'writeEntriesNow'>;
   topicPrefix: string;
   timeoutMs: number;
   log: Logger;
@@ -103,6 +103,7 @@ export class Intake {
     const message: JobMessage = { v: 1, id: record.id, model_name: record.model_name, priority: record.priority, created_at: record.created_at };
     const topic = jobTopic(topicPrefix, record.model_name, record.priority);
     // The sweeper's entry first: an input stored by an intake that dies right after is still found.
+    this.deps.sweeper.writeEntriesNow();
     await call('storage', () => entry, deadline);
     // Stamped with the job's acceptance time: jobs on other partitions are ordered against it by timestamp (common/position.ts).
     const kafkaMessage = { key: record.id, value: JSON.stringify(message), timestamp: String(Date.parse(record.created_at)) };

@@ -100,13 +100,25 @@ export class Sweeper {
   scheduleFirstCheck(id: string): Promise<void> {
     return new Promise((resolve, reject) => {
       this.waiting.push({ id, resolve, reject });
-      // A short linger gathers the intakes of the next few milliseconds into the same write;
-      // the request checks its image meanwhile, so the wait costs it nothing.
+      // A short linger gathers the intakes of the next few milliseconds into the same write; the
+      // request checks its image meanwhile, and ends the linger once it needs the entry (writeEntriesNow).
       this.lingering ??= setTimeout(() => {
         this.lingering = undefined;
         this.writeWaiting();
       }, ENTRY_LINGER_MS);
     });
+  }
+
+  /**
+   * Writes the waiting entries now instead of at the linger's end: called by an intake that has
+   * checked its image and needs its entry, so a small image's fast check never waits for the
+   * linger (the jobs of a busy moment still share the write).
+   */
+  writeEntriesNow(): void {
+    if (!this.lingering) return;
+    clearTimeout(this.lingering);
+    this.lingering = undefined;
+    this.writeWaiting();
   }
 
   private writeWaiting(): void {
