@@ -652,7 +652,7 @@ def _fast_variants(record, out, deadline, source, size, batches, compare_batch, 
     import numpy as np
     import torch
 
-    from img2img_runner import deepcache
+    from img2img_runner import deepcache, graphs
     from img2img_runner.arch import tiny_vae_like
     from img2img_runner.fp8 import quantize_linears, use_dynamic_scales
     from img2img_runner.tuning import TUNINGS
@@ -673,14 +673,21 @@ def _fast_variants(record, out, deadline, source, size, batches, compare_batch, 
         call_pipe(pipe, _inputs(1, size), True)
         _sync()
         record(kind="first_call", config="fp8", model=source, seconds=round(time.perf_counter() - started, 2))
+    graphed = graphs.install(pipe.unet)  # inside feature caching's wrapper, as apply_tuning installs it
     cache = deepcache.install(pipe.unet, pipe.scheduler, fast.feature_cache, fast.feature_cache_layers)
+    graphed.cache = cache
     kl_vae = pipe.vae
     small_vae = tiny_vae_like(kl_vae, pipe.device, pipe.dtype).to(memory_format=torch.channels_last)
 
     tuning = pipe._img2img_tuning
 
-    def variant(config, interval, vae, layers=fast.feature_cache_layers, reference=None, share=1.0):
+    outputs_of = {}
+
+    def variant(config, interval, vae, layers=fast.feature_cache_layers, reference=None, share=1.0, with_graphs=False):
         cache.enabled, cache.interval, cache.layers = interval > 0, max(interval, 2), layers
+        if with_graphs:
+            graphed.enable()  # captures at the variant's first call (measure's warm-up call)
+        graphed.enabled = with_graphs
         pipe._img2img_tuning = dataclasses.replace(tuning, guidance_share=share)  # read by call_pipe
         pipe.vae = vae
         pipe.register_modules(vae=vae)
@@ -692,6 +699,10 @@ def _fast_variants(record, out, deadline, source, size, batches, compare_batch, 
         against = "exact" if reference is None else "tiny-vae"
         outputs = np.stack(call_pipe(pipe, images, True))
         record(kind="compare_exact", config=config, model=source, batch=compare_batch, against=against, **deviation(exact if reference is None else reference, outputs))
+        without = outputs_of.get(config.removesuffix(GRAPHS_LABEL))
+        if with_graphs and without is not None:
+            record(kind="compare_exact", config=config, model=source, batch=compare_batch, against="without graphs", captures=graphed.captures, **deviation(without, outputs))
+        outputs_of[config] = outputs
 
     fc = f"feature-cache-{fast.feature_cache}"
     if fp8:
@@ -710,17 +721,17 @@ def _fast_variants(record, out, deadline, source, size, batches, compare_batch, 
     # the steps only (guidance.py).
     depth = len(pipe.unet.down_blocks[0].resnets)
     chosen = only or [
-        *((interval, layers, False, 1.0) for interval, layers in ((3, 1), (3, depth), (5, 1), (4, 1), (2, 1))),
-        (0, 1, True, 1.0),
-        *((interval, layers, True, 1.0) for interval, layers in ((3, 1), (3, depth), (2, 1), (4, 1), (5, 1), (2, depth), (5, depth))),
+        *((interval, layers, False, 1.0, False) for interval, layers in ((3, 1), (3, depth), (5, 1), (4, 1), (2, 1))),
+        (0, 1, True, 1.0, False),
+        *((interval, layers, True, 1.0, False) for interval, layers in ((3, 1), (3, depth), (2, 1), (4, 1), (5, 1), (2, depth), (5, depth))),
     ]
     tunings = {(t.feature_cache, t.feature_cache_layers, round(t.guidance_share, 2)): t.name for t in TUNINGS.values() if t.feature_cache and t.tiny_vae}
     exact_tiny = None
-    for interval, layers, tiny, share in chosen:
+    for interval, layers, tiny, share, with_graphs in chosen:
         label = (f"feature-cache-{interval} layers {layers}" if interval else "") + (f" + guidance {share:.2f}" if share < 1 else "")
         label = label.lstrip(" +") or "exact"
         if not tiny:
-            variant(label, interval, kl_vae, layers, share=share)
+            variant(label + (GRAPHS_LABEL if with_graphs else ""), interval, kl_vae, layers, share=share, with_graphs=with_graphs)
             continue
         if exact_tiny is None:
             # The tiny VAE's own exact outputs: what the other trades change behind it (a random tiny
@@ -729,7 +740,8 @@ def _fast_variants(record, out, deadline, source, size, batches, compare_batch, 
             exact_tiny = np.stack(call_pipe(pipe, images, True))
         if interval or share < 1:
             name = tunings.get((interval, layers, round(share, 2)))
-            variant(f"{label} + tiny-vae" + (f" (the {name} tuning)" if name else ""), interval, small_vae, layers, reference=exact_tiny, share=share)
+            config = f"{label} + tiny-vae" + (f" (the {name} tuning)" if name else "") + (GRAPHS_LABEL if with_graphs else "")
+            variant(config, interval, small_vae, layers, reference=exact_tiny, share=share, with_graphs=with_graphs)
     # The UNet's FLOPs, to set the profile against the chip's rate: last, as no variant runs after it.
     if profile and _flops_from_results(out, source) is None:
         flops = unet_flops(pipe, size)
@@ -777,7 +789,7 @@ def stage_sd15_fp8(record, out, deadline, args):
 
 def stage_sd15_fast(record, out, deadline, args):
     only = _variants(args.fast_variants)
-    _fast_variants(record, out, deadline, "sd15-arch", (512, 512), [24], COMPARE_BATCH, profile=0 if only else 16, only=only, profile_each=args.profile_variants)
+    _fast_variants(record, out, deadline, "sd15-arch", (512, 512), args.fast_batches, COMPARE_BATCH, profile=0 if only else 16, only=only, profile_each=args.profile_variants)
 
 
 def stage_sdxl_fp8_linears(record, out, deadline, args):
@@ -847,15 +859,18 @@ def stage_sdxl_fast(record, out, deadline, args):
     _fast_variants(record, out, deadline, "sdxl-arch", (1024, 1024), [8], 2, profile=8, only=_variants(args.fast_variants), profile_each=args.profile_variants)
 
 
+GRAPHS_LABEL = " + CUDA graphs"
+
+
 def _variants(text: str | None):
-    """--fast-variants "3:1,5:1:tiny,5:1:tiny:g0.67": (interval, layers, tiny VAE, guidance share); None: the whole list."""
+    """--fast-variants "3:1,5:1:tiny,5:1:tiny:g0.34:graphs": (interval, layers, tiny VAE, guidance share, CUDA graphs); None: the whole list."""
     if not text:
         return None
     chosen = []
     for part in text.split(","):
         interval, layers, *flags = part.split(":")
-        shares = [float(flag[1:]) for flag in flags if flag.startswith("g")]
-        chosen.append((int(interval), int(layers), "tiny" in flags, shares[0] if shares else 1.0))
+        shares = [float(flag[1:]) for flag in flags if flag.startswith("g") and flag != "graphs"]
+        chosen.append((int(interval), int(layers), "tiny" in flags, shares[0] if shares else 1.0, "graphs" in flags))
     return chosen
 
 
@@ -1021,7 +1036,8 @@ def main() -> None:
     parser.add_argument("--xl-batches", default="1,4,8")
     parser.add_argument("--autotune-batches", default="1,16,32")
     parser.add_argument("--graph-batches", default="1,8,24")
-    parser.add_argument("--fast-variants", help='sd15-fast / sdxl-fast: only these, e.g. "5:1,3:1:tiny,5:1:tiny:g0.67" (interval:layers[:tiny][:gSHARE]; interval 0: no feature caching)')
+    parser.add_argument("--fast-variants", help='sd15-fast / sdxl-fast: only these, e.g. "5:1,3:1:tiny,5:1:tiny:g0.67" (interval:layers[:tiny][:gSHARE][:graphs]; interval 0: no feature caching; graphs: UNet calls replayed from CUDA graphs)')
+    parser.add_argument("--fast-batches", default="24", help="sd15-fast: the batch sizes each variant is timed at")
     parser.add_argument("--profile-variants", action="store_true", help="sd15-fast / sdxl-fast: a kernel profile of each variant at its batch (GPU time against wall time)")
     parser.add_argument("--profile-batches", default="1,4,8,16,24")
     parser.add_argument("--ablation", action="store_true", help="sd15-ref: also time the eager UNet under each switch")
@@ -1037,6 +1053,7 @@ def main() -> None:
     args.autotune_batches = [int(x) for x in args.autotune_batches.split(",")]
     args.graph_batches = [int(x) for x in args.graph_batches.split(",")]
     args.profile_batches = [int(x) for x in args.profile_batches.split(",")]
+    args.fast_batches = [int(x) for x in args.fast_batches.split(",")]
     args.runner_args = args.runner_args.split()
     if args.stage:
         deadline = time.perf_counter() + args.stage_seconds
@@ -1054,6 +1071,7 @@ def main() -> None:
         "--autotune-batches", ",".join(map(str, args.autotune_batches)),
         "--graph-batches", ",".join(map(str, args.graph_batches)),
         "--profile-batches", ",".join(map(str, args.profile_batches)),
+        "--fast-batches", ",".join(map(str, args.fast_batches)),
         "--runner-rounds", str(args.runner_rounds),
         "--runner-args=" + " ".join(args.runner_args),
         "--cache-dir", args.cache_dir,

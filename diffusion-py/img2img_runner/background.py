@@ -173,6 +173,7 @@ class BackgroundCompile:
     def __init__(self, pipe, device: torch.device, cache, max_batch: int = 1, cudnn_benchmark: bool = False):
         _trace_fx_once()
         self.switches = switches_of(pipe)
+        self.graphs = getattr(pipe, "_img2img_graphs", None)  # graphs.GraphedForward: captures once switched
         self.cudnn_benchmark = cudnn_benchmark
         self.max_batch = max_batch
         self.device = device
@@ -252,6 +253,8 @@ class BackgroundCompile:
             return False
         for switch in self.switches:
             switch.active = switch.compiled
+        if self.graphs is not None:
+            self.graphs.enable()
         self.switched = True
         log.info("compiled path in service (background compile %.1fs)", self.seconds)
         return True

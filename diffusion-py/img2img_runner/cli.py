@@ -14,6 +14,7 @@ from . import tuning
 from .liar import PREFIX as LIAR_PREFIX
 from .liar import lying
 from .families import family_of
+from .graphs import graph_buckets
 from .models import family_of_source, load_pipeline, parse_model_names, pick_device, pick_dtype
 from .params import LIMITS
 from .protocol import CompiledFrame, ReadyFrame
@@ -53,6 +54,12 @@ def _parse_args(argv):
         default="auto",
         help="GPU speed-ups for full-size SD pipelines on cuda (auto: the model's `tuning=` in --model-names, else "
         "compile; off: the plain diffusers pipeline; fast: not exact, see tuning.py); never applied on cpu or to tiny",
+    )
+    parser.add_argument(
+        "--no-cuda-graphs",
+        action="store_true",
+        help="run the UNet without CUDA graphs even where the tuning replays them (fastest): graphs keep "
+        "their own GPU memory, one set of activations a batch bucket",
     )
     parser.add_argument("--connect", help="ws(s)://host/api/workers/connect: serve as a remote worker over a WebSocket")
     parser.add_argument("--token", help="worker token for --connect (default: $IMG2IMG_WORKER_TOKEN)")
@@ -111,6 +118,8 @@ def _prepare(load, args, device, log, tuning_name: str):
     pipe = load()
     if tuning_name != "off" and tuning.wants_tuning(args.model, device, pipe):
         chosen = tuning.TUNINGS[tuning_name]
+        if args.no_cuda_graphs:
+            chosen = replace(chosen, cuda_graphs=False)
         refused = tuning.refusal(chosen, pipe)
         if refused:
             # The exact default rather than the plain pipeline: the operator asked for speed.
@@ -253,7 +262,7 @@ def run(argv, frames_out) -> int:
             encode_workers=ENCODE_WORKERS if serving.tuned else 0,
             encoder=lying(serving.encoder) if lies else serving.encoder,
             background=serving.background,
-            buckets=tuning.tuning_of(serving.pipe).buckets,
+            buckets=_buckets(tuning.tuning_of(serving.pipe), serving.max_batch),
             # Waiting jobs may overtake a running batch at a step's end, except on a tuned pipeline.
             overtaking=not serving.tuned,
         )
@@ -268,6 +277,11 @@ def run(argv, frames_out) -> int:
     # blocked in read() when the interpreter exits.
     stdin = open(0, "rb", buffering=0, closefd=False)
     return _leave(runner.serve(stdin), serving.background, log)
+
+
+def _buckets(chosen: tuning.Tuning, max_batch: int) -> tuple[int, ...]:
+    """The batch sizes calls are padded up to: the tuning's, or, where it replays CUDA graphs, powers of two and max_batch."""
+    return chosen.buckets or (graph_buckets(max_batch) if chosen.cuda_graphs else ())
 
 
 def _leave(code: int, background, log) -> int:

@@ -61,8 +61,9 @@ MANIFEST = "manifest.json"
 # holding everything this process saw.
 MAX_FILES = 4
 
-# Tuning fields that leave the compiled code as it is (`compile` and `compile-first` share entries).
-KEY_IGNORES = ("name", "background")
+# Tuning fields that leave the compiled code as it is (`compile` and `compile-first` share entries;
+# CUDA graphs replay the same kernels).
+KEY_IGNORES = ("name", "background", "cuda_graphs")
 
 # Statuses of CompileCache.load()
 OFF, MISS, HIT, CORRUPT = "off", "miss", "hit", "corrupt"

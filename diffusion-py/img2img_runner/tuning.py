@@ -14,8 +14,8 @@ bench/NOTES.md, the GPU sections), SD 1.5 img2img 512x512, 15 steps:
   channels_last under the compiler (in eager mode channels_last was slower,
   so the `eager` tuning leaves it out);
 - not the default: max-autotune (its first call compiled for over 400 s on
-  the H200), CUDA graphs (the `graphs` tuning: no gain at batch 24 on the
-  H200), bf16 (+2% on the H200, but pixels up to 14 off fp16's: not exact),
+  the H200), CUDA graphs for exact mode (the `graphs` tuning: no gain at batch
+  24 on the H200; `fastest`, whose steps are short, replays them: graphs.py), bf16 (+2% on the H200, but pixels up to 14 off fp16's: not exact),
   and the trades of the opt-in `fast`, `faster` and `fastest` tunings (feature
   caching, the tiny VAE, guidance in the first steps only: not exact,
   BENCHMARKS.md) and of `fp8` (FP8 linears in the transformer blocks with
@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn.attention import SDPBackend
 
-from . import deepcache, fp8
+from . import deepcache, fp8, graphs
 from .background import Switch
 from .sources import ARCH_SOURCES
 
@@ -81,6 +81,11 @@ class Tuning:
     guidance_share: float = 1.0
     # The UNet's transformer-block linears as FP8 matrix products (fp8.py): Ada, Hopper or newer.
     fp8: bool = False
+    # UNet calls replayed from CUDA graphs once the compiled path serves (graphs.py), every call
+    # padded up to a batch bucket (graphs.graph_buckets of the max batch, when `buckets` is empty).
+    cuda_graphs: bool = False
+    # Jobs per pipeline call at most; 0: warmup.BATCH_CAP (the exact UNet gains nothing past it).
+    batch_cap: int = 0
 
     def __post_init__(self):
         if not 0 < self.guidance_share <= 1:
@@ -118,7 +123,11 @@ TUNINGS = {
     "faster": Tuning("faster", **FASTER),
     # And guidance in the first third of the steps only (guidance.py): the last ten of 15 run the
     # conditional branch alone, on half the UNet rows (in the last third only, it gained nothing).
-    "fastest": Tuning("fastest", **FASTER, guidance_share=1 / 3),
+    # Its UNet calls replay CUDA graphs: most of its steps run few kernels on half the rows, and the
+    # GPU waited on the CPU's launches for a fifth of a call.
+    # Its batches go to 48: with most steps cheap, a larger batch still pays (H100: 33.8 against
+    # 31.3 img/s at 48 and 24 without graphs; 37.0 against 33.9 with them).
+    "fastest": Tuning("fastest", **FASTER, guidance_share=1 / 3, cuda_graphs=True, batch_cap=48),
     # Opt-in, not exact: the exact settings with the UNet's transformer-block linears in FP8 (fp8.py),
     # their activation scales calibrated by one eager call before the warm-up (warmup.calibrate_fp8);
     # refused on a GPU without FP8 matrix products.
@@ -233,7 +242,7 @@ def prefer_cudnn_attention() -> bool:
 
 def for_dit(tuning: Tuning) -> Tuning:
     """The part of a tuning a DiT pipeline takes: the UNet-only trades left out."""
-    unet_only = {"feature_cache": 0, "tiny_vae": False, "guidance_share": 1.0, "fp8": False}
+    unet_only = {"feature_cache": 0, "tiny_vae": False, "guidance_share": 1.0, "fp8": False, "cuda_graphs": False}
     dropped = [name for name, off in unet_only.items() if getattr(tuning, name) != off]
     if not dropped:
         return tuning
@@ -301,9 +310,16 @@ def apply_tuning(pipe, tuning: Tuning, defer_compile: bool = False):
         if not defer_compile:
             for switch in switches:
                 switch.use_compiled()
+    # Inside feature caching's wrapper: a graph is chosen after the cache has decided the step's role.
+    graphed = graphs.install(pipe.unet) if tuning.cuda_graphs else None
     if tuning.feature_cache:
         # Outside the compiled forwards: the step counter must not be traced.
-        deepcache.install(pipe.unet, pipe.scheduler, tuning.feature_cache, tuning.feature_cache_layers)
+        cache = deepcache.install(pipe.unet, pipe.scheduler, tuning.feature_cache, tuning.feature_cache_layers)
+        if graphed is not None:
+            graphed.cache = cache
+    if graphed is not None and switches and not defer_compile:
+        graphed.enable()
+    pipe._img2img_graphs = graphed  # enabled by the background compile's switch (background.py)
     pipe._img2img_switches = switches
     # Read by the warm-ups: the tuning is part of the compile cache's key.
     pipe._img2img_tuning = tuning

@@ -49,7 +49,7 @@ def native_size(pipe) -> tuple[int, int]:
 
 
 def batch_cap(pipe) -> int:
-    """Jobs per call at most: BATCH_CAP, DIT_BATCH_CAP for a DiT, 1 for a family that never batches.
+    """Jobs per call at most: the tuning's cap, else BATCH_CAP; DIT_BATCH_CAP for a DiT; 1 for a family that never batches.
 
     A family never batches when two jobs alike but for their id get different batch keys
     (Qwen-Image-Edit: its pipelines take one prompt a call).
@@ -59,7 +59,7 @@ def batch_cap(pipe) -> int:
     one, other = ({"id": name, "image": image, "steps": 2, "strength": 0.5, "guidance_scale": 1.0, "negative_prompt": None, "prompt": ""} for name in "ab")
     if family.batch_key(SimpleNamespace(**one)) != family.batch_key(SimpleNamespace(**other)):
         return 1
-    return DIT_BATCH_CAP if is_dit(pipe) else BATCH_CAP
+    return DIT_BATCH_CAP if is_dit(pipe) else tuning_of(pipe).batch_cap or BATCH_CAP
 
 
 def warm_up_rows(pipe, batch: int, size: tuple[int, int]) -> list:

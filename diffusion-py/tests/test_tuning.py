@@ -9,7 +9,7 @@ import torch
 from img2img_runner.models import load_pipeline
 from img2img_runner.runner import images_to_tensor, tensor_to_arrays
 from img2img_runner.tuning import DEFAULT_TUNING, TUNINGS, Tuning, apply_tuning, wants_tuning
-from img2img_runner.warmup import native_size
+from img2img_runner.warmup import BATCH_CAP, batch_cap, native_size
 from tests.helpers import sample_image
 
 
@@ -39,11 +39,21 @@ def test_exact_tunings_differ_from_the_default_only_in_how_they_compile():
     faster = TUNINGS["faster"]
     assert faster.feature_cache > fast.feature_cache
     assert dataclasses.replace(faster, name="fast", feature_cache=fast.feature_cache) == fast
-    # fastest: faster with guidance in the first steps only; no other tuning drops guidance.
+    # fastest: faster with guidance in the first steps only, its UNet calls replayed from CUDA
+    # graphs; no other tuning drops guidance.
     fastest = TUNINGS["fastest"]
     assert 0 < fastest.guidance_share < 1
-    assert dataclasses.replace(fastest, name="faster", guidance_share=1.0) == faster
+    assert dataclasses.replace(fastest, name="faster", guidance_share=1.0, cuda_graphs=False, batch_cap=0) == faster
     assert [name for name, tuning in TUNINGS.items() if tuning.guidance_share < 1] == ["fastest"]
+
+
+def test_a_tuning_may_raise_the_batch_cap(tiny):
+    assert batch_cap(tiny) == BATCH_CAP
+    tiny._img2img_tuning = TUNINGS["fastest"]
+    try:
+        assert batch_cap(tiny) == TUNINGS["fastest"].batch_cap > BATCH_CAP
+    finally:
+        del tiny._img2img_tuning
 
 
 def test_native_size(tiny):
@@ -101,7 +111,7 @@ def test_failed_tuning_serves_the_plain_pipeline(monkeypatch):
         loads.append(1)
         return load_pipeline("tiny", device=torch.device("cpu"))
 
-    args = argparse.Namespace(tuning="auto", model="sd15", max_batch=None)
+    args = argparse.Namespace(tuning="auto", model="sd15", max_batch=None, no_cuda_graphs=False)
     pipe, tuned, max_batch, background = _prepare(load, args, torch.device("cpu"), logging.getLogger("test"), "compile")
     assert (tuned, max_batch, len(loads), background) == (False, 4, 2, None)
     assert pipe is not None
