@@ -58,8 +58,8 @@ def _parse_args(argv):
     parser.add_argument(
         "--no-cuda-graphs",
         action="store_true",
-        help="run the UNet without CUDA graphs even where the tuning replays them (fastest): graphs keep "
-        "their own GPU memory, one set of activations a batch bucket",
+        help="run the UNet without CUDA graphs even where the tuning replays them (fastest): the graphs "
+        "hold GPU memory of their own, about one largest batch's activations",
     )
     parser.add_argument("--connect", help="ws(s)://host/api/workers/connect: serve as a remote worker over a WebSocket")
     parser.add_argument("--token", help="worker token for --connect (default: $IMG2IMG_WORKER_TOKEN)")

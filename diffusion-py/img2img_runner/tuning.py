@@ -15,7 +15,8 @@ bench/NOTES.md, the GPU sections), SD 1.5 img2img 512x512, 15 steps:
   so the `eager` tuning leaves it out);
 - not the default: max-autotune (its first call compiled for over 400 s on
   the H200), CUDA graphs for exact mode (the `graphs` tuning: no gain at batch
-  24 on the H200; `fastest`, whose steps are short, replays them: graphs.py), bf16 (+2% on the H200, but pixels up to 14 off fp16's: not exact),
+  24 on the H200; `fastest`, whose steps are short, replays them: graphs.py),
+  bf16 (+2% on the H200, but pixels up to 14 off fp16's: not exact),
   and the trades of the opt-in `fast`, `faster` and `fastest` tunings (feature
   caching, the tiny VAE, guidance in the first steps only: not exact,
   BENCHMARKS.md) and of `fp8` (FP8 linears in the transformer blocks with
