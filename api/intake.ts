@@ -2,7 +2,9 @@
 //   the sweeper's entry -> put input and produce the message (acks=all), together -> create
 //   the record (queued) -> queued event.
 // A record that says queued always has its input and a message behind it: the record is the
-// commit point, and a consumer reads the input only once it has found the record. A message
+// commit point. The message carries the record as it will be written (less its place in Kafka):
+// a consumer hands the job to its runner from it at once, and the start's write, conditional on
+// that version of the record, is what checks that the job was accepted and is still queued. A message
 // whose record never appears is skipped by the consumer as abandoned after a short wait, and its
 // input swept. On any failure the client gets 503 and the input, the record and the idempotency
 // claim are removed (best effort).
@@ -100,7 +102,7 @@ export class Intake {
   /** The record as created: with its message's place in Kafka, which its queue position is counted from. */
   private async enqueue(record: JobRecord, png: Buffer, entry: Promise<void>, deadline: AbortSignal): Promise<JobRecord> {
     const { store, records, publisher, topicPrefix } = this.deps;
-    const message: JobMessage = { v: 1, id: record.id, model_name: record.model_name, priority: record.priority, created_at: record.created_at };
+    const message: JobMessage = { v: 1, id: record.id, model_name: record.model_name, priority: record.priority, created_at: record.created_at, record };
     const topic = jobTopic(topicPrefix, record.model_name, record.priority);
     // The sweeper's entry first: an input stored by an intake that dies right after is still found.
     this.deps.sweeper.writeEntriesNow();

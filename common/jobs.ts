@@ -132,6 +132,11 @@ export const JobMessage = z.object({
   model_name: z.string(),
   priority: Priority,
   created_at: z.string(),
+  /**
+   * The record as its intake writes it, less its place in Kafka (which the consumer reads off the
+   * message): the consumer starts the job from it without reading it (consumer/job.ts).
+   */
+  record: JobRecord.optional(),
 });
 export type JobMessage = z.infer<typeof JobMessage>;
 

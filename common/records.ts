@@ -1,6 +1,7 @@
 // Reads and updates job records in object storage. Updates are compare-and-swap on
 // the object's ETag (S3 conditional writes), so the API's cancel and a consumer's
 // result cannot overwrite each other.
+import { createHash } from 'node:crypto';
 import { JobRecord, type JobEvent } from './jobs.js';
 import type { Transition } from './lifecycle.js';
 import { jobKeys, type ObjectStore } from './storage.js';
@@ -24,9 +25,16 @@ export interface Applied {
 const KNOWN_VERSIONS = 1000;
 const JSON_TYPE = 'application/json';
 
+/** A record's bytes as stored: its keys in the schema's order, so that whoever holds the record can tell its ETag. */
+export const recordBody = (record: JobRecord) => JSON.stringify(JobRecord.parse(record));
+/** S3's ETag of a single-part, unencrypted PUT: the MD5 of the body, quoted. */
+const md5Etag = (body: string | Buffer) => `"${createHash('md5').update(body).digest('hex')}"`;
+
 export class RecordStore {
   /** The last version this process read or wrote of each record: an update tries it first. */
   private readonly known = new Map<string, Versioned>();
+  /** False once the store answered an ETag that is not its body's MD5 (encryption, compression): records handed over are then read. */
+  private etagsAreMd5 = true;
 
   constructor(private readonly store: ObjectStore) {}
 
@@ -36,9 +44,24 @@ export class RecordStore {
 
   /** Writes a new record; fails with RecordConflict when one exists already. */
   async create(record: JobRecord, signal?: AbortSignal): Promise<void> {
-    const etag = await this.store.putIfAbsent(jobKeys(record.id).record, JSON.stringify(record), JSON_TYPE, signal);
+    const body = recordBody(record);
+    const etag = await this.store.putIfAbsent(jobKeys(record.id).record, body, JSON_TYPE, signal);
     if (etag === undefined) throw new RecordConflict(`job ${record.id} exists`);
+    this.observe(body, etag);
     this.remember(record.id, { record, etag });
+  }
+
+  /**
+   * A record as its creator wrote it, known without reading it (it came in the job's message):
+   * the next update writes on its ETag, told from its bytes, and a record changed since (or not
+   * written yet) costs that write a 412 (or a 404) and a read. False when the store's ETags are
+   * not MD5s, or the record is known already.
+   */
+  handOver(record: JobRecord): boolean {
+    if (!this.etagsAreMd5 || this.known.has(record.id)) return false;
+    const parsed = JobRecord.parse(record);
+    this.remember(record.id, { record: parsed, etag: md5Etag(JSON.stringify(parsed)) });
+    return true;
   }
 
   /** Applies a lifecycle transition (see common/lifecycle.ts); the event is set only when this call's write won. */
@@ -53,7 +76,7 @@ export class RecordStore {
       },
       signal,
     );
-    return { record, event };
+    return { record, event: record && event }; // no record: a transition tried on a version handed over did not land
   }
 
   /**
@@ -87,6 +110,10 @@ export class RecordStore {
     throw new RecordConflict(`job ${id}: too many concurrent updates`);
   }
 
+  private observe(body: string | Buffer, etag: string): void {
+    if (this.etagsAreMd5 && etag !== md5Etag(body)) this.etagsAreMd5 = false;
+  }
+
   private remember(id: string, versioned: Versioned): void {
     this.known.delete(id); // re-inserted last: the Map's order is the eviction order
     this.known.set(id, versioned);
@@ -96,6 +123,7 @@ export class RecordStore {
   private async read(id: string, signal?: AbortSignal): Promise<Versioned | undefined> {
     const stored = await this.store.get(jobKeys(id).record, signal);
     if (!stored) return undefined;
+    this.observe(stored.bytes, stored.etag);
     const versioned = { record: JobRecord.parse(JSON.parse(stored.bytes.toString('utf8'))), etag: stored.etag };
     this.remember(id, versioned);
     return versioned;

@@ -11,6 +11,8 @@ import type { Throughput } from './throughput.js';
 
 /** Above this many waiting messages a priority's topic is paused, so memory stays bounded. */
 const BUFFER_HIGH_WATER = 256;
+/** How many of the latest cancel requests are remembered: a job among them reads its record before it runs. */
+const CANCELS_REMEMBERED = 10_000;
 
 export interface FeedDeps extends Omit<JobDeps, 'dlq'> {
   kafka: Kafka;
@@ -22,6 +24,8 @@ export class ModelFeed {
   private readonly offsets = new OffsetTracker();
   private readonly active = new Map<string, JobRun>();
   private readonly paused = new Set<Priority>();
+  /** Ids of the latest cancel requests, oldest first: their messages may still be on their way. */
+  private readonly cancelRequested = new Set<string>();
   private commitChain: Promise<void> = Promise.resolve();
   private idleTimer: NodeJS.Timeout | undefined;
   private stopping = false;
@@ -73,8 +77,10 @@ export class ModelFeed {
     await this.consumer.disconnect();
   }
 
-  /** A cancel request from the events topic. */
+  /** A cancel request from the cancels topic. */
   cancel(id: string): void {
+    this.cancelRequested.add(id);
+    if (this.cancelRequested.size > CANCELS_REMEMBERED) this.cancelRequested.delete(this.cancelRequested.values().next().value!);
     const queued = this.buffers.remove((received) => received.message?.id === id);
     for (const received of queued) void this.process(received); // the run sees the canceled record and skips
     this.active.get(id)?.cancel();
@@ -135,6 +141,7 @@ export class ModelFeed {
       running.redeliveries.push(received);
       return;
     }
+    if (received.message && this.cancelRequested.has(received.message.id)) received = { ...received, cancelRequested: true };
     const run = new JobRun(received, { ...this.deps, dlq: dlqTopic(this.deps.config.TOPIC_PREFIX, this.name) });
     if (received.message) this.active.set(received.message.id, run);
     this.deps.throughput?.began();

@@ -1,6 +1,6 @@
-// The path of one job through a consumer: record -> input -> runner -> output ->
-// final record -> event. It answers what the feed does with the message next. Every
-// record change is a lifecycle transition (common/lifecycle.ts).
+// The path of one job through a consumer: record (read, or handed over in the message) ->
+// input -> runner -> start -> output -> final record -> event. It answers what the feed does
+// with the message next. Every record change is a lifecycle transition (common/lifecycle.ts).
 import type { ConsumerConfig } from '../common/config.js';
 import { isEnding, type JobEvent, type JobMessage, type JobRecord } from '../common/jobs.js';
 import * as lifecycle from '../common/lifecycle.js';
@@ -8,7 +8,7 @@ import { publishOutbox } from '../common/outbox.js';
 import type { Logger } from '../common/logger.js';
 import type { ModelEntry } from '../common/models.js';
 import type { Publisher } from '../common/publisher.js';
-import type { RecordStore } from '../common/records.js';
+import type { Applied, RecordStore } from '../common/records.js';
 import { jobKeys, type ObjectStore } from '../common/storage.js';
 import type { Priority } from '../common/topics.js';
 import type { ConsumerMetrics } from './metrics.js';
@@ -35,6 +35,8 @@ export interface Received {
   resumeAttempt?: number;
   /** The runner died while holding this job and others: it runs alone from now on, so a crash tells whose it is. */
   suspect?: boolean;
+  /** A cancel request for the job came before it ran: its record is read, not taken from the message. */
+  cancelRequested?: boolean;
 }
 
 export type Verdict =
@@ -111,8 +113,8 @@ export function endedLine(verdict: Verdict): Record<string, unknown> | undefined
   };
 }
 
-/** Writes an attempt's start once (see JobRun.startOnce); `written` is that write, if it began. */
-type Start = (() => Promise<JobRecord | undefined>) & { written(): Promise<JobRecord | undefined> | undefined };
+/** Writes an attempt's start once (see JobRun.startOnce); `written` is that write, if it began; `refused`, the record that refused it. */
+type Start = (() => Promise<JobRecord | undefined>) & { written(): Promise<JobRecord | undefined> | undefined; refused: JobRecord | undefined };
 
 export class JobRun {
   /** Later deliveries of the same job that finish with it. */
@@ -135,6 +137,8 @@ export class JobRun {
   private totalSteps: number | undefined;
   /** The preview being stored and announced, if any; `stored`: one was, and the job's end deletes it. */
   private preview: { sending?: Promise<void>; at: number; stored: boolean } = { at: 0, stored: false };
+  /** Whether the job's record came in its message (handedRecord), and may not be written yet. */
+  private handed = false;
   /** Whether the job has a webhook, once its record is read: its events say so to the dispatcher. */
   private webhook: boolean | undefined;
 
@@ -180,26 +184,25 @@ export class JobRun {
   }
 
   private async run(message: JobMessage): Promise<Verdict> {
-    const { store, config } = this.deps;
+    const { store } = this.deps;
     // The input's key follows from the id, so it is fetched while the record is read.
     const inputRead = store.getBytes(jobKeys(message.id).input);
     inputRead.catch(() => {}); // observed below, unless the record already ends the run
-    const record = await this.waitForRecord(message.id);
+    const handed = this.handedRecord(message);
+    const record = handed ?? (await this.waitForRecord(message.id));
     this.webhook = record.webhook !== null;
-    if (lifecycle.isTerminal(record)) {
-      await this.flush(record); // an ending announced by a run that stopped before Kafka had it
-      return done(`skipped_${record.status}`, record);
-    }
-    if (record.cancel_requested || this.canceled) return this.finishCanceled(message.id);
-    // Checked before the job reaches a runner: one past its start deadline never does.
-    if (lifecycle.abortIfLate(record)) return this.finishAborted(message.id);
-
-    // Read before the record was there, the input may not have been stored yet (the API stores it
-    // beside producing the message, and writes the record after both): read once more.
-    const input = (await inputRead) ?? (await store.getBytes(jobKeys(message.id).input));
-    if (!input) throw new Failure('missing_input', `input object ${jobKeys(message.id).input} does not exist`);
     const resumes = (r: JobRecord) => r.status === 'running' && r.attempts === this.received.resumeAttempt;
-    if (record.attempts >= config.MAX_ATTEMPTS && !resumes(record)) throw exhausted(record);
+    const stopped = await this.stopBeforeStart(record, resumes);
+    if (stopped) return stopped;
+
+    let input = await inputRead;
+    if (!input) {
+      // The API stores the input beside producing the message and writes the record after both:
+      // read before the record was there, it may not have been stored yet.
+      if (this.handed) await this.waitForRecord(message.id);
+      input = await store.getBytes(jobKeys(message.id).input);
+    }
+    if (!input) throw new Failure('missing_input', `input object ${jobKeys(message.id).input} does not exist`);
 
     // The job stays queued until its runner starts it (a batch may be computing ahead of it).
     const start = this.startOnce(record, resumes);
@@ -217,27 +220,70 @@ export class JobRun {
     this.stopAtDeadline(record);
     const outcome = await Promise.race([ran, this.cancelGrace]);
     clearTimeout(this.deadlineTimer);
+    // A start the record refused ends as the record says; else a canceled run ends canceled.
+    const unstarted = async () => (start.refused && (await this.stopBeforeStart(start.refused, resumes))) || this.finishCanceled(message.id);
     if (!outcome.ok && outcome.code === 'canceled') {
-      await start.written()?.catch(() => {}); // a started event goes out before the ending
-      return this.finishCanceled(message.id);
+      // A started event goes out before the ending.
+      await start.written()?.catch((error: unknown) => {
+        if (error instanceof Failure) throw error; // no record: never accepted
+      });
+      return unstarted();
     }
     // A failure before the start still spends an attempt: a job that kills its runner unstarted must not loop.
     const running = await start();
-    if (!running) return this.finishCanceled(message.id); // ended while it waited for the runner (a DELETE)
+    if (!running) return unstarted();
     return this.settle(message, running, outcome);
+  }
+
+  /**
+   * The record a first delivery carries as the intake wrote it, with its place in Kafka (which
+   * is this message's), known to the record store without a read: the start's write is
+   * conditional on it, so a record changed since or not there yet is read then. Undefined for a
+   * retry, which reads what the attempts before it recorded, and for a job whose cancel request
+   * came first (a queued job's cancel changes only its record).
+   */
+  private handedRecord(message: JobMessage): JobRecord | undefined {
+    const { received } = this;
+    const retried = received.attempt > 0 || received.resumeAttempt !== undefined || received.suspect;
+    if (!message.record || message.record.id !== message.id || retried || received.cancelRequested) return undefined;
+    const record: JobRecord = { ...message.record, queue: { topic: received.topic, partition: received.partition, offset: received.offset } };
+    this.handed = this.deps.records.handOver(record);
+    return this.handed ? record : undefined;
+  }
+
+  /** A verdict when the record says the job must not start: it ended, was canceled, is past its start deadline or out of attempts. */
+  private async stopBeforeStart(record: JobRecord, resumes: (r: JobRecord) => boolean): Promise<Verdict | undefined> {
+    if (lifecycle.isTerminal(record)) {
+      await this.flush(record); // an ending announced by a run that stopped before Kafka had it
+      return done(`skipped_${record.status}`, record);
+    }
+    if (record.cancel_requested || this.canceled) return this.finishCanceled(record.id);
+    // Checked before the job reaches a runner: one past its start deadline never does.
+    if (lifecycle.abortIfLate(record)) return this.finishAborted(record.id);
+    if (record.attempts >= this.deps.config.MAX_ATTEMPTS && !resumes(record)) throw exhausted(record);
+    return undefined;
   }
 
   /**
    * The start of the attempt, written once: when the runner starts the job (its `started`
    * frame), or when the job's outcome comes first. Resolves with the running record, or
-   * undefined when the job ended meanwhile (then the runner is told to drop it).
+   * undefined when the record refused it (it ended, or was canceled or spent its attempts
+   * meanwhile; `refused` is then what it says) and the runner is told to drop the job. A record
+   * not written yet is waited for; one that never comes rejects with no_record.
    */
   private startOnce(record: JobRecord, resumes: (r: JobRecord) => boolean): Start {
     let written: Promise<JobRecord | undefined> | undefined;
+    const { config, pool } = this.deps;
+    const admits = (r: JobRecord) => !r.cancel_requested && (r.attempts < config.MAX_ATTEMPTS || resumes(r));
+    const transition = (r: JobRecord) => (admits(r) ? lifecycle.start(r, { resume: resumes(r) }) : undefined);
     const write = async () => {
-      const started = await this.deps.records.apply(record.id, (r) => lifecycle.start(r, { resume: resumes(r) }));
+      const started = await this.applyToRecord(record.id, transition).catch((error: unknown) => {
+        if (error instanceof Failure) pool.cancel(record.id); // no record: never accepted
+        throw error;
+      });
       if (!started.event || !started.record) {
-        this.deps.pool.cancel(record.id);
+        run.refused = started.record;
+        pool.cancel(record.id);
         return undefined;
       }
       this.startedAttempt = started.record.attempts;
@@ -255,7 +301,8 @@ export class JobRun {
       }
       return written;
     };
-    return Object.assign(start, { written: () => written });
+    const run: Start = Object.assign(start, { written: () => written, refused: undefined });
+    return run;
   }
 
   /** The job's check needs more distinct workers than are connected: its record says so while it waits. */
@@ -316,8 +363,20 @@ export class JobRun {
     this.deadlineTimer.unref();
   }
 
+  /**
+   * A transition of the job's record. A record handed over in the job's message may not be
+   * written yet (the API writes it right after producing): it is waited for, and one that never
+   * comes rejects with no_record.
+   */
+  private async applyToRecord(id: string, transition: (record: JobRecord) => lifecycle.Transition | undefined): Promise<Applied> {
+    const applied = await this.deps.records.apply(id, transition);
+    if (applied.record || !this.handed) return applied;
+    await this.waitForRecord(id);
+    return this.deps.records.apply(id, transition);
+  }
+
   private async finishAborted(id: string): Promise<Verdict> {
-    const applied = await this.deps.records.apply(id, (r) => lifecycle.abortIfLate(r));
+    const applied = await this.applyToRecord(id, (r) => lifecycle.abortIfLate(r));
     await this.flush(applied.record);
     return done(applied.record?.status ?? 'aborted', applied.record);
   }
@@ -325,7 +384,7 @@ export class JobRun {
   private async finishCanceled(id: string): Promise<Verdict> {
     // Stopped by its deadline: aborted if it never started, else canceled with the deadline as the reason.
     const stop = this.deadlinePassed ? (r: JobRecord) => lifecycle.abortIfLate(r) ?? lifecycle.cancelAtDeadline(r) : (r: JobRecord) => lifecycle.cancel(r);
-    const applied = await this.deps.records.apply(id, stop);
+    const applied = await this.applyToRecord(id, stop);
     await this.flush(applied.record);
     return done(applied.record?.status ?? 'canceled', applied.record);
   }

@@ -43,7 +43,10 @@ export interface EnqueueOptions {
   withoutInput?: boolean;
 }
 
-/** Stores the input, produces the message and writes the record, in the API's order. */
+/**
+ * Stores the input, produces the message (carrying the record, as the API's does) and writes
+ * the record with the message's place in Kafka, in the API's order.
+ */
 export async function enqueue(
   kafka: Kafka,
   config: Config,
@@ -56,16 +59,17 @@ export async function enqueue(
   const priority = options.priority ?? 'normal';
   const size = options.size ?? 64;
   if (!options.withoutInput) await store.put(jobKeys(id).input, await pngOf(size, size), 'image/png');
-  const message: JobMessage = { v: 1, id, model_name: model, priority, created_at: new Date().toISOString() };
-  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
-  await producer.connect();
-  await producer.send({ topic: jobTopic(config.TOPIC_PREFIX, model, priority), acks: -1, messages: [{ key: id, value: JSON.stringify(message) }] });
-  await producer.disconnect();
   const { record } = queued({
     id, model_name: model, priority, width: size, height: size, input_key: jobKeys(id).input, idempotency: null,
     params: { prompt: 'a test', negative_prompt: null, strength: 0.6, steps: 10, guidance_scale: 7.5, seed: 42, ...options.params },
   });
-  await records.create(record);
+  const message: JobMessage = { v: 1, id, model_name: model, priority, created_at: record.created_at, record };
+  const topic = jobTopic(config.TOPIC_PREFIX, model, priority);
+  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+  await producer.connect();
+  const [placed] = await producer.send({ topic, acks: -1, messages: [{ key: id, value: JSON.stringify(message) }] });
+  await producer.disconnect();
+  await records.create({ ...record, queue: { topic, partition: placed!.partition, offset: placed!.baseOffset! } });
   return id;
 }
 

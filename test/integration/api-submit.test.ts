@@ -2,9 +2,11 @@
 // record and the normalised input are in storage, and Idempotency-Key holds.
 import { randomUUID } from 'node:crypto';
 import sharp from 'sharp';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { JobEvent, JobMessage, JOB_ID } from '../../common/jobs.js';
-import { jobKeys } from '../../common/storage.js';
+import * as lifecycle from '../../common/lifecycle.js';
+import { RecordStore } from '../../common/records.js';
+import { jobKeys, ObjectStore } from '../../common/storage.js';
 import { eventsTopic, jobTopic } from '../../common/topics.js';
 import { json, pngImage, postJob, readTopic, startTestApi, topicSize, type TestApi } from '../helpers/api.js';
 
@@ -37,11 +39,23 @@ describe('POST /api/diffusion', () => {
 
     const [message] = await readTopic(api.config, topic('high'), 1);
     expect(message!.key).toBe(body.id);
-    expect(JobMessage.parse(JSON.parse(message!.value))).toMatchObject({ v: 1, id: body.id, model_name: 'tiny', priority: 'high' });
+    const parsed = JobMessage.parse(JSON.parse(message!.value));
+    expect(parsed).toMatchObject({ v: 1, id: body.id, model_name: 'tiny', priority: 'high', record: { id: body.id, status: 'queued' } });
+
+    // The record the message carries, placed where the message is, is the record as stored: a
+    // consumer that is handed it writes the job's start on it without reading it first.
+    const consumerStore = new ObjectStore(api.config);
+    const reads = vi.spyOn(consumerStore, 'get');
+    const consumerRecords = new RecordStore(consumerStore);
+    const place = { topic: topic('high'), partition: message!.partition, offset: message!.offset };
+    expect(consumerRecords.handOver({ ...parsed.record!, queue: place })).toBe(true);
+    expect((await consumerRecords.apply(body.id, (r) => lifecycle.start(r))).event?.type).toBe('started');
+    expect(reads).not.toHaveBeenCalled();
+    consumerStore.close();
 
     const record = await api.services.records.get(body.id);
     expect(record).toMatchObject({
-      status: 'queued',
+      status: 'running',
       priority: 'high',
       width: 96,
       height: 72,

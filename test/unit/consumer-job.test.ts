@@ -251,3 +251,97 @@ describe('JobRun of a job with a deadline', () => {
     expect(published).toEqual(['aborted']);
   });
 });
+
+describe('JobRun of a job whose message carries its record', () => {
+  const queuedRecord = () => lifecycle.queued({ id: ID, model_name: 'tiny', priority: 'high', params, width: 64, height: 64, input_key: `jobs/${ID}/input.png`, idempotency: null }).record;
+  const handedJob = (extra: Partial<Received> = {}): Received => {
+    const received = receivedJob();
+    return { ...received, message: { ...received.message!, record: queuedRecord() }, ...extra };
+  };
+  /** A record store whose record the API writes when `write()` is called; reads are counted. */
+  function apiWritesLater() {
+    let stored: JobRecord | undefined;
+    const calls: string[] = [];
+    const records = {
+      handOver: () => true,
+      get: async () => (calls.push('get'), stored),
+      apply: async (_id: string, transition: (current: JobRecord) => Transition | undefined) => {
+        calls.push(stored ? 'write' : 'write (no record)');
+        if (!stored) return { record: undefined, event: undefined };
+        const next = transition(structuredClone(stored));
+        if (next) stored = next.record;
+        return { record: stored, event: next?.event };
+      },
+    };
+    return { records, calls, write: (record = queuedRecord()) => (stored = record), stored: () => stored };
+  }
+  const result = { v: 1, type: 'result', id: ID, batch_size: 1, peak_memory_bytes: 0, timings: { compute_s: 0.01 } };
+
+  it('goes to its runner before its record is read, and starts once the record is written', async () => {
+    const api = apiWritesLater();
+    const verifier = {
+      run: async ({ callbacks }: RunRequest) => {
+        api.calls.push('runner has it');
+        callbacks!.onStarted!(1);
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        api.write(); // the API's record write lands after the runner started the job
+        return { ok: true, image: Buffer.from('png'), result };
+      },
+    };
+    const verdict = await new JobRun(handedJob(), fakeDeps({ records: api.records, verifier })).execute();
+    expect(verdict).toMatchObject({ kind: 'done', status: 'succeeded' });
+    expect(api.calls.slice(0, 3)).toEqual(['runner has it', 'write (no record)', 'get']);
+    expect(api.calls.filter((call) => call === 'write')).toHaveLength(3); // the start, the success, the outbox
+    expect(api.stored()).toMatchObject({ status: 'succeeded', attempts: 1 });
+  });
+
+  it('with its record written already, reads nothing', async () => {
+    const api = apiWritesLater();
+    api.write();
+    const verifier = { run: async ({ callbacks }: RunRequest) => (callbacks!.onStarted!(1), { ok: true, image: Buffer.from('png'), result }) };
+    const verdict = await new JobRun(handedJob(), fakeDeps({ records: api.records, verifier })).execute();
+    expect(verdict).toMatchObject({ kind: 'done', status: 'succeeded' });
+    expect(api.calls).not.toContain('get');
+  });
+
+  it('whose record is never written is abandoned, and its runner drops it', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    const api = apiWritesLater();
+    api.records.get = async () => (vi.setSystemTime(Date.now() + 2000), undefined); // the wait runs out after a few reads
+    let stop!: (outcome: unknown) => void;
+    const verifier = { run: ({ callbacks }: RunRequest) => (callbacks!.onStarted!(1), new Promise((resolve) => (stop = resolve))) };
+    const canceled: string[] = [];
+    const pool = { cancel: (id: string) => (canceled.push(id), stop({ ok: false, code: 'canceled', retryable: false, message: 'canceled' })) };
+    try {
+      const verdict = await new JobRun(handedJob(), fakeDeps({ records: api.records, verifier, pool })).execute();
+      expect(verdict).toEqual({ kind: 'done', status: 'abandoned', record: undefined, deadLettered: false });
+      expect(canceled).toEqual([ID]);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('whose record was canceled meanwhile is dropped by its runner at the start', async () => {
+    const api = apiWritesLater();
+    api.write(lifecycle.cancel(queuedRecord())!.record);
+    const canceled: string[] = [];
+    let stop!: (outcome: unknown) => void;
+    const verifier = { run: ({ callbacks }: RunRequest) => (callbacks!.onStarted!(1), new Promise((resolve) => (stop = resolve))) };
+    const pool = { cancel: (id: string) => (canceled.push(id), stop({ ok: false, code: 'canceled', retryable: false, message: 'canceled' })) };
+    const verdict = await new JobRun(handedJob(), fakeDeps({ records: api.records, verifier, pool })).execute();
+    expect(verdict).toMatchObject({ kind: 'done', status: 'skipped_canceled' });
+    expect(canceled).toEqual([ID]);
+    expect(api.stored()).toMatchObject({ status: 'canceled', attempts: 0 });
+  });
+
+  it('whose cancel request came first reads its record and never reaches a runner', async () => {
+    const api = apiWritesLater();
+    api.write(lifecycle.cancel(queuedRecord())!.record);
+    let handedOver = false;
+    const verifier = { run: async () => void (handedOver = true) };
+    const verdict = await new JobRun(handedJob({ cancelRequested: true }), fakeDeps({ records: api.records, verifier })).execute();
+    expect(verdict).toMatchObject({ kind: 'done', status: 'skipped_canceled' });
+    expect(handedOver).toBe(false);
+    expect(api.calls[0]).toBe('get');
+  });
+});
