@@ -371,7 +371,7 @@ export class JobRun {
   private async applyToRecord(id: string, transition: (record: JobRecord) => lifecycle.Transition | undefined): Promise<Applied> {
     const applied = await this.deps.records.apply(id, transition);
     if (applied.record || !this.handed) return applied;
-    await this.waitForRecord(id);
+    await this.waitForRecord(id, { readJustMissed: true });
     return this.deps.records.apply(id, transition);
   }
 
@@ -420,8 +420,10 @@ export class JobRun {
     return done('failed', record, true);
   }
 
-  private async waitForRecord(id: string): Promise<JobRecord> {
+  /** `readJustMissed`: a read found no record a moment ago, so the first read waits too. */
+  private async waitForRecord(id: string, { readJustMissed = false } = {}): Promise<JobRecord> {
     const deadline = Date.now() + RECORD_WAIT_MS;
+    if (readJustMissed) await new Promise((resolve) => setTimeout(resolve, 2));
     // The API writes the record a few milliseconds after the message: retry soon, then back off.
     for (let delay = 2; ; delay = Math.min(Math.ceil(delay * 1.5), 1000)) {
       const record = await this.deps.records.get(id);
