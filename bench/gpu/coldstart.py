@@ -146,6 +146,8 @@ def one_runner(out, name: str, tuning: str, work: pathlib.Path, rounds: int, png
         item["cache_mib"] = round(sum(after.values()) / 2**20, 1)
         ids = send_jobs(client, name, rounds * max_batch, png)
         run = collect(client, ids, timeout=max(30, deadline - time.perf_counter()), keep=set(ids[:4]))
+        if not run["finished"]:
+            raise RuntimeError(f"none of {len(ids)} jobs finished; the first error: {run['errors'][:1]}")
         item.update(errors=len(run["errors"]), jobs=len(ids), compute_s=run["compute_s"][:3], **throughput(run, first_batch=min(max_batch, len(ids))))
         arrays = {job_id.split("-")[-1]: np.asarray(Image.open(io.BytesIO(data)).convert("RGB")) for job_id, data in run["kept"].items()}
     except (queue.Empty, RuntimeError, TimeoutError) as exc:

@@ -95,7 +95,7 @@ def send_jobs(client: RunnerClient, prefix: str, count: int, png: bytes, params:
     ids = [f"{prefix}-{index}" for index in range(count)]
     for index, job_id in enumerate(ids):
         prompt = f"{params['prompt']} {index}" if distinct_prompts else params["prompt"]
-        client.send({"v": 1, "type": "job", "id": job_id, "params": {**params, "prompt": prompt, "seed": index}}, png)
+        client.send({"v": 1, "type": "job", "id": job_id, "priority": "normal", "params": {**params, "prompt": prompt, "seed": index}}, png)
     return ids
 
 
