@@ -282,7 +282,7 @@ export class JobRun {
         throw error;
       });
       if (!started.event || !started.record) {
-        run.refused = started.record;
+        once.refused = started.record;
         pool.cancel(record.id);
         return undefined;
       }
@@ -301,8 +301,8 @@ export class JobRun {
       }
       return written;
     };
-    const run: Start = Object.assign(start, { written: () => written, refused: undefined });
-    return run;
+    const once: Start = Object.assign(start, { written: () => written, refused: undefined });
+    return once;
   }
 
   /** The job's check needs more distinct workers than are connected: its record says so while it waits. */
