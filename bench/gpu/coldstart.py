@@ -113,11 +113,12 @@ def serve_while_compiling(client, name: str, max_batch: int, png: bytes, log_pat
     return phase
 
 
-def one_runner(out, name: str, tuning: str, work: pathlib.Path, rounds: int, png: bytes, timeout: float, extra: list[str], source: str = "sd15-arch"):
+def one_runner(out, name: str, tuning: str, work: pathlib.Path, rounds: int, png: bytes, timeout: float, extra: list[str], source: str = "sd15-arch", warmup_rounds: int = 0):
     """Start a runner with its own empty caches, wait for ready, feed jobs; return (record, arrays by seed).
 
     A runner that compiles in the background is fed batches until its compiled path is in
-    service (what it served meanwhile is recorded), then the measured rounds.
+    service (what it served meanwhile is recorded), then WARMUP_ROUNDS unmeasured max batches
+    (CUDA graphs are captured on a bucket's first use), then the measured rounds.
     """
     env = {
         "IMG2IMG_COMPILE_CACHE": str(work / "cc"),
@@ -144,6 +145,9 @@ def one_runner(out, name: str, tuning: str, work: pathlib.Path, rounds: int, png
         after = tree_files(work / "cc")
         item["new_cache_files"] = sorted(set(after) - set(before))
         item["cache_mib"] = round(sum(after.values()) / 2**20, 1)
+        if warmup_rounds:
+            warmup = collect(client, send_jobs(client, f"{name}-warmup", warmup_rounds * max_batch, png), timeout=max(30, deadline - time.perf_counter()))
+            item.update(warmup_images=len(warmup["finished"]), warmup_errors=len(warmup["errors"]))
         ids = send_jobs(client, name, rounds * max_batch, png)
         run = collect(client, ids, timeout=max(30, deadline - time.perf_counter()), keep=set(ids[:4]))
         if not run["finished"]:
@@ -222,6 +226,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="jobs per runner: this many max batches")
     parser.add_argument("--budget", type=float, default=540, help="seconds for everything; a cold run needs --cold-need")
     parser.add_argument("--cold-need", type=float, default=200)
+    parser.add_argument("--warmup-rounds", type=int, default=0, help="unmeasured max batches before the measured rounds")
     parser.add_argument("--warm-need", type=float, default=60)
     parser.add_argument("--runner-args", default="")
     parser.add_argument(
@@ -259,7 +264,7 @@ def main() -> None:
                 record(out, run="cold", tuning=tuning, skipped="budget")
                 continue
             cold_dir = fresh(work / f"{args.source}-{tuning}-cold")
-            item, cold_arrays = one_runner(out, f"{args.source}-{tuning}-cold", args.cold_tuning or tuning, cold_dir, args.rounds, png, deadline - time.perf_counter(), extra, args.source)
+            item, cold_arrays = one_runner(out, f"{args.source}-{tuning}-cold", args.cold_tuning or tuning, cold_dir, args.rounds, png, deadline - time.perf_counter(), extra, args.source, args.warmup_rounds)
             if "failed" in item:
                 record(out, **item)
                 continue
@@ -273,7 +278,7 @@ def main() -> None:
             continue
         warm_dir = fresh(work / f"{args.source}-{tuning}-warm")
         download_s = copy_tree(prefix, warm_dir / "cc")
-        item, warm_arrays = one_runner(out, f"{args.source}-{tuning}-warm", tuning, warm_dir, args.rounds, png, deadline - time.perf_counter(), extra, args.source)
+        item, warm_arrays = one_runner(out, f"{args.source}-{tuning}-warm", tuning, warm_dir, args.rounds, png, deadline - time.perf_counter(), extra, args.source, args.warmup_rounds)
         item["download_s"] = download_s
         if "failed" in item:
             record(out, **item)
