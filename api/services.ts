@@ -107,7 +107,7 @@ export function createServices(config: ApiConfig, entries: ModelEntry[], log: Lo
     log,
   });
   const depth = new QueueDepth(admin, config.TOPIC_PREFIX, models);
-  const queue = new QueueView({ positions: new QueuePositions(admin, depth), depth, store, models, log });
+  const queue = new QueueView({ positions: new QueuePositions(admin, depth, 1000, { settleMs: 2 * config.DEPENDENCY_TIMEOUT_MS }), depth, store, models, log });
   const standings = new StandingWatch(queue);
   const availability = new ModelAvailability(store, models);
   const keys = config.AUTH_PEPPER ? new KeyStore(store, config.AUTH_PEPPER) : undefined;

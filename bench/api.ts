@@ -12,13 +12,13 @@ import { parseArgs } from 'node:util';
 import { DeleteObjectsCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import sharp from 'sharp';
 import { loadConfig } from '../common/config.js';
-import { createKafka } from '../common/kafka.js';
 import { readModelNames } from '../common/models.js';
 import { KeyStore } from '../common/keys.js';
 import { createS3, ObjectStore } from '../common/storage.js';
 import { allTopics } from '../common/topics.js';
 import { dropBucket } from './bucket.js';
 import { COUNT_REQUESTS, infraProcesses, Meter } from './cpu.js';
+import { dropTopics } from './topics.js';
 
 const { values: flags } = parseArgs({
   options: {
@@ -312,11 +312,8 @@ async function cleanUp(keys: string[]): Promise<void> {
     const Objects = keys.slice(i, i + 1000).map((Key) => ({ Key }));
     await s3.send(new DeleteObjectsCommand({ Bucket: config.S3_BUCKET, Delete: { Objects, Quiet: true } }));
   }
-  const admin = createKafka(config, 'bench').admin();
-  await admin.connect();
   const models = (await readModelNames(config.MODEL_NAMES_FILE)).map((entry) => entry.name);
-  await admin.deleteTopics({ topics: allTopics(prefix, models) }).catch(() => {});
-  await admin.disconnect();
+  await dropTopics(config, allTopics(prefix, models)).catch(() => {});
   await dropBucket(config);
   console.log(`cleaned up ${keys.length} objects, the ${prefix}.* topics and the bucket ${prefix}`);
 }

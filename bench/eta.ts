@@ -15,7 +15,10 @@ import sharp from 'sharp';
 import { loadConfig } from '../common/config.js';
 import { RecordStore } from '../common/records.js';
 import { ObjectStore } from '../common/storage.js';
+import { allTopics } from '../common/topics.js';
+import { COUNT_REQUESTS, infraProcesses, Meter } from './cpu.js';
 import { waitHttp } from './ready.js';
+import { dropTopics } from './topics.js';
 
 const { values: flags } = parseArgs({
   options: {
@@ -55,7 +58,7 @@ const percentile = (values: number[], p: number) => {
 
 function startProcess(script: string, env: Record<string, string>): ChildProcess {
   // kafkajs#1751 sets a negative timer delay, which Node reports and clamps to 1 ms (as scripts/start does).
-  return spawn(process.execPath, ['--disable-warning=TimeoutNegativeWarning', '--import', 'tsx', script], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
+  return spawn(process.execPath, ['--disable-warning=TimeoutNegativeWarning', '--import', 'tsx', ...COUNT_REQUESTS, script], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
 }
 
 async function submit(api: string, image: Buffer, seed: number): Promise<string> {
@@ -131,6 +134,10 @@ async function main(): Promise<void> {
   const records = new RecordStore(new ObjectStore(config));
   const image = await sharp({ create: { width: 64, height: 64, channels: 3, background: { r: 40, g: 120, b: 200 } } }).png().toBuffer();
   const processes = [startProcess('api/main.ts', env), startProcess('consumer/main.ts', env)];
+  const meter = new Meter(
+    [{ name: 'API', pid: processes[0]!.pid!, child: processes[0] }, { name: 'consumer', pid: processes[1]!.pid!, child: processes[1], descendants: 'runner' }, ...infraProcesses()],
+    config,
+  );
   try {
     await waitHttp(`${api}/readyz`);
     await drained(records, [await submit(api, image, 0)]); // the runner is up: its start is no part of the pace
@@ -138,8 +145,10 @@ async function main(): Promise<void> {
     await drained(records, warm.ids);
     await new Promise((r) => setTimeout(r, 3000)); // the consumer's stats record catches up
     const began = performance.now();
+    await meter.begin();
     const measured = await burst(api, image, JOBS, true);
     const starts = await drained(records, measured.ids);
+    await meter.end();
     const seconds = (performance.now() - began) / 1000;
 
     const rows = [
@@ -157,8 +166,10 @@ async function main(): Promise<void> {
         ];
       }),
     );
+    console.log(`\nThe measured burst, its reads of each job's view included:\n${meter.report(JOBS).join('\n')}`);
   } finally {
     for (const child of processes) child.kill('SIGTERM');
+    await dropTopics(config, allTopics(prefix, ['tiny'])).catch((error: unknown) => console.error(`could not delete the ${prefix}.* topics:`, error));
   }
 }
 

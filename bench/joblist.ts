@@ -14,7 +14,10 @@ import { addToEndedList, addToList } from '../common/joblist.js';
 import { newJobId, type JobRecord } from '../common/jobs.js';
 import { KeyStore } from '../common/keys.js';
 import * as lifecycle from '../common/lifecycle.js';
+import { readModelNames } from '../common/models.js';
 import { createS3, ObjectStore } from '../common/storage.js';
+import { allTopics } from '../common/topics.js';
+import { dropTopics } from './topics.js';
 
 const { values: flags } = parseArgs({
   options: {
@@ -32,7 +35,8 @@ const TENANTS = Number(flags.tenants);
 const REQUESTS = Number(flags.requests);
 const PEPPER = 'bench-pepper-0123456789';
 const bucket = flags.bucket ?? `bench-joblist-${Date.now().toString(36)}`;
-const config = loadConfig({ ...process.env, S3_BUCKET: bucket, AUTH: 'on', AUTH_PEPPER: PEPPER, LOG_LEVEL: 'warn' });
+const topicPrefix = `bench-joblist-${Date.now().toString(36)}`;
+const config = loadConfig({ ...process.env, S3_BUCKET: bucket, AUTH: 'on', AUTH_PEPPER: PEPPER, LOG_LEVEL: 'warn', TOPIC_PREFIX: topicPrefix });
 const store = new ObjectStore(config);
 const tenantName = (n: number) => `tenant-${n}`;
 const params = { prompt: 'a lighthouse', negative_prompt: null, strength: 0.6, steps: 10, guidance_scale: 7.5, seed: 1 };
@@ -94,7 +98,7 @@ const freePort = () =>
 /** The API as production runs it (api/main.ts), on the seeded bucket with keys on; ready once /readyz answers. */
 async function startApi(): Promise<{ child: ChildProcess; url: string }> {
   const port = await freePort();
-  const env = { ...process.env, S3_BUCKET: bucket, AUTH: 'on', AUTH_PEPPER: PEPPER, API_PORT: String(port), LOG_LEVEL: 'warn', TOPIC_PREFIX: `bench-joblist-${port}` };
+  const env = { ...process.env, S3_BUCKET: bucket, AUTH: 'on', AUTH_PEPPER: PEPPER, API_PORT: String(port), LOG_LEVEL: 'warn', TOPIC_PREFIX: topicPrefix };
   const child = spawn(process.execPath, ['--import', 'tsx', 'api/main.ts'], { env, stdio: ['ignore', 'inherit', 'inherit'] });
   // Also when a request fails: a child left running would hold the benchmark's output open.
   process.on('exit', () => child.kill('SIGTERM'));
@@ -145,6 +149,7 @@ async function main(): Promise<void> {
     console.log(`| ${name} | ${percentile(latencies, 50).toFixed(1)} | ${percentile(latencies, 99).toFixed(1)} | ${(percentile(latencies, 50) / base).toFixed(1)}x |`);
   }
   child.kill('SIGTERM');
+  await dropTopics(config, allTopics(topicPrefix, (await readModelNames(config.MODEL_NAMES_FILE)).map((entry) => entry.name)));
   if (!flags.keep && !flags.bucket) await emptyBucket();
   process.exit(0);
 }

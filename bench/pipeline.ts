@@ -17,7 +17,6 @@ import { parseArgs } from 'node:util';
 import pLimit from 'p-limit';
 import sharp from 'sharp';
 import { loadConfig } from '../common/config.js';
-import { createKafka } from '../common/kafka.js';
 import { createLogger } from '../common/logger.js';
 import { RecordStore } from '../common/records.js';
 import { ObjectStore } from '../common/storage.js';
@@ -26,6 +25,7 @@ import { Runner } from '../consumer/runner.js';
 import { dropBucket } from './bucket.js';
 import { COUNT_REQUESTS, infraProcesses, Meter, type Watched } from './cpu.js';
 import { waitHttp } from './ready.js';
+import { dropTopics } from './topics.js';
 
 const { values: flags } = parseArgs({
   options: {
@@ -177,18 +177,7 @@ async function main(): Promise<void> {
   } finally {
     await Promise.all(processes.map((child) => new Promise((exited) => (child.exitCode !== null ? exited(null) : (child.once('exit', exited), child.kill('SIGTERM'))))));
     await dropBucket(config).catch((error: unknown) => console.error(`could not remove the bucket ${prefix}:`, error));
-    await dropTopics().catch((error: unknown) => console.error(`could not delete the ${prefix}.* topics:`, error));
-  }
-}
-
-/** A run's topics are of no use afterwards, and every partition left on the broker costs it CPU in later runs. */
-async function dropTopics(): Promise<void> {
-  const admin = createKafka(config, 'bench').admin();
-  await admin.connect();
-  try {
-    await admin.deleteTopics({ topics: [...allTopics(prefix, ['tiny']), ...webhookRetryTopics(prefix)] });
-  } finally {
-    await admin.disconnect();
+    await dropTopics(config, [...allTopics(prefix, ['tiny']), ...webhookRetryTopics(prefix)]).catch((error: unknown) => console.error(`could not delete the ${prefix}.* topics:`, error));
   }
 }
 

@@ -40,13 +40,26 @@ export function positionOf(place: QueuePlace, priority: Priority, offsets: Model
   return higher + Number(same);
 }
 
+/** How long after a job's acceptance a message stamped earlier may still reach its topic, unless told (the API: twice its intake's deadline). */
+const SETTLE_MS = 10_000;
+
+interface Lookup {
+  /** When it was asked. */
+  time: number;
+  /** Asked SETTLE_MS or more after the timestamp: no message stamped before it can arrive any more, so its answer stays true. */
+  settled: boolean;
+  value: Promise<OffsetsAt>;
+}
+
 export class QueuePositions {
-  private readonly at = new Map<string, { time: number; value: Promise<OffsetsAt> }>();
+  /** Offsets by timestamp, by `topic@time`, in the order of their last use. */
+  private readonly at = new Map<string, Lookup>();
 
   constructor(
-    private readonly admin: Admin,
+    private readonly admin: Pick<Admin, 'fetchTopicOffsetsByTimestamp'>,
     private readonly depth: Pick<QueueDepth, 'offsets'>,
     private readonly ttlMs = 1000,
+    private readonly options: { settleMs?: number; limit?: number } = {},
   ) {}
 
   /** The job's position while it is queued; undefined for a job in any other state or without a place in Kafka. */
@@ -61,18 +74,44 @@ export class QueuePositions {
   }
 
   /**
-   * The offsets by timestamp of a topic with several partitions, cached like the depth (a
-   * message accepted a moment earlier may still be on its way to the broker).
+   * The offsets by timestamp of a topic with several partitions. A recent job's are asked again
+   * after ttlMs (a message accepted a moment earlier may still be on its way to the broker); an
+   * older job's are asked once and kept, so each stream that follows a long queue costs Kafka
+   * nothing after its job's first seconds.
    */
   private offsetsAt(topic: string, time: number): Promise<OffsetsAt> {
     const key = `${topic}@${time}`;
     const now = Date.now();
     const cached = this.at.get(key);
-    if (cached && now - cached.time < this.ttlMs) return cached.value;
-    if (this.at.size > 1000) for (const [k, entry] of this.at) if (now - entry.time >= this.ttlMs) this.at.delete(k);
+    if (cached && (cached.settled || now - cached.time < this.ttlMs)) {
+      this.at.delete(key); // kept as the most recently used
+      this.at.set(key, cached);
+      return cached.value;
+    }
+    this.at.delete(key);
+    this.prune(now);
     const value = this.admin.fetchTopicOffsetsByTimestamp(topic, time);
-    this.at.set(key, { time: now, value });
-    value.catch(() => this.at.delete(key));
+    const lookup = { time: now, settled: now - time >= (this.options.settleMs ?? SETTLE_MS), value };
+    this.at.set(key, lookup);
+    value.catch(() => {
+      if (this.at.get(key) === lookup) this.at.delete(key);
+    });
     return value;
+  }
+
+  /** At the limit, the expired lookups go, then the least recently used down to nine tenths of it. */
+  private prune(now: number): void {
+    const limit = this.options.limit ?? 10_000;
+    if (this.at.size < limit) return;
+    for (const [key, lookup] of this.at) if (!lookup.settled && now - lookup.time >= this.ttlMs) this.at.delete(key);
+    for (const key of this.at.keys()) {
+      if (this.at.size < limit * 0.9) break;
+      this.at.delete(key);
+    }
+  }
+
+  /** How many lookups are kept (for tests). */
+  get size(): number {
+    return this.at.size;
   }
 }

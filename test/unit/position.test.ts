@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { ModelOffsets } from '../../common/depth.js';
-import { positionOf } from '../../common/position.js';
+import { positionOf, QueuePositions, type OffsetsAt } from '../../common/position.js';
 import { combineStats, type ConsumerStats } from '../../common/stats.js';
 import { estimate, loadOf, QueueView } from '../../api/queue.js';
 import type { JobRecord } from '../../common/jobs.js';
@@ -51,6 +51,85 @@ describe('positionOf', () => {
       { partition: 2, offset: '5' },
     ];
     expect(positionOf({ topic: 'p.tiny.normal', partition: 0, offset: '8' }, 'normal', model, before)).toBe(4 + 6 + 0);
+  });
+});
+
+describe('QueuePositions', () => {
+  // Two partitions on the normal topic, so a position needs the offsets at the job's acceptance.
+  const model = offsets({ high: [[0, 0, -1]], normal: [[0, 10, 2], [0, 10, 2]], low: [[0, 0, -1]] });
+  const depth = { offsets: async () => new Map([['tiny', model]]) };
+  const queued = (acceptedAt: number) =>
+    ({
+      id: `j${acceptedAt}`,
+      status: 'queued',
+      model_name: 'tiny',
+      priority: 'normal',
+      created_at: new Date(acceptedAt).toISOString(),
+      queue: { topic: 'p.tiny.normal', partition: 0, offset: '5' },
+    }) as unknown as JobRecord;
+  /** An admin whose by-timestamp lookups are counted; each answers 7 on partition 1 unless told to fail. */
+  function admin(fail = false) {
+    const asked: string[] = [];
+    return {
+      asked,
+      fetchTopicOffsetsByTimestamp: async (topic: string, time?: number): Promise<OffsetsAt> => {
+        asked.push(`${topic}@${time}`);
+        if (fail) throw new Error('broker down');
+        return [{ partition: 0, offset: '4' }, { partition: 1, offset: '7' }];
+      },
+    };
+  }
+  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  it('asks a recent job’s offsets again once they expire, since a message stamped before it may still arrive', async () => {
+    const kafka = admin();
+    const positions = new QueuePositions(kafka, depth, 20, { settleMs: 60_000 });
+    const job = queued(Date.now());
+    expect(await positions.of(job)).toBe(3 + 5); // 3 before it on its partition, 5 on the other
+    expect(await positions.of(job)).toBe(8);
+    expect(kafka.asked).toHaveLength(1);
+    await sleep(30);
+    await positions.of(job);
+    expect(kafka.asked).toHaveLength(2);
+  });
+
+  it('asks a settled job’s offsets once, however often its position is read', async () => {
+    const kafka = admin();
+    const positions = new QueuePositions(kafka, depth, 20, { settleMs: 5000 });
+    const job = queued(Date.now() - 6000);
+    for (let i = 0; i < 3; i++) {
+      expect(await positions.of(job)).toBe(8);
+      await sleep(30);
+    }
+    expect(kafka.asked).toEqual([`p.tiny.normal@${Date.parse(job.created_at)}`]);
+  });
+
+  it('keeps no failed lookup', async () => {
+    const kafka = admin(true);
+    const positions = new QueuePositions(kafka, depth, 1000, { settleMs: 0 });
+    const job = queued(Date.now() - 1000);
+    await expect(positions.of(job)).rejects.toThrow('broker down');
+    await expect(positions.of(job)).rejects.toThrow('broker down');
+    expect(kafka.asked).toHaveLength(2);
+    expect(positions.size).toBe(0);
+  });
+
+  it('keeps at most its limit of lookups, the most recently used ones', async () => {
+    const kafka = admin();
+    const positions = new QueuePositions(kafka, depth, 1000, { settleMs: 0, limit: 10 });
+    const first = queued(1_000);
+    await positions.of(first);
+    for (let i = 1; i <= 30; i++) {
+      await positions.of(queued(1_000 + i));
+      await positions.of(first); // read again each time: never the least recently used
+    }
+    expect(positions.size).toBeLessThanOrEqual(10);
+    const asked = kafka.asked.length;
+    await positions.of(first);
+    await positions.of(queued(1_030)); // the newest
+    expect(kafka.asked).toHaveLength(asked);
+    await positions.of(queued(1_001)); // long gone
+    expect(kafka.asked).toHaveLength(asked + 1);
   });
 });
 
