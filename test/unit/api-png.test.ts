@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { deflateSync } from 'node:zlib';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
@@ -88,5 +89,16 @@ describe('isIntact', () => {
     const whole = deflateSync(greyRows(8, 8));
     const png = Buffer.concat([SIGNATURE, ihdr(8, 8), pngChunk('IDAT', whole.subarray(0, whole.length - 6)), pngChunk('IEND', Buffer.alloc(0))]);
     expect(await isIntact(plainPng(png)!)).toBe(false);
+  });
+
+  it('reads a zlib stream split over several IDAT chunks in their order', async () => {
+    const rows = randomBytes((1 + 64 * 3) * 64);
+    for (let at = 0; at < rows.length; at += 1 + 64 * 3) rows[at] = 0;
+    const whole = deflateSync(rows); // noise: about 12 KB, so each part holds real data
+    const parts = [0, 7, 3000, whole.length].slice(1).map((end, i, ends) => whole.subarray(i ? ends[i - 1] : 0, end));
+    const split = (order: Buffer[]) => Buffer.concat([SIGNATURE, ihdr(64, 64), ...order.map((part) => pngChunk('IDAT', part)), pngChunk('IEND', Buffer.alloc(0))]);
+    expect(await isIntact(plainPng(split(parts))!)).toBe(true);
+    expect(await isIntact(plainPng(split([parts[0]!, parts[2]!, parts[1]!]))!)).toBe(false);
+    expect(await isIntact(plainPng(split([parts[0]!, parts[2]!]))!)).toBe(false);
   });
 });
