@@ -151,8 +151,10 @@ class Collector {
     return true;
   }
 
+  /** The file, joined; the chunks are let go at once (not when the response ends), so a request holds one copy. */
   bytes(): Buffer {
-    return this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.length);
+    if (this.chunks.length > 1) this.chunks.splice(0, this.chunks.length, Buffer.concat(this.chunks, this.length));
+    return this.chunks[0] ?? Buffer.alloc(0);
   }
 
   release(): void {

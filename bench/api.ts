@@ -13,6 +13,7 @@ import { DeleteObjectsCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import sharp from 'sharp';
 import { loadConfig } from '../common/config.js';
 import { readModelNames } from '../common/models.js';
+import { API_NODE_FLAGS } from '../common/nodeflags.js';
 import { KeyStore } from '../common/keys.js';
 import { createS3, ObjectStore } from '../common/storage.js';
 import { allTopics } from '../common/topics.js';
@@ -120,7 +121,7 @@ const PEPPER = 'bench-pepper-0123456789';
 
 async function startApi(port: number, env: Record<string, string> = {}): Promise<ChildProcess> {
   const profile = flags.profile ? ['--cpu-prof', '--cpu-prof-dir=bench/results'] : [];
-  const child = spawn(process.execPath, [...profile, '--import', 'tsx', ...COUNT_REQUESTS, 'api/main.ts'], {
+  const child = spawn(process.execPath, [...API_NODE_FLAGS, ...profile, '--import', 'tsx', ...COUNT_REQUESTS, 'api/main.ts'], {
     env: { ...process.env, TOPIC_PREFIX: prefix, S3_BUCKET: prefix, API_PORT: String(port), LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });

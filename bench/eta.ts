@@ -14,6 +14,7 @@ import pLimit from 'p-limit';
 import sharp from 'sharp';
 import { loadConfig } from '../common/config.js';
 import { RecordStore } from '../common/records.js';
+import { API_NODE_FLAGS } from '../common/nodeflags.js';
 import { ObjectStore } from '../common/storage.js';
 import { allTopics } from '../common/topics.js';
 import { COUNT_REQUESTS, infraProcesses, Meter } from './cpu.js';
@@ -58,7 +59,8 @@ const percentile = (values: number[], p: number) => {
 
 function startProcess(script: string, env: Record<string, string>): ChildProcess {
   // kafkajs#1751 sets a negative timer delay, which Node reports and clamps to 1 ms (as scripts/start does).
-  return spawn(process.execPath, ['--disable-warning=TimeoutNegativeWarning', '--import', 'tsx', ...COUNT_REQUESTS, script], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+  const nodeFlags = script === 'api/main.ts' ? API_NODE_FLAGS : [];
+  return spawn(process.execPath, ['--disable-warning=TimeoutNegativeWarning', ...nodeFlags, '--import', 'tsx', ...COUNT_REQUESTS, script], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
 }
 
 async function submit(api: string, image: Buffer, seed: number): Promise<string> {

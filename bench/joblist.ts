@@ -14,6 +14,7 @@ import { addToEndedList, addToList } from '../common/joblist.js';
 import { newJobId, type JobRecord } from '../common/jobs.js';
 import { KeyStore } from '../common/keys.js';
 import * as lifecycle from '../common/lifecycle.js';
+import { API_NODE_FLAGS } from '../common/nodeflags.js';
 import { readModelNames } from '../common/models.js';
 import { createS3, ObjectStore } from '../common/storage.js';
 import { allTopics } from '../common/topics.js';
@@ -99,7 +100,7 @@ const freePort = () =>
 async function startApi(): Promise<{ child: ChildProcess; url: string }> {
   const port = await freePort();
   const env = { ...process.env, S3_BUCKET: bucket, AUTH: 'on', AUTH_PEPPER: PEPPER, API_PORT: String(port), LOG_LEVEL: 'warn', TOPIC_PREFIX: topicPrefix };
-  const child = spawn(process.execPath, ['--import', 'tsx', 'api/main.ts'], { env, stdio: ['ignore', 'inherit', 'inherit'] });
+  const child = spawn(process.execPath, [...API_NODE_FLAGS, '--import', 'tsx', 'api/main.ts'], { env, stdio: ['ignore', 'inherit', 'inherit'] });
   // Also when a request fails: a child left running would hold the benchmark's output open.
   process.on('exit', () => child.kill('SIGTERM'));
   const url = `http://127.0.0.1:${port}`;

@@ -18,6 +18,7 @@ import pLimit from 'p-limit';
 import sharp from 'sharp';
 import { loadConfig } from '../common/config.js';
 import { createLogger } from '../common/logger.js';
+import { API_NODE_FLAGS } from '../common/nodeflags.js';
 import { RecordStore } from '../common/records.js';
 import { ObjectStore } from '../common/storage.js';
 import { allTopics, webhookRetryTopics } from '../common/topics.js';
@@ -79,7 +80,8 @@ async function runnerAlone(size: number): Promise<number> {
 function startProcess(script: string, env: Record<string, string>): ChildProcess {
   // kafkajs#1751 sets a negative timer delay, which Node reports and clamps to 1 ms (as scripts/start does).
   const profile = flags['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${resolve(flags['cpu-prof'])}`, `--cpu-prof-name=${script.split('/')[0]}.${Date.now()}.cpuprofile`] : [];
-  const child = spawn(process.execPath, ['--disable-warning=TimeoutNegativeWarning', ...profile, '--import', 'tsx', ...COUNT_REQUESTS, script], {
+  const nodeFlags = script === 'api/main.ts' ? API_NODE_FLAGS : [];
+  const child = spawn(process.execPath, ['--disable-warning=TimeoutNegativeWarning', ...nodeFlags, ...profile, '--import', 'tsx', ...COUNT_REQUESTS, script], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
   });

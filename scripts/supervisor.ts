@@ -5,10 +5,13 @@
 // message. SIGINT or SIGTERM stops the children (SIGTERM, SIGKILL after a grace) and exits.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EXIT_CONFIG } from '../common/signals.js';
+import { API_NODE_FLAGS } from '../common/nodeflags.js';
 
 interface Service {
   name: string;
   entry: string;
+  /** node's own flags, before the entry. */
+  flags?: string[];
   child?: ChildProcess;
   startedAt: number;
   failures: number;
@@ -22,7 +25,7 @@ const HEALTHY_MS = 60_000;
 const STOP_GRACE_MS = 15_000;
 
 const services: Service[] = [
-  { name: 'api', entry: 'api/main.ts', startedAt: 0, failures: 0 },
+  { name: 'api', entry: 'api/main.ts', flags: API_NODE_FLAGS, startedAt: 0, failures: 0 },
   { name: 'consumer', entry: 'consumer/main.ts', startedAt: 0, failures: 0 },
   { name: 'dispatcher', entry: 'dispatcher/main.ts', startedAt: 0, failures: 0 },
 ].filter((service) => !process.env.SUPERVISE || process.env.SUPERVISE.split(',').includes(service.name));
@@ -32,7 +35,7 @@ const say = (line: string) => console.log(`supervisor: ${line}`);
 
 function start(service: Service): void {
   service.timer = undefined;
-  const child = spawn(process.execPath, ['--import', 'tsx', service.entry], { stdio: 'inherit' });
+  const child = spawn(process.execPath, [...(service.flags ?? []), '--import', 'tsx', service.entry], { stdio: 'inherit' });
   service.child = child;
   service.startedAt = Date.now();
   say(`${service.name} started (pid ${child.pid})`);

@@ -167,8 +167,9 @@ describe('docker compose config', () => {
 function imageEnv(dockerfile: string): Record<string, string> {
   const text = readFileSync(dockerfile, 'utf8').replace(/\\\n\s*/g, ' ');
   const lastStage = text.slice(text.lastIndexOf('\nFROM '));
-  const pairs = [...lastStage.matchAll(/^ENV\s+(.+)$/gm)].flatMap((match) => match[1]!.trim().split(/\s+/));
-  return Object.fromEntries(pairs.map((pair) => [pair.slice(0, pair.indexOf('=')), pair.slice(pair.indexOf('=') + 1)]));
+  // KEY=value or KEY="value with spaces", as Docker reads them.
+  const pairs = [...lastStage.matchAll(/^ENV\s+(.+)$/gm)].flatMap((match) => [...match[1]!.matchAll(/(\w+)=(?:"([^"]*)"|(\S*))/g)]);
+  return Object.fromEntries(pairs.map(([, key, quoted, bare]) => [key!, quoted ?? bare ?? '']));
 }
 
 describe('the first start docker-compose.yaml describes, run with its rendered environments', () => {

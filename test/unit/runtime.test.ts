@@ -3,6 +3,7 @@
 // on another major means that broke; engines, the package and the images must agree.
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import { API_NODE_FLAGS } from '../../common/nodeflags.js';
 
 const MAJOR = 24;
 const pkg = JSON.parse(readFileSync('package.json', 'utf8'));
@@ -19,5 +20,10 @@ describe('the Node runtime', () => {
     for (const dockerfile of ['api/Dockerfile', 'consumer/Dockerfile', 'dispatcher/Dockerfile']) {
       expect(readFileSync(dockerfile, 'utf8'), dockerfile).toMatch(new RegExp(`^ARG NODE_IMAGE=node:${MAJOR}-`, 'm'));
     }
+  });
+
+  it('gives the API image the V8 flags the API runs with elsewhere', () => {
+    const options = /^\s*NODE_OPTIONS="([^"]*)"/m.exec(readFileSync('api/Dockerfile', 'utf8'))?.[1]?.split(/\s+/) ?? [];
+    for (const flag of API_NODE_FLAGS) expect(options, 'api/Dockerfile NODE_OPTIONS').toContain(flag);
   });
 });
