@@ -25,12 +25,14 @@ import { TenantStore } from '../common/tenants.js';
 import { eventsTopic, NO_WEBHOOK, WEBHOOK_HEADER, webhookRetryTopic, webhookRetryTopics } from '../common/topics.js';
 import { DeliveryMessage } from '../common/webhooks.js';
 import { WebhookClient, type Resolver } from './client.js';
+import { ThrottledCommits } from './commits.js';
 import { Courier } from './courier.js';
 import { dispatcherMetrics } from './metrics.js';
 
 /** A paused retry partition is looked at again at least this often (a long wait is cut in pieces). */
 const MAX_PAUSE_MS = 60_000;
 const RETRY_SEND_TIMEOUT_MS = 30_000;
+const COMMIT_INTERVAL_MS = 1000;
 
 export interface DispatcherOptions {
   logger: Logger;
@@ -62,10 +64,15 @@ async function startAtLatest(admin: Admin, groupId: string, topic: string, logge
   await admin.resetOffsets({ groupId, topic, earliest: false }).catch((error: unknown) => logger.warn({ err: error }, 'could not set the events offsets'));
 }
 
-/** Deliveries waiting in each retry topic: what the group has not committed there. */
-export async function retryBacklog(admin: Admin, groupId: string, topics: readonly string[]): Promise<Map<string, number>> {
+/** Deliveries waiting in each retry topic: what the group has not committed there, less what this member did since its last commit. */
+export async function retryBacklog(admin: Admin, groupId: string, topics: readonly string[], done?: Pick<ThrottledCommits, 'nextOffset'>): Promise<Map<string, number>> {
   const [committed, ...offsets] = await Promise.all([admin.fetchOffsets({ groupId, topics: [...topics] }), ...topics.map((topic) => admin.fetchTopicOffsets(topic))]);
-  return new Map(topics.map((topic, i) => [topic, lag(offsets[i]!, committed.find((entry) => entry.topic === topic)?.partitions ?? [])]));
+  const progress = (topic: string, partitions: { partition: number; offset: string }[]) =>
+    partitions.map(({ partition, offset }) => {
+      const known = done?.nextOffset(topic, partition);
+      return { partition, offset: known !== undefined && BigInt(known) > BigInt(offset) ? known : offset };
+    });
+  return new Map(topics.map((topic, i) => [topic, lag(offsets[i]!, progress(topic, committed.find((entry) => entry.topic === topic)?.partitions ?? []))]));
 }
 
 export function createDispatcher(config: DispatcherConfig, { logger, resolve, random }: DispatcherOptions): Dispatcher {
@@ -78,7 +85,10 @@ export function createDispatcher(config: DispatcherConfig, { logger, resolve, ra
   const publisher = new Publisher(kafka, prefix);
   const registry = createRegistry('dispatcher');
   const retryTopics = webhookRetryTopics(prefix);
-  const metrics = dispatcherMetrics(registry, () => retryBacklog(admin, groupId, retryTopics), retryTopics);
+  const consumer = kafka.consumer({ groupId, sessionTimeout: config.KAFKA_SESSION_TIMEOUT_MS, heartbeatInterval: 1000, maxWaitTimeInMs: 250 });
+  const commits = new ThrottledCommits(consumer, COMMIT_INTERVAL_MS, logger);
+  consumer.on(consumer.events.GROUP_JOIN, () => commits.forget());
+  const metrics = dispatcherMetrics(registry, () => retryBacklog(admin, groupId, retryTopics, commits), retryTopics);
   let metricsServer: Server | undefined;
   const courier = new Courier({
     records: new RecordStore(store),
@@ -91,7 +101,6 @@ export function createDispatcher(config: DispatcherConfig, { logger, resolve, ra
     random,
     metrics,
   });
-  const consumer = kafka.consumer({ groupId, sessionTimeout: config.KAFKA_SESSION_TIMEOUT_MS, heartbeatInterval: 1000, maxWaitTimeInMs: 250 });
   const limit = pLimit(config.WEBHOOK_CONCURRENCY);
   const timers = new Set<NodeJS.Timeout>();
 
@@ -153,7 +162,10 @@ export function createDispatcher(config: DispatcherConfig, { logger, resolve, ra
       const waiting = items.findIndex((item) => dueAt(item) > now);
       const due = waiting < 0 ? items : items.slice(0, waiting);
       await handleAll(due);
-      if (due.length) resolveOffset(due.at(-1)!.message.offset);
+      if (due.length) {
+        resolveOffset(due.at(-1)!.message.offset);
+        commits.done(batch.topic, batch.partition, due.at(-1)!.message.offset);
+      }
       if (waiting >= 0 && isRunning() && !isStale()) waitFor(payload, items[waiting]!, dueAt(items[waiting]!));
     } finally {
       clearInterval(beat);
@@ -173,12 +185,13 @@ export function createDispatcher(config: DispatcherConfig, { logger, resolve, ra
       await consumer.subscribe({ topics: [events], fromBeginning: false });
       await consumer.subscribe({ topics: retryTopics, fromBeginning: true });
       metricsServer = await serveMetrics(registry, config.DISPATCHER_METRICS_HOST, config.DISPATCHER_METRICS_PORT);
-      await consumer.run({ partitionsConsumedConcurrently: 8, eachBatchAutoResolve: false, eachBatch });
+      await consumer.run({ partitionsConsumedConcurrently: 8, eachBatchAutoResolve: false, autoCommit: false, eachBatch });
       logger.info({ group: groupId, allow_private: config.WEBHOOK_ALLOW_PRIVATE, metrics: metricsUrl() }, 'webhook dispatcher running');
     },
     async stop() {
       for (const timer of timers) clearTimeout(timer);
       timers.clear();
+      await commits.close();
       await consumer.disconnect();
       await publisher.disconnect();
       await admin.disconnect();
