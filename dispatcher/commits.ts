@@ -1,5 +1,5 @@
 // The dispatcher's progress, committed at most once an interval. kafkajs, left to commit by
-// itself, commits after every batch, and the dispatcher's batches are small: 1.4-1.8 commit
+// itself, commits after every batch, and the dispatcher's batches are small: 1.2-1.8 commit
 // requests a job at saturation (bench/NOTES.md). What a crash or a rebalance leaves uncommitted
 // is read again, and the courier skips what it did already (the job's delivery log says so).
 import type { Consumer } from 'kafkajs';

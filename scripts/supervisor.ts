@@ -4,8 +4,8 @@
 // with EXIT_CONFIG (a bad setting) would only fail again: then everything stops, with its
 // message. SIGINT or SIGTERM stops the children (SIGTERM, SIGKILL after a grace) and exits.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { EXIT_CONFIG } from '../common/signals.js';
 import { API_NODE_FLAGS } from '../common/nodeflags.js';
+import { EXIT_CONFIG } from '../common/signals.js';
 
 interface Service {
   name: string;
