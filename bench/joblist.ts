@@ -150,7 +150,8 @@ async function main(): Promise<void> {
     console.log(`| ${name} | ${percentile(latencies, 50).toFixed(1)} | ${percentile(latencies, 99).toFixed(1)} | ${(percentile(latencies, 50) / base).toFixed(1)}x |`);
   }
   child.kill('SIGTERM');
-  await dropTopics(config, allTopics(topicPrefix, (await readModelNames(config.MODEL_NAMES_FILE)).map((entry) => entry.name)));
+  const models = (await readModelNames(config.MODEL_NAMES_FILE)).map((entry) => entry.name);
+  await dropTopics(config, allTopics(topicPrefix, models)).catch((error: unknown) => console.error(`could not delete the ${topicPrefix}.* topics:`, error));
   if (!flags.keep && !flags.bucket) await emptyBucket();
   process.exit(0);
 }
