@@ -33,6 +33,8 @@ const { values: flags } = parseArgs({
 });
 const JOBS = Number(flags.jobs);
 const TENANTS = Number(flags.tenants);
+// checkAdminPages compares an admin's first 1000 jobs and first 200 succeeded (1 in 10), and the timed reads use three tenants.
+if (JOBS < 2000 || TENANTS < 3) throw new Error('--jobs must be at least 2000 and --tenants at least 3');
 const REQUESTS = Number(flags.requests);
 const PEPPER = 'bench-pepper-0123456789';
 const bucket = flags.bucket ?? `bench-joblist-${Date.now().toString(36)}`;
